@@ -1,0 +1,19 @@
+# The two commands of the README: `make up` starts the workbench, `make test` runs the tests.
+# Both set up everything they need first (scripts/setup.sh is idempotent and quick when nothing changed).
+VENV ?= .venv
+PYTEST_ARGS ?=
+
+.PHONY: up test setup lint
+
+up: setup
+	$(VENV)/bin/workbench up
+
+test: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+setup:
+	VENV=$(VENV) bash scripts/setup.sh
+
+lint: setup
+	$(VENV)/bin/ruff check .

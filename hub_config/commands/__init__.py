@@ -1,0 +1,1 @@
+"""Subcommands of `workbench`: one module each, each with `register(subparsers)`."""
