@@ -1,0 +1,15 @@
+"""Kubernetes labels the workbench puts on every pod it makes.
+
+NetworkPolicies select on them (traffic inside one job), the monitoring rules join GPU metrics
+with them (per tenant, user and job), and the culler maps series back to hub users through them.
+"""
+
+PREFIX = "workbench.paddle.org"
+
+LABEL_TENANT = f"{PREFIX}/tenant"
+LABEL_USER = f"{PREFIX}/user"
+LABEL_JOB = f"{PREFIX}/job"
+LABEL_COMPONENT = f"{PREFIX}/component"
+
+COMPONENT_NOTEBOOK = "notebook"
+COMPONENT_JOB_WORKER = "job-worker"
