@@ -1,0 +1,241 @@
+"""The job panel: live widgets where a widget frontend exists, text everywhere else.
+
+The panel has two outputs. A live ipywidgets view (state, a row per rank, a log tail with a rank
+selector, a Stop button) and a summary (HTML with a text/plain twin) that is rewritten in place on
+every change of state, so the saved notebook keeps a readable final state even where widgets do
+not render (nbconvert, GitHub, terminal IPython). Rendering is pure: `PanelView -> str`.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import environment as wbenv
+from .checkpoint import latest_step
+from .jobdir import JobDir, tail_lines
+from .spec import JobSpec
+from .status import JobState, JobStatus
+
+LOG_LINES = 20
+STATE_COLOURS = {
+    JobState.PENDING: "#6b7280", JobState.RUNNING: "#2563eb", JobState.RESTARTING: "#d97706",
+    JobState.STOPPING: "#d97706", JobState.SUCCEEDED: "#16a34a", JobState.FAILED: "#dc2626",
+    JobState.STOPPED: "#6b7280",
+}
+
+
+@dataclass(frozen=True)
+class PanelView:
+    """Everything the panel shows at one moment."""
+
+    spec: JobSpec
+    status: JobStatus
+    log_rank: int
+    log_lines: tuple[str, ...]
+    checkpoint_step: int | None
+    now: float
+
+    @classmethod
+    def read(cls, spec: JobSpec, job: JobDir, status: JobStatus, log_rank: int | None = None,
+             lines: int = LOG_LINES) -> PanelView:
+        rank = log_rank if log_rank is not None else (status.failed_rank or 0)
+        log = job.rank_log(status.restarts, rank, spec.resources.nproc_per_node)
+        return cls(spec=spec, status=status, log_rank=rank,
+                   log_lines=tuple(tail_lines(log, lines)),
+                   checkpoint_step=latest_step(job.checkpoints_dir), now=time.time())
+
+
+def format_elapsed(seconds: float) -> str:
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def _facts(view: PanelView) -> list[tuple[str, str]]:
+    spec, status = view.spec, view.status
+    layout = f"{spec.nodes} node(s) x {spec.resources.nproc_per_node} process(es)"
+    if spec.resources.gpus_per_node:
+        layout += f", {spec.resources.gpus_per_node} GPU(s) per node"
+    return [
+        ("engine", spec.engine),
+        ("layout", layout),
+        ("elapsed", format_elapsed(status.elapsed(view.now))),
+        ("restarts", f"{status.restarts} of {spec.max_restarts}"),
+        ("checkpoint", "none yet" if view.checkpoint_step is None
+         else f"step {view.checkpoint_step}"),
+    ]
+
+
+def render_text(view: PanelView, with_log: bool = True) -> str:
+    """The panel as plain text (terminal IPython, nbconvert, the saved notebook's text)."""
+    status = view.status
+    lines = [f"Paddle job {status.job_id}: {status.state.value}"
+             + (f" - {status.message}" if status.message else "")]
+    lines.append("  " + ", ".join(f"{k}: {v}" for k, v in _facts(view)))
+    for rank in status.ranks:
+        code = "" if rank.exit_code is None else f" exit {rank.exit_code}"
+        error = f" ({rank.error})" if rank.error else ""
+        lines.append(f"  rank {rank.rank} (node {rank.node}): {rank.state.value}{code}{error}")
+    if with_log and view.log_lines:
+        lines.append(f"  last lines of rank {view.log_rank}:")
+        lines.extend("    " + line for line in view.log_lines)
+    return "\n".join(lines)
+
+
+def render_html(view: PanelView, with_log: bool = True) -> str:
+    """The panel as self-contained HTML (no scripts), for the notebook's saved summary."""
+    status, esc = view.status, html.escape
+    colour = STATE_COLOURS[status.state]
+    badge = (f'<span style="background:{colour};color:white;padding:1px 8px;'
+             f'border-radius:8px">{esc(status.state.value)}</span>')
+    facts = " &middot; ".join(f"{esc(k)}: <b>{esc(v)}</b>" for k, v in _facts(view))
+    rows = "".join(
+        f"<tr><td>{r.rank}</td><td>{r.node}</td>"
+        f'<td style="color:{STATE_COLOURS[JobState(r.state.value)]}">{esc(r.state.value)}</td>'
+        f"<td>{'' if r.exit_code is None else r.exit_code}</td>"
+        f"<td>{esc(r.error or '')}</td></tr>"
+        for r in status.ranks
+    )
+    parts = [
+        f'<div class="paddle-job-panel"><div><b>Paddle job {esc(status.job_id)}</b> {badge} '
+        f"{esc(status.message)}</div><div>{facts}</div>",
+        '<table><thead><tr><th>rank</th><th>node</th><th>state</th><th>exit code</th>'
+        f"<th>error</th></tr></thead><tbody>{rows}</tbody></table>",
+    ]
+    if with_log and view.log_lines:
+        parts.append(f"<div>last lines of rank {view.log_rank}:</div>"
+                     f'<pre style="max-height:20em;overflow:auto">'
+                     f"{esc(chr(10).join(view.log_lines))}</pre>")
+    parts.append("</div>")
+    return "".join(parts)
+
+
+class _Summary:
+    """A display rewritten in place: HTML for people, text/plain for everything else."""
+
+    def __init__(self):
+        self._handle = None
+
+    def update(self, view: PanelView) -> None:
+        from IPython.display import display
+
+        bundle = {"text/html": render_html(view), "text/plain": render_text(view)}
+        if self._handle is None:
+            self._handle = display(bundle, raw=True, display_id=True)
+        else:
+            self._handle.update(bundle, raw=True)
+
+
+def widgets_available() -> bool:
+    """True in a kernel that can talk to a widget frontend, unless text is forced."""
+    if os.environ.get(wbenv.PANEL, "").lower() == "text":
+        return False
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        return False
+    return shell is not None and hasattr(shell, "kernel")
+
+
+class JobPanel:
+    """Shows one job and keeps it current; `refresh()` reads the job and redraws what changed.
+
+    Args:
+        spec, job: the job.
+        status_of: returns the job's current JobStatus (the engine's `status`).
+        on_stop: called when the Stop button is pressed.
+        widgets: False for text only (no widget frontend).
+    """
+
+    def __init__(self, spec: JobSpec, job: JobDir, status_of: Callable[[], JobStatus],
+                 on_stop: Callable[[], object] | None = None, widgets: bool | None = None):
+        self.spec, self.job, self.status_of, self.on_stop = spec, job, status_of, on_stop
+        self.widgets = widgets_available() if widgets is None else widgets
+        self.log_rank: int | None = None
+        self._summary = _Summary()
+        self._last_state: JobState | None = None
+        self._last_text = ""
+        self.view: PanelView | None = None
+        if self.widgets:
+            self._build_widgets()
+
+    def _build_widgets(self) -> None:
+        import ipywidgets as w
+
+        self._header = w.HTML()
+        self._ranks = w.HTML()
+        self._rank_picker = w.Dropdown(
+            options=[(f"rank {r}", r) for r in range(self.spec.world_size)],
+            description="log of", layout=w.Layout(width="14em"),
+        )
+        self._rank_picker.observe(self._pick_rank, names="value")
+        self._stop = w.Button(description="Stop", button_style="danger", icon="stop")
+        self._stop.on_click(self._stop_clicked)
+        self._log = w.HTML()
+        self.box = w.VBox([
+            self._header, self._ranks, w.HBox([self._rank_picker, self._stop]), self._log,
+        ])
+
+    def _pick_rank(self, change) -> None:
+        self.log_rank = change["new"]
+        self.refresh(force=True)
+
+    def _stop_clicked(self, _button) -> None:
+        self._stop.disabled = True
+        self._stop.description = "Stopping"
+        if self.on_stop is not None:
+            self.on_stop()
+        self.refresh(force=True)
+
+    def show(self) -> None:
+        if self.widgets:
+            from IPython.display import display
+
+            display(self.box)
+        self.refresh(force=True)
+
+    def refresh(self, force: bool = False) -> JobStatus:
+        """Read the job and redraw; returns the status it showed."""
+        status = self.status_of()
+        view = PanelView.read(self.spec, self.job, status, self.log_rank)
+        self.view = view
+        if self.widgets:
+            self._draw_widgets(view)
+            if self._rank_picker.value != view.log_rank:
+                self._rank_picker.value = view.log_rank
+        if force or status.state != self._last_state:
+            self._last_state = status.state
+            if self.widgets:
+                self._summary.update(view)
+            else:
+                self._print_text(view)
+        return status
+
+    def _draw_widgets(self, view: PanelView) -> None:
+        import html as _html
+
+        full = render_html(view, with_log=False)
+        head, _, table = full.partition("<table>")
+        self._header.value = head + "</div>"
+        self._ranks.value = "<table>" + table
+        self._log.value = (f'<pre style="max-height:20em;overflow:auto;margin:0">'
+                           f"{_html.escape(chr(10).join(view.log_lines))}</pre>")
+        if view.status.state.is_terminal():
+            self._stop.disabled = True
+            self._stop.description = view.status.state.value
+
+    def _print_text(self, view: PanelView) -> None:
+        final = view.status.state.is_terminal()
+        text = render_text(view, with_log=final)
+        if text != self._last_text:
+            self._last_text = text
+            print(text if final else render_text(view, with_log=False).splitlines()[0],
+                  flush=True)

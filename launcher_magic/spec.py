@@ -1,0 +1,257 @@
+"""`JobSpec`: what a job is, as pure validated data.
+
+A spec is built from the magic's options plus the defaults and limits the hub put in the
+environment, validated before anything touches the disk or starts a process, and stored as
+`spec.json` in the job directory. Every engine reads the same spec.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+
+from . import environment as wbenv
+
+# Kubernetes object names: pods are named <job-id>-worker-<n>, so leave room for that suffix.
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+MAX_NAME_LENGTH = 40
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Kubernetes resource quantities such as 500m, 2, 1.5, 8Gi, 512M.
+QUANTITY = re.compile(r"^([0-9]+(\.[0-9]+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+ENGINES = ("local", "kubernetes")
+
+# Variables the engines set themselves; a user's --env must not override the job contract.
+RESERVED_ENV_PREFIXES = ("PADDLE_WORKBENCH_",)
+RESERVED_ENV = frozenset(
+    {"PADDLE_MASTER", "PADDLE_NNODES", "PADDLE_JOB_ID", "PADDLE_RANK", "PADDLE_TRAINER_ID",
+     "PADDLE_TRAINERS_NUM", "PADDLE_NPROC_PER_NODE", "PADDLE_LOG_DIR", "PADDLE_DEVICES"}
+)
+
+
+class SpecError(ValueError):
+    """The job as asked for cannot run; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What each node asks for. `cpu` and `memory` are Kubernetes quantities (None: engine default)."""
+
+    nproc_per_node: int = 1
+    gpus_per_node: int = 0
+    cpu: str | None = None
+    memory: str | None = None
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One distributed job. Immutable; engines and the job directory only ever read it."""
+
+    job_id: str
+    name: str
+    engine: str
+    nodes: int
+    resources: Resources = field(default_factory=Resources)
+    user: str = ""
+    tenant: str | None = None
+    namespace: str | None = None
+    image: str | None = None
+    max_restarts: int = 0
+    timeout_seconds: int | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    files: tuple[str, ...] = ()
+    visualdl: bool = False
+    created_at: float = 0.0
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.resources.nproc_per_node
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["env"] = dict(self.env)
+        data["files"] = list(self.files)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> JobSpec:
+        """Rebuild a spec; unknown keys (from newer versions) are ignored."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        res_known = {f.name for f in fields(Resources)}
+        values["resources"] = Resources(
+            **{k: v for k, v in dict(data.get("resources") or {}).items() if k in res_known}
+        )
+        values["env"] = dict(values.get("env") or {})
+        values["files"] = tuple(values.get("files") or ())
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    """The magic's options as the user typed them (already parsed, not yet validated)."""
+
+    nodes: int = 1
+    nproc_per_node: int | None = None
+    gpus: int = 0
+    name: str | None = None
+    engine: str | None = None
+    image: str | None = None
+    cpu: str | None = None
+    memory: str | None = None
+    max_restarts: int = 0
+    timeout: str | None = None
+    env: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+    visualdl: bool = False
+
+
+def normalise_name(raw: str) -> str:
+    """Lower-case and turn `_`, `.` and spaces into `-`, as a user would expect of a job name."""
+    name = re.sub(r"[_.\s]+", "-", raw.strip().lower())
+    return name.strip("-")
+
+
+def parse_duration(raw: str) -> int:
+    """Seconds from `90`, `90s`, `15m`, `2h` or `1d`."""
+    match = re.fullmatch(r"\s*([0-9]+)\s*([smhd]?)\s*", raw)
+    if not match:
+        raise SpecError(
+            f"--timeout {raw!r} is not a duration: use seconds (600) or a unit (90s, 15m, 2h, 1d)"
+        )
+    value = int(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+    if value <= 0:
+        raise SpecError(f"--timeout {raw!r} must be positive")
+    return value
+
+
+def parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
+    """`K=V` strings to a dict; refuses malformed pairs and variables the job contract owns."""
+    env: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not ENV_NAME.match(key):
+            raise SpecError(
+                f"--env {pair!r} is not KEY=VALUE with KEY a variable name (letters, digits, _)"
+            )
+        if key in RESERVED_ENV or key.startswith(RESERVED_ENV_PREFIXES):
+            raise SpecError(
+                f"--env {key} is set by the workbench for every job; choose another variable name"
+            )
+        env[key] = value
+    return env
+
+
+def _check_positive(flag: str, value: int, minimum: int = 1) -> None:
+    if value < minimum:
+        what = "at least 1" if minimum == 1 else "0 or more"
+        raise SpecError(f"{flag} {value} must be {what}")
+
+
+def _check_quantity(flag: str, value: str | None) -> None:
+    if value is not None and (not QUANTITY.match(value) or float(QUANTITY.match(value)[1]) == 0):
+        raise SpecError(
+            f"{flag} {value!r} is not a positive Kubernetes quantity (examples: 2, 500m, 8Gi)"
+        )
+
+
+def build_spec(
+    options: LaunchOptions,
+    cell: str,
+    env: Mapping[str, str],
+    *,
+    user: str = "",
+    now: float | None = None,
+    suffix: str | None = None,
+) -> JobSpec:
+    """Validate the options against the cell and the hub's environment and return the spec.
+
+    Raises:
+        SpecError: with a message that says what to change. Nothing has been created yet.
+    """
+    if not cell.strip():
+        raise SpecError(
+            "the cell is empty: put the training code below the %%paddle_launch line"
+        )
+    _check_positive("--nodes", options.nodes)
+    _check_positive("--gpus", options.gpus, minimum=0)
+    # On GPUs Paddle runs one process per device; --nproc-per-node is the CPU knob.
+    nproc = options.nproc_per_node if options.nproc_per_node is not None else (options.gpus or 1)
+    _check_positive("--nproc-per-node", nproc)
+    if options.gpus and nproc != options.gpus:
+        raise SpecError(
+            f"--nproc-per-node {nproc} with --gpus {options.gpus}: each GPU gets one process, "
+            "so drop --nproc-per-node (it is for CPU training)"
+        )
+    _check_positive("--max-restarts", options.max_restarts, minimum=0)
+    _check_quantity("--cpu", options.cpu)
+    _check_quantity("--memory", options.memory)
+
+    engine = options.engine or env.get(wbenv.ENGINE) or "local"
+    if engine not in ENGINES:
+        raise SpecError(f"--engine {engine!r} is not one of: {', '.join(ENGINES)}")
+
+    raw_name = options.name if options.name is not None else "job"
+    name = normalise_name(raw_name)
+    if not name or len(name) > MAX_NAME_LENGTH or not DNS1123_LABEL.match(name):
+        raise SpecError(
+            f"--name {raw_name!r} is not a valid job name: use at most {MAX_NAME_LENGTH} "
+            "lower-case letters, digits and '-', starting and ending with a letter or digit"
+        )
+
+    try:
+        limits = wbenv.Limits.from_env(env)
+    except wbenv.HubSettingError as err:
+        raise SpecError(str(err)) from None
+    if limits.max_nodes is not None and options.nodes > limits.max_nodes:
+        raise SpecError(
+            f"--nodes {options.nodes} is over your tenant's limit of {limits.max_nodes} nodes; "
+            f"ask for {limits.max_nodes} or fewer"
+        )
+    if limits.max_gpus_per_node is not None and options.gpus > limits.max_gpus_per_node:
+        raise SpecError(
+            f"--gpus {options.gpus} is over your tenant's limit of {limits.max_gpus_per_node} "
+            "GPUs per node; ask for fewer"
+        )
+    timeout = parse_duration(options.timeout) if options.timeout is not None else None
+    if limits.max_runtime_seconds is not None:
+        if timeout is not None and timeout > limits.max_runtime_seconds:
+            raise SpecError(
+                f"--timeout {options.timeout} is over your tenant's maximum runtime of "
+                f"{limits.max_runtime_seconds} s; ask for less"
+            )
+        timeout = timeout or limits.max_runtime_seconds
+
+    image = options.image or env.get(wbenv.IMAGE) or None
+    allowed = [i.strip() for i in env.get(wbenv.ALLOWED_IMAGES, "").split(",") if i.strip()]
+    if options.image and allowed and options.image not in allowed:
+        raise SpecError(
+            f"--image {options.image!r} is not allowed for your tenant; allowed: "
+            + ", ".join(allowed)
+        )
+
+    created = time.time() if now is None else now
+    return JobSpec(
+        job_id=f"{name}-{suffix or secrets.token_hex(3)}",
+        name=name,
+        engine=engine,
+        nodes=options.nodes,
+        resources=Resources(
+            nproc_per_node=nproc,
+            gpus_per_node=options.gpus,
+            cpu=options.cpu,
+            memory=options.memory,
+        ),
+        user=user or env.get(wbenv.USER, ""),
+        tenant=env.get(wbenv.TENANT) or None,
+        namespace=env.get(wbenv.NAMESPACE) or None,
+        image=image,
+        max_restarts=options.max_restarts,
+        timeout_seconds=timeout,
+        env=parse_env(options.env),
+        files=tuple(options.files),
+        visualdl=options.visualdl,
+        created_at=created,
+    )

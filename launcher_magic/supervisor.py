@@ -1,0 +1,239 @@
+"""The local engine's per-job supervisor: `python -m launcher_magic.supervisor <job dir>`.
+
+One supervisor process runs each local job, in its own session, apart from the kernel. It hosts
+the rendezvous master, starts one process group per node, watches them, writes `status.json`,
+relaunches the whole job after a failure while `--max-restarts` allows, enforces `--timeout`, and
+stops every node on SIGTERM/SIGINT or when the kernel that started it is gone. Whatever happens,
+it leaves no process of the job behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from .commands import node_command
+from .jobdir import JobDir
+from .processes import (
+    StopTimeouts,
+    become_subreaper,
+    pid_alive,
+    reap_children,
+    start_group,
+    stop_groups,
+)
+from .rendezvous import RendezvousServer
+from .status import JobState, JobStatus, NodeStatus, RankState, RankStatus
+
+POLL_SECONDS = 0.1
+
+
+class _StopRequested(Exception):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Supervisor:
+    """Runs one job to a terminal state. See the module docstring."""
+
+    def __init__(
+        self,
+        job: JobDir,
+        *,
+        owner_pid: int | None = None,
+        devices: list[list[int]] | None = None,
+        timeouts: StopTimeouts | None = None,
+        python: str = sys.executable,
+    ):
+        self.job = job
+        self.spec = job.read_spec()
+        self.owner_pid = owner_pid
+        self.devices = devices or [[] for _ in range(self.spec.nodes)]
+        self.timeouts = timeouts or StopTimeouts()
+        self.python = python
+        self.stop_reason: str | None = None
+        self.status = JobStatus(job_id=self.spec.job_id, supervisor_pid=os.getpid())
+        self._parent = os.getppid()
+
+    # -- status -------------------------------------------------------------------------------
+
+    def _write(self, status: JobStatus) -> None:
+        if status != self.status:
+            self.status = status
+            self.job.write_status(status)
+
+    def _rank_statuses(self, attempt: int) -> tuple[RankStatus, ...]:
+        records = self.job.read_rank_records(attempt)
+        nproc = self.spec.resources.nproc_per_node
+        ranks = []
+        for rank in range(self.spec.world_size):
+            record = records.get(rank, {})
+            ranks.append(
+                RankStatus(
+                    rank=rank,
+                    node=rank // nproc,
+                    state=RankState(record.get("state", RankState.PENDING)),
+                    exit_code=record.get("exit_code"),
+                    error=record.get("error"),
+                )
+            )
+        return tuple(ranks)
+
+    def _failed_rank(self, ranks: tuple[RankStatus, ...], node: int) -> int | None:
+        """The rank that failed first: one that recorded a failure, else one that never ended."""
+        failed = [r for r in ranks if r.state == RankState.FAILED]
+        if failed:
+            return failed[0].rank
+        on_node = [r for r in ranks if r.node == node and not r.state.is_terminal()]
+        return on_node[0].rank if on_node else None
+
+    # -- signals and the owner ----------------------------------------------------------------
+
+    def _on_signal(self, signum, _frame) -> None:
+        self.stop_reason = f"stopped by request (signal {signal.Signals(signum).name})"
+
+    def _check_stop(self, deadline: float | None) -> None:
+        if self.stop_reason:
+            raise _StopRequested(self.stop_reason)
+        if self.owner_pid and (not pid_alive(self.owner_pid) or os.getppid() != self._parent):
+            raise _StopRequested("stopped: the notebook kernel that started the job has gone")
+        if deadline is not None and time.time() > deadline:
+            raise _StopRequested(f"ran past its time limit of {self.spec.timeout_seconds} s")
+
+    # -- one attempt --------------------------------------------------------------------------
+
+    def _run_attempt(self, attempt: int, deadline: float | None) -> tuple[int, int] | None:
+        """Run every node once. Returns None on success, or (node, exit code) of a failure."""
+        rendezvous = RendezvousServer().start()
+        leaders = []
+        try:
+            for node in range(self.spec.nodes):
+                argv, env = node_command(
+                    self.spec, self.job, node=node, attempt=attempt,
+                    master=rendezvous.endpoint, python=self.python, devices=self.devices[node],
+                )
+                leaders.append(
+                    start_group(argv, {**os.environ, **env}, self.job.path,
+                                self.job.launch_log(attempt, node))
+                )
+            nodes = tuple(
+                NodeStatus(node=n, state=RankState.RUNNING, pid=p.pid)
+                for n, p in enumerate(leaders)
+            )
+            self._write(self.status.moved_to(
+                JobState.RUNNING, f"running attempt {attempt + 1}", nodes=nodes,
+                started_at=self.status.started_at or time.time(),
+            ))
+            while True:
+                try:
+                    self._check_stop(deadline)
+                except _StopRequested as stop:
+                    self._write(self.status.moved_to(JobState.STOPPING, stop.reason))
+                    raise
+                codes = [p.poll() for p in leaders]
+                nodes = tuple(
+                    replace(n, state=_node_state(code), exit_code=code)
+                    for n, code in zip(self.status.nodes, codes, strict=True)
+                )
+                self._write(replace(self.status, nodes=nodes,
+                                    ranks=self._rank_statuses(attempt)))
+                failed = [(n, c) for n, c in enumerate(codes) if c not in (None, 0)]
+                if failed:
+                    return failed[0]
+                if all(code == 0 for code in codes):
+                    return None
+                time.sleep(POLL_SECONDS)
+        finally:
+            stop_groups([p.pid for p in leaders], self.timeouts, leaders)
+            for leader in leaders:
+                leader.poll()
+            reap_children()
+            rendezvous.stop()
+            if leaders:
+                codes = [p.returncode for p in leaders]
+                nodes = tuple(
+                    replace(n, state=_node_state(code, stopped=True), exit_code=code)
+                    for n, code in zip(self.status.nodes, codes, strict=True)
+                )
+                self.status = replace(self.status, nodes=nodes,
+                                      ranks=self._rank_statuses(attempt))
+
+    # -- the job ------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run the job to a terminal state; the exit code is 0 only for Succeeded."""
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, self._on_signal)
+        become_subreaper()
+        self.job.write_status(self.status)
+        deadline = (
+            time.time() + self.spec.timeout_seconds if self.spec.timeout_seconds else None
+        )
+        attempt = 0
+        try:
+            while True:
+                failure = self._run_attempt(attempt, deadline)
+                if failure is None:
+                    self._write(self.status.moved_to(JobState.SUCCEEDED, "all ranks finished"))
+                    return 0
+                node, code = failure
+                failed_rank = self._failed_rank(self.status.ranks, node)
+                what = f"rank {failed_rank}" if failed_rank is not None else f"node {node}"
+                if attempt < self.spec.max_restarts:
+                    attempt += 1
+                    self._write(self.status.moved_to(
+                        JobState.RESTARTING,
+                        f"{what} failed (exit code {code}); restart {attempt} of "
+                        f"{self.spec.max_restarts}",
+                        restarts=attempt, failed_rank=failed_rank,
+                    ))
+                    continue
+                self._write(self.status.moved_to(
+                    JobState.FAILED, f"{what} failed (exit code {code})", failed_rank=failed_rank,
+                ))
+                return 1
+        except _StopRequested as stop:
+            state = JobState.FAILED if "time limit" in stop.reason else JobState.STOPPED
+            self._write(self.status.moved_to(state, stop.reason))
+            return 1
+        except BaseException as exc:  # never leave a job looking alive
+            self._write(self.status.moved_to(JobState.FAILED, f"supervisor error: {exc!r}"))
+            raise
+
+
+def _node_state(code: int | None, stopped: bool = False) -> RankState:
+    if code is None:
+        return RankState.RUNNING
+    if code == 0:
+        return RankState.SUCCEEDED
+    return RankState.STOPPED if stopped and code < 0 else RankState.FAILED
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m launcher_magic.supervisor")
+    parser.add_argument("job_dir", type=Path)
+    parser.add_argument("--owner-pid", type=int, default=None)
+    parser.add_argument("--devices", default="", help="per node, ';'-separated lists: 0,1;2,3")
+    parser.add_argument("--interrupt-timeout", type=float, default=5.0)
+    parser.add_argument("--terminate-timeout", type=float, default=5.0)
+    args = parser.parse_args(argv)
+    devices = [
+        [int(d) for d in part.split(",") if d] for part in args.devices.split(";")
+    ] if args.devices else None
+    supervisor = Supervisor(
+        JobDir(args.job_dir),
+        owner_pid=args.owner_pid,
+        devices=devices,
+        timeouts=StopTimeouts(args.interrupt_timeout, args.terminate_timeout),
+    )
+    return supervisor.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
