@@ -54,6 +54,7 @@ class RankStatus:
     state: RankState = RankState.PENDING
     exit_code: int | None = None
     error: str | None = None
+    finished_at: float | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping) -> RankStatus:

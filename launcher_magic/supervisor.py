@@ -81,6 +81,7 @@ class Supervisor:
                     state=RankState(record.get("state", RankState.PENDING)),
                     exit_code=record.get("exit_code"),
                     error=record.get("error"),
+                    finished_at=record.get("time") if "exit_code" in record else None,
                 )
             )
         return tuple(ranks)
@@ -89,7 +90,8 @@ class Supervisor:
         """The rank that failed first: one that recorded a failure, else one that never ended."""
         failed = [r for r in ranks if r.state == RankState.FAILED]
         if failed:
-            return failed[0].rank
+            # Peers of a failed rank often fail too, a moment later: blame the first.
+            return min(failed, key=lambda r: (r.finished_at or float("inf"), r.rank)).rank
         on_node = [r for r in ranks if r.node == node and not r.state.is_terminal()]
         return on_node[0].rank if on_node else None
 
