@@ -1,0 +1,107 @@
+"""Bad input to the magics: a UsageError that says what to fix, and nothing created or started."""
+
+from __future__ import annotations
+
+import os
+
+import psutil
+import pytest
+from IPython import get_ipython
+from IPython.core.error import UsageError
+from IPython.testing.globalipapp import start_ipython
+
+import launcher_magic.engines.local as local_engine
+
+CELL = "print('hello')\n"
+
+# (id, magic line, cell, extra environment, text the message must contain)
+CASES = [
+    ("unknown-option", "--nodez 2", CELL, {}, "unrecognized arguments: --nodez"),
+    ("nodes-zero", "--nodes 0", CELL, {}, "--nodes 0 must be at least 1"),
+    ("nodes-negative", "--nodes -3", CELL, {}, "--nodes -3 must be at least 1"),
+    ("nodes-not-a-number", "--nodes two", CELL, {}, "invalid int value: 'two'"),
+    ("nproc-zero", "--nproc-per-node 0", CELL, {}, "--nproc-per-node 0 must be at least 1"),
+    ("gpus-negative", "--gpus -1", CELL, {}, "--gpus -1 must be 0 or more"),
+    ("restarts-negative", "--max-restarts -1", CELL, {}, "--max-restarts -1 must be 0 or more"),
+    ("empty-cell", "--nodes 2", "  \n\n", {}, "the cell is empty"),
+    ("name-invalid", "--name 'my job!'", CELL, {}, "is not a valid job name"),
+    ("name-too-long", "--name " + "a" * 41, CELL, {}, "at most 40"),
+    ("name-only-dashes", "--name=---", CELL, {}, "is not a valid job name"),
+    ("files-missing", "--files no-such-file.py", CELL, {}, "--files no-such-file.py: no such file"),
+    ("nodes-over-limit", "--nodes 3", CELL, {"PADDLE_WORKBENCH_MAX_NODES": "2"},
+     "over your tenant's limit of 2 nodes"),
+    ("gpus-over-limit", "--gpus 4", CELL, {"PADDLE_WORKBENCH_MAX_GPUS_PER_NODE": "2"},
+     "over your tenant's limit of 2 GPUs per node"),
+    ("timeout-over-limit", "--timeout 2h", CELL, {"PADDLE_WORKBENCH_MAX_RUNTIME_SECONDS": "3600"},
+     "over your tenant's maximum runtime of 3600 s"),
+    ("timeout-garbage", "--timeout soon", CELL, {}, "is not a duration"),
+    ("env-malformed", "--env NOEQUALS", CELL, {}, "is not KEY=VALUE"),
+    ("env-reserved", "--env PADDLE_MASTER=x:1", CELL, {}, "set by the workbench"),
+    ("cpu-garbage", "--cpu lots", CELL, {}, "is not a positive Kubernetes quantity"),
+    ("memory-zero", "--memory 0Gi", CELL, {}, "is not a positive Kubernetes quantity"),
+    ("engine-unknown", "--engine slurm", CELL, {}, "invalid choice: 'slurm'"),
+    ("image-not-allowed", "--image evil/miner:latest", CELL,
+     {"PADDLE_WORKBENCH_ALLOWED_IMAGES": "reg.example/paddle@sha256:" + "a" * 64},
+     "is not allowed for your tenant"),
+    ("gpus-without-gpus", "--gpus 1", CELL, {}, "this machine has none visible"),
+    ("limit-malformed", "--nodes 1", CELL, {"PADDLE_WORKBENCH_MAX_NODES": "many"},
+     "PADDLE_WORKBENCH_MAX_NODES='many' is not a whole number"),
+]
+
+
+@pytest.fixture
+def shell(jobs_root, monkeypatch):
+    monkeypatch.setenv("PADDLE_WORKBENCH_JOBS_DIR", str(jobs_root))
+    for name in list(os.environ):
+        if name.startswith("PADDLE_WORKBENCH_") and name != "PADDLE_WORKBENCH_JOBS_DIR":
+            monkeypatch.delenv(name)
+    # This machine has no GPU; say so explicitly, so the case holds on one that has.
+    monkeypatch.setattr(local_engine, "detect_gpus", lambda: [])
+    start_ipython()  # once per process; later calls return None
+    ip = get_ipython()
+    ip.run_line_magic("load_ext", "launcher_magic")
+    return ip
+
+
+def _children() -> set[int]:
+    return {child.pid for child in psutil.Process().children(recursive=True)}
+
+
+@pytest.mark.parametrize("line, cell, env, message", [c[1:] for c in CASES],
+                         ids=[c[0] for c in CASES])
+def test_bad_input_is_a_usage_error_and_leaves_nothing(shell, jobs_root, monkeypatch,
+                                                        line, cell, env, message):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    before = _children()
+    with pytest.raises(UsageError) as error:
+        shell.run_cell_magic("paddle_launch", line, cell)
+    assert message in str(error.value)
+    assert list(jobs_root.iterdir()) == []  # no job directory, not even a hidden one
+    assert _children() <= before  # no process started
+
+
+@pytest.mark.parametrize("magic, line, message", [
+    ("paddle_logs", "nosuchjob", "no job 'nosuchjob'"),
+    ("paddle_stop", "nosuchjob", "no job 'nosuchjob'"),
+    ("paddle_stop", "", "needs a job id or name"),
+    ("paddle_jobs", "extra", "takes no arguments"),
+    ("paddle_logs", "", "the following arguments are required: job"),
+], ids=["logs-unknown-job", "stop-unknown-job", "stop-no-job", "jobs-extra-args", "logs-no-job"])
+def test_line_magics_refuse_bad_input(shell, magic, line, message):
+    with pytest.raises(UsageError) as error:
+        shell.run_line_magic(magic, line)
+    assert message in str(error.value)
+
+
+def test_kubernetes_engine_missing_is_a_usage_error(shell, monkeypatch, jobs_root):
+    import launcher_magic.engines as engines
+
+    monkeypatch.setattr(engines, "entry_points", lambda group: [])
+    import launcher_magic.magics as magics
+
+    monkeypatch.setattr(magics, "_ENGINES", {})
+    with pytest.raises(UsageError) as error:
+        shell.run_cell_magic("paddle_launch", "--engine kubernetes", CELL)
+    assert "the 'kubernetes' engine is not installed" in str(error.value)
+    assert list(jobs_root.iterdir()) == []

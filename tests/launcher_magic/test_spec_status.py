@@ -1,0 +1,89 @@
+"""JobSpec, its validation and the status model, as plain data."""
+
+from __future__ import annotations
+
+import pytest
+
+from launcher_magic.spec import JobSpec, LaunchOptions, build_spec, normalise_name, parse_duration
+from launcher_magic.status import JobState, JobStatus, RankState, TerminalStateError
+
+HUB_ENV = {
+    "PADDLE_WORKBENCH_TENANT": "vision",
+    "PADDLE_WORKBENCH_NAMESPACE": "wb-vision",
+    "PADDLE_WORKBENCH_USER": "ada",
+    "PADDLE_WORKBENCH_ENGINE": "kubernetes",
+    "PADDLE_WORKBENCH_IMAGE": "reg.example/nb@sha256:" + "b" * 64,
+    "PADDLE_WORKBENCH_MAX_RUNTIME_SECONDS": "7200",
+}
+
+
+def test_spec_takes_defaults_from_the_hub_environment():
+    spec = build_spec(LaunchOptions(nodes=2, gpus=1), "train()", HUB_ENV, now=1.0, suffix="abc123")
+    assert spec.job_id == "job-abc123"
+    assert (spec.tenant, spec.namespace, spec.user) == ("vision", "wb-vision", "ada")
+    assert spec.engine == "kubernetes"
+    assert spec.image == HUB_ENV["PADDLE_WORKBENCH_IMAGE"]
+    assert spec.timeout_seconds == 7200  # the tenant's maximum runtime when --timeout is absent
+    assert spec.resources.nproc_per_node == 1 and spec.resources.gpus_per_node == 1
+    assert spec.world_size == 2
+
+
+def test_explicit_options_win_over_defaults():
+    spec = build_spec(
+        LaunchOptions(nodes=1, nproc_per_node=3, name="My_Model.v2", engine="local",
+                      timeout="15m", env=("A=1", "B=x=y")),
+        "train()", HUB_ENV,
+    )
+    assert spec.name == "my-model-v2"
+    assert spec.engine == "local"
+    assert spec.timeout_seconds == 900
+    assert dict(spec.env) == {"A": "1", "B": "x=y"}
+    assert spec.world_size == 3
+
+
+def test_spec_round_trips_and_ignores_unknown_keys():
+    spec = build_spec(LaunchOptions(nodes=2, files=("data.csv",), visualdl=True), "x=1", {})
+    data = spec.to_dict()
+    data["field_from_the_future"] = 42
+    data["resources"]["also_new"] = True
+    assert JobSpec.from_dict(data) == spec
+
+
+@pytest.mark.parametrize("raw, seconds", [("90", 90), ("90s", 90), ("15m", 900), ("2h", 7200),
+                                          ("1d", 86400)])
+def test_durations(raw, seconds):
+    assert parse_duration(raw) == seconds
+
+
+@pytest.mark.parametrize("raw, name", [("MNIST", "mnist"), ("my_job", "my-job"),
+                                       (" a b ", "a-b"), ("x..y", "x-y"), ("-ok-", "ok")])
+def test_names_are_normalised(raw, name):
+    assert normalise_name(raw) == name
+
+
+def test_gpus_set_processes_per_node():
+    spec = build_spec(LaunchOptions(nodes=2, gpus=4), "x", {})
+    assert spec.resources.nproc_per_node == 4
+
+
+def test_terminal_states_never_change():
+    status = JobStatus(job_id="j").moved_to(JobState.RUNNING).moved_to(JobState.SUCCEEDED)
+    assert status.finished_at is not None
+    for state in (JobState.RUNNING, JobState.FAILED, JobState.RESTARTING):
+        with pytest.raises(TerminalStateError):
+            status.moved_to(state)
+    assert status.moved_to(JobState.SUCCEEDED).state == JobState.SUCCEEDED
+
+
+def test_status_round_trips():
+    from launcher_magic.status import NodeStatus, RankStatus
+
+    status = JobStatus(
+        job_id="j", state=JobState.FAILED, restarts=1, failed_rank=1,
+        nodes=(NodeStatus(node=0, state=RankState.FAILED, exit_code=1, pid=10),),
+        ranks=(RankStatus(rank=1, node=0, state=RankState.FAILED, exit_code=1, error="E"),),
+    )
+    data = status.to_dict()
+    data["unknown"] = "ignored"
+    assert JobStatus.from_dict(data) == status
+    assert [s.is_terminal() for s in JobState] == [False, False, False, False, True, True, True]
