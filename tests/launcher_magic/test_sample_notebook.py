@@ -1,0 +1,46 @@
+"""The sample notebook every user gets runs top to bottom in a real kernel (nbclient)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from .support import requires_paddle
+
+SAMPLE = Path(__file__).parents[2] / "hub_config" / "samples" / "paddle-quickstart.ipynb"
+
+pytestmark = [requires_paddle, pytest.mark.paddle, pytest.mark.kernel]
+
+
+def _text(cell) -> str:
+    parts = []
+    for out in cell.get("outputs", []):
+        parts.append(out.get("text", ""))
+        parts.append(out.get("data", {}).get("text/plain", ""))
+    return "".join(parts)
+
+
+def test_sample_notebook_runs_and_keeps_a_readable_final_state(tmp_path, monkeypatch):
+    jobs = tmp_path / "jobs"
+    monkeypatch.setenv("PADDLE_WORKBENCH_JOBS_DIR", str(jobs))
+    notebook = nbformat.read(SAMPLE, as_version=4)
+    NotebookClient(notebook, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+
+    launch, listing, logs = (c for c in notebook.cells
+                             if c.cell_type == "code" and "paddle" in c.source and
+                             "load_ext" not in c.source)
+    # The saved notebook shows the final state as HTML and text, not only as a live widget.
+    html = [o["data"]["text/html"] for o in launch.outputs if "text/html" in o.get("data", {})]
+    assert any("Succeeded" in h for h in html), launch.outputs
+    assert "Succeeded" in _text(launch)
+    assert "quickstart-" in _text(listing) and "Succeeded" in _text(listing)
+    assert "world size 2" in _text(logs)
+
+    (job,) = jobs.iterdir()
+    assert json.loads((job / "spec.json").read_text())["visualdl"] is True
+    assert json.loads((job / "status.json").read_text())["state"] == "Succeeded"
