@@ -23,7 +23,7 @@ from .panel import JobPanel, format_elapsed
 from .spec import LaunchOptions, SpecError, build_spec
 from .status import JobState, JobStatus
 
-POLL_SECONDS = 0.5
+POLL_SECONDS = 0.25
 
 # Jobs this kernel started: they end with the kernel (see stop_session_jobs).
 _SESSION_JOBS: dict[str, tuple[Engine, JobDir]] = {}

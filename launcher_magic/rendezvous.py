@@ -63,7 +63,10 @@ class RendezvousServer(ThreadingHTTPServer):
         super().__init__((host, port), _Handler)
         self.lock = threading.Lock()
         self.store: dict[str, str] = {"/healthy": "ok"}
-        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        # A short poll interval: stop() waits for the serving loop to notice.
+        self._thread = threading.Thread(
+            target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def port(self) -> int:

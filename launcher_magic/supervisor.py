@@ -86,6 +86,19 @@ class Supervisor:
             )
         return tuple(ranks)
 
+    def _ranks_done(self, attempt: int) -> bool:
+        """Every rank recorded success and its process has exited.
+
+        Paddle's launcher notices finished workers only on its next watch tick and then tears
+        itself down; once every rank has ended there is nothing left for it to do, so the job is
+        done and the launchers are stopped rather than waited for.
+        """
+        records = self.job.read_rank_records(attempt)
+        return len(records) == self.spec.world_size and all(
+            r.get("state") == RankState.SUCCEEDED.value and not pid_alive(r.get("pid"))
+            for r in records.values()
+        )
+
     def _failed_rank(self, ranks: tuple[RankStatus, ...], node: int) -> int | None:
         """The rank that failed first: one that recorded a failure, else one that never ended."""
         failed = [r for r in ranks if r.state == RankState.FAILED]
@@ -114,6 +127,7 @@ class Supervisor:
         """Run every node once. Returns None on success, or (node, exit code) of a failure."""
         rendezvous = RendezvousServer().start()
         leaders = []
+        succeeded = False
         try:
             for node in range(self.spec.nodes):
                 argv, env = node_command(
@@ -148,17 +162,21 @@ class Supervisor:
                 failed = [(n, c) for n, c in enumerate(codes) if c not in (None, 0)]
                 if failed:
                     return failed[0]
-                if all(code == 0 for code in codes):
+                if all(code == 0 for code in codes) or self._ranks_done(attempt):
+                    succeeded = True
                     return None
                 time.sleep(POLL_SECONDS)
         finally:
-            stop_groups([p.pid for p in leaders], self.timeouts, leaders)
+            # After success every rank has ended and the launchers have nothing left to finish:
+            # no need to give them time to wind down.
+            timeouts = StopTimeouts(0, 0, self.timeouts.kill) if succeeded else self.timeouts
+            stop_groups([p.pid for p in leaders], timeouts, leaders)
             for leader in leaders:
                 leader.poll()
             reap_children()
             rendezvous.stop()
             if leaders:
-                codes = [p.returncode for p in leaders]
+                codes = [0 if succeeded else p.returncode for p in leaders]
                 nodes = tuple(
                     replace(n, state=_node_state(code, stopped=True), exit_code=code)
                     for n, code in zip(self.status.nodes, codes, strict=True)
