@@ -151,3 +151,22 @@ def test_kernel_going_away_stops_its_jobs(kernel, jobs_root, how):
         kernel.manager.signal_kernel(signal.SIGKILL)
     assert wait_until(lambda: not job_processes(jobs_root, job_id), timeout=60)
     assert read_status(jobs_root, job_id)["state"] == "Stopped"
+
+
+def test_processes_per_node_and_files_beside_the_cell(kernel, jobs_root):
+    data = jobs_root.parent / "shard.txt"
+    data.write_text("42\n")
+    cell = (
+        "import paddle.distributed as dist\n"
+        "dist.init_parallel_env()\n"
+        "value = int(open('shard.txt').read())\n"
+        "print(f'rank={dist.get_rank()} world={dist.get_world_size()} value={value}')\n"
+    )
+    result = kernel.run(f"%%paddle_launch --nproc-per-node 2 --files {data}\n" + cell)
+    assert result.error is None, result.text
+    job_id = only_job(jobs_root)
+    status = read_status(jobs_root, job_id)
+    assert status["state"] == "Succeeded"
+    assert [(r["rank"], r["node"]) for r in status["ranks"]] == [(0, 0), (1, 0)]
+    logs = kernel.run(f"%paddle_logs {job_id} --rank 1")
+    assert "rank=1 world=2 value=42" in logs.text
