@@ -14,6 +14,7 @@ import sys
 # One line per subcommand module; the order is the order of `workbench --help`.
 COMMAND_MODULES = [
     "hub_config.commands.up",
+    "hub_config.commands.images",
 ]
 
 

@@ -10,6 +10,9 @@ LABEL_TENANT = f"{PREFIX}/tenant"
 LABEL_USER = f"{PREFIX}/user"
 LABEL_JOB = f"{PREFIX}/job"
 LABEL_COMPONENT = f"{PREFIX}/component"
+# The hub's server name on a notebook pod ("" or absent: the user's default server), so the GPU-idle
+# culler can stop the right one of a user's named servers.
+LABEL_SERVER = f"{PREFIX}/server"
 
 COMPONENT_NOTEBOOK = "notebook"
 COMPONENT_JOB_WORKER = "job-worker"

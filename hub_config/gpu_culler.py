@@ -1,0 +1,291 @@
+"""The GPU-idle culler: a JupyterHub service that stops notebook servers whose GPUs sit idle.
+
+Each round it asks Prometheus how long every workbench notebook server and job has kept its GPUs
+under its tenant's threshold (the recording rules in deploy/monitoring), decides with
+`hub_config.gpu_idle.decide`, and acts: warn (logged; JupyterHub has no API for a notice to a
+user, so the warning is a log line an operator's log pipeline can forward), stop the server
+through the hub's REST API, and for jobs call `job_stopper` (none is configured until the
+Kubernetes job engine provides one: the culler then logs "would stop job"). Every action is
+logged with its reason; `--dry-run` logs what it would do and changes nothing.
+
+Run it as a hub service with its own token and only these scopes::
+
+    c.JupyterHub.services = [{"name": "gpu-culler", "command": [
+        sys.executable, "-m", "hub_config.gpu_culler", "--tenants-file=/etc/workbench/tenants.yaml",
+        "--prometheus-url=http://prometheus.monitoring.svc:9090"]}]
+    c.JupyterHub.load_roles = [{"name": "gpu-culler", "services": ["gpu-culler"],
+                                "scopes": ["read:users:name", "read:servers", "delete:servers"]}]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote, urlencode
+
+import yaml
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from traitlets import Bool, Callable, Float, Unicode, default
+from traitlets.config import Application
+
+from hub_config.gpu_idle import (
+    CLEAR,
+    JOB,
+    REPORT,
+    SERVER,
+    STOP,
+    WARN,
+    Action,
+    GpuIdlePolicy,
+    Observation,
+    PolicyError,
+    decide,
+    idle_queries,
+    observations_from_results,
+    policies_from_tenants,
+)
+
+
+class CullerError(RuntimeError):
+    """A failure of one round that names the setting to fix; the service logs it and goes on."""
+
+
+def read_policies(path: Path) -> dict[str, GpuIdlePolicy]:
+    """The GPU-idle policies of a tenants file (only `tenants[].name` and `tenants[].idle.gpu`)."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise CullerError(f"cannot read the tenants file {path} ({err.strerror}); "
+                          "set --GpuIdleCuller.tenants_file") from None
+    except yaml.YAMLError as err:
+        raise CullerError(f"the tenants file {path} is not valid YAML: {err}") from None
+    try:
+        return policies_from_tenants(data)
+    except PolicyError as err:
+        raise CullerError(f"{path}: {err}") from None
+
+
+def server_url(hub_api_url: str, user: str, server: str) -> str:
+    """The hub API URL of one server. Names are percent-encoded: a label value must never be able
+    to reach another API path (a user named '../admin' stays one path segment)."""
+    base = f"{hub_api_url.rstrip('/')}/users/{quote(user, safe='')}"
+    return f"{base}/servers/{quote(server, safe='')}" if server else f"{base}/server"
+
+
+class GpuIdleCuller(Application):
+    """Warns about and stops notebook servers (and jobs) whose GPUs stayed idle."""
+
+    name = "workbench-gpu-culler"
+    description = "Stop notebook servers whose GPUs stayed idle past their tenant's limit."
+
+    prometheus_url = Unicode(
+        "http://prometheus-operated.monitoring.svc:9090",
+        help="""Base URL of the Prometheus that has the workbench recording rules loaded.""",
+    ).tag(config=True)
+    hub_api_url = Unicode(
+        help="""The hub's REST API (default: $JUPYTERHUB_API_URL, set for hub services).""",
+    ).tag(config=True)
+    api_token = Unicode(
+        help="""Token of this service (default: $JUPYTERHUB_API_TOKEN). It needs the scopes
+        read:users:name, read:servers and delete:servers, nothing more. Never logged.""",
+    ).tag(config=True)
+    tenants_file = Unicode(
+        "tenants.yaml", help="""The tenants file; only tenants[].name and tenants[].idle.gpu are
+        read, again every round, so a policy change needs no restart.""",
+    ).tag(config=True)
+    interval = Float(300.0, help="""Seconds between rounds.""").tag(config=True)
+    dry_run = Bool(False, help="""Log what would be done; stop nothing.""").tag(config=True)
+    smoothing_window = Float(
+        300.0, help="""Seconds of the mean a GPU utilisation reading is (the alert uses 5 m).""",
+    ).tag(config=True)
+    query_step = Float(
+        60.0, help="""Resolution in seconds of the idle-time queries: idle time is known to
+        within one step.""",
+    ).tag(config=True)
+    server_metric = Unicode("workbench:notebook_gpu_utilisation:avg",
+                            help="""Per-server GPU utilisation series.""").tag(config=True)
+    job_metric = Unicode("workbench:job_gpu_utilisation:avg",
+                         help="""Per-job GPU utilisation series.""").tag(config=True)
+    request_timeout = Float(30.0, help="""Seconds per HTTP request.""").tag(config=True)
+    job_stopper = Callable(
+        None, allow_none=True,
+        help="""async or plain callable(observation) that stops a job, given by the job
+        engine. None: the culler logs "would stop job" and stops nothing.""",
+    ).tag(config=True)
+
+    aliases = {
+        "prometheus-url": "GpuIdleCuller.prometheus_url",
+        "hub-api-url": "GpuIdleCuller.hub_api_url",
+        "tenants-file": "GpuIdleCuller.tenants_file",
+        "interval": "GpuIdleCuller.interval",
+        "smoothing-window": "GpuIdleCuller.smoothing_window",
+        "query-step": "GpuIdleCuller.query_step",
+        "log-level": "Application.log_level",
+    }
+    flags = {"dry-run": ({"GpuIdleCuller": {"dry_run": True}}, "log actions, change nothing")}
+
+    @default("hub_api_url")
+    def _hub_api_url(self) -> str:
+        return os.environ.get("JUPYTERHUB_API_URL", "http://127.0.0.1:8081/hub/api")
+
+    @default("api_token")
+    def _api_token(self) -> str:
+        return os.environ.get("JUPYTERHUB_API_TOKEN", "")
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.warned: dict[str, float] = {}
+        self.http = AsyncHTTPClient()
+
+    # --- Prometheus ---------------------------------------------------------------------------
+
+    async def query(self, promql: str) -> list[dict]:
+        """An instant query; returns the `result` list. Raises CullerError."""
+        url = f"{self.prometheus_url.rstrip('/')}/api/v1/query"
+        request = HTTPRequest(url, method="POST", body=urlencode({"query": promql}),
+                              request_timeout=self.request_timeout)
+        try:
+            response = await self.http.fetch(request)
+        except HTTPClientError as err:
+            body = err.response.body.decode(errors="replace")[:300] if err.response else ""
+            raise CullerError(f"Prometheus at {url} answered {err.code} {body}; check "
+                              "--GpuIdleCuller.prometheus_url and the query") from None
+        except OSError as err:
+            raise CullerError(f"cannot reach Prometheus at {url} ({err}); set "
+                              "--GpuIdleCuller.prometheus_url") from None
+        payload = json.loads(response.body)
+        if payload.get("status") != "success":
+            raise CullerError(f"Prometheus refused a query: {payload.get('error')}")
+        return payload["data"]["result"]
+
+    async def observe_gpus(self, policies: dict[str, GpuIdlePolicy]) -> list[Observation]:
+        """What every tenant with a GPU policy is running, and how long it has been idle."""
+        observations: list[Observation] = []
+        for tenant, policy in sorted(policies.items()):
+            for kind, metric in ((SERVER, self.server_metric), (JOB, self.job_metric)):
+                queries = idle_queries(metric, tenant, policy, self.smoothing_window,
+                                       self.query_step)
+                results = {name: await self.query(q) for name, q in queries.items()}
+                observations.extend(observations_from_results(kind, results, policy))
+        return observations
+
+    # --- the hub --------------------------------------------------------------------------------
+
+    async def hub(self, method: str, url: str) -> tuple[int, dict | None]:
+        """One hub API call with this service's token; returns (status, JSON body or None)."""
+        request = HTTPRequest(url, method=method, request_timeout=self.request_timeout,
+                              headers={"Authorization": f"token {self.api_token}"},
+                              allow_nonstandard_methods=True)
+        try:
+            response = await self.http.fetch(request, raise_error=False)
+        except OSError as err:
+            raise CullerError(f"cannot reach the hub API ({err}); set "
+                              "--GpuIdleCuller.hub_api_url") from None
+        if response.code == 599:
+            raise CullerError(f"cannot reach the hub API ({response.error}); set "
+                              "--GpuIdleCuller.hub_api_url")
+        body = json.loads(response.body) if response.body else None
+        return response.code, body
+
+    async def stop_server(self, obs: Observation) -> str:
+        """Stop one server through the hub; returns what happened, for the log."""
+        base = self.hub_api_url.rstrip("/")
+        code, user = await self.hub("GET", f"{base}/users/{quote(obs.user, safe='')}")
+        if code == 404:
+            return ("skipped: the hub has no user of that name (check that the spawner's "
+                    "user label holds the hub name)")
+        if code == 403:
+            return "refused by the hub (403): give this service the scope read:users:name"
+        if code != 200 or user is None:
+            return f"skipped: the hub answered {code} when asked about the user"
+        servers = user.get("servers")
+        if servers is None:
+            return "refused: this service cannot see servers; give it the scope read:servers"
+        if obs.name not in servers:
+            return "skipped: the hub shows no such running server"
+        code, _ = await self.hub("DELETE", server_url(base, obs.user, obs.name))
+        if code in (202, 204):
+            return "stopped" if code == 204 else "stopping"
+        if code == 403:
+            return "refused by the hub (403): give this service the scope delete:servers"
+        return f"failed: the hub answered {code}"
+
+    async def stop_job(self, obs: Observation) -> str:
+        if self.job_stopper is None:
+            return "would stop job: no job engine is configured for the culler"
+        result = self.job_stopper(obs)
+        if asyncio.iscoroutine(result):
+            await result
+        return "stopped"
+
+    # --- one round ------------------------------------------------------------------------------
+
+    async def cull_once(self, now: float | None = None) -> list[tuple[Action, str]]:
+        """One round: observe, decide, act. Returns each action with its outcome."""
+        now = time.time() if now is None else now
+        policies = read_policies(Path(self.tenants_file))
+        observations = await self.observe_gpus(policies)
+        actions, self.warned = decide(observations, policies, now, self.warned)
+        done = []
+        for action in actions:
+            outcome = await self.act(action)
+            done.append((action, outcome))
+        self.log.debug("GPU-idle round: %d observed, %d actions", len(observations), len(actions))
+        return done
+
+    async def act(self, action: Action) -> str:
+        obs = action.target
+        what = obs.describe()
+        if action.verb == WARN:
+            self.log.warning("Warning %s: %s", what, action.reason)
+            return "warned (logged; the hub has no notice API)"
+        if action.verb == REPORT:
+            self.log.warning("Reporting %s: %s", what, action.reason)
+            return "reported"
+        if action.verb == CLEAR:
+            self.log.info("Clearing the warning of %s: %s", what, action.reason)
+            return "cleared"
+        assert action.verb == STOP, action.verb
+        if self.dry_run:
+            self.log.info("Dry run, not stopping %s: %s", what, action.reason)
+            return "dry run"
+        try:
+            outcome = await (self.stop_job(obs) if obs.kind == JOB else self.stop_server(obs))
+        except CullerError as err:
+            outcome = f"failed: {err}"
+        log = self.log.info if outcome in ("stopped", "stopping") else self.log.error
+        log("Stopping %s: %s -> %s", what, action.reason, outcome)
+        return outcome
+
+    async def run_forever(self) -> None:
+        self.log.info("GPU-idle culler: Prometheus %s, tenants %s, every %.0f s%s",
+                      self.prometheus_url, self.tenants_file, self.interval,
+                      " (dry run)" if self.dry_run else "")
+        while True:
+            try:
+                await self.cull_once()
+            except CullerError as err:
+                self.log.error("GPU-idle round failed: %s", err)
+            await asyncio.sleep(self.interval)
+
+    def start(self) -> None:
+        if not self.api_token and not self.dry_run:
+            self.log.critical("No hub API token: run me as a hub service (JUPYTERHUB_API_TOKEN) "
+                              "or with --dry-run")
+            self.exit(2)
+        try:
+            asyncio.run(self.run_forever())
+        except KeyboardInterrupt:
+            pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    GpuIdleCuller.launch_instance(argv)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Build, scan and publish one workbench image. The internal CI runs this (see pipeline.yaml);
+# it needs docker (with buildx), trivy and push rights on $REGISTRY.
+#
+#   images/build.sh check             the image policy over images/ (no docker needed)
+#   images/build.sh build cpu|gpu     wheel of this commit + docker build, tagged with the commit
+#   images/build.sh scan cpu|gpu      trivy: fail on HIGH or CRITICAL vulnerabilities
+#   images/build.sh push cpu|gpu      push, then print the digest reference for tenants.yaml
+#   images/build.sh all cpu|gpu       check, build, scan, push (stops at the first failure)
+#   images/build.sh pin IMAGE:TAG     print IMAGE:TAG@sha256:... for a FROM line
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+REGISTRY=${REGISTRY:-registry.example.com/workbench}
+VERSION=${VERSION:-$(git rev-parse --short=12 HEAD)}
+PYTHON=${PYTHON:-python3}
+
+image_ref() { echo "$REGISTRY/notebook-$1:$VERSION"; }
+
+variant() {
+  case "${1:-}" in
+    cpu|gpu) echo "$1" ;;
+    *) echo "build.sh: name the variant: cpu or gpu" >&2; exit 2 ;;
+  esac
+}
+
+check() {
+  # The policy refuses unpinned bases, root, curl|sh, sudo and unhashed installs before any build.
+  "$PYTHON" -m hub_config.cli images check images --context .
+}
+
+build() {
+  local v; v=$(variant "$1")
+  rm -rf images/dist
+  "$PYTHON" -m pip wheel --no-deps --wheel-dir images/dist .
+  docker buildx build --load --file "images/$v/Dockerfile" --tag "$(image_ref "$v")" \
+    --label "org.opencontainers.image.revision=$(git rev-parse HEAD)" \
+    --label "org.opencontainers.image.source=paddle-workbench" .
+}
+
+scan() {
+  local v; v=$(variant "$1")
+  # --exit-code 1 makes any HIGH or CRITICAL finding fail the pipeline; nothing is pushed then.
+  trivy image --exit-code 1 --severity HIGH,CRITICAL --no-progress "$(image_ref "$v")"
+}
+
+push() {
+  local v ref digest; v=$(variant "$1"); ref=$(image_ref "$v")
+  docker push "$ref" >/dev/null
+  # Tenants reference images by digest only, so print the reference the registry now holds.
+  digest=$(docker buildx imagetools inspect "$ref" --format '{{json .Manifest.Digest}}' | tr -d '"')
+  echo "image: $REGISTRY/notebook-$v@$digest"
+}
+
+pin() {
+  local ref=${1:?build.sh pin IMAGE:TAG}
+  echo "$ref@$(docker buildx imagetools inspect "$ref" --format '{{json .Manifest.Digest}}' | tr -d '"')"
+}
+
+case "${1:-}" in
+  check) check ;;
+  build) build "${2:-}" ;;
+  scan) scan "${2:-}" ;;
+  push) push "${2:-}" ;;
+  all) check && build "${2:-}" && scan "${2:-}" && push "${2:-}" ;;
+  pin) pin "${2:-}" ;;
+  *) sed -n '2,12p' "$0"; exit 2 ;;
+esac

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Re-lock the images' third-party packages with hashes (needs `uv` and access to PyPI).
+# CPU: Python 3.11 (python:3.11-slim-bookworm). GPU: Python 3.10 (the official Paddle GPU image).
+# Review the diff of the lock files like code: it is what the images will run.
+set -euo pipefail
+cd "$(dirname "$0")"
+UV=${UV:-uv}
+common=(--generate-hashes --no-header --quiet --python-platform x86_64-manylinux_2_28)
+"$UV" pip compile cpu/requirements.in "${common[@]}" --python-version 3.11 -o cpu/requirements.lock
+"$UV" pip compile gpu/requirements.in "${common[@]}" --python-version 3.10 \
+  --no-emit-package paddlepaddle -o gpu/requirements.lock
+echo "locked: cpu/requirements.lock gpu/requirements.lock"
