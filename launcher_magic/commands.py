@@ -35,7 +35,7 @@ def node_command(
     spec: JobSpec,
     job: JobDir,
     *,
-    node: int,
+    node: int | str,
     attempt: int,
     master: str,
     python: str,
@@ -43,7 +43,8 @@ def node_command(
 ) -> tuple[list[str], dict[str, str]]:
     """argv and the job's environment additions for `node` of `spec` in `attempt`.
 
-    `devices` are the GPU indices this node owns (empty: train on CPU).
+    `node` may be a placeholder that the runtime expands (the kubernetes engine passes
+    `$(PADDLE_WORKBENCH_NODE_RANK)`). `devices` are the GPU indices this node owns (empty: CPU).
     """
     argv = [
         python, "-m", "paddle.distributed.launch",

@@ -27,6 +27,10 @@ ALLOWED_IMAGES = "PADDLE_WORKBENCH_ALLOWED_IMAGES"
 MAX_NODES = "PADDLE_WORKBENCH_MAX_NODES"
 MAX_GPUS_PER_NODE = "PADDLE_WORKBENCH_MAX_GPUS_PER_NODE"
 MAX_RUNTIME = "PADDLE_WORKBENCH_MAX_RUNTIME_SECONDS"
+# The persistent volume claim holding the user's home, and where the notebook mounts it: the
+# kubernetes engine mounts it at the same path in every worker so the job directory is shared.
+STORAGE_CLAIM = "PADDLE_WORKBENCH_STORAGE_CLAIM"
+STORAGE_MOUNT = "PADDLE_WORKBENCH_STORAGE_MOUNT"
 # "text" forces the plain-text job panel even where widgets could render.
 PANEL = "PADDLE_WORKBENCH_PANEL"
 

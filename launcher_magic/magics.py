@@ -18,7 +18,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from .engines import Engine, EngineUnavailable, load_engine
-from .jobdir import JobDir, JobNotFound, jobs_root, list_jobs, resolve, tail_lines
+from .jobdir import JobDir, JobNotFound, jobs_root, list_jobs, resolve
 from .panel import JobPanel, format_elapsed
 from .spec import LaunchOptions, SpecError, build_spec
 from .status import JobState, JobStatus
@@ -123,7 +123,9 @@ class PaddleMagics(Magics):
             raise UsageError(str(err)) from None
         _SESSION_JOBS[spec.job_id] = (engine, job)
 
-        panel = JobPanel(spec, job, lambda: engine.status(job), on_stop=lambda: engine.stop(job))
+        panel = JobPanel(spec, job, lambda: engine.status(job),
+                         tail=lambda rank, lines, status: engine.log_lines(job, rank, lines, status),
+                         on_stop=lambda: engine.stop(job))
         panel.show()
         if args.detach:
             threading.Thread(target=_follow, args=(panel,), daemon=True,
@@ -175,12 +177,17 @@ class PaddleMagics(Magics):
             )
         if args.tail < 1:
             raise UsageError(f"--tail {args.tail} must be at least 1")
-        path = job.rank_log(status.restarts, rank, spec.resources.nproc_per_node)
-        lines = tail_lines(path, args.tail)
+        engine = _engine(spec.engine, parent=self.shell)
+        lines = engine.log_lines(job, rank, args.tail, status)
         print(f"== {job.job_id} rank {rank} ({status.state.value}) ==")
         print("\n".join(lines) if lines else "(no output yet)")
         if args.follow:
-            _follow_log(path, lambda: self._status(spec.engine, job))
+            try:
+                for chunk in engine.follow_log(job, rank):
+                    print(chunk, end="", flush=True)
+            except KeyboardInterrupt:
+                return None
+            print(f"== job ended: {engine.status(job).state.value} ==")
         return None
 
     @line_magic
@@ -242,24 +249,6 @@ def _ui_poller():
                 time.sleep(0.05)
 
     return wait
-
-
-def _follow_log(path: Path, status_of) -> None:
-    position = path.stat().st_size if path.exists() else 0
-    try:
-        while True:
-            if path.exists() and path.stat().st_size > position:
-                with open(path, "rb") as handle:
-                    handle.seek(position)
-                    chunk = handle.read()
-                position += len(chunk)
-                print(chunk.decode("utf-8", errors="replace"), end="", flush=True)
-            elif status_of().state.is_terminal():
-                print(f"== job ended: {status_of().state.value} ==")
-                return
-            time.sleep(POLL_SECONDS)
-    except KeyboardInterrupt:
-        return
 
 
 def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from . import environment as wbenv
 from .checkpoint import latest_step
-from .jobdir import JobDir, tail_lines
+from .jobdir import JobDir
 from .spec import JobSpec
 from .status import JobState, JobStatus
 
@@ -40,12 +40,12 @@ class PanelView:
     now: float
 
     @classmethod
-    def read(cls, spec: JobSpec, job: JobDir, status: JobStatus, log_rank: int | None = None,
+    def read(cls, spec: JobSpec, job: JobDir, status: JobStatus,
+             tail: Callable[[int, int], list[str]], log_rank: int | None = None,
              lines: int = LOG_LINES) -> PanelView:
+        """Gather the view; `tail(rank, lines)` returns a rank's last log lines."""
         rank = log_rank if log_rank is not None else (status.failed_rank or 0)
-        log = job.rank_log(status.restarts, rank, spec.resources.nproc_per_node)
-        return cls(spec=spec, status=status, log_rank=rank,
-                   log_lines=tuple(tail_lines(log, lines)),
+        return cls(spec=spec, status=status, log_rank=rank, log_lines=tuple(tail(rank, lines)),
                    checkpoint_step=latest_step(job.checkpoints_dir), now=time.time())
 
 
@@ -151,13 +151,17 @@ class JobPanel:
     Args:
         spec, job: the job.
         status_of: returns the job's current JobStatus (the engine's `status`).
+        tail: `tail(rank, lines, status)` returns a rank's last log lines (the engine's
+            `log_lines`).
         on_stop: called when the Stop button is pressed.
         widgets: False for text only (no widget frontend).
     """
 
     def __init__(self, spec: JobSpec, job: JobDir, status_of: Callable[[], JobStatus],
+                 tail: Callable[[int, int, JobStatus], list[str]],
                  on_stop: Callable[[], object] | None = None, widgets: bool | None = None):
         self.spec, self.job, self.status_of, self.on_stop = spec, job, status_of, on_stop
+        self.tail = tail
         self.widgets = widgets_available() if widgets is None else widgets
         self.log_rank: int | None = None
         self._summary = _Summary()
@@ -205,7 +209,8 @@ class JobPanel:
     def refresh(self, force: bool = False) -> JobStatus:
         """Read the job and redraw; returns the status it showed."""
         status = self.status_of()
-        view = PanelView.read(self.spec, self.job, status, self.log_rank)
+        view = PanelView.read(self.spec, self.job, status,
+                              lambda rank, lines: self.tail(rank, lines, status), self.log_rank)
         self.view = view
         if self.widgets:
             self._draw_widgets(view)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import time
+from collections.abc import Iterator
 
 from traitlets.config import LoggingConfigurable
 
-from ..jobdir import JobDir
+from ..jobdir import JobDir, tail_lines
 from ..spec import JobSpec
 from ..status import JobStatus
 
@@ -40,8 +41,29 @@ class Engine(LoggingConfigurable):
     def stop(self, job: JobDir) -> JobStatus:
         raise NotImplementedError
 
-    def log_path(self, job: JobDir, rank: int) -> Path:
-        """The file holding `rank`'s output in the job's latest attempt."""
-        spec = job.read_spec()
-        status = self.status(job)
-        return job.rank_log(status.restarts, rank, spec.resources.nproc_per_node)
+    def log_lines(self, job: JobDir, rank: int, count: int,
+                  status: JobStatus | None = None) -> list[str]:
+        """The last `count` lines `rank` wrote in the job's latest attempt.
+
+        The default reads the rank's log file in the job directory; `status` saves a re-read.
+        """
+        status = status or self.status(job)
+        path = job.rank_log(status.restarts, rank, job.read_spec().resources.nproc_per_node)
+        return tail_lines(path, count)
+
+    def follow_log(self, job: JobDir, rank: int, poll: float = 0.5) -> Iterator[str]:
+        """Yield what `rank` writes from now on, until the job ends."""
+        path = job.rank_log(self.status(job).restarts, rank,
+                            job.read_spec().resources.nproc_per_node)
+        position = path.stat().st_size if path.exists() else 0
+        while True:
+            if path.exists() and path.stat().st_size > position:
+                with open(path, "rb") as handle:
+                    handle.seek(position)
+                    chunk = handle.read()
+                position += len(chunk)
+                yield chunk.decode("utf-8", errors="replace")
+            elif self.status(job).state.is_terminal():
+                return
+            else:
+                time.sleep(poll)

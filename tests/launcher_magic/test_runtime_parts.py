@@ -136,10 +136,12 @@ def test_panel_widgets_show_ranks_and_stop_button_calls_the_engine(tmp_path):
     stopped = []
     current = {"status": status.moved_to(JobState.RUNNING, "running")}
     panel = JobPanel(spec, job, lambda: current["status"],
+                     tail=lambda rank, lines, status: [f"log of rank {rank}"],
                      on_stop=lambda: stopped.append(True), widgets=True)
     panel.refresh(force=True)
     assert "Running" in panel._header.value
     assert panel._rank_picker.options == (("rank 0", 0), ("rank 1", 1))
+    assert "log of rank 1" in panel._log.value  # the failed rank's log is shown first
     panel._stop.click()
     assert stopped == [True] and panel._stop.disabled
     current["status"] = current["status"].moved_to(JobState.STOPPED, "stopped by request")
