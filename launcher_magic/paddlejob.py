@@ -1,0 +1,281 @@
+"""Pure builders for the kubernetes engine: JobSpec -> PaddleJob, PaddleJob + pods -> JobStatus.
+
+A job is a `kubeflow.org/v1 PaddleJob` in collective mode (Worker replicas = nodes). The
+training-operator gives each worker pod `PADDLE_MASTER`, `PADDLE_NNODES`, `PADDLE_JOB_ID` and
+`PYTHONUNBUFFERED`; every worker runs the same `paddle.distributed.launch <job dir>/main.py` as the
+local engine, with the user's storage mounted at the notebook's path so the job directory is shared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from hub_config.labels import (
+    COMPONENT_JOB_WORKER,
+    LABEL_COMPONENT,
+    LABEL_JOB,
+    LABEL_TENANT,
+    LABEL_USER,
+)
+
+from . import environment as wbenv
+from .commands import node_command
+from .jobdir import JobDir
+from .spec import JobSpec, SpecError
+from .status import JobState, JobStatus, NodeStatus, RankState, RankStatus
+
+GROUP, VERSION, PLURAL, KIND = "kubeflow.org", "v1", "paddlejobs", "PaddleJob"
+CONTAINER = "paddle"  # the operator looks for a container of this name
+GPU = "nvidia.com/gpu"
+REPLICA_INDEX_LABEL = "training.kubeflow.org/replica-index"
+JOB_NAME_LABEL = "training.kubeflow.org/job-name"
+
+# The operator sets these itself; the spec must not carry its own copies.
+OPERATOR_ENV = frozenset({"PADDLE_MASTER", "PADDLE_NNODES", "PADDLE_JOB_ID", "PYTHONUNBUFFERED"})
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """Where and how jobs run in the cluster (from the hub's environment and engine config)."""
+
+    namespace: str
+    image: str
+    storage_claim: str | None = None
+    storage_mount: str | None = None
+    uid: int = 1000
+    gid: int = 100
+    ttl_seconds_after_finished: int = 86400
+    clean_pod_policy: str = "Running"
+    python: str = "python"
+    extra_labels: Mapping[str, str] = field(default_factory=dict)
+    pod_annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+def label_value(value: str) -> str:
+    """A Kubernetes label value: at most 63 of [A-Za-z0-9-_.], alphanumeric at both ends."""
+    cleaned = "".join(c if c.isalnum() or c in "-_." else "-" for c in value)[:63]
+    return cleaned.strip("-_.") or "none"
+
+
+def job_labels(spec: JobSpec) -> dict[str, str]:
+    labels = {LABEL_JOB: spec.job_id, LABEL_COMPONENT: COMPONENT_JOB_WORKER}
+    if spec.tenant:
+        labels[LABEL_TENANT] = label_value(spec.tenant)
+    if spec.user:
+        labels[LABEL_USER] = label_value(spec.user)
+    return labels
+
+
+def restricted_security(uid: int, gid: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Pod and container security contexts that pass Pod Security `restricted`."""
+    pod = {
+        "runAsNonRoot": True, "runAsUser": uid, "runAsGroup": gid, "fsGroup": gid,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    container = {
+        "allowPrivilegeEscalation": False, "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    return pod, container
+
+
+def _resources(spec: JobSpec) -> dict[str, dict[str, str]]:
+    amounts: dict[str, str] = {}
+    if spec.resources.cpu:
+        amounts["cpu"] = spec.resources.cpu
+    if spec.resources.memory:
+        amounts["memory"] = spec.resources.memory
+    if spec.resources.gpus_per_node:
+        amounts[GPU] = str(spec.resources.gpus_per_node)
+    return {"requests": dict(amounts), "limits": dict(amounts)} if amounts else {}
+
+
+def build_paddlejob(spec: JobSpec, job: JobDir, cluster: ClusterSettings) -> dict[str, Any]:
+    """The PaddleJob manifest for `spec`, whose job directory is `job` (same path in workers)."""
+    node_ref = f"$({wbenv.NODE_RANK})"  # expanded by the kubelet from the env below
+    devices = list(range(spec.resources.gpus_per_node))
+    argv, env = node_command(spec, job, node=node_ref, attempt=0, master="",
+                             python=cluster.python, devices=devices)
+    env_list = [{"name": k, "value": v} for k, v in sorted(env.items())
+                if k not in OPERATOR_ENV and k != wbenv.NODE_RANK]
+    env_list.append({"name": wbenv.NODE_RANK, "valueFrom": {"fieldRef": {
+        "fieldPath": f"metadata.labels['{REPLICA_INDEX_LABEL}']"}}})
+    pod_security, container_security = restricted_security(cluster.uid, cluster.gid)
+    labels = {**job_labels(spec), **cluster.extra_labels}
+
+    container: dict[str, Any] = {
+        "name": CONTAINER, "image": cluster.image, "imagePullPolicy": "IfNotPresent",
+        "command": argv, "env": env_list, "workingDir": str(job.path),
+        "securityContext": container_security,
+    }
+    resources = _resources(spec)
+    if resources:
+        container["resources"] = resources
+    pod_spec: dict[str, Any] = {
+        "securityContext": pod_security,
+        # Workers do not talk to the API server; they get no token.
+        "automountServiceAccountToken": False,
+        "containers": [container],
+    }
+    if cluster.storage_claim:
+        container["volumeMounts"] = [{"name": "home", "mountPath": cluster.storage_mount}]
+        pod_spec["volumes"] = [
+            {"name": "home", "persistentVolumeClaim": {"claimName": cluster.storage_claim}}
+        ]
+    if spec.resources.gpus_per_node:
+        pod_spec["tolerations"] = [{"key": GPU, "operator": "Exists", "effect": "NoSchedule"}]
+
+    run_policy: dict[str, Any] = {
+        "cleanPodPolicy": cluster.clean_pod_policy,
+        "ttlSecondsAfterFinished": cluster.ttl_seconds_after_finished,
+        "backoffLimit": spec.max_restarts,
+    }
+    if spec.timeout_seconds:
+        run_policy["activeDeadlineSeconds"] = spec.timeout_seconds
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "metadata": {"name": spec.job_id, "namespace": cluster.namespace, "labels": labels},
+        "spec": {
+            "runPolicy": run_policy,
+            "paddleReplicaSpecs": {
+                "Worker": {
+                    "replicas": spec.nodes,
+                    # Exit codes 128-255 (killed: evicted, node lost, OOM) restart the pod;
+                    # 1-127 (the training code failed) fail it.
+                    "restartPolicy": "ExitCode",
+                    "template": {
+                        "metadata": {"labels": labels,
+                                     **({"annotations": dict(cluster.pod_annotations)}
+                                        if cluster.pod_annotations else {})},
+                        "spec": pod_spec,
+                    },
+                }
+            },
+        },
+    }
+
+
+# -- quota ------------------------------------------------------------------------------------
+
+def _quantity(raw: Any) -> Decimal:
+    from kubernetes.utils import parse_quantity
+
+    return Decimal(parse_quantity(str(raw)))
+
+
+def check_quota(spec: JobSpec, quotas: Iterable[Mapping[str, Any]]) -> None:
+    """Refuse a job that the namespace's ResourceQuotas cannot fit, before anything is created.
+
+    Raises:
+        SpecError: naming the quota, what the job needs and what is left.
+    """
+    gpus = spec.nodes * spec.resources.gpus_per_node
+    needs: dict[str, tuple[Decimal, str]] = {
+        f"requests.{GPU}": (Decimal(gpus), f"{gpus} GPUs ({spec.nodes} nodes x "
+                                           f"{spec.resources.gpus_per_node})"),
+        f"count/{PLURAL}.{GROUP}": (Decimal(1), "1 more PaddleJob"),
+        "pods": (Decimal(spec.nodes), f"{spec.nodes} pods"),
+        "count/pods": (Decimal(spec.nodes), f"{spec.nodes} pods"),
+    }
+    for resource, raw in (("cpu", spec.resources.cpu), ("memory", spec.resources.memory)):
+        if raw:
+            total = _quantity(raw) * spec.nodes
+            needs[f"requests.{resource}"] = (total, f"{spec.nodes} x {raw} {resource}")
+            needs[f"limits.{resource}"] = (total, f"{spec.nodes} x {raw} {resource}")
+    for quota in quotas:
+        name = quota.get("metadata", {}).get("name", "?")
+        status = quota.get("status") or {}
+        hard, used = status.get("hard") or {}, status.get("used") or {}
+        for key, (need, what) in needs.items():
+            if key not in hard or need == 0:
+                continue
+            left = _quantity(hard[key]) - _quantity(used.get(key, "0"))
+            if need > left:
+                raise SpecError(
+                    f"the job needs {what}, but your tenant's quota {name!r} has "
+                    f"{key}={hard[key]} with {used.get(key, '0')} in use; ask for less or "
+                    "wait for other jobs to finish"
+                )
+
+
+# -- status -----------------------------------------------------------------------------------
+
+_CONDITION_STATES = {
+    "Created": JobState.PENDING, "Running": JobState.RUNNING, "Restarting": JobState.RESTARTING,
+    "Succeeded": JobState.SUCCEEDED, "Failed": JobState.FAILED, "Suspended": JobState.STOPPED,
+}
+_PHASE_STATES = {
+    "Pending": RankState.PENDING, "Running": RankState.RUNNING,
+    "Succeeded": RankState.SUCCEEDED, "Failed": RankState.FAILED,
+}
+
+
+def _timestamp(raw: Any) -> float | None:
+    if not raw:
+        return None
+    if isinstance(raw, int | float):
+        return float(raw)
+    if hasattr(raw, "timestamp"):
+        return raw.timestamp()
+    from datetime import datetime
+
+    return datetime.fromisoformat(str(raw).replace("Z", "+00:00")).timestamp()
+
+
+def _exit_code(pod: Mapping[str, Any]) -> tuple[int | None, int]:
+    """The paddle container's last exit code and its restart count."""
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        if status.get("name") != CONTAINER:
+            continue
+        state = status.get("state") or {}
+        last = status.get("lastState") or {}
+        terminated = state.get("terminated") or last.get("terminated") or {}
+        return terminated.get("exitCode"), int(status.get("restartCount") or 0)
+    return None, 0
+
+
+def status_from_cluster(spec: JobSpec, paddlejob: Mapping[str, Any] | None,
+                        pods: Iterable[Mapping[str, Any]]) -> JobStatus:
+    """The JobStatus that a PaddleJob (None: not found) and its worker pods amount to."""
+    nodes = {}
+    restarts = 0
+    for pod in pods:
+        labels = (pod.get("metadata") or {}).get("labels") or {}
+        try:
+            index = int(labels.get(REPLICA_INDEX_LABEL, ""))
+        except ValueError:
+            continue
+        code, pod_restarts = _exit_code(pod)
+        restarts = max(restarts, pod_restarts)
+        phase = (pod.get("status") or {}).get("phase", "Pending")
+        nodes[index] = NodeStatus(node=index, state=_PHASE_STATES.get(phase, RankState.PENDING),
+                                  exit_code=code)
+    node_list = tuple(nodes.get(n, NodeStatus(node=n)) for n in range(spec.nodes))
+    nproc = spec.resources.nproc_per_node
+    ranks = tuple(
+        RankStatus(rank=r, node=r // nproc, state=node_list[r // nproc].state,
+                   exit_code=node_list[r // nproc].exit_code)
+        for r in range(spec.world_size)
+    )
+    failed = [n for n in node_list if n.state == RankState.FAILED]
+    failed_rank = failed[0].node * nproc if failed else None
+
+    state, message, started, finished = JobState.PENDING, "waiting for the operator", None, None
+    if paddlejob is not None:
+        job_status = paddlejob.get("status") or {}
+        conditions = [c for c in job_status.get("conditions") or [] if c.get("status") == "True"]
+        if conditions:
+            latest = max(conditions, key=lambda c: _timestamp(c.get("lastTransitionTime")) or 0)
+            state = _CONDITION_STATES.get(latest.get("type"), JobState.PENDING)
+            message = latest.get("message") or latest.get("reason") or ""
+        started = _timestamp(job_status.get("startTime"))
+        finished = _timestamp(job_status.get("completionTime"))
+        if state.is_terminal() and finished is None:
+            finished = _timestamp(latest.get("lastTransitionTime"))
+    return JobStatus(job_id=spec.job_id, state=state, message=message, restarts=restarts,
+                     nodes=node_list, ranks=ranks, failed_rank=failed_rank,
+                     started_at=started, finished_at=finished)

@@ -1,0 +1,151 @@
+"""The kubernetes engine's pure parts: PaddleJob manifests, quota preflight, status mapping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from launcher_magic.jobdir import JobDir
+from launcher_magic.paddlejob import (
+    ClusterSettings,
+    build_paddlejob,
+    check_quota,
+    status_from_cluster,
+)
+from launcher_magic.spec import LaunchOptions, SpecError, build_spec
+from launcher_magic.status import JobState, RankState
+
+CRD = Path(__file__).parents[2] / "deploy" / "k8s" / "crds" / "kubeflow.org_paddlejobs.yaml"
+HUB_ENV = {"PADDLE_WORKBENCH_TENANT": "vision", "PADDLE_WORKBENCH_NAMESPACE": "wb-vision",
+           "PADDLE_WORKBENCH_USER": "ada@example.org", "PADDLE_WORKBENCH_ENGINE": "kubernetes",
+           "PADDLE_WORKBENCH_IMAGE": "reg.example/nb@sha256:" + "c" * 64,
+           "PADDLE_WORKBENCH_MAX_RUNTIME_SECONDS": "86400"}
+CLUSTER = ClusterSettings(namespace="wb-vision", image=HUB_ENV["PADDLE_WORKBENCH_IMAGE"],
+                          storage_claim="claim-ada", storage_mount="/home/jovyan")
+
+
+def _job(**options):
+    spec = build_spec(LaunchOptions(**{"nodes": 2, "gpus": 1, **options}), "train()", HUB_ENV,
+                      suffix="a1b2c3")
+    job = JobDir(Path("/home/jovyan/jobs") / spec.job_id)
+    return spec, job, build_paddlejob(spec, job, CLUSTER)
+
+
+def test_paddlejob_is_collective_with_the_job_contract():
+    spec, job, manifest = _job(max_restarts=2, cpu="4", memory="16Gi", env=("LR=0.1",))
+    assert manifest["metadata"] == {
+        "name": "job-a1b2c3", "namespace": "wb-vision",
+        "labels": {"workbench.paddle.org/job": "job-a1b2c3",
+                   "workbench.paddle.org/component": "job-worker",
+                   "workbench.paddle.org/tenant": "vision",
+                   "workbench.paddle.org/user": "ada-example.org"}}
+    worker = manifest["spec"]["paddleReplicaSpecs"]["Worker"]
+    assert set(manifest["spec"]["paddleReplicaSpecs"]) == {"Worker"}  # no Master: collective
+    assert worker["replicas"] == 2 and worker["restartPolicy"] == "ExitCode"
+    run_policy = manifest["spec"]["runPolicy"]
+    assert run_policy["activeDeadlineSeconds"] == 86400  # the tenant's maximum runtime
+    assert run_policy["backoffLimit"] == 2  # --max-restarts
+    assert run_policy["cleanPodPolicy"] == "Running" and run_policy["ttlSecondsAfterFinished"] > 0
+
+    pod = worker["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["name"] == "paddle" and container["image"] == CLUSTER.image
+    argv = container["command"]
+    assert argv[1:3] == ["-m", "paddle.distributed.launch"]
+    assert argv[-1] == str(job.main_path)
+    assert argv[argv.index("--rank") + 1] == "$(PADDLE_WORKBENCH_NODE_RANK)"
+    assert argv[argv.index("--devices") + 1] == "0"
+    env = {e["name"]: e for e in container["env"]}
+    assert not {"PADDLE_MASTER", "PADDLE_NNODES", "PADDLE_JOB_ID"} & set(env)  # the operator's
+    assert env["PADDLE_WORKBENCH_NODE_RANK"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.labels['training.kubeflow.org/replica-index']")
+    assert env["LR"]["value"] == "0.1"
+    assert env["PADDLE_WORKBENCH_JOB_DIR"]["value"] == str(job.path)
+    assert container["resources"]["limits"] == {"cpu": "4", "memory": "16Gi",
+                                                "nvidia.com/gpu": "1"}
+    assert container["resources"]["requests"] == container["resources"]["limits"]
+    # The user's storage at the notebook's path: the job directory is the same in every pod.
+    assert container["volumeMounts"] == [{"name": "home", "mountPath": "/home/jovyan"}]
+    assert pod["volumes"][0]["persistentVolumeClaim"] == {"claimName": "claim-ada"}
+    assert container["workingDir"] == str(job.path)
+    assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert pod["automountServiceAccountToken"] is False
+
+
+def test_paddlejob_pods_are_pod_security_restricted():
+    _, _, manifest = _job()
+    pod = manifest["spec"]["paddleReplicaSpecs"]["Worker"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 1000
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert "privileged" not in container["securityContext"]
+    assert all("hostPath" not in v for v in pod.get("volumes", []))
+
+
+@pytest.mark.parametrize("options", [{}, {"gpus": 0, "nproc_per_node": 4}, {"max_restarts": 5}],
+                         ids=["gpu", "cpu", "restarts"])
+def test_paddlejob_validates_against_the_v190_crd_schema(options):
+    _, _, manifest = _job(**options)
+    crd = yaml.safe_load(CRD.read_text())
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+    schema = version["schema"]["openAPIV3Schema"]
+    jsonschema.validate(manifest, schema)
+    broken = {**manifest, "spec": {**manifest["spec"], "runPolicy": {"backoffLimit": "many"}}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, schema)
+
+
+def _quota(hard, used, name="compute"):
+    return {"metadata": {"name": name}, "status": {"hard": hard, "used": used}}
+
+
+def test_quota_preflight_refuses_what_cannot_fit():
+    spec, _, _ = _job(gpus=4)  # 2 nodes x 4 GPUs
+    check_quota(spec, [_quota({"requests.nvidia.com/gpu": "8"}, {"requests.nvidia.com/gpu": "0"})])
+    with pytest.raises(SpecError, match=r"needs 8 GPUs \(2 nodes x 4\).*'compute'.*"
+                                        r"requests.nvidia.com/gpu=8 with 2 in use"):
+        check_quota(spec, [_quota({"requests.nvidia.com/gpu": "8"},
+                                  {"requests.nvidia.com/gpu": "2"})])
+    with pytest.raises(SpecError, match="1 more PaddleJob"):
+        check_quota(spec, [_quota({"count/paddlejobs.kubeflow.org": "3"},
+                                  {"count/paddlejobs.kubeflow.org": "3"})])
+    spec_mem, _, _ = _job(gpus=0, memory="48Gi")
+    with pytest.raises(SpecError, match="2 x 48Gi memory"):
+        check_quota(spec_mem, [_quota({"requests.memory": "64Gi"}, {"requests.memory": "0"})])
+
+
+def _pod(index, phase, code=None, restarts=0):
+    state = {"terminated": {"exitCode": code}} if code is not None else {"running": {}}
+    return {"metadata": {"labels": {"training.kubeflow.org/replica-index": str(index)}},
+            "status": {"phase": phase, "containerStatuses": [
+                {"name": "paddle", "state": state, "restartCount": restarts}]}}
+
+
+def _paddlejob(*conditions):
+    return {"status": {"startTime": "2026-11-26T10:00:00Z", "conditions": [
+        {"type": t, "status": "True", "lastTransitionTime": f"2026-11-26T10:00:0{i}Z",
+         "message": f"job is {t}"} for i, t in enumerate(conditions)]}}
+
+
+def test_status_follows_the_latest_condition_and_the_pods():
+    spec, _, _ = _job()
+    assert status_from_cluster(spec, None, []).state == JobState.PENDING
+    running = status_from_cluster(spec, _paddlejob("Created", "Running"),
+                                  [_pod(0, "Running"), _pod(1, "Running")])
+    assert running.state == JobState.RUNNING and running.message == "job is Running"
+    assert [n.state for n in running.nodes] == [RankState.RUNNING, RankState.RUNNING]
+    failed = status_from_cluster(spec, _paddlejob("Created", "Running", "Failed"),
+                                 [_pod(0, "Running"), _pod(1, "Failed", code=1, restarts=2)])
+    assert failed.state == JobState.FAILED and failed.failed_rank == 1
+    assert failed.nodes[1].exit_code == 1 and failed.restarts == 2
+    assert failed.finished_at is not None
+    done = status_from_cluster(spec, _paddlejob("Created", "Running", "Succeeded"),
+                               [_pod(0, "Succeeded", 0), _pod(1, "Succeeded", 0)])
+    assert done.state == JobState.SUCCEEDED
+    assert [r.state for r in done.ranks] == [RankState.SUCCEEDED, RankState.SUCCEEDED]
