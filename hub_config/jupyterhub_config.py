@@ -1,0 +1,173 @@
+"""The configuration the workbench hub runs with (`jupyterhub -f hub_config/jupyterhub_config.py`).
+
+Settings come from the environment, so `workbench up`, the tests and a deployment can share this
+one file; the classes' own traitlets stay open to an operator's extra config file
+(`WORKBENCH_EXTRA_CONFIG`, loaded last). Environment variables:
+
+- `WORKBENCH_STATE_DIR`: all hub state (database, cookie secret, homes, users file);
+  default `.workbench` in the current directory.
+- `WORKBENCH_TENANTS_FILE`: the tenants file; default `<state>/tenants.yaml` if present, else the
+  example shipped in `hub_config/`.
+- `WORKBENCH_AUTH`: `local` (users file, default) or `oidc` (an OIDC provider, below).
+- `WORKBENCH_SPAWNER`: `local` (processes, default) or `kubernetes` (KubeSpawner).
+- `WORKBENCH_BIND_URL` (default `http://127.0.0.1:8000`), `WORKBENCH_HUB_BIND_URL`
+  (default `http://127.0.0.1:8081`), `WORKBENCH_PROXY_API_URL` (default `http://127.0.0.1:8001`).
+- `WORKBENCH_PROXY_COMMAND`: path of configurable-http-proxy (default: the project's
+  `node_modules/.bin`, else the one on PATH).
+- `WORKBENCH_USERS_FILE`: local users file (default `<state>/users.yaml`).
+- `WORKBENCH_OIDC_ISSUER`, `WORKBENCH_OIDC_CLIENT_ID`, `WORKBENCH_OIDC_CLIENT_SECRET`,
+  `WORKBENCH_OIDC_CALLBACK_URL` (default `<bind url>/hub/oauth_callback`),
+  `WORKBENCH_OIDC_GROUPS_CLAIM` (default `groups`), `WORKBENCH_OIDC_USERNAME_CLAIM`
+  (default `preferred_username`). The issuer's discovery document supplies the endpoints.
+- `WORKBENCH_ADMIN_GROUPS`: comma-separated groups that are admins besides tenants' admin_groups.
+- `WORKBENCH_CULLER` (`1` default, `0` off) and `WORKBENCH_CULL_EVERY` (seconds).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_TENANTS = Path(__file__).resolve().parent / "tenants.example.yaml"
+
+
+class HubSettingsError(ValueError):
+    """A WORKBENCH_* setting is missing or wrong; the message names the variable."""
+
+
+def _require(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise HubSettingsError(f"{name} is not set; set it to use WORKBENCH_AUTH=oidc")
+    return value
+
+
+def proxy_command(env: Mapping[str, str]) -> str:
+    """configurable-http-proxy: the setting, the project's npm install, or PATH."""
+    if env.get("WORKBENCH_PROXY_COMMAND"):
+        return env["WORKBENCH_PROXY_COMMAND"]
+    local = REPO_ROOT / "node_modules" / ".bin" / "configurable-http-proxy"
+    if local.exists():
+        return str(local)
+    found = shutil.which("configurable-http-proxy")
+    if not found:
+        raise HubSettingsError(
+            "configurable-http-proxy not found; run `make setup` (npm ci) or set "
+            "WORKBENCH_PROXY_COMMAND"
+        )
+    return found
+
+
+def oidc_endpoints(issuer: str) -> dict[str, str]:
+    """Read the provider's discovery document (the one I/O step of configuration)."""
+    url = issuer.rstrip("/") + "/.well-known/openid-configuration"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            doc = json.load(response)
+    except (OSError, ValueError) as err:
+        raise HubSettingsError(
+            f"cannot read {url} ({err}); check WORKBENCH_OIDC_ISSUER and that the provider is up"
+        ) from None
+    try:
+        return {
+            "authorize_url": doc["authorization_endpoint"],
+            "token_url": doc["token_endpoint"],
+            "userdata_url": doc["userinfo_endpoint"],
+        }
+    except KeyError as err:
+        raise HubSettingsError(f"{url} lacks {err.args[0]}; is this an OIDC issuer?") from None
+
+
+def configure(c: Any, env: Mapping[str, str]) -> None:
+    """Fill a traitlets config object `c` from the WORKBENCH_* settings in `env`."""
+    from hub_config.idle_culler import culler_services
+    from hub_config.tenants import load_tenants
+
+    state = Path(env.get("WORKBENCH_STATE_DIR") or ".workbench").resolve()
+    state.mkdir(parents=True, exist_ok=True)
+    tenants_file = env.get("WORKBENCH_TENANTS_FILE") or (
+        str(state / "tenants.yaml") if (state / "tenants.yaml").exists() else str(EXAMPLE_TENANTS)
+    )
+    tenants = load_tenants(tenants_file)  # fail at start, naming file/tenant/field
+    bind_url = env.get("WORKBENCH_BIND_URL") or "http://127.0.0.1:8000"
+    admin_groups = [g for g in (env.get("WORKBENCH_ADMIN_GROUPS") or "").split(",") if g]
+
+    c.JupyterHub.bind_url = bind_url
+    c.JupyterHub.hub_bind_url = env.get("WORKBENCH_HUB_BIND_URL") or "http://127.0.0.1:8081"
+    c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
+    c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
+    c.JupyterHub.pid_file = str(state / "jupyterhub.pid")
+    c.ConfigurableHTTPProxy.api_url = env.get("WORKBENCH_PROXY_API_URL") or "http://127.0.0.1:8001"
+    c.ConfigurableHTTPProxy.command = [proxy_command(env)]
+    c.ConfigurableHTTPProxy.pid_file = str(state / "jupyterhub-proxy.pid")
+    c.JupyterHub.cleanup_servers = True
+    c.JupyterHub.cleanup_proxy = True
+    # /hub/metrics for the operations dashboards; it requires the read:metrics scope.
+    c.JupyterHub.authenticate_prometheus = True
+
+    auth = env.get("WORKBENCH_AUTH") or "local"
+    if auth == "local":
+        c.JupyterHub.authenticator_class = "hub_config.auth.LocalGroupsAuthenticator"
+        c.LocalGroupsAuthenticator.users_file = env.get("WORKBENCH_USERS_FILE") or str(
+            state / "users.yaml"
+        )
+    elif auth == "oidc":
+        c.JupyterHub.authenticator_class = "hub_config.auth.TenantOAuthenticator"
+        oidc = c.TenantOAuthenticator
+        for key, value in oidc_endpoints(_require(env, "WORKBENCH_OIDC_ISSUER")).items():
+            setattr(oidc, key, value)
+        oidc.client_id = _require(env, "WORKBENCH_OIDC_CLIENT_ID")
+        oidc.client_secret = _require(env, "WORKBENCH_OIDC_CLIENT_SECRET")
+        oidc.oauth_callback_url = env.get("WORKBENCH_OIDC_CALLBACK_URL") or (
+            bind_url.rstrip("/") + "/hub/oauth_callback"
+        )
+        oidc.groups_claim = env.get("WORKBENCH_OIDC_GROUPS_CLAIM") or "groups"
+        oidc.username_claim = env.get("WORKBENCH_OIDC_USERNAME_CLAIM") or "preferred_username"
+        oidc.login_service = "your identity provider"
+    else:
+        raise HubSettingsError(f"WORKBENCH_AUTH={auth!r}: use 'local' or 'oidc'")
+    for cls in ("LocalGroupsAuthenticator", "TenantOAuthenticator"):
+        c[cls].tenants_file = tenants_file
+        c[cls].extra_admin_groups = admin_groups
+
+    spawner = env.get("WORKBENCH_SPAWNER") or "local"
+    if spawner == "local":
+        c.JupyterHub.spawner_class = "hub_config.local_spawner.TenantLocalSpawner"
+        c.TenantLocalSpawner.tenants_file = tenants_file
+        c.TenantLocalSpawner.homes_dir = str(state / "home")
+        # The hub's own interpreter: the single-user server sees the same packages (the magic).
+        c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
+    elif spawner == "kubernetes":
+        c.JupyterHub.spawner_class = "hub_config.kube_spawner.TenantKubeSpawner"
+        c.TenantKubeSpawner.tenants_file = tenants_file
+    else:
+        raise HubSettingsError(f"WORKBENCH_SPAWNER={spawner!r}: use 'local' or 'kubernetes'")
+    c.Spawner.default_url = "/lab"
+    # A two-core machine starting JupyterLab and a kernel is slow; don't give up early.
+    c.Spawner.start_timeout = 120
+    c.Spawner.http_timeout = 90
+
+    if (env.get("WORKBENCH_CULLER") or "1") != "0":
+        every = env.get("WORKBENCH_CULL_EVERY")
+        services, roles = culler_services(tenants, cull_every=int(every) if every else None)
+        # Ours are the only services and roles; an operator's extra config may add more.
+        c.JupyterHub.services = services
+        c.JupyterHub.load_roles = roles
+
+    extra = env.get("WORKBENCH_EXTRA_CONFIG")
+    if extra:
+        load_subconfig = globals().get("load_subconfig")
+        if load_subconfig is None:
+            raise HubSettingsError("WORKBENCH_EXTRA_CONFIG works only when JupyterHub loads this file")
+        load_subconfig(extra)
+
+
+if "get_config" in globals():  # executed by JupyterHub as its config file
+    configure(get_config(), os.environ)  # type: ignore[name-defined]  # noqa: F821

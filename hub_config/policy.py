@@ -1,0 +1,178 @@
+"""Tenancy policy, as pure functions: which tenant a user is in, which profile and image a spawn
+request may use, and the environment a notebook server gets.
+
+Both spawners (KubeSpawner in a cluster, the local process spawner of `workbench up`) call these,
+so the same request is refused or allowed the same way everywhere. Nothing here does I/O.
+
+Rules:
+- A user's tenants are the tenants whose `groups` meet the user's groups (file order).
+- No tenant, no server (`SpawnRefused`, 403).
+- A spawn request (`user_options`) may name `tenant`, `profile` (a profile name, or a slug
+  `<tenant>--<profile>` as offered by the spawn form) and `image` (a full reference from the
+  tenant's allowlist, or its display name). Anything else in the request is refused, so that a
+  hand-written request cannot smuggle a setting in.
+- When a user is in two tenants and the request names neither tenant nor slug, the first of their
+  tenants in file order is used; the form lists the tenants' profiles so the user can choose.
+- A missing profile or image means the tenant's first one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from hub_config.tenants import AllowedImage, Profile, Tenant, Tenants
+from launcher_magic import environment as env_names
+
+SLUG_SEPARATOR = "--"
+# The keys a spawn request may carry. The KubeSpawner form adds `profile-option-...` keys, which
+# the KubeSpawner subclass turns into `image` before calling `choose`.
+ALLOWED_OPTION_KEYS = frozenset({"tenant", "profile", "image"})
+
+
+class SpawnRefused(Exception):
+    """A spawn request that policy refuses: `status` (HTTP) and a message for the user."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What a permitted spawn runs with."""
+
+    tenant: Tenant
+    profile: Profile
+    image: AllowedImage
+
+    @property
+    def slug(self) -> str:
+        return profile_slug(self.tenant, self.profile)
+
+
+def profile_slug(tenant: Tenant, profile: Profile) -> str:
+    """The identifier of a tenant's profile in spawn forms and requests."""
+    return f"{tenant.name}{SLUG_SEPARATOR}{profile.name}"
+
+
+def user_tenants(tenants: Tenants, groups: Iterable[str]) -> tuple[Tenant, ...]:
+    """The tenants a user with these groups belongs to, in file order."""
+    return tenants.for_groups(groups)
+
+
+def is_admin(tenants: Tenants, groups: Iterable[str], extra_admin_groups: Iterable[str] = ()) -> bool:
+    """Whether these groups make a user a hub admin (any tenant's admin_groups, or extra ones)."""
+    admin = set(tenants.admin_groups) | set(extra_admin_groups)
+    return bool(admin.intersection(groups))
+
+
+def no_tenant_message(user: str, groups: Iterable[str]) -> str:
+    names = ", ".join(sorted(groups)) or "none"
+    return (
+        f"{user} is not a member of any tenant of this workbench (your groups: {names}), so no "
+        "notebook server can be started. Ask an administrator to add one of your groups to a "
+        "tenant in tenants.yaml."
+    )
+
+
+def choose(
+    tenants: Tenants, user: str, groups: Iterable[str], options: Mapping[str, Any] | None
+) -> Choice:
+    """Decide the tenant, profile and image for a spawn request, or refuse it.
+
+    Raises SpawnRefused: 403 when the user is in no tenant or names a tenant they are not in;
+    400 when the request names an unknown profile, an image outside the tenant's allowlist or a
+    key that is not a spawn option.
+    """
+    groups = list(groups)
+    options = dict(options or {})
+    mine = user_tenants(tenants, groups)
+    if not mine:
+        raise SpawnRefused(403, no_tenant_message(user, groups))
+    unknown = sorted(set(options) - ALLOWED_OPTION_KEYS)
+    if unknown:
+        raise SpawnRefused(
+            400,
+            f"Spawn option {unknown[0]!r} is not accepted; a request may name only "
+            f"{', '.join(sorted(ALLOWED_OPTION_KEYS))}.",
+        )
+    tenant, profile = _tenant_and_profile(mine, options)
+    image = _image(tenant, options.get("image"))
+    return Choice(tenant=tenant, profile=profile, image=image)
+
+
+def _tenant_and_profile(mine: tuple[Tenant, ...], options: Mapping[str, Any]) -> tuple[Tenant, Profile]:
+    wanted_tenant = options.get("tenant") or None
+    wanted_profile = options.get("profile") or None
+    if wanted_tenant is not None and not isinstance(wanted_tenant, str):
+        raise SpawnRefused(400, "Spawn option 'tenant' must be a tenant name.")
+    if wanted_profile is not None and not isinstance(wanted_profile, str):
+        raise SpawnRefused(400, "Spawn option 'profile' must be a profile name.")
+    if wanted_profile and SLUG_SEPARATOR in wanted_profile:
+        for tenant in mine:
+            for profile in tenant.profiles:
+                if profile_slug(tenant, profile) == wanted_profile and wanted_tenant in (
+                    None, tenant.name
+                ):
+                    return tenant, profile
+    if wanted_tenant is not None:
+        tenant = next((t for t in mine if t.name == wanted_tenant), None)
+        if tenant is None:
+            names = ", ".join(t.name for t in mine)
+            raise SpawnRefused(
+                403, f"You are not a member of tenant {wanted_tenant!r}; your tenants: {names}."
+            )
+    else:
+        tenant = mine[0]
+    if wanted_profile is None:
+        return tenant, tenant.profiles[0]
+    profile = tenant.profile(wanted_profile)
+    if profile is None:
+        offered = ", ".join(p.name for p in tenant.profiles)
+        raise SpawnRefused(
+            400,
+            f"Profile {wanted_profile!r} is not offered by tenant {tenant.name!r}; choose one of: "
+            f"{offered}.",
+        )
+    return tenant, profile
+
+
+def _image(tenant: Tenant, wanted: Any) -> AllowedImage:
+    if wanted in (None, ""):
+        return tenant.images[0]
+    if not isinstance(wanted, str):
+        raise SpawnRefused(400, "Spawn option 'image' must be an image reference.")
+    for allowed in tenant.images:
+        if wanted in (allowed.image, allowed.name):
+            return allowed
+    offered = "; ".join(f"{i.name} ({i.image})" for i in tenant.images)
+    raise SpawnRefused(
+        400,
+        f"Image {wanted!r} is not on the allowlist of tenant {tenant.name!r}, so it cannot be "
+        f"started. Choose one of: {offered}.",
+    )
+
+
+def server_env(choice: Choice, user: str, engine: str, jobs_dir: str | None = None) -> dict[str, str]:
+    """The environment the magic reads (names from `launcher_magic.environment`)."""
+    tenant = choice.tenant
+    limits = env_names.Limits(
+        max_nodes=tenant.job_limits.max_nodes,
+        max_gpus_per_node=tenant.job_limits.max_gpus_per_node,
+        max_runtime_seconds=tenant.job_limits.max_runtime,
+    )
+    env = {
+        env_names.ENGINE: engine,
+        env_names.TENANT: tenant.name,
+        env_names.NAMESPACE: tenant.namespace,
+        env_names.USER: user,
+        env_names.IMAGE: choice.image.image,
+        env_names.ALLOWED_IMAGES: ",".join(tenant.image_refs),
+        **limits.to_env(),
+    }
+    if jobs_dir:
+        env[env_names.JOBS_DIR] = jobs_dir
+    return env

@@ -1,0 +1,125 @@
+"""OAuth login through a real OIDC provider: the groups claim becomes JupyterHub groups, decides
+the tenant and admin status, and a user without a tenant is refused.
+
+The provider is `oidc-provider-mock` (PyPI, maintained; Authlib-based authorization-code flow with
+signed ID tokens, discovery, dynamic client registration and per-user claims), started by the
+fixture as its own process. Its login page takes a subject instead of a password: it stands in
+for the identity provider's login step, while everything the hub does is the real OAuth flow.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from .conftest import HubProcess, free_port, requests
+
+pytest.importorskip("oidc_provider_mock", reason="oidc-provider-mock is not installed (test extra)")
+pytestmark = pytest.mark.timeout(600)
+
+USERS = [
+    {"sub": "olivia", "preferred_username": "olivia", "groups": ["students"]},
+    {"sub": "tina", "preferred_username": "tina", "groups": ["teachers"]},
+    {"sub": "oscar", "preferred_username": "oscar", "groups": ["guests"]},
+]
+
+
+@pytest.fixture(scope="module")
+def provider(tmp_path_factory):
+    """The OIDC provider on a free port; yields its issuer URL."""
+    port = free_port()
+    argv = [sys.executable, "-m", "oidc_provider_mock", "--port", str(port),
+            "--require-registration"]
+    for user in USERS:
+        argv += ["--user-claims", json.dumps(user)]
+    log = open(tmp_path_factory.mktemp("oidc") / "provider.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    issuer = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{issuer}/.well-known/openid-configuration", timeout=2).ok:
+                    break
+            except requests.RequestException:
+                time.sleep(0.3)
+        else:
+            pytest.fail("the OIDC provider did not start")
+        yield issuer
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def hub(provider, tmp_path_factory, proxy_available):
+    port = free_port()
+    callback = f"http://127.0.0.1:{port}/hub/oauth_callback"
+    client = requests.post(f"{provider}/oauth2/clients", json={
+        "redirect_uris": [callback],
+        # OAuthenticator posts the client secret in the form body by default (basic_auth off).
+        "token_endpoint_auth_method": "client_secret_post",
+    },
+                           timeout=30).json()
+    hub = HubProcess(state=tmp_path_factory.mktemp("hub-oidc"), port=port, env={
+        "WORKBENCH_AUTH": "oidc",
+        "WORKBENCH_CULLER": "0",
+        "WORKBENCH_OIDC_ISSUER": provider,
+        "WORKBENCH_OIDC_CLIENT_ID": client["client_id"],
+        "WORKBENCH_OIDC_CLIENT_SECRET": client["client_secret"],
+    })
+    try:
+        yield hub.start()
+    finally:
+        hub.stop()
+
+
+def oauth_login(hub: HubProcess, sub: str) -> tuple[requests.Session, requests.Response]:
+    """Hub login button -> provider's authorize page -> choose the subject -> hub callback."""
+    session = requests.Session()
+    page = session.get(f"{hub.url}/hub/oauth_login", timeout=60)
+    assert page.status_code == 200 and "/oauth2/authorize" in page.url, page.url
+    final = session.post(page.url, data={"sub": sub}, timeout=120)
+    return session, final
+
+
+def test_groups_claim_puts_the_user_in_a_tenant_and_spawns_there(hub):
+    session, final = oauth_login(hub, "olivia")
+    assert final.status_code == 200 and final.url.startswith(hub.url), (final.status_code, final.url)
+    model = hub.api("GET", "/users/olivia").json()
+    assert model["groups"] == ["students"]
+    assert model["admin"] is False
+    assert hub.api("POST", "/users/olivia/server").status_code in (201, 202)
+    model = hub.wait_ready("olivia")
+    pid = model["servers"][""]["state"]["pid"]
+    env = dict(
+        item.split("=", 1)
+        for item in open(f"/proc/{pid}/environ", "rb").read().decode().split("\0") if "=" in item
+    )
+    assert env["PADDLE_WORKBENCH_TENANT"] == "classroom"
+    assert env["PADDLE_WORKBENCH_USER"] == "olivia"
+    # the browser session reaches the new server
+    lab = session.get(f"{hub.url}/user/olivia/lab", timeout=120)
+    assert lab.status_code == 200 and lab.url.startswith(f"{hub.url}/user/olivia/")
+
+
+def test_admin_by_group(hub):
+    _, final = oauth_login(hub, "tina")
+    assert final.status_code == 200
+    assert hub.api("GET", "/users/tina").json()["admin"] is True
+
+
+def test_user_without_tenant_gets_a_clear_page_and_no_account(hub):
+    _, final = oauth_login(hub, "oscar")
+    assert final.status_code == 403
+    assert "not a member of any tenant" in final.text and "guests" in final.text
+    assert hub.api("GET", "/users/oscar").status_code == 404

@@ -1,0 +1,174 @@
+"""Pod manifests for every tenant x profile, rendered by KubeSpawner's own code without a cluster,
+checked for the tenancy and security properties and validated against the Kubernetes schemas."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+pytest.importorskip("kubespawner", reason="jupyterhub-kubespawner is not installed (hub extra)")
+kubernetes_validate = pytest.importorskip(
+    "kubernetes_validate", reason="kubernetes-validate is not installed (test extra)"
+)
+
+from kubernetes_asyncio.client import ApiClient  # noqa: E402
+from tornado import web  # noqa: E402
+
+from hub_config import labels  # noqa: E402
+from hub_config.kube_spawner import GPU_RESOURCE, TenantKubeSpawner  # noqa: E402
+from hub_config.policy import profile_slug  # noqa: E402
+from hub_config.tenants import load_tenants, parse_quantity  # noqa: E402
+from launcher_magic import environment as names  # noqa: E402
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "hub_config" / "tenants.example.yaml"
+TENANTS = load_tenants(EXAMPLE)
+CASES = [(t, p) for t in TENANTS.tenants for p in t.profiles]
+KUBERNETES_VERSION = "1.30.0"
+
+# KubeSpawner reads a kube config when constructed; this one points nowhere and is never used
+# (rendering a manifest makes no API call).
+KUBECONFIG = """apiVersion: v1
+kind: Config
+clusters: [{name: none, cluster: {server: "https://127.0.0.1:9"}}]
+users: [{name: none, user: {token: unused}}]
+contexts: [{name: none, context: {cluster: none, user: none}}]
+current-context: none
+"""
+
+
+@pytest.fixture(autouse=True)
+def offline_kubeconfig(tmp_path, monkeypatch):
+    path = tmp_path / "kubeconfig"
+    path.write_text(KUBECONFIG)
+    # kubernetes_asyncio reads $KUBECONFIG at import time, so patch its resolved default too.
+    import kubernetes_asyncio.config.kube_config as kube_config
+
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(path))
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+
+
+def fake_user(name: str, groups: list[str]) -> SimpleNamespace:
+    """The few attributes of a hub user that KubeSpawner reads (no hub database here)."""
+    return SimpleNamespace(name=name, id=7, url=f"/user/{name}/", escaped_name=name,
+                           groups=[SimpleNamespace(name=g) for g in groups])
+
+
+def render(groups: list[str], options: dict, name: str = "ann@example.org") -> tuple[dict, object]:
+    async def go():
+        spawner = TenantKubeSpawner(_mock=True, user=fake_user(name, groups),
+                                    tenants_file=str(EXAMPLE))
+        spawner.user_options = options
+        await spawner.load_user_options()
+        pod = await spawner.get_pod_manifest()
+        return ApiClient().sanitize_for_serialization(pod), spawner
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("tenant, profile", CASES, ids=[f"{t.name}-{p.name}" for t, p in CASES])
+def test_pod_manifest_per_tenant_and_profile(tenant, profile):
+    pod, spawner = render([tenant.groups[0]], {"profile": profile_slug(tenant, profile)})
+    spec = pod["spec"]
+    (container,) = spec["containers"]
+
+    assert spawner.namespace == tenant.namespace
+    assert pod["metadata"]["labels"][labels.LABEL_TENANT] == tenant.name
+    assert pod["metadata"]["labels"][labels.LABEL_COMPONENT] == labels.COMPONENT_NOTEBOOK
+    assert spec["serviceAccountName"] == tenant.service_account
+    assert container["image"] in tenant.image_refs
+
+    # Pod Security "restricted"
+    psc, csc = spec["securityContext"], container["securityContext"]
+    assert psc["runAsNonRoot"] is True and psc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert csc["runAsNonRoot"] is True and csc["runAsUser"] == 1000
+    assert csc["allowPrivilegeEscalation"] is False
+    assert csc["capabilities"] == {"drop": ["ALL"]}
+    assert csc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert not csc.get("privileged")
+    assert not spec.get("initContainers")
+
+    limits = container["resources"]["limits"]
+    requests = container["resources"]["requests"]
+    if profile.gpus:
+        assert limits[GPU_RESOURCE] == str(profile.gpus)
+    else:
+        assert GPU_RESOURCE not in limits
+    assert float(limits["cpu"]) == profile.cpu.limit_value
+    assert int(limits["memory"]) == parse_quantity(profile.memory.limit)
+    assert int(requests["memory"]) == parse_quantity(profile.memory.guarantee)
+    assert spec.get("nodeSelector", {}) == dict(profile.node_selector)
+    assert spec.get("tolerations", []) == [dict(t) for t in profile.tolerations]
+
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env[names.TENANT] == tenant.name
+    assert env[names.NAMESPACE] == tenant.namespace
+    assert env[names.ENGINE] == "kubernetes"
+    assert env[names.IMAGE] == container["image"]
+    assert env[names.MAX_NODES] == str(tenant.job_limits.max_nodes)
+
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["path"] == "/user/ann@example.org/api"
+        assert container[probe]["httpGet"]["port"] == 8888
+
+    kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
+
+
+def test_image_choice_from_the_form_is_used():
+    cpu = TENANTS.get("vision").images[1].image
+    pod, _ = render(["vision-team"], {"profile": "vision--gpu-small", "image": cpu})
+    assert pod["spec"]["containers"][0]["image"] == cpu
+
+
+@pytest.mark.parametrize("groups, options, status, message", [
+    (["vision-team"], {"image": "docker.io/library/ubuntu:latest"}, 400, "not on the allowlist"),
+    (["vision-team"], {"image--unlisted-choice": "evil.io/x@sha256:" + "0" * 64}, 400,
+     "not on the allowlist"),
+    (["vision-team"], {"profile": "vision--gpu-small", "privileged": True}, 400, "not accepted"),
+    (["nobody"], {}, 403, "not a member of any tenant"),
+], ids=["unlisted-image", "unlisted-free-text", "extra-key", "no-tenant"])
+def test_refused_before_any_pod_is_built(groups, options, status, message):
+    with pytest.raises(web.HTTPError) as info:
+        render(groups, options)
+    assert info.value.status_code == status
+    assert message in info.value.jupyterhub_message
+
+
+def test_operator_config_cannot_weaken_the_security_context():
+    async def go():
+        spawner = TenantKubeSpawner(_mock=True, user=fake_user("ann", ["students"]),
+                                    tenants_file=str(EXAMPLE), privileged=True,
+                                    allow_privilege_escalation=True,
+                                    container_security_context={"runAsUser": 0})
+        await spawner.load_user_options()
+        return ApiClient().sanitize_for_serialization(await spawner.get_pod_manifest())
+    pod = asyncio.run(go())
+    csc = pod["spec"]["containers"][0]["securityContext"]
+    assert csc["runAsUser"] == 1000 and not csc["privileged"]
+    assert csc["allowPrivilegeEscalation"] is False
+
+
+def test_privileged_init_container_is_refused():
+    async def go():
+        spawner = TenantKubeSpawner(
+            _mock=True, user=fake_user("ann", ["students"]), tenants_file=str(EXAMPLE),
+            init_containers=[{"name": "block-metadata", "image": "busybox",
+                              "securityContext": {"privileged": True}}],
+        )
+        await spawner.load_user_options()
+    with pytest.raises(web.HTTPError, match="privileged or root init container"):
+        asyncio.run(go())
+
+
+def test_profile_list_offers_only_the_users_tenants():
+    async def go():
+        spawner = TenantKubeSpawner(_mock=True, user=fake_user("ann", ["students"]),
+                                    tenants_file=str(EXAMPLE))
+        return spawner.profile_list(spawner)
+    profiles = asyncio.run(go())
+    assert [p["slug"] for p in profiles] == ["classroom--cpu-tiny"]
+    image_option = profiles[0]["profile_options"]["image"]
+    assert image_option["unlisted_choice"] == {"enabled": False}
+    assert list(image_option["choices"]) == list(TENANTS.get("classroom").image_refs)
