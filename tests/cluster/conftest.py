@@ -1,0 +1,139 @@
+"""Fixtures for the control-plane tier: a real Kubernetes API server and its companions.
+
+``control_plane`` (session scope) yields a started ``k8s_plane.ControlPlane``:
+
+- ``plane.kubeconfig``: path of an admin (``system:masters``) kubeconfig with a client
+  certificate, in the session's tmp dir; ``plane.server`` and ``plane.ca_file`` likewise.
+- ``plane.api_client(kubeconfig=None)``: a ``kubernetes.client.ApiClient`` (admin by default);
+  wrap it in ``client.CoreV1Api(...)``, ``client.CustomObjectsApi(...)`` and so on.
+- ``plane.service_account_client(namespace, name)``: an ApiClient that authenticates with a
+  real TokenRequest token of that service account (what a notebook pod would hold), so RBAC
+  decisions can be tested as the notebook sees them; ``plane.service_account_kubeconfig(...)``
+  writes the same as a kubeconfig file (for code under test that takes ``--kubeconfig``).
+- ``plane.nodes``: the KWOK nodes (``k8s_plane.DEFAULT_NODES``): ``kwok-cpu-0`` and two GPU
+  nodes with ``nvidia.com/gpu: 8``, label ``nvidia.com/gpu.product=NVIDIA-H100`` and a
+  ``nvidia.com/gpu:NoSchedule`` taint (pods need the matching toleration).
+- ``plane.log_file(component)``: each component's log, for failure messages.
+
+What runs: etcd; kube-apiserver with Node,RBAC authorization, PodSecurity and ResourceQuota
+admission and service-account token signing; kube-controller-manager (all default controllers,
+one service account per controller); kube-scheduler; KWOK, which plays the kubelets; and
+training-operator v1.9.0 with only its PaddleJob controller and its validating webhook. The
+PaddleJob CRD is the repository's copy (deploy/k8s/crds/kubeflow.org_paddlejobs.yaml).
+
+Pod phases under KWOK are chosen per pod with the annotation ``workbench.test/outcome``
+(``k8s_plane.OUTCOME_ANNOTATION``): absent, the pod stays Running; ``succeeded`` or ``failed``
+ends it that way (after ``workbench.test/outcome-delay``, default 1s). Patch the annotation
+onto a running pod to fail that one pod. See deploy/controlplane/kwok-stages.yaml.
+
+Tests share one plane: give each test its own namespace (``namespace`` fixture below) and clean
+up what you create cluster-wide. The binaries come from deploy/controlplane/build.sh, cached
+outside the clone; the first build takes a while (the tests here get a one-hour pytest
+timeout for it, see ``pytest_collection_modifyitems``). Where Go or the Go module proxy is missing the
+tests skip and say so; where the proxy is reachable a failed build fails the tests.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# The harness modules sit next to this file; pytest's default import mode puts this folder on
+# sys.path already, this keeps them importable under --import-mode=importlib too.
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# The first test to use the plane pays for a cold build (about 15-20 minutes on two cores), which
+# the project-wide pytest timeout would cut short.
+BUILD_TIMEOUT_S = 3600
+_HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Give every test that uses ``control_plane`` room for the build (setup is timed too)."""
+    for item in items:
+        if "control_plane" in getattr(item, "fixturenames", ()) and _HERE in item.path.parents:
+            item.add_marker(pytest.mark.timeout(BUILD_TIMEOUT_S))
+
+
+def _proxy_unreachable() -> str:
+    """Why the Go module proxy cannot be used, or "" when it can."""
+    try:
+        proxy = subprocess.run(["go", "env", "GOPROXY"], capture_output=True, text=True,
+                               timeout=30).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"`go env GOPROXY` failed: {exc}"
+    first = proxy.split(",")[0].split("|")[0]
+    if first in ("", "off", "direct"):
+        return f"GOPROXY={proxy!r} names no module proxy"
+    url = f"{first.rstrip('/')}/k8s.io/kubernetes/@v/list"
+    try:
+        with urllib.request.urlopen(url, timeout=15) as resp:
+            resp.read(64)
+    except OSError as exc:
+        return f"the Go module proxy {first} cannot be reached ({exc})"
+    return ""
+
+
+def _bin_dir() -> Path:
+    """The built binaries; skips (or fails) the session's cluster tests when there are none."""
+    import k8s_plane
+
+    script = str(k8s_plane.BUILD_SCRIPT)
+    if shutil.which("go") is None:
+        pytest.skip("control-plane tests need the Go toolchain (go >= 1.24 on PATH) to build "
+                    "kube-apiserver, KWOK and training-operator")
+    if not Path(k8s_plane.ETCD).exists():
+        pytest.skip("control-plane tests need etcd: install the Debian package etcd-server "
+                    "(listed in scripts/system-packages.txt)")
+    check = subprocess.run(["bash", script, "--check"], capture_output=True)
+    if check.returncode != 0:
+        why = _proxy_unreachable()
+        if why:
+            pytest.skip(f"cannot build the control plane: {why}")
+    bin_dir, error = k8s_plane.build_control_plane()
+    if bin_dir is None:
+        pytest.fail(error, pytrace=False)
+    return bin_dir
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A started control plane shared by the session; stopped (every process) at the end."""
+    pytest.importorskip("kubernetes", reason="install the test extra: pip install -e .[test]")
+    pytest.importorskip("cryptography", reason="install the test extra: pip install -e .[test]")
+    import k8s_plane
+
+    bin_dir = _bin_dir()
+    plane = k8s_plane.ControlPlane(bin_dir, tmp_path_factory.mktemp("controlplane"))
+    try:
+        plane.start()
+    except k8s_plane.ControlPlaneError as exc:
+        plane.stop()
+        pytest.fail(f"the control plane did not start: {exc}", pytrace=False)
+    except BaseException:
+        plane.stop()
+        raise
+    try:
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture
+def namespace(control_plane) -> Iterator[str]:
+    """A fresh namespace for one test (no Pod Security labels), deleted afterwards."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(control_plane.api_client())
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    core.create_namespace({"metadata": {"name": name}})
+    yield name
+    core.delete_namespace(name)
