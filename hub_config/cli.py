@@ -15,6 +15,7 @@ import sys
 COMMAND_MODULES = [
     "hub_config.commands.up",
     "hub_config.commands.images",
+    "hub_config.commands.tenants",
 ]
 
 

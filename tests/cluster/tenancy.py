@@ -1,0 +1,179 @@
+"""Helpers for the tenant-provisioning tests on the real control plane.
+
+- `make_tenant(...)`: a validated `Tenant` with a unique name and namespace (the plane is shared
+  by the session, so every test provisions its own tenants).
+- `provision(plane, tenant, hub_namespace)`: `namespace_bundle` applied with `k8s_apply` as the
+  cluster operator; waits until the quota controller has filled the ResourceQuota status (until
+  then the API server refuses every pod in the namespace) and returns the apply results.
+- `call(api_client, method, path, body)`: one raw API request; returns the HTTP status (the RBAC
+  matrix counts real successes, so it needs statuses, not exceptions).
+- `hub_account` fixture: a hub namespace with the hub's service account, as the Zero to JupyterHub
+  chart would create it; `tenants` fixture: a factory that provisions tenants and deletes their
+  namespaces afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import k8s_plane
+import pytest
+
+from hub_config.k8s_apply import ApplyResult, apply_objects
+from hub_config.provisioning import QUOTA_NAME, namespace_bundle
+from hub_config.tenants import Tenant
+
+HUB_SERVICE_ACCOUNT = "hub"
+IMAGE = ("registry.example.com/workbench/notebook-cpu@sha256:"
+         "68ab84f7c6d0f5781585eb1b5289499fb29081b918f71ebddb5f72021c9ef9c5")
+GPU_IMAGE = ("registry.example.com/workbench/notebook-gpu@sha256:"
+             "e3c5ba51dba85ab0c990db5e309f4d7bdb282470fb02aee75b9022c1399e91c8")
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+RESTRICTED = {"allowPrivilegeEscalation": False, "runAsNonRoot": True, "runAsUser": 1000,
+              "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+def tenant_data(name: str, *, gpus: int = 8, jobs: int = 10, pods: int = 20) -> dict[str, Any]:
+    """A tenants-file entry (validated by `Tenant.from_dict` / `load_tenants`)."""
+    return {
+        "name": name,
+        "groups": [f"{name}-team"],
+        "namespace": f"wb-{name}",
+        "quota": {"gpus": gpus, "cpu": "32", "memory": "128Gi", "pods": pods, "jobs": jobs},
+        "profiles": [
+            {"name": "cpu-small", "description": "2 CPU", "cpu": {"guarantee": 0.5, "limit": 2},
+             "memory": {"guarantee": "1Gi", "limit": "4Gi"}},
+            *([{"name": "gpu-small", "description": "1 GPU", "gpus": 1,
+                "cpu": {"guarantee": 2, "limit": 8},
+                "memory": {"guarantee": "8Gi", "limit": "32Gi"},
+                "node_selector": {"nvidia.com/gpu.product": "NVIDIA-H100"},
+                "tolerations": [GPU_TOLERATION]}] if gpus else []),
+        ],
+        "images": [{"name": "CPU", "image": IMAGE}, {"name": "GPU", "image": GPU_IMAGE}],
+        "job_limits": {"max_nodes": 2, "max_gpus_per_node": min(gpus, 8), "max_runtime": 3600},
+    }
+
+
+def make_tenant(prefix: str = "t", **quota: int) -> Tenant:
+    return Tenant.from_dict(tenant_data(unique(prefix), **quota), strict=True)
+
+
+def wait_quota_ready(core, namespace: str) -> None:
+    k8s_plane.wait_for(
+        lambda: core.read_namespaced_resource_quota(QUOTA_NAME, namespace).status.hard, 60,
+        f"the quota controller to compute {namespace}/{QUOTA_NAME}")
+
+
+def provision(plane, tenant: Tenant, hub_namespace: str, **kwargs: Any) -> list[ApplyResult]:
+    from kubernetes import client
+
+    api = plane.api_client()
+    bundle = namespace_bundle(tenant, hub_namespace=hub_namespace,
+                              hub_service_account=HUB_SERVICE_ACCOUNT)
+    results = apply_objects(api, bundle, **kwargs)
+    if not kwargs.get("dry_run"):
+        wait_quota_ready(client.CoreV1Api(api), tenant.namespace)
+    return results
+
+
+def call(api_client, method: str, path: str, body: Any = None,
+         query: list[tuple[str, str]] | None = None) -> tuple[int, str]:
+    """One request as `api_client`'s identity: (HTTP status, the server's message or "")."""
+    content_type = "application/merge-patch+json" if method == "PATCH" else "application/json"
+    request = api_client.param_serialize(
+        method, path, query_params=query or [], body=body, auth_settings=["BearerToken"],
+        header_params={"Accept": "application/json", "Content-Type": content_type})
+    response = api_client.call_api(*request, _request_timeout=30)
+    response.read()
+    text = (response.data or b"").decode("utf-8", "replace")
+    try:
+        message = json.loads(text).get("message", "") if text.startswith("{") else ""
+    except ValueError:
+        message = ""
+    return response.status, message
+
+
+def wait_allowed(api_client, path: str, what: str) -> None:
+    """RoleBindings reach the authorizer through an informer: wait until `path` is readable."""
+    k8s_plane.wait_for(lambda: call(api_client, "GET", path)[0] == 200, 30, what)
+
+
+def paddlejob(name: str, *, workers: int = 1, gpus: int = 0,
+              labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """A PaddleJob whose pods meet Pod Security `restricted` (so only quota can refuse them)."""
+    container: dict[str, Any] = {
+        "name": "paddle", "image": IMAGE, "securityContext": RESTRICTED,
+        "command": ["python", "-m", "paddle.distributed.launch", "train.py"],
+        "resources": {"requests": {"cpu": "1", "memory": "1Gi"},
+                      "limits": {"cpu": "1", "memory": "1Gi"}},
+    }
+    spec: dict[str, Any] = {"containers": [container]}
+    if gpus:
+        container["resources"]["limits"]["nvidia.com/gpu"] = str(gpus)
+        spec["tolerations"] = [GPU_TOLERATION]
+    return {
+        "apiVersion": "kubeflow.org/v1", "kind": "PaddleJob",
+        "metadata": {"name": name},
+        "spec": {"paddleReplicaSpecs": {"Worker": {
+            "replicas": workers, "restartPolicy": "Never",
+            "template": {"metadata": {"labels": labels or {}}, "spec": spec}}}},
+    }
+
+
+def pod(name: str, *, gpus: int = 0, unschedulable: bool = False) -> dict[str, Any]:
+    """A restricted-compliant pod; `unschedulable` keeps it Pending (no node matches)."""
+    resources: dict[str, Any] = {"requests": {"cpu": "100m", "memory": "128Mi"}}
+    spec: dict[str, Any] = {"containers": [{"name": "main", "image": IMAGE,
+                                            "securityContext": RESTRICTED,
+                                            "resources": resources}]}
+    if gpus:
+        resources["limits"] = {"nvidia.com/gpu": str(gpus)}
+        spec["tolerations"] = [GPU_TOLERATION]
+    if unschedulable:
+        spec["nodeSelector"] = {"workbench.test/no-such-node": "true"}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
+
+
+@pytest.fixture
+def hub_account(control_plane) -> Iterator[str]:
+    """A hub namespace holding the hub's service account; its name. Deleted afterwards."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(control_plane.api_client())
+    name = unique("hub")
+    core.create_namespace({"metadata": {"name": name}})
+    core.create_namespaced_service_account(name, {"metadata": {"name": HUB_SERVICE_ACCOUNT}})
+    yield name
+    core.delete_namespace(name)
+
+
+@pytest.fixture
+def tenants(control_plane, hub_account) -> Iterator[Any]:
+    """`tenants(prefix, gpus=..., jobs=...)` provisions a fresh tenant and returns it; every
+    namespace provisioned this way is deleted after the test."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    made: list[Tenant] = []
+
+    def factory(prefix: str = "t", **quota: int) -> Tenant:
+        tenant = make_tenant(prefix, **quota)
+        made.append(tenant)
+        provision(control_plane, tenant, hub_account)
+        return tenant
+
+    yield factory
+    core = client.CoreV1Api(control_plane.api_client())
+    for tenant in made:
+        try:
+            core.delete_namespace(tenant.namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise

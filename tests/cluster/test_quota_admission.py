@@ -1,0 +1,85 @@
+"""The provisioned ResourceQuota, enforced by the API server itself (the half of the quota
+story that does not depend on the magic's preflight): pods over the tenant's GPU quota, the pods
+the operator makes from an over-quota PaddleJob, and PaddleJobs beyond the tenant's job count
+are refused; the same requests within the quota are admitted."""
+
+from __future__ import annotations
+
+import pytest
+
+client = pytest.importorskip("kubernetes.client", reason="install the test extra (kubernetes)")
+pytest.importorskip("cryptography", reason="install the test extra (cryptography)")
+
+import k8s_plane  # noqa: E402  (tests/cluster is on sys.path)
+import tenancy  # noqa: E402
+from tenancy import call, paddlejob, pod, wait_allowed  # noqa: E402
+
+from hub_config.provisioning import QUOTA_NAME  # noqa: E402
+
+hub_account = tenancy.hub_account  # fixtures shared by the tenancy tests
+tenants = tenancy.tenants
+
+JOBS = "/apis/kubeflow.org/v1/namespaces/{ns}/paddlejobs"
+
+
+def test_gpu_pods_over_the_tenant_quota_are_refused_by_the_api_server(control_plane, tenants):
+    tenant = tenants("gpu", gpus=2)
+    core = client.CoreV1Api(control_plane.api_client())
+    pods = f"/api/v1/namespaces/{tenant.namespace}/pods"
+    admin = control_plane.api_client()
+
+    status, message = call(admin, "POST", pods, pod("three-gpus", gpus=3))
+    assert status == 403, message
+    assert f"exceeded quota: {QUOTA_NAME}" in message
+    assert "requests.nvidia.com/gpu=3" in message and "limited: requests.nvidia.com/gpu=2" in message
+
+    # Within the quota: admitted, and counted, so one more GPU is now over.
+    assert call(admin, "POST", pods, pod("two-gpus", gpus=2))[0] == 201
+    status, message = call(admin, "POST", pods, pod("one-more", gpus=1))
+    assert status == 403 and "used: requests.nvidia.com/gpu=2" in message, message
+    used = core.read_namespaced_resource_quota(QUOTA_NAME, tenant.namespace).status.used
+    assert used["requests.nvidia.com/gpu"] == "2"
+
+
+def test_a_tenant_without_gpus_gets_no_gpu_pod(control_plane, tenants):
+    tenant = tenants("nogpu", gpus=0)
+    status, message = call(control_plane.api_client(), "POST",
+                           f"/api/v1/namespaces/{tenant.namespace}/pods", pod("one", gpus=1))
+    assert status == 403 and "exceeded quota" in message, message
+    # A pod that states no resources at all is admitted: the LimitRange gives it requests.
+    bare = pod("bare")
+    del bare["spec"]["containers"][0]["resources"]
+    assert call(control_plane.api_client(), "POST",
+                f"/api/v1/namespaces/{tenant.namespace}/pods", bare)[0] == 201
+
+
+def test_paddlejobs_over_quota_are_refused(control_plane, tenants):
+    tenant = tenants("jobs", gpus=2, jobs=2)
+    ns = tenant.namespace
+    notebook = control_plane.service_account_client(ns, tenant.service_account)
+    jobs = JOBS.format(ns=ns)
+    wait_allowed(notebook, jobs, "the notebook RoleBinding to apply")
+
+    # The job object fits the job count, but the operator's pod for it asks for 3 GPUs: the
+    # API server refuses the pod, and the operator reports the refusal on the job's events.
+    assert call(notebook, "POST", jobs, paddlejob("too-big", gpus=3))[0] == 201
+    core = client.CoreV1Api(control_plane.api_client())
+
+    def quota_refusal():
+        events = core.list_namespaced_event(ns).items
+        return [e for e in events if "exceeded quota" in (e.message or "")
+                and e.involved_object.name == "too-big"]
+
+    refusals = k8s_plane.wait_for(quota_refusal, 90, "the operator's quota refusal event")
+    assert "requests.nvidia.com/gpu=3" in refusals[0].message
+    worker_pods = core.list_namespaced_pod(
+        ns, label_selector="training.kubeflow.org/job-name=too-big").items
+    assert worker_pods == []
+
+    # Job count: the second job is admitted, a third one is over count/paddlejobs.
+    assert call(notebook, "POST", jobs, paddlejob("second"))[0] == 201
+    status, message = call(notebook, "POST", jobs, paddlejob("third"))
+    assert status == 403, message
+    assert f"exceeded quota: {QUOTA_NAME}" in message
+    assert "count/paddlejobs.kubeflow.org=1" in message
+    assert "limited: count/paddlejobs.kubeflow.org=2" in message

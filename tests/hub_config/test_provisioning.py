@@ -1,0 +1,306 @@
+"""The namespace bundle as data (no cluster): what each object grants, limits and allows, the
+`workbench render` output, and the one-line errors of `render` and `apply`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hub_config import cli, labels
+from hub_config.k8s_apply import (
+    ApplyError,
+    ApplyResult,
+    apply_objects,
+    prune_selector,
+    summary_table,
+)
+from hub_config.provisioning import (
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    METADATA_ADDRESS,
+    ProvisioningError,
+    hub_role_rules,
+    namespace_bundle,
+    notebook_role_rules,
+)
+from hub_config.tenants import load_tenants
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "hub_config" / "tenants.example.yaml"
+TENANTS = load_tenants(EXAMPLE)
+VISION = TENANTS.get("vision")
+KUBERNETES_VERSION = "1.30.0"
+
+
+def by_kind(bundle: list[dict], kind: str) -> list[dict]:
+    return [o for o in bundle if o["kind"] == kind]
+
+
+def one(bundle: list[dict], kind: str, name: str | None = None) -> dict:
+    found = [o for o in by_kind(bundle, kind) if name is None or o["metadata"]["name"] == name]
+    assert len(found) == 1, f"{kind} {name}: {len(found)} found"
+    return found[0]
+
+
+@pytest.fixture(params=TENANTS.tenants, ids=lambda t: t.name)
+def tenant(request):
+    return request.param
+
+
+def test_bundle_order_labels_and_namespaces(tenant):
+    bundle = namespace_bundle(tenant)
+    kinds = [o["kind"] for o in bundle]
+    # The Namespace first (everything else lives in it); RBAC before the quota that would
+    # otherwise be the first thing a user hits; policies last.
+    assert kinds[0] == "Namespace"
+    assert kinds.index("ServiceAccount") < kinds.index("RoleBinding")
+    assert kinds.index("Role") < kinds.index("RoleBinding")
+    assert set(kinds) == {"Namespace", "ServiceAccount", "Role", "RoleBinding", "ResourceQuota",
+                          "LimitRange", "NetworkPolicy"}
+    for obj in bundle:
+        meta = obj["metadata"]
+        assert meta["labels"][MANAGED_BY_LABEL] == MANAGED_BY
+        assert meta["labels"][labels.LABEL_TENANT] == tenant.name
+        if obj["kind"] != "Namespace":
+            assert meta["namespace"] == tenant.namespace
+    keys = [(o["kind"], o["metadata"]["name"]) for o in bundle]
+    assert len(keys) == len(set(keys)), "two objects of one kind share a name"
+
+
+def test_namespace_enforces_pod_security_restricted(tenant):
+    ns_labels = one(namespace_bundle(tenant), "Namespace")["metadata"]["labels"]
+    for mode in ("enforce", "audit", "warn"):
+        assert ns_labels[f"pod-security.kubernetes.io/{mode}"] == "restricted"
+        assert ns_labels[f"pod-security.kubernetes.io/{mode}-version"] == "latest"
+
+
+def test_quota_follows_the_tenants_file(tenant):
+    hard = one(namespace_bundle(tenant), "ResourceQuota")["spec"]["hard"]
+    quota = tenant.quota
+    assert hard == {
+        "requests.nvidia.com/gpu": str(quota.gpus),
+        "requests.cpu": quota.cpu,
+        "requests.memory": quota.memory,
+        "pods": str(quota.pods),
+        "count/paddlejobs.kubeflow.org": str(quota.jobs),
+    }
+    # Extended resources may only be quota'd by requests; a limits.* key would be refused.
+    assert not any(k.startswith("limits.nvidia.com") for k in hard)
+
+
+def test_limit_range_gives_requests_but_no_limits():
+    (item,) = one(namespace_bundle(VISION), "LimitRange")["spec"]["limits"]
+    assert item["type"] == "Container"
+    assert set(item["defaultRequest"]) == {"cpu", "memory"}
+    # A default limit below an explicit request would make the API server refuse the pod.
+    assert "default" not in item and "max" not in item
+
+
+def test_rbac_is_namespaced_and_bound_to_the_right_accounts(tenant):
+    bundle = namespace_bundle(tenant, hub_namespace="hubs", hub_service_account="jhub")
+    roles = {o["metadata"]["name"]: o for o in by_kind(bundle, "Role")}
+    assert not by_kind(bundle, "ClusterRole") and not by_kind(bundle, "ClusterRoleBinding")
+    bindings = {o["metadata"]["name"]: o for o in by_kind(bundle, "RoleBinding")}
+    assert set(bindings) == set(roles)
+    subjects = {}
+    for name, binding in bindings.items():
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                      "name": name}
+        (subject,) = binding["subjects"]
+        subjects[name] = (subject["kind"], subject["namespace"], subject["name"])
+    assert subjects == {
+        "workbench-notebook": ("ServiceAccount", tenant.namespace, tenant.service_account),
+        "workbench-hub": ("ServiceAccount", "hubs", "jhub"),
+    }
+    assert roles["workbench-notebook"]["rules"] == notebook_role_rules()
+    assert roles["workbench-hub"]["rules"] == hub_role_rules()
+    assert one(bundle, "ServiceAccount")["metadata"]["name"] == tenant.service_account
+
+
+def _grants(rules: list[dict]) -> set[tuple[str, str, str]]:
+    return {(group, resource, verb) for rule in rules for group in rule["apiGroups"]
+            for resource in rule["resources"] for verb in rule["verbs"]}
+
+
+def test_notebook_role_reaches_jobs_pods_logs_events_and_quota_only():
+    grants = _grants(notebook_role_rules())
+    for verb in ("create", "get", "list", "watch", "delete"):
+        assert ("kubeflow.org", "paddlejobs", verb) in grants
+    assert {("", "pods/log", "get"), ("", "pods", "watch"), ("", "events", "list"),
+            ("", "resourcequotas", "get")} <= grants
+    resources = {r for _, r, _ in grants}
+    assert resources == {"paddlejobs", "pods", "pods/log", "events", "resourcequotas"}
+    verbs_on_pods = {v for _, r, v in grants if r == "pods"}
+    assert verbs_on_pods == {"get", "list", "watch"}  # never creates pods directly
+    assert not any("*" in part for grant in grants for part in grant)
+
+
+def test_hub_role_is_what_kubespawner_needs_and_no_secrets():
+    grants = _grants(hub_role_rules())
+    for verb in ("get", "list", "watch", "create", "delete"):
+        assert ("", "pods", verb) in grants and ("", "persistentvolumeclaims", verb) in grants
+    assert {r for _, r, _ in grants} == {"pods", "persistentvolumeclaims", "events"}
+
+
+def _policies(tenant, **kwargs) -> dict[str, dict]:
+    bundle = namespace_bundle(tenant, **kwargs)
+    return {p["metadata"]["name"]: p["spec"] for p in by_kind(bundle, "NetworkPolicy")}
+
+
+def test_network_policies_deny_by_default_and_allow_only_the_needed_flows():
+    policies = _policies(VISION, hub_namespace="hubs")
+    assert policies["default-deny"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+
+    nb = policies["notebook-from-hub"]
+    assert nb["podSelector"] == {"matchLabels": {labels.LABEL_COMPONENT: "notebook"}}
+    (ingress,) = nb["ingress"]
+    (peer,) = ingress["from"]
+    assert peer["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "hubs"}}
+    assert peer["podSelector"]["matchExpressions"][0]["values"] == ["hub", "proxy"]
+    assert ingress["ports"] == [{"protocol": "TCP", "port": 8888}]
+
+    dns = policies["allow-dns"]["egress"][0]
+    assert dns["to"][0]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "kube-system"}
+    assert {p["port"] for p in dns["ports"]} == {53}
+
+    jobs = policies["job-pods-to-each-other"]
+    job_selector = {"matchExpressions": [{"key": labels.LABEL_JOB, "operator": "Exists"}]}
+    assert jobs["podSelector"] == job_selector
+    assert jobs["ingress"] == [{"from": [{"podSelector": job_selector}]}]
+    # No policy admits traffic from outside the namespace except the hub's pods.
+    for name, spec in policies.items():
+        for rule in spec.get("ingress", []):
+            for source in rule["from"]:
+                assert "ipBlock" not in source, name
+                if "namespaceSelector" in source:
+                    assert source["namespaceSelector"]["matchLabels"] == {
+                        "kubernetes.io/metadata.name": "hubs"}, name
+
+
+def test_no_egress_rule_reaches_the_cloud_metadata_address():
+    for cidrs in (("0.0.0.0/0",), ("169.254.0.0/16", "10.0.0.1/32")):
+        for name, spec in _policies(VISION, api_server_cidrs=cidrs).items():
+            for rule in spec.get("egress", []):
+                for peer in rule.get("to", []):
+                    block = peer.get("ipBlock")
+                    if block and block["cidr"] in ("0.0.0.0/0", "169.254.0.0/16"):
+                        assert block["except"] == [METADATA_ADDRESS], name
+                    elif block:
+                        assert "except" not in block  # an except outside the cidr is invalid
+
+
+@pytest.mark.parametrize("kwargs, fix", [
+    ({"hub_namespace": "Hub_NS"}, "hub namespace 'Hub_NS' is not a DNS-1123 label"),
+    ({"hub_service_account": ""}, "hub service account '' is not a DNS-1123 label"),
+    ({"api_server_cidrs": ("10.0.0.1/33",)}, "write it like 10.0.0.1/32"),
+    ({"api_server_cidrs": ("169.254.169.254/32",)}, "the cloud metadata address"),
+    ({"api_server_cidrs": ()}, "at least one network"),
+], ids=["namespace", "account", "cidr", "metadata", "no-cidr"])
+def test_bad_parameters_are_refused_with_what_to_fix(kwargs, fix):
+    with pytest.raises(ProvisioningError, match=fix.replace("(", r"\(")):
+        namespace_bundle(VISION, **kwargs)
+
+
+def test_every_object_validates_against_the_kubernetes_schema(tenant):
+    kubernetes_validate = pytest.importorskip(
+        "kubernetes_validate", reason="kubernetes-validate is not installed (test extra)")
+    for obj in namespace_bundle(tenant):
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+
+
+# --- the command line -------------------------------------------------------------------------
+
+def test_render_prints_the_bundles_as_yaml_and_json(capsys):
+    assert cli.main(["render", "--tenants", str(EXAMPLE)]) == 0
+    documents = list(yaml.safe_load_all(capsys.readouterr().out))
+    expected = [o for t in TENANTS.tenants for o in namespace_bundle(t)]
+    assert documents == expected
+
+    assert cli.main(["render", "--tenants", str(EXAMPLE), "--tenant", "classroom", "-o", "json",
+                     "--hub-namespace", "hubs", "--api-server-cidr", "10.1.2.3/32"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["kind"] == "List"
+    assert listed["items"] == namespace_bundle(TENANTS.get("classroom"), hub_namespace="hubs",
+                                               api_server_cidrs=("10.1.2.3/32",))
+
+
+def test_render_reads_the_tenants_file_from_the_environment(capsys, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_TENANTS_FILE", str(EXAMPLE))
+    assert cli.main(["render", "--tenant", "vision"]) == 0
+    names = {d["metadata"]["namespace"] for d in yaml.safe_load_all(capsys.readouterr().out)
+             if d["kind"] != "Namespace"}
+    assert names == {"wb-vision"}
+
+
+OFFLINE_KUBECONFIG = """apiVersion: v1
+kind: Config
+clusters: [{name: none, cluster: {server: "https://127.0.0.1:9"}}]
+users: [{name: none, user: {token: unused}}]
+contexts: [{name: none, context: {cluster: none, user: none}}]
+current-context: none
+"""
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["render", "--tenants", "{missing}"], "no such tenants file"),
+    (["render", "--tenants", "{bad}"], "field 'quota.gpus': must be a whole number"),
+    (["render", "--tenants", "{example}", "--tenant", "nope"],
+     "no tenant 'nope' in {example}; tenants there: vision, classroom"),
+    (["render", "--tenants", "{example}", "--api-server-cidr", "nowhere"],
+     "'nowhere' is not a network address"),
+    (["apply", "--tenants", "{example}", "--kubeconfig", "{missing}"], "no usable kubeconfig"),
+    (["apply", "--tenants", "{example}", "--kubeconfig", "{offline}"],
+     "cannot reach the API server at https://127.0.0.1:9"),
+], ids=["missing-file", "bad-file", "unknown-tenant", "bad-cidr", "no-kubeconfig", "no-cluster"])
+def test_errors_are_one_line_and_exit_2(argv, expected, tmp_path, capsys):
+    pytest.importorskip("kubernetes", reason="install the test extra (kubernetes)")
+    bad = tmp_path / "bad.yaml"
+    data = yaml.safe_load(EXAMPLE.read_text())
+    data["tenants"][0]["quota"]["gpus"] = "lots"
+    bad.write_text(yaml.safe_dump(data))
+    offline = tmp_path / "offline.kubeconfig"
+    offline.write_text(OFFLINE_KUBECONFIG)
+    paths = {"missing": str(tmp_path / "missing.yaml"), "bad": str(bad),
+             "example": str(EXAMPLE), "offline": str(offline)}
+    argv = [a.format(**paths) for a in argv]
+
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    (line,) = captured.err.strip().splitlines()
+    assert line.startswith(f"workbench {argv[0]}: ")
+    assert expected.format(**paths) in line
+
+
+def test_summary_table_counts_each_action():
+    results = [ApplyResult("Namespace", "", "wb-a", "created"),
+               ApplyResult("Role", "wb-a", "workbench-hub", "unchanged"),
+               ApplyResult("NetworkPolicy", "wb-a", "old", "pruned", dry_run=True)]
+    table = summary_table(results)
+    lines = table.splitlines()
+    assert lines[0].split() == ["KIND", "NAMESPACE", "NAME", "RESULT"]
+    assert lines[1].split() == ["Namespace", "-", "wb-a", "created"]
+    assert lines[3].endswith("pruned (dry run)")
+    assert lines[-1] == "1 created, 0 configured, 1 unchanged, 1 pruned"
+    assert [ApplyResult.from_dict(r.to_dict()) for r in results] == results
+
+
+def test_prune_selects_only_our_objects_of_the_tenants_in_scope():
+    assert prune_selector(None) == f"{MANAGED_BY_LABEL}={MANAGED_BY}"
+    assert prune_selector(["b", "a", "b"]) == (
+        f"{MANAGED_BY_LABEL}={MANAGED_BY},{labels.LABEL_TENANT} in (a,b)")
+    with pytest.raises(ApplyError, match="at least one tenant"):
+        prune_selector([])
+
+
+def test_apply_refuses_an_unknown_kind_before_writing_anything():
+    class NoCalls:  # any API call would be an AttributeError, not the ApplyError we expect
+        pass
+
+    objects = namespace_bundle(VISION) + [{"apiVersion": "v1", "kind": "Secret",
+                                           "metadata": {"name": "x", "namespace": "wb-vision"}}]
+    with pytest.raises(ApplyError, match="cannot apply Secret"):
+        apply_objects(NoCalls(), objects)
