@@ -1,4 +1,4 @@
-"""The magics: `%%paddle_launch`, `%paddle_jobs`, `%paddle_logs`, `%paddle_stop`.
+"""The magics: `%%paddle_launch`, `%paddle_jobs`, `%paddle_logs`, `%paddle_stop`, `%visualdl`.
 
 The magics are thin: they parse options, turn mistakes into a `UsageError` that says what to fix,
 and hand the work to the spec builder, the job directory, an engine and the panel.
@@ -22,8 +22,6 @@ from .jobdir import JobDir, JobNotFound, jobs_root, list_jobs, resolve
 from .panel import JobPanel, format_elapsed
 from .spec import LaunchOptions, SpecError, build_spec
 from .status import JobState, JobStatus
-
-POLL_SECONDS = 0.25
 
 # Jobs this kernel started: they end with the kernel (see stop_session_jobs).
 _SESSION_JOBS: dict[str, tuple[Engine, JobDir]] = {}
@@ -128,11 +126,11 @@ class PaddleMagics(Magics):
                          on_stop=lambda: engine.stop(job))
         panel.show()
         if args.detach:
-            threading.Thread(target=_follow, args=(panel,), daemon=True,
+            threading.Thread(target=_follow, args=(panel, engine.poll_interval), daemon=True,
                              name=f"panel-{spec.job_id}").start()
             return None
         try:
-            _wait(panel)
+            _wait(panel, engine.poll_interval)
         except KeyboardInterrupt:
             engine.stop(job)
             panel.refresh(force=True)
@@ -203,6 +201,48 @@ class PaddleMagics(Magics):
         print(f"Job {job.job_id}: {status.state.value}.")
         return None
 
+    @magic_arguments()
+    @argument("job", nargs="?", default=None,
+              help="job id or name (its newest job); default: all your jobs")
+    @argument("--logdir", default=None, help="a VisualDL log folder instead of a job's")
+    @argument("--height", type=int, default=600, help="height of the board in pixels")
+    @line_magic
+    def visualdl(self, line: str = ""):
+        """Show a VisualDL board in the output: `%visualdl [JOB | --logdir DIR] [--height H]`."""
+        from IPython.display import display
+
+        from . import visualdl as boards
+
+        args = parse_argstring(self.visualdl, line)
+        if args.job and args.logdir:
+            raise UsageError("%visualdl takes a JOB or --logdir DIR, not both")
+        if not 100 <= args.height <= 4000:
+            raise UsageError(f"--height {args.height}: give a height between 100 and 4000 pixels")
+        if args.logdir:
+            logdir = Path(args.logdir).expanduser()
+            if not logdir.is_dir():
+                raise UsageError(f"--logdir {args.logdir}: no such folder "
+                                 f"(relative paths start at {Path.cwd()})")
+            title = f"VisualDL: {logdir}"
+        elif args.job:
+            try:
+                job = resolve(jobs_root(), args.job)
+            except JobNotFound as err:
+                raise UsageError(str(err)) from None
+            logdir, title = job.visualdl_dir, f"VisualDL: {job.job_id}"
+        else:
+            logdir, title = jobs_root(), "VisualDL: all jobs"
+            logdir.mkdir(parents=True, exist_ok=True)
+        try:
+            result = boards.start(logdir)
+        except boards.VisualDLError as err:
+            raise UsageError(str(err)) from None
+        board = result.instance
+        verb = "Reusing" if result.reused else "Started"
+        display({"text/html": boards.embed_html(board.url, args.height, title),
+                 "text/plain": f"{verb} VisualDL for {board.logdir}: {board.url}"}, raw=True)
+        return None
+
     def _status(self, engine_name: str, job: JobDir) -> JobStatus:
         return _engine(engine_name, parent=self.shell).status(job)
 
@@ -215,19 +255,19 @@ class PaddleMagics(Magics):
             raise UsageError(str(err)) from None
 
 
-def _wait(panel: JobPanel) -> JobStatus:
+def _wait(panel: JobPanel, interval: float) -> JobStatus:
     """Refresh the panel until the job ends, letting widget events (the Stop button) through."""
     poll = _ui_poller()
     while True:
         status = panel.refresh()
         if status.state.is_terminal():
             return status
-        poll(POLL_SECONDS)
+        poll(interval)
 
 
-def _follow(panel: JobPanel) -> None:
+def _follow(panel: JobPanel, interval: float) -> None:
     while not panel.refresh().state.is_terminal():
-        time.sleep(POLL_SECONDS)
+        time.sleep(interval)
 
 
 def _ui_poller():

@@ -8,6 +8,7 @@ local engine, with the user's storage mounted at the notebook's path so the job 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -238,11 +239,54 @@ def _exit_code(pod: Mapping[str, Any]) -> tuple[int | None, int]:
     return None, 0
 
 
+_EXIT_EVENT = re.compile(r"Pod: [^.\s]+\.(?P<pod>\S+) exited with code (?P<code>-?\d+)")
+
+
+def exits_from_events(job_id: str, events: Iterable[Mapping[str, Any]]) -> dict[int, int]:
+    """Worker index -> its latest exit code, from the operator's `ExitedWithCode` events on the
+    PaddleJob, ordered by when that exit happened.
+
+    When a job fails for good the operator deletes its pods at once; its events still say which
+    worker exited and how.
+    """
+    exits: dict[int, int] = {}
+    prefix = f"{job_id}-worker-"
+    for event in sorted(events, key=lambda e: _timestamp(e.get("lastTimestamp")) or 0):
+        match = _EXIT_EVENT.search(event.get("message") or "")
+        if event.get("reason") == "ExitedWithCode" and match:
+            pod = match.group("pod")
+            if pod.startswith(prefix) and pod[len(prefix):].isdigit():
+                index = int(pod[len(prefix):])
+                exits.pop(index, None)  # keep the latest exit, in time order
+                exits[index] = int(match.group("code"))
+    return exits
+
+
+def restarts_from_events(nodes: int, events: Iterable[Mapping[str, Any]]) -> int:
+    """How many worker pods the operator made beyond the first `nodes`: each is a restart.
+
+    Counted from its `SuccessfulCreatePod` events (a repeated event carries a count), since a
+    restarted worker is a new pod whose restart count starts again at 0.
+    """
+    created = sum(int(e.get("count") or 1) for e in events
+                  if e.get("reason") == "SuccessfulCreatePod")
+    return max(0, created - nodes)
+
+
 def status_from_cluster(spec: JobSpec, paddlejob: Mapping[str, Any] | None,
-                        pods: Iterable[Mapping[str, Any]]) -> JobStatus:
-    """The JobStatus that a PaddleJob (None: not found) and its worker pods amount to."""
-    nodes = {}
-    restarts = 0
+                        pods: Iterable[Mapping[str, Any]],
+                        events: Iterable[Mapping[str, Any]] = ()) -> JobStatus:
+    """The JobStatus that a PaddleJob (None: not found), its worker pods and the events on the
+    PaddleJob amount to. Events matter because the operator deletes the pods of a restarted or
+    failed job at once: they keep the exit codes and the restart count."""
+    events = list(events)
+    exits = exits_from_events(spec.job_id, events)
+    nodes = {
+        index: NodeStatus(node=index, state=RankState.SUCCEEDED if code == 0 else
+                          RankState.FAILED, exit_code=code)
+        for index, code in exits.items()
+    }
+    restarts = restarts_from_events(spec.nodes, events)
     for pod in pods:
         labels = (pod.get("metadata") or {}).get("labels") or {}
         try:
@@ -261,15 +305,19 @@ def status_from_cluster(spec: JobSpec, paddlejob: Mapping[str, Any] | None,
                    exit_code=node_list[r // nproc].exit_code)
         for r in range(spec.world_size)
     )
-    failed = [n for n in node_list if n.state == RankState.FAILED]
-    failed_rank = failed[0].node * nproc if failed else None
+    # The first worker to exit non-zero (events are in time order), else any failed pod.
+    failed = [i for i, code in exits.items() if code != 0]
+    failed += [n.node for n in node_list if n.state == RankState.FAILED]
+    failed_rank = failed[0] * nproc if failed else None
 
     state, message, started, finished = JobState.PENDING, "waiting for the operator", None, None
     if paddlejob is not None:
         job_status = paddlejob.get("status") or {}
         conditions = [c for c in job_status.get("conditions") or [] if c.get("status") == "True"]
         if conditions:
-            latest = max(conditions, key=lambda c: _timestamp(c.get("lastTransitionTime")) or 0)
+            # Timestamps have one-second resolution; on a tie the later entry is the newer.
+            latest = max(enumerate(conditions), key=lambda ic: (
+                _timestamp(ic[1].get("lastTransitionTime")) or 0, ic[0]))[1]
             state = _CONDITION_STATES.get(latest.get("type"), JobState.PENDING)
             message = latest.get("message") or latest.get("reason") or ""
         started = _timestamp(job_status.get("startTime"))

@@ -184,9 +184,15 @@ class JobPanel:
         self._stop = w.Button(description="Stop", button_style="danger", icon="stop")
         self._stop.on_click(self._stop_clicked)
         self._log = w.HTML()
-        self.box = w.VBox([
-            self._header, self._ranks, w.HBox([self._rank_picker, self._stop]), self._log,
-        ])
+        children = [self._header, self._ranks, w.HBox([self._rank_picker, self._stop]), self._log]
+        if self.spec.visualdl:
+            # The job's VisualDL board, open by default (the user asked for --visualdl) and
+            # collapsible; it is started when the panel is shown (see _show_board).
+            self._board = w.HTML("<i>starting VisualDL...</i>")
+            self._board_box = w.Accordion(children=[self._board], selected_index=0)
+            self._board_box.set_title(0, "VisualDL")
+            children.append(self._board_box)
+        self.box = w.VBox(children)
 
     def _pick_rank(self, change) -> None:
         self.log_rank = change["new"]
@@ -205,6 +211,25 @@ class JobPanel:
 
             display(self.box)
         self.refresh(force=True)
+        if self.spec.visualdl:
+            self._show_board()
+
+    def _show_board(self) -> None:
+        """Start (or reuse) the job's VisualDL board; a failure is shown, never raised."""
+        from . import visualdl
+
+        if not self.widgets:
+            print(f"VisualDL: run %visualdl {self.spec.job_id} to see this job's board",
+                  flush=True)
+            return
+        try:
+            board = visualdl.start(self.job.visualdl_dir).instance
+        except visualdl.VisualDLError as err:
+            self._board.value = (f"<pre style=\"margin:0\">VisualDL is not available: "
+                                 f"{html.escape(str(err))}</pre>")
+            return
+        self.board_url = board.url
+        self._board.value = visualdl.embed_html(board.url, title=f"VisualDL: {self.spec.job_id}")
 
     def refresh(self, force: bool = False) -> JobStatus:
         """Read the job and redraw; returns the status it showed."""
@@ -216,6 +241,8 @@ class JobPanel:
             self._draw_widgets(view)
             if self._rank_picker.value != view.log_rank:
                 self._rank_picker.value = view.log_rank
+            if self.board_url:
+                self._reload_board(view)
         if force or status.state != self._last_state:
             self._last_state = status.state
             if self.widgets:
@@ -223,6 +250,24 @@ class JobPanel:
             else:
                 self._print_text(view)
         return status
+
+    def _reload_board(self, view: PanelView) -> None:
+        """Reload the board when its first records appear and when the job ends.
+
+        VisualDL's page lists runs and charts once, when it loads; the board usually loads
+        before rank 0 has written anything, so without a reload it would stay empty.
+        """
+        from . import visualdl
+
+        has_data = any(self.job.visualdl_dir.glob("vdlrecords.*"))
+        reason = None
+        if has_data and not self._board_had_data:
+            self._board_had_data, reason = True, "data"
+        if view.status.state.is_terminal() and not self._board_final:
+            self._board_final, reason = True, "final"
+        if reason:
+            self._board.value = visualdl.embed_html(
+                f"{self.board_url}?loaded={reason}", title=f"VisualDL: {self.spec.job_id}")
 
     def _draw_widgets(self, view: PanelView) -> None:
         import html as _html

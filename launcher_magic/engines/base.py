@@ -28,6 +28,8 @@ class Engine(LoggingConfigurable):
     """
 
     name: str = ""
+    # How often a live panel asks for status (seconds).
+    poll_interval: float = 0.25
 
     def preflight(self, spec: JobSpec) -> None:  # noqa: B027 (optional hook)
         """Refuse a job that cannot run here. The default accepts every job."""

@@ -22,6 +22,7 @@ from ..paddlejob import (
     CONTAINER,
     GROUP,
     JOB_NAME_LABEL,
+    KIND,
     PLURAL,
     VERSION,
     ClusterSettings,
@@ -40,6 +41,7 @@ class KubernetesEngine(Engine):
     """PaddleJobs in the tenant's namespace, watched through the API server."""
 
     name = "kubernetes"
+    poll_interval = 1.0
 
     kubeconfig = Unicode(
         help="Kubeconfig used outside a cluster (default: $KUBECONFIG). In a pod the service "
@@ -152,7 +154,7 @@ class KubernetesEngine(Engine):
         self.log.info("Created PaddleJob %s/%s", settings.namespace, spec.job_id)
         job.write_status(JobStatus(job_id=spec.job_id, message="submitted to the cluster"))
 
-    def _read(self, spec: JobSpec):
+    def _read(self, spec: JobSpec, events: bool = False):
         core, custom = self._api()
         from kubernetes.client.exceptions import ApiException
 
@@ -165,20 +167,26 @@ class KubernetesEngine(Engine):
             paddlejob = None
         pods = core.list_namespaced_pod(spec.namespace,
                                         label_selector=f"{JOB_NAME_LABEL}={spec.job_id}")
-        return paddlejob, [core.api_client.sanitize_for_serialization(p) for p in pods.items]
+        found = [core.api_client.sanitize_for_serialization(p) for p in pods.items]
+        if not events:
+            return paddlejob, found, []
+        listed = core.list_namespaced_event(
+            spec.namespace,
+            field_selector=f"involvedObject.kind={KIND},involvedObject.name={spec.job_id}")
+        return paddlejob, found, [core.api_client.sanitize_for_serialization(e)
+                                  for e in listed.items]
 
     def status(self, job: JobDir) -> JobStatus:
         last = job.read_status() or JobStatus(job_id=job.job_id)
         if last.state.is_terminal():
             return last
         spec = job.read_spec()
-        paddlejob, pods = self._read(spec)
+        paddlejob, pods, events = self._read(spec, events=True)
         if paddlejob is None:
             status = last.moved_to(JobState.STOPPED, "the PaddleJob was deleted")
         else:
-            status = _with_rank_records(status_from_cluster(spec, paddlejob, pods), job)
-        if (status.state, status.nodes, status.ranks, status.message) != (
-                last.state, last.nodes, last.ranks, last.message):
+            status = _with_rank_records(status_from_cluster(spec, paddlejob, pods, events), job)
+        if replace(status, updated_at=0) != replace(last, updated_at=0):
             job.write_status(status)
         return status
 
@@ -199,7 +207,7 @@ class KubernetesEngine(Engine):
                 raise self._api_error(err, f"deleting PaddleJob {spec.job_id}") from None
         deadline = time.monotonic() + self.stop_timeout
         while time.monotonic() < deadline:
-            paddlejob, pods = self._read(spec)
+            paddlejob, pods, _ = self._read(spec)
             if paddlejob is None and not pods:
                 break
             time.sleep(0.5)
@@ -219,7 +227,7 @@ class KubernetesEngine(Engine):
                                                 tail_lines=count)
         except ApiException:
             return []  # not scheduled yet, or already cleaned up
-        return text.splitlines()[-count:]
+        return (text or "").splitlines()[-count:]
 
     def follow_log(self, job: JobDir, rank: int, poll: float = 1.0) -> Iterator[str]:
         seen: list[str] = []

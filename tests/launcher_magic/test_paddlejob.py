@@ -13,6 +13,7 @@ from launcher_magic.paddlejob import (
     ClusterSettings,
     build_paddlejob,
     check_quota,
+    exits_from_events,
     status_from_cluster,
 )
 from launcher_magic.spec import LaunchOptions, SpecError, build_spec
@@ -139,6 +140,10 @@ def test_status_follows_the_latest_condition_and_the_pods():
     running = status_from_cluster(spec, _paddlejob("Created", "Running"),
                                   [_pod(0, "Running"), _pod(1, "Running")])
     assert running.state == JobState.RUNNING and running.message == "job is Running"
+    same_second = _paddlejob("Created", "Running")
+    for condition in same_second["status"]["conditions"]:
+        condition["lastTransitionTime"] = "2026-11-26T10:00:00Z"
+    assert status_from_cluster(spec, same_second, []).state == JobState.RUNNING
     assert [n.state for n in running.nodes] == [RankState.RUNNING, RankState.RUNNING]
     failed = status_from_cluster(spec, _paddlejob("Created", "Running", "Failed"),
                                  [_pod(0, "Running"), _pod(1, "Failed", code=1, restarts=2)])
@@ -149,3 +154,25 @@ def test_status_follows_the_latest_condition_and_the_pods():
                                [_pod(0, "Succeeded", 0), _pod(1, "Succeeded", 0)])
     assert done.state == JobState.SUCCEEDED
     assert [r.state for r in done.ranks] == [RankState.SUCCEEDED, RankState.SUCCEEDED]
+
+
+def test_exit_codes_come_from_the_operators_events_when_pods_are_gone():
+    spec, _, _ = _job()
+    events = [
+        {"reason": "ExitedWithCode", "lastTimestamp": "2026-11-26T10:00:05Z",
+         "message": "Pod: wb-vision.job-a1b2c3-worker-1 exited with code 1"},
+        {"reason": "ExitedWithCode", "lastTimestamp": "2026-11-26T10:00:06Z",
+         "message": "Pod: wb-vision.job-a1b2c3-worker-0 exited with code 137"},
+        {"reason": "SuccessfulCreateService", "message": "Created service: job-a1b2c3-worker-0"},
+        {"reason": "ExitedWithCode",
+         "message": "Pod: wb-vision.other-job-worker-0 exited with code 2"},
+        {"reason": "SuccessfulCreatePod", "count": 1, "message": "Created pod: job-a1b2c3-worker-0"},
+        {"reason": "SuccessfulCreatePod", "count": 3, "message": "Created pod: job-a1b2c3-worker-1"},
+        {"reason": "PaddleJobRestarting", "count": 2,
+         "message": "job job-a1b2c3 is restarting because Worker replica(s) failed."},
+    ]
+    assert exits_from_events(spec.job_id, events) == {1: 1, 0: 137}
+    failed = status_from_cluster(spec, _paddlejob("Created", "Running", "Failed"), [], events)
+    assert failed.failed_rank == 1  # worker 1 exited first
+    assert [n.exit_code for n in failed.nodes] == [137, 1]
+    assert failed.restarts == 2

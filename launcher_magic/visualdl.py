@@ -1,0 +1,329 @@
+"""VisualDL boards for the notebook: start one per log folder, record it on disk, reuse it.
+
+Modelled on TensorBoard's notebook manager. A board is `python -m extensions.visualdl_server` on a
+free loopback port, seen by the browser through the Jupyter server's proxy
+(jupyter-server-proxy's `proxy/absolute/<port>/` route, which keeps the path whole, so VisualDL's
+`--public-path` is that path). Each board is recorded as `<runtime dir>/workbench-visualdl/
+<key>.json`; a later `%visualdl` or job panel for the same folder reuses it while its process lives
+and its prefix still fits this server.
+
+Where the board is reached (`board_url`), first match wins:
+1. `PADDLE_WORKBENCH_VISUALDL_PROXY_URL`, a template with `%PORT%` (like TensorBoard's
+   `TENSORBOARD_PROXY_URL`), for servers behind some other proxy;
+2. under JupyterHub, `$JUPYTERHUB_SERVICE_PREFIX` + `proxy/absolute/<port>/`;
+3. under a plain Jupyter server, that server's base URL + `proxy/absolute/<port>/` (the kernel finds
+   its server by `JPY_PARENT_PID`);
+4. no server (terminal IPython): `http://127.0.0.1:<port>/visualdl/`.
+
+Lifetime: a board belongs to the kernel that started it and stops when that kernel exits (and, on
+Linux, when its process dies however it dies), so nothing outlives the notebook that asked for it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import hashlib
+import html
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+PROXY_URL = "PADDLE_WORKBENCH_VISUALDL_PROXY_URL"
+PORT_PLACEHOLDER = "%PORT%"
+RECORDS_FOLDER = "workbench-visualdl"
+START_TIMEOUT = 60.0
+STOP_TIMEOUTS = ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0))
+
+
+class VisualDLError(RuntimeError):
+    """A board could not be started; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class BoardInstance:
+    """One running board, as recorded on disk."""
+
+    logdir: str
+    port: int
+    pid: int
+    url: str  # what the browser loads (through the proxy, or direct)
+    public_path: str  # VisualDL's --public-path; the path part of `url`
+    owner_pid: int  # the kernel that started it
+    started_at: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> BoardInstance:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class StartResult:
+    """What `start` did: started a new board or reused a running one."""
+
+    instance: BoardInstance
+    reused: bool
+
+
+# ---- pure builders -----------------------------------------------------------------------------
+
+
+def board_url(port: int, env: Mapping[str, str], server_base_url: str | None = None) -> str:
+    """The URL (or absolute path) a browser uses for the board on `port`.
+
+    Args:
+        env: the kernel's environment.
+        server_base_url: the plain Jupyter server's base URL, when one was found.
+    """
+    template = env.get(PROXY_URL, "").strip()
+    if template:
+        if PORT_PLACEHOLDER not in template:
+            raise VisualDLError(
+                f"{PROXY_URL}={template!r} has no {PORT_PLACEHOLDER}; set it to a template such "
+                f"as /proxy/absolute/{PORT_PLACEHOLDER}/"
+            )
+        url = template.replace(PORT_PLACEHOLDER, str(port))
+        return url if url.endswith("/") else url + "/"
+    prefix = env.get("JUPYTERHUB_SERVICE_PREFIX") or server_base_url
+    if prefix:
+        prefix = prefix if prefix.endswith("/") else prefix + "/"
+        return f"{prefix}proxy/absolute/{port}/"
+    return f"http://127.0.0.1:{port}/visualdl/"
+
+
+def public_path_of(url: str) -> str:
+    """VisualDL's `--public-path` for a board served at `url`: its path, no trailing slash."""
+    from urllib.parse import urlsplit
+
+    path = urlsplit(url).path.rstrip("/")
+    if not path.startswith("/") or not path:
+        raise VisualDLError(f"the board URL {url!r} needs a path below the root")
+    return path
+
+
+def server_command(python: str, logdir: Path | str, port: int, public_path: str) -> list[str]:
+    """argv of a board over `logdir` on 127.0.0.1:`port` under `public_path`."""
+    return [python, "-m", "extensions.visualdl_server", "--logdir", str(logdir),
+            "--port", str(port), "--public-path", public_path]
+
+
+def embed_html(url: str, height: int = 600, title: str = "VisualDL") -> str:
+    """An iframe showing the board (the board's CSP lets only this server's pages frame it)."""
+    src = html.escape(url, quote=True)
+    return (
+        f'<div class="paddle-visualdl"><div style="margin:2px 0">{html.escape(title)} &middot; '
+        f'<a href="{src}" target="_blank" rel="noopener">open in a new tab</a></div>'
+        f'<iframe src="{src}" title="{html.escape(title, quote=True)}" width="100%" '
+        f'height="{int(height)}" style="border:1px solid #d1d5db;border-radius:4px" '
+        f'loading="eager"></iframe></div>'
+    )
+
+
+def record_key(logdir: Path | str) -> str:
+    return hashlib.sha256(str(Path(logdir).resolve()).encode()).hexdigest()[:20]
+
+
+# ---- I/O ---------------------------------------------------------------------------------------
+
+
+def records_dir() -> Path:
+    """Where boards are recorded: the user's Jupyter runtime folder (per user, per machine)."""
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    return Path(jupyter_runtime_dir()) / RECORDS_FOLDER
+
+
+def server_base_url(env: Mapping[str, str]) -> str | None:
+    """The base URL of the Jupyter server that started this kernel, if it can be found."""
+    parent = env.get("JPY_PARENT_PID", "")
+    if not parent.isdigit():
+        return None
+    try:
+        from jupyter_server.serverapp import list_running_servers
+    except ImportError:
+        return None
+    for info in list_running_servers():
+        if str(info.get("pid")) == parent:
+            return info.get("base_url") or "/"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is not a board
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _answers(instance: BoardInstance, timeout: float = 2.0) -> bool:
+    url = f"http://127.0.0.1:{instance.port}{instance.public_path}/api/runs"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status == 200
+    except (OSError, urllib.error.URLError, ValueError):
+        return False
+
+
+def read_records(folder: Path | None = None) -> list[BoardInstance]:
+    """Recorded boards whose process still lives; records of dead ones are removed."""
+    folder = folder or records_dir()
+    found = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            instance = BoardInstance.from_dict(json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            path.unlink(missing_ok=True)
+            continue
+        if _alive(instance.pid):
+            found.append(instance)
+        else:
+            path.unlink(missing_ok=True)
+    return found
+
+
+def _write_record(folder: Path, instance: BoardInstance) -> None:
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    target = folder / f"{record_key(instance.logdir)}.json"
+    staging = target.with_suffix(f".{os.getpid()}.tmp")
+    staging.write_text(json.dumps(instance.to_dict(), indent=1))
+    os.replace(staging, target)
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the kernel dies, even by SIGKILL (Linux only)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+_OWNED: dict[str, subprocess.Popen] = {}
+
+
+def start(logdir: Path | str, *, env: Mapping[str, str] | None = None,
+          timeout: float = START_TIMEOUT, folder: Path | None = None,
+          python: str | None = None) -> StartResult:
+    """Start a board over `logdir`, or reuse the recorded one that still runs and fits.
+
+    Returns once the board answers. Raises:
+        VisualDLError: VisualDL is not installed, the board exited, or it did not answer in time.
+    """
+    env = os.environ if env is None else env
+    folder = folder or records_dir()
+    logdir = Path(logdir).expanduser().resolve()
+    base = server_base_url(env)
+    for instance in read_records(folder):
+        if Path(instance.logdir) != logdir:
+            continue
+        expected = board_url(instance.port, env, base)
+        if instance.url == expected and _answers(instance):
+            return StartResult(instance, reused=True)
+
+    _check_installed()
+    port = _free_port()
+    url = board_url(port, env, base)
+    public_path = public_path_of(url)
+    argv = server_command(python or sys.executable, logdir, port, public_path)
+    log_path = folder / f"{record_key(logdir)}.log"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(log_path, "wb") as log:
+        # Its own session: a Ctrl-C in the notebook interrupts the kernel, not the board.
+        process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, preexec_fn=_die_with_parent,
+            env={**os.environ, **dict(env)},
+        )
+    _OWNED[str(logdir)] = process
+    instance = BoardInstance(
+        logdir=str(logdir), port=port, pid=process.pid, url=url, public_path=public_path,
+        owner_pid=os.getpid(), started_at=time.time(),
+    )
+    deadline = time.monotonic() + timeout
+    while not _answers(instance):
+        if process.poll() is not None:
+            _OWNED.pop(str(logdir), None)
+            tail = log_path.read_text(errors="replace")[-1500:]
+            raise VisualDLError(f"VisualDL exited with status {process.returncode}:\n{tail}")
+        if time.monotonic() > deadline:
+            stop(instance)
+            raise VisualDLError(f"VisualDL did not answer within {timeout:.0f}s; see {log_path}")
+        time.sleep(0.2)
+    _write_record(folder, instance)
+    return StartResult(instance, reused=False)
+
+
+def _check_installed() -> None:
+    import importlib.util
+
+    for module in ("visualdl", "extensions.visualdl_server"):
+        if importlib.util.find_spec(module) is None:
+            raise VisualDLError(
+                f"{module} is not importable in this kernel; install the workbench's notebook "
+                "extra (pip install 'paddle-workbench[notebook]', which brings visualdl)"
+            )
+
+
+def stop(instance: BoardInstance, folder: Path | None = None) -> None:
+    """Stop a board (SIGTERM, then SIGKILL) and forget its record."""
+    process = _OWNED.pop(instance.logdir, None)
+    for sig, wait in STOP_TIMEOUTS:
+        if not _alive(instance.pid):
+            break
+        try:
+            os.kill(instance.pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and _alive(instance.pid):
+            if process is not None:
+                process.poll()  # reap our own child so it does not linger as a zombie
+            time.sleep(0.05)
+    if process is not None:
+        try:
+            process.wait(1)
+        except subprocess.TimeoutExpired:
+            pass
+    record = (folder or records_dir()) / f"{record_key(instance.logdir)}.json"
+    try:
+        if BoardInstance.from_dict(json.loads(record.read_text())).pid == instance.pid:
+            record.unlink(missing_ok=True)
+    except (OSError, ValueError, TypeError):
+        pass
+
+
+def stop_owned() -> None:
+    """Stop every board this process started (the kernel's exit calls it)."""
+    folder = records_dir()
+    for logdir, process in list(_OWNED.items()):
+        stop(BoardInstance(logdir=logdir, port=0, pid=process.pid, url="", public_path="",
+                           owner_pid=os.getpid(), started_at=0.0), folder)
+
+
+atexit.register(stop_owned)

@@ -1,0 +1,248 @@
+"""The magic's kubernetes engine end to end on the real control plane.
+
+A real kernel holds tenant A's notebook service-account token (a TokenRequest token in its
+kubeconfig) and runs `%%paddle_launch --engine kubernetes`: the PaddleJob goes through RBAC,
+Pod Security `restricted`, quota and the training-operator, which makes the worker pods that
+KWOK runs. Nothing here talks to the API server as admin except to set up and to look.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.launcher_magic.support import KernelSession, wait_until
+
+EXAMPLE_TENANTS = Path(__file__).parents[2] / "hub_config" / "tenants.example.yaml"
+OUTCOME = "workbench.test/outcome"
+
+
+@pytest.fixture
+def tenant(control_plane):
+    """Tenant "vision" of the example file, provisioned into a namespace of its own."""
+    from kubernetes import client
+    from tenancy import provision
+
+    from hub_config.tenants import load_tenants
+
+    vision = load_tenants(EXAMPLE_TENANTS).get("vision")
+    tenant = replace(vision, namespace=f"wb-vision-{uuid.uuid4().hex[:6]}")
+    provision(control_plane, tenant, hub_namespace="jupyterhub")  # waits for the quota too
+    yield tenant
+    client.CoreV1Api(control_plane.api_client()).delete_namespace(tenant.namespace)
+
+
+def _notebook_kubeconfig(plane, tenant, path: Path) -> Path:
+    """A kubeconfig holding a real token of the tenant's notebook service account."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(plane.api_client())
+    token = core.create_namespaced_service_account_token(
+        tenant.service_account, tenant.namespace, {"spec": {"expirationSeconds": 3600}}
+    ).status.token
+    config = {
+        "apiVersion": "v1", "kind": "Config", "current-context": "notebook",
+        "clusters": [{"name": "plane", "cluster": {
+            "server": plane.server, "certificate-authority": str(plane.ca_file)}}],
+        "users": [{"name": "notebook", "user": {"token": token}}],
+        "contexts": [{"name": "notebook", "context": {
+            "cluster": "plane", "user": "notebook", "namespace": tenant.namespace}}],
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture
+def kernel_for(control_plane, tmp_path):
+    """Start a kernel as tenant A's notebook would run: the hub's environment and its token."""
+    from jupyter_client.manager import start_new_kernel
+
+    started = []
+
+    def start(tenant, annotations: dict | None = None) -> KernelSession:
+        kubeconfig = _notebook_kubeconfig(control_plane, tenant, tmp_path / "kubeconfig")
+        jobs = tmp_path / "jobs"
+        jobs.mkdir(exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PADDLE_WORKBENCH_")}
+        env.update({
+            "KUBECONFIG": str(kubeconfig),
+            "PADDLE_WORKBENCH_ENGINE": "kubernetes",
+            "PADDLE_WORKBENCH_JOBS_DIR": str(jobs),
+            "PADDLE_WORKBENCH_TENANT": tenant.name,
+            "PADDLE_WORKBENCH_NAMESPACE": tenant.namespace,
+            "PADDLE_WORKBENCH_USER": "ada",
+            "PADDLE_WORKBENCH_IMAGE": tenant.images[0].image,
+            "PADDLE_WORKBENCH_MAX_NODES": str(tenant.job_limits.max_nodes),
+            "PADDLE_WORKBENCH_MAX_GPUS_PER_NODE": str(tenant.job_limits.max_gpus_per_node),
+            "PADDLE_WORKBENCH_MAX_RUNTIME_SECONDS": str(tenant.job_limits.max_runtime),
+            "PADDLE_WORKBENCH_PANEL": "text",
+        })
+        manager, kc = start_new_kernel(kernel_name="python3", env=env, cwd=str(tmp_path))
+        session = KernelSession(manager, kc)
+        started.append(session)
+        setup = "%load_ext launcher_magic\n"
+        if annotations:
+            setup += f"get_ipython().config.KubernetesEngine.pod_annotations = {annotations!r}\n"
+        assert session.run(setup).error is None
+        return session
+
+    yield start
+    for session in started:
+        session.client.stop_channels()
+        session.manager.shutdown_kernel(now=True)
+
+
+def _admin(plane):
+    from kubernetes import client
+
+    api = plane.api_client()
+    return client.CoreV1Api(api), client.CustomObjectsApi(api)
+
+
+def _pods(plane, tenant, job_id):
+    core, _ = _admin(plane)
+    return core.list_namespaced_pod(
+        tenant.namespace, label_selector=f"training.kubeflow.org/job-name={job_id}").items
+
+
+def _job_id(tmp_path, name) -> str:
+    (job,) = [p.name for p in (tmp_path / "jobs").iterdir() if p.name.startswith(name + "-")]
+    return job
+
+
+def _status(tmp_path, job_id) -> dict:
+    return json.loads((tmp_path / "jobs" / job_id / "status.json").read_text())
+
+
+def test_magic_runs_a_paddlejob_to_success(control_plane, tenant, kernel_for, tmp_path):
+    kernel = kernel_for(tenant, {OUTCOME: "succeeded", f"{OUTCOME}-delay": "6s"})
+    result = kernel.run("%%paddle_launch --nodes 2 --gpus 1 --name train\nprint('hi')\n",
+                        timeout=300)
+    assert result.error is None, result.text
+    states = [line.split(": ", 1)[1].split(" ")[0] for line in result.text.splitlines()
+              if line.startswith("Paddle job train-")]
+    assert "Running" in states and states[-1] == "Succeeded", result.text  # the panel, live
+
+    job_id = _job_id(tmp_path, "train")
+    assert _status(tmp_path, job_id)["state"] == "Succeeded"
+    pods = _pods(control_plane, tenant, job_id)
+    assert sorted(p.metadata.name for p in pods) == [f"{job_id}-worker-0", f"{job_id}-worker-1"]
+    for pod in pods:
+        (container,) = pod.spec.containers
+        env = {e.name: e.value for e in container.env}
+        assert env["PADDLE_NNODES"] == "2"
+        assert env["PADDLE_MASTER"].endswith(":36543")
+        assert env["PADDLE_JOB_ID"] == job_id
+        assert container.resources.limits["nvidia.com/gpu"] == "1"
+        assert pod.spec.security_context.run_as_non_root is True
+        assert pod.metadata.labels["workbench.paddle.org/tenant"] == "vision"
+        assert pod.status.phase == "Succeeded"
+        assert pod.spec.node_name.startswith("kwok-gpu")  # scheduled onto a GPU node
+
+    _, custom = _admin(control_plane)
+    paddlejob = custom.get_namespaced_custom_object("kubeflow.org", "v1", tenant.namespace,
+                                                    "paddlejobs", job_id)
+    assert paddlejob["spec"]["runPolicy"]["activeDeadlineSeconds"] == 86400
+    assert paddlejob["spec"]["runPolicy"]["backoffLimit"] == 0
+    listing = kernel.run("%paddle_jobs")
+    assert job_id in listing.text and "kubernetes" in listing.text
+
+
+def _fail_pod(plane, tenant, pod: str, exit_code: int) -> None:
+    core, _ = _admin(plane)
+    core.patch_namespaced_pod(pod, tenant.namespace, {"metadata": {"annotations": {
+        OUTCOME: "failed", "workbench.test/exit-code": str(exit_code)}}})
+
+
+def _running_pods(plane, tenant, job_id) -> int:
+    return len([p for p in _pods(plane, tenant, job_id)
+                if p.status.phase == "Running" and not p.metadata.deletion_timestamp])
+
+
+def test_killed_worker_restarts_then_the_job_fails(control_plane, tenant, kernel_for, tmp_path):
+    """Exit 137 (killed: evicted, node lost) restarts the worker; exit 1 then fails the job and
+    the panel names the rank that failed."""
+    kernel = kernel_for(tenant)
+    launch = "%%paddle_launch --nodes 2 --gpus 1 --name flaky --max-restarts 1 --detach\nx = 1\n"
+    assert kernel.run(launch).error is None
+    job_id = _job_id(tmp_path, "flaky")
+    # The detached panel keeps refreshing the job's status.json from the cluster.
+    assert wait_until(lambda: _running_pods(control_plane, tenant, job_id) == 2, timeout=120)
+    first = {p.metadata.uid for p in _pods(control_plane, tenant, job_id)}
+    _fail_pod(control_plane, tenant, f"{job_id}-worker-1", 137)
+
+    def restarted():
+        pods = _pods(control_plane, tenant, job_id)
+        replaced = {p.metadata.uid for p in pods} - first
+        return (_status(tmp_path, job_id)["restarts"] == 1 and replaced
+                and _running_pods(control_plane, tenant, job_id) == 2)
+
+    assert wait_until(restarted, timeout=120), _status(tmp_path, job_id)
+    assert _status(tmp_path, job_id)["state"] in ("Running", "Restarting")
+    # Exit 1 is the training code's own failure: no restart, the job fails.
+    _fail_pod(control_plane, tenant, f"{job_id}-worker-1", 1)
+    assert wait_until(lambda: _status(tmp_path, job_id)["state"] == "Failed", timeout=120)
+    status = _status(tmp_path, job_id)
+    assert status["failed_rank"] == 1
+    assert status["nodes"][1]["exit_code"] == 1
+    assert status["restarts"] == 1
+
+
+def test_a_failing_worker_fails_the_job(control_plane, tenant, kernel_for, tmp_path):
+    """Exit 1 is the training code's own failure: no restart, the job fails."""
+    kernel = kernel_for(tenant)
+    launch = "%%paddle_launch --nodes 2 --name broken --max-restarts 3 --detach\nx = 1\n"
+    assert kernel.run(launch).error is None
+    job_id = _job_id(tmp_path, "broken")
+    assert wait_until(lambda: _running_pods(control_plane, tenant, job_id) == 2, timeout=120)
+    _fail_pod(control_plane, tenant, f"{job_id}-worker-0", 1)
+    assert wait_until(lambda: _status(tmp_path, job_id)["state"] == "Failed", timeout=120)
+    assert _status(tmp_path, job_id)["restarts"] == 0
+
+
+def test_paddle_stop_deletes_the_job_and_its_pods(control_plane, tenant, kernel_for, tmp_path):
+    kernel = kernel_for(tenant)
+    assert kernel.run("%%paddle_launch --nodes 2 --name halt --detach\nx = 1\n").error is None
+    job_id = _job_id(tmp_path, "halt")
+    assert wait_until(lambda: len(_pods(control_plane, tenant, job_id)) == 2, timeout=120)
+    stopped = kernel.run(f"%paddle_stop {job_id}", timeout=200)
+    assert "Stopped" in stopped.text
+    _, custom = _admin(control_plane)
+    jobs = custom.list_namespaced_custom_object("kubeflow.org", "v1", tenant.namespace,
+                                                "paddlejobs")["items"]
+    assert [j["metadata"]["name"] for j in jobs] == []
+    assert _pods(control_plane, tenant, job_id) == []
+
+
+def test_quota_preflight_refuses_before_anything_is_created(control_plane, tenant, kernel_for,
+                                                           tmp_path):
+    kernel = kernel_for(tenant)
+    # The example tenant has 8 GPUs of quota; 2 nodes x 8 GPUs cannot fit.
+    result = kernel.run("%%paddle_launch --nodes 2 --gpus 8 --name greedy\nx = 1\n")
+    assert result.error and "UsageError" in result.error
+    assert "needs 16 GPUs (2 nodes x 8)" in result.error
+    assert "requests.nvidia.com/gpu=8" in result.error
+    _, custom = _admin(control_plane)
+    assert custom.list_namespaced_custom_object("kubeflow.org", "v1", tenant.namespace,
+                                                "paddlejobs")["items"] == []
+    assert not (tmp_path / "jobs").exists() or list((tmp_path / "jobs").iterdir()) == []
+
+
+def test_the_notebook_token_cannot_reach_another_tenant(control_plane, tenant, kernel_for,
+                                                       tmp_path):
+    """The engine refuses clearly when RBAC says no (here: a namespace that is not ours)."""
+    kernel = kernel_for(tenant)
+    result = kernel.run(
+        "import os\nos.environ['PADDLE_WORKBENCH_NAMESPACE'] = 'kube-system'\n")
+    assert result.error is None
+    result = kernel.run("%%paddle_launch --nodes 1 --name sneaky\nx = 1\n")
+    assert result.error and "403 Forbidden" in result.error
+    _, custom = _admin(control_plane)
+    assert custom.list_namespaced_custom_object("kubeflow.org", "v1", "kube-system",
+                                                "paddlejobs")["items"] == []
