@@ -15,7 +15,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.launcher_magic.support import KernelSession, wait_until
 
@@ -38,26 +37,6 @@ def tenant(control_plane):
     client.CoreV1Api(control_plane.api_client()).delete_namespace(tenant.namespace)
 
 
-def _notebook_kubeconfig(plane, tenant, path: Path) -> Path:
-    """A kubeconfig holding a real token of the tenant's notebook service account."""
-    from kubernetes import client
-
-    core = client.CoreV1Api(plane.api_client())
-    token = core.create_namespaced_service_account_token(
-        tenant.service_account, tenant.namespace, {"spec": {"expirationSeconds": 3600}}
-    ).status.token
-    config = {
-        "apiVersion": "v1", "kind": "Config", "current-context": "notebook",
-        "clusters": [{"name": "plane", "cluster": {
-            "server": plane.server, "certificate-authority": str(plane.ca_file)}}],
-        "users": [{"name": "notebook", "user": {"token": token}}],
-        "contexts": [{"name": "notebook", "context": {
-            "cluster": "plane", "user": "notebook", "namespace": tenant.namespace}}],
-    }
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
 @pytest.fixture
 def kernel_for(control_plane, tmp_path):
     """Start a kernel as tenant A's notebook would run: the hub's environment and its token."""
@@ -66,7 +45,9 @@ def kernel_for(control_plane, tmp_path):
     started = []
 
     def start(tenant, annotations: dict | None = None) -> KernelSession:
-        kubeconfig = _notebook_kubeconfig(control_plane, tenant, tmp_path / "kubeconfig")
+        # A real token of the tenant's notebook service account, as the hub mounts it.
+        kubeconfig = control_plane.service_account_kubeconfig(tenant.namespace,
+                                                              tenant.service_account)
         jobs = tmp_path / "jobs"
         jobs.mkdir(exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PADDLE_WORKBENCH_")}
