@@ -2,6 +2,8 @@
 # Both set up everything they need first (scripts/setup.sh is idempotent and quick when nothing changed).
 VENV ?= .venv
 PYTEST_ARGS ?=
+# Debian's Go lives outside the default PATH; the control-plane tests build with it.
+export PATH := $(PATH):/usr/local/go/bin
 
 .PHONY: up test setup lint
 
