@@ -2,7 +2,7 @@
 # Both set up everything they need first (scripts/setup.sh is idempotent and quick when nothing changed).
 VENV ?= .venv
 PYTEST_ARGS ?=
-# Debian's Go lives outside the default PATH; the control-plane tests build with it.
+# The Go toolchain (for the control-plane tests) is usually installed in /usr/local/go.
 export PATH := $(PATH):/usr/local/go/bin
 
 .PHONY: up test setup lint
