@@ -11,16 +11,14 @@ import argparse
 import importlib
 import sys
 
+from hub_config.commands import CommandError
+
 # One line per subcommand module; the order is the order of `workbench --help`.
 COMMAND_MODULES = [
     "hub_config.commands.up",
     "hub_config.commands.images",
     "hub_config.commands.tenants",
 ]
-
-
-class CommandError(Exception):
-    """A user-facing failure: printed as one line, exit code 2, no traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
-import yaml
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from traitlets import Bool, Callable, Float, Unicode, default
 from traitlets.config import Application
@@ -40,14 +39,13 @@ from hub_config.gpu_idle import (
     STOP,
     WARN,
     Action,
-    GpuIdlePolicy,
     Observation,
-    PolicyError,
     decide,
     idle_queries,
     observations_from_results,
     policies_from_tenants,
 )
+from hub_config.tenants import GpuIdlePolicy, TenantsFileError, load_tenants
 
 
 class CullerError(RuntimeError):
@@ -55,18 +53,18 @@ class CullerError(RuntimeError):
 
 
 def read_policies(path: Path) -> dict[str, GpuIdlePolicy]:
-    """The GPU-idle policies of a tenants file (only `tenants[].name` and `tenants[].idle.gpu`)."""
+    """The GPU-idle policies of a tenants file, by tenant name.
+
+    The file is loaded by `hub_config.tenants.load_tenants`, exactly as the hub loads it, so a
+    file the hub would refuse is refused here too, with the loader's one-line message (file,
+    tenant, field). Raises CullerError.
+    """
     try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise CullerError(f"cannot read the tenants file {path} ({err.strerror}); "
-                          "set --GpuIdleCuller.tenants_file") from None
-    except yaml.YAMLError as err:
-        raise CullerError(f"the tenants file {path} is not valid YAML: {err}") from None
-    try:
-        return policies_from_tenants(data)
-    except PolicyError as err:
-        raise CullerError(f"{path}: {err}") from None
+        return policies_from_tenants(load_tenants(path))
+    except TenantsFileError as err:
+        # The loader says what to fix in the file; when there is no file, the setting may be wrong.
+        hint = "" if path.is_file() else "; or set --GpuIdleCuller.tenants_file"
+        raise CullerError(f"{err}{hint}") from None
 
 
 def server_url(hub_api_url: str, user: str, server: str) -> str:
@@ -94,8 +92,9 @@ class GpuIdleCuller(Application):
         read:users:name, read:servers and delete:servers, nothing more. Never logged.""",
     ).tag(config=True)
     tenants_file = Unicode(
-        "tenants.yaml", help="""The tenants file; only tenants[].name and tenants[].idle.gpu are
-        read, again every round, so a policy change needs no restart.""",
+        "tenants.yaml", help="""The tenants file. It is validated as the hub validates it and
+        read again every round, so a policy change needs no restart; each tenant's idle.gpu
+        is its policy (tenants without one are never culled).""",
     ).tag(config=True)
     interval = Float(300.0, help="""Seconds between rounds.""").tag(config=True)
     dry_run = Bool(False, help="""Log what would be done; stop nothing.""").tag(config=True)

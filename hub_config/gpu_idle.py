@@ -1,7 +1,8 @@
 """GPU-idle culling, the pure part: tenant policies, observations, and the decision.
 
 `decide(observations, policies, now, warned)` turns what Prometheus says about each notebook
-server and job into actions, following each tenant's `idle.gpu` policy:
+server and job into actions, following each tenant's `idle.gpu` policy (the tenants model's
+`GpuIdlePolicy`, validated by the tenants loader like the rest of the file):
 
 - idle for `warn_after` seconds: **warn** (once per idle period);
 - idle for `for` seconds: **stop** the server, or the job when the policy says `stop_jobs`; a job
@@ -24,6 +25,8 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 
+from hub_config.tenants import GpuIdlePolicy, Tenants
+
 SERVER = "server"
 JOB = "job"
 
@@ -33,75 +36,14 @@ CLEAR = "clear"
 REPORT = "report"
 
 
-class PolicyError(ValueError):
-    """A tenant's idle.gpu policy is malformed; the message names the tenant and the key."""
+def policies_from_tenants(tenants: Tenants) -> dict[str, GpuIdlePolicy]:
+    """The GPU-idle policies of loaded tenants, by tenant name.
 
-
-@dataclass(frozen=True)
-class GpuIdlePolicy:
-    """One tenant's `idle.gpu` block. Durations are seconds."""
-
-    utilisation_below: float = 20.0
-    for_seconds: float = 7200.0
-    warn_after: float = 5400.0
-    stop_jobs: bool = False
-
-    @property
-    def grace(self) -> float:
-        """Seconds between the warning and the stop (0: no warning phase)."""
-        return self.for_seconds - self.warn_after if self.warns else 0.0
-
-    @property
-    def warns(self) -> bool:
-        return 0 < self.warn_after < self.for_seconds
-
-    def to_dict(self) -> dict:
-        return {"utilisation_below": self.utilisation_below, "for": self.for_seconds,
-                "warn_after": self.warn_after, "stop_jobs": self.stop_jobs}
-
-    @classmethod
-    def from_dict(cls, data: Mapping, tenant: str = "?") -> GpuIdlePolicy:
-        """Validate an `idle.gpu` mapping; unknown keys are ignored. Raises PolicyError."""
-        if not isinstance(data, Mapping):
-            raise PolicyError(f"tenant {tenant}: idle.gpu must be a mapping, got {data!r}")
-        where = f"tenant {tenant}: idle.gpu"
-
-        def number(key: str, default: float, low: float, high: float = math.inf) -> float:
-            raw = data.get(key, default)
-            if isinstance(raw, bool) or not isinstance(raw, int | float) or not low <= raw <= high:
-                raise PolicyError(f"{where}.{key}={raw!r} must be a number from {low:g} to "
-                                  f"{high:g}; fix it in the tenants file")
-            return float(raw)
-
-        below = number("utilisation_below", cls.utilisation_below, 0, 100)
-        for_seconds = number("for", cls.for_seconds, 1)
-        warn_after = number("warn_after", min(cls.warn_after, for_seconds), 0)
-        stop_jobs = data.get("stop_jobs", False)
-        if not isinstance(stop_jobs, bool):
-            raise PolicyError(f"{where}.stop_jobs={stop_jobs!r} must be true or false")
-        return cls(below, for_seconds, warn_after, stop_jobs)
-
-
-def policies_from_tenants(data: Mapping | None) -> dict[str, GpuIdlePolicy]:
-    """The GPU-idle policies of a parsed tenants.yaml, by tenant name.
-
-    Reads only `tenants[].name` and `tenants[].idle.gpu`; tenants without `idle.gpu` are left out
-    (never culled). Raises PolicyError for a malformed file or policy.
+    Takes what `hub_config.tenants.load_tenants` returns, so the file is parsed and validated in
+    one place (its errors name the file, tenant and field). Tenants without `idle.gpu` are left
+    out: they are never culled.
     """
-    tenants = (data or {}).get("tenants") if isinstance(data, Mapping) else None
-    if not isinstance(tenants, list):
-        raise PolicyError("the tenants file has no 'tenants:' list")
-    policies = {}
-    for entry in tenants:
-        if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
-            raise PolicyError(f"a tenant without a name: {entry!r}; give each tenant 'name:'")
-        idle = entry.get("idle") or {}
-        if not isinstance(idle, Mapping):
-            raise PolicyError(f"tenant {entry['name']}: idle must be a mapping, got {idle!r}")
-        gpu = idle.get("gpu")
-        if gpu is not None:
-            policies[entry["name"]] = GpuIdlePolicy.from_dict(gpu, entry["name"])
-    return policies
+    return {t.name: t.idle.gpu for t in tenants.tenants if t.idle.gpu is not None}
 
 
 @dataclass(frozen=True)

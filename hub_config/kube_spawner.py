@@ -2,11 +2,11 @@
 profiles and images only, the Pod Security `restricted` security context, and the environment the
 magic reads.
 
-The pure builders (`build_profile_list`, `tenant_overrides`, `security_contexts`, `probes`) make
-plain data and are tested as data; `TenantKubeSpawner` only wires them into KubeSpawner. The hub
-needs no cluster-wide rights: with `enable_user_namespaces` off, KubeSpawner keeps one pod watch
-per namespace, and each tenant namespace carries a RoleBinding for the hub (provisioned by an
-operator beforehand).
+The pure builders (`build_profile_list`, `tenant_overrides`, `probes`, and the security contexts
+of `hub_config.pod_security`) make plain data and are tested as data; `TenantKubeSpawner` only
+wires them into KubeSpawner. The hub needs no cluster-wide rights: with `enable_user_namespaces`
+off, KubeSpawner keeps one pod watch per namespace, and each tenant namespace carries a
+RoleBinding for the hub (provisioned by an operator beforehand).
 """
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ from typing import Any
 
 from kubespawner import KubeSpawner
 from tornado import web
-from traitlets import Integer, Unicode, default, validate
+from traitlets import Integer, default, validate
 
 from hub_config import labels
+from hub_config.pod_security import restricted_security_contexts
 from hub_config.policy import Choice, SpawnRefused, choose, profile_slug, server_env
-from hub_config.tenants import Tenant, Tenants, TenantsCache, parse_quantity
+from hub_config.tenant_spawner import TenantSpawnerMixin
+from hub_config.tenants import Tenant, parse_quantity
 
 GPU_RESOURCE = "nvidia.com/gpu"
 # The form posts `profile-option-<slug>--image` (and `...--image--unlisted-choice`); we accept
@@ -53,22 +55,6 @@ def build_profile_list(tenants: Iterable[Tenant]) -> list[dict[str, Any]]:
                 },
             })
     return entries
-
-
-def security_contexts(uid: int, gid: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(pod, container) security contexts that satisfy Pod Security `restricted`."""
-    seccomp = {"type": "RuntimeDefault"}
-    pod = {"runAsNonRoot": True, "seccompProfile": seccomp, "fsGroup": gid}
-    container = {
-        "runAsNonRoot": True,
-        "runAsUser": uid,
-        "runAsGroup": gid,
-        "allowPrivilegeEscalation": False,
-        "privileged": False,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": seccomp,
-    }
-    return pod, container
 
 
 def probes(base_path: str, port: int) -> dict[str, Any]:
@@ -124,7 +110,7 @@ def form_options_to_policy(options: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class TenantKubeSpawner(KubeSpawner):
+class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
     """KubeSpawner that applies the tenants file to every spawn.
 
     Contract: `load_user_options` (called by KubeSpawner's start before anything is created)
@@ -133,11 +119,6 @@ class TenantKubeSpawner(KubeSpawner):
     whose message the hub shows to the user. Operator config cannot weaken the security context:
     it is applied after config.
     """
-
-    tenants_file = Unicode(
-        "tenants.yaml",
-        help="""Path of the tenants file (see hub_config/tenants.example.yaml).""",
-    ).tag(config=True)
 
     notebook_uid = Integer(
         1000, help="""UID the notebook container runs as; must not be 0 (Pod Security restricted)."""
@@ -162,16 +143,6 @@ class TenantKubeSpawner(KubeSpawner):
     def _cmd_default(self):
         return ["jupyterhub-singleuser"]
 
-    _cache: TenantsCache | None = None
-
-    def tenants(self) -> Tenants:
-        if self._cache is None or str(self._cache.path) != self.tenants_file:
-            self._cache = TenantsCache(self.tenants_file)
-        return self._cache.get()
-
-    def group_names(self) -> list[str]:
-        return sorted(g.name for g in getattr(self.user, "groups", []) or [])
-
     def _profiles_for_user(self, spawner: KubeSpawner) -> list[dict[str, Any]]:
         return build_profile_list(self.tenants().for_groups(self.group_names()))
 
@@ -192,7 +163,7 @@ class TenantKubeSpawner(KubeSpawner):
         )
         self._apply_overrides(tenant_overrides(choice))
         self.dns_name = self.dns_name_template.format(namespace=self.namespace, name=self.pod_name)
-        pod_sc, container_sc = security_contexts(self.notebook_uid, self.notebook_gid)
+        pod_sc, container_sc = restricted_security_contexts(self.notebook_uid, self.notebook_gid)
         self.uid, self.gid, self.fs_gid = self.notebook_uid, self.notebook_gid, self.notebook_gid
         self.privileged = False
         self.allow_privilege_escalation = False

@@ -24,7 +24,8 @@ from traitlets import Unicode, default
 
 from hub_config.kube_spawner import http_error
 from hub_config.policy import Choice, SpawnRefused, choose, profile_slug, server_env
-from hub_config.tenants import Tenant, Tenants, TenantsCache, parse_quantity
+from hub_config.tenant_spawner import TenantSpawnerMixin
+from hub_config.tenants import Tenant, parse_quantity
 
 SAMPLE_NOTEBOOK = Path(__file__).parent / "samples" / "paddle-quickstart.ipynb"
 _SAFE_NAME = re.compile(r"^[a-z0-9][a-z0-9._@-]*$")
@@ -68,17 +69,13 @@ def options_form_html(tenants: tuple[Tenant, ...]) -> str:
     )
 
 
-class TenantLocalSpawner(LocalProcessSpawner):
+class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
     """Starts single-user servers as local processes after the tenant policy allowed the spawn.
 
     Contract: `start` refuses (tornado HTTPError 403/400 with a message for the user) before any
     process starts when the user is in no tenant or asks for an unlisted profile or image;
     otherwise it behaves like LocalProcessSpawner (stop: SIGINT, SIGTERM, SIGKILL).
     """
-
-    tenants_file = Unicode(
-        "tenants.yaml", help="""Path of the tenants file (see hub_config/tenants.example.yaml)."""
-    ).tag(config=True)
 
     homes_dir = Unicode(
         help="""Folder holding one home per user (default: ./home, the state dir's)."""
@@ -95,16 +92,6 @@ class TenantLocalSpawner(LocalProcessSpawner):
     @default("options_form")
     def _options_form_default(self):
         return self._options_form_for_user
-
-    _cache: TenantsCache | None = None
-
-    def tenants(self) -> Tenants:
-        if self._cache is None or str(self._cache.path) != self.tenants_file:
-            self._cache = TenantsCache(self.tenants_file)
-        return self._cache.get()
-
-    def group_names(self) -> list[str]:
-        return sorted(g.name for g in getattr(self.user, "groups", []) or [])
 
     def _options_form_for_user(self, spawner) -> str:
         mine = self.tenants().for_groups(self.group_names())

@@ -340,7 +340,7 @@ class JobLimits:
 
 @dataclass(frozen=True)
 class GpuIdlePolicy:
-    """GPU-idle culling: stop a server whose GPUs stay under a utilisation for a while."""
+    """GPU-idle culling (seconds; `hub_config.gpu_idle` decides): stop what stays idle too long."""
 
     utilisation_below: int = 20
     for_seconds: int = 7200
@@ -356,7 +356,8 @@ class GpuIdlePolicy:
         if below > 100:
             raise where.child("utilisation_below").error(f"is a percentage, got {below}")
         for_seconds = _int(_require(data, "for", where), where.child("for"), minimum=1)
-        warn_after = _int(data.get("warn_after", for_seconds), where.child("warn_after"))
+        # Without a say, warn three quarters of the way (90 min before a 2 h stop).
+        warn_after = _int(data.get("warn_after", for_seconds * 3 // 4), where.child("warn_after"))
         if warn_after > for_seconds:
             raise where.child("warn_after").error(
                 f"{warn_after}s is later than the stop at for={for_seconds}s; warn before stopping"
@@ -365,6 +366,16 @@ class GpuIdlePolicy:
         if not isinstance(stop_jobs, bool):
             raise where.child("stop_jobs").error(f"must be true or false, got {_kind(stop_jobs)}")
         return cls(below, for_seconds, warn_after, stop_jobs)
+
+    @property
+    def warns(self) -> bool:
+        """Whether the culler warns before stopping (0 < warn_after < for)."""
+        return 0 < self.warn_after < self.for_seconds
+
+    @property
+    def grace(self) -> int:
+        """Seconds between the warning and the stop (0: no warning phase)."""
+        return self.for_seconds - self.warn_after if self.warns else 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"utilisation_below": self.utilisation_below, "for": self.for_seconds,

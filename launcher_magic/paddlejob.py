@@ -21,6 +21,7 @@ from hub_config.labels import (
     LABEL_TENANT,
     LABEL_USER,
 )
+from hub_config.pod_security import restricted_security_contexts
 
 from . import environment as wbenv
 from .commands import node_command
@@ -70,19 +71,6 @@ def job_labels(spec: JobSpec) -> dict[str, str]:
     return labels
 
 
-def restricted_security(uid: int, gid: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Pod and container security contexts that pass Pod Security `restricted`."""
-    pod = {
-        "runAsNonRoot": True, "runAsUser": uid, "runAsGroup": gid, "fsGroup": gid,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-    container = {
-        "allowPrivilegeEscalation": False, "runAsNonRoot": True,
-        "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"},
-    }
-    return pod, container
-
-
 def _resources(spec: JobSpec) -> dict[str, dict[str, str]]:
     amounts: dict[str, str] = {}
     if spec.resources.cpu:
@@ -104,7 +92,7 @@ def build_paddlejob(spec: JobSpec, job: JobDir, cluster: ClusterSettings) -> dic
                 if k not in OPERATOR_ENV and k != wbenv.NODE_RANK]
     env_list.append({"name": wbenv.NODE_RANK, "valueFrom": {"fieldRef": {
         "fieldPath": f"metadata.labels['{REPLICA_INDEX_LABEL}']"}}})
-    pod_security, container_security = restricted_security(cluster.uid, cluster.gid)
+    pod_security, container_security = restricted_security_contexts(cluster.uid, cluster.gid)
     labels = {**job_labels(spec), **cluster.extra_labels}
 
     container: dict[str, Any] = {

@@ -1,1 +1,10 @@
-"""Subcommands of `workbench`: one module each, each with `register(subparsers)`."""
+"""Subcommands of `workbench`: one module each, each with `register(subparsers)`.
+
+`CommandError` lives here, not in `hub_config.cli`: under `python -m hub_config.cli` that module
+runs as `__main__`, so a class defined there would exist twice and the commands' errors (raised
+with the `hub_config.cli` copy) would escape `main`'s handler as tracebacks.
+"""
+
+
+class CommandError(Exception):
+    """A user-facing failure: printed as one line, exit code 2, no traceback."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hub_config.cli import CommandError
+from hub_config.commands import CommandError
 from hub_config.image_policy import check_tree
 
 

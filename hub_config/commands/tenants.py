@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from hub_config.cli import CommandError
+from hub_config.commands import CommandError
 from hub_config.provisioning import DEFAULT_API_SERVER_CIDRS, ProvisioningError, namespace_bundle
 from hub_config.tenants import Tenant, TenantsFileError, load_tenants
 

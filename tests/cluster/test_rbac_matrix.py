@@ -60,17 +60,19 @@ NOTEBOOK_ALLOWED = (
     Probe("read quota", "GET", CORE + f"/resourcequotas/{QUOTA_NAME}"),
     Probe("delete paddlejob", "DELETE", JOBS + "/{job}"),
 )
+# Neither account may grant anyone more than it has (here: admin to every authenticated user).
+ESCALATE = Probe("create rolebinding", "POST",
+                 "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings",
+                 {"metadata": {"name": "escalate"},
+                  "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                              "name": "admin"},
+                  "subjects": [{"kind": "Group", "name": "system:authenticated"}]})
 NOTEBOOK_FORBIDDEN = (
     Probe("get secret", "GET", CORE + "/secrets/{secret}"),
     Probe("list secrets", "GET", CORE + "/secrets"),
     Probe("create pod", "POST", CORE + "/pods", pod("direct")),
     Probe("delete pod", "DELETE", CORE + "/pods/{pod}"),
-    Probe("create rolebinding", "POST",
-          "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings",
-          {"metadata": {"name": "escalate"},
-           "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                       "name": "admin"},
-           "subjects": [{"kind": "Group", "name": "system:authenticated"}]}),
+    ESCALATE,
     Probe("edit quota", "PATCH", CORE + f"/resourcequotas/{QUOTA_NAME}",
           {"spec": {"hard": {"requests.nvidia.com/gpu": "100"}}}),
 )
@@ -93,12 +95,7 @@ HUB_ALLOWED = (
 HUB_FORBIDDEN = (
     Probe("get secret", "GET", CORE + "/secrets/{secret}"),
     Probe("create paddlejob", "POST", JOBS, paddlejob("hub-job")),
-    Probe("create rolebinding", "POST",
-          "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings",
-          {"metadata": {"name": "escalate"},
-           "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                       "name": "admin"},
-           "subjects": [{"kind": "Group", "name": "system:authenticated"}]}),
+    ESCALATE,
 )
 
 

@@ -1,12 +1,18 @@
 """The GPU-idle decision as data (hub_config.gpu_idle): observations + policies + now + warnings
 -> actions. No Prometheus, no hub; the live test (test_gpu_culler_live.py) runs the real ones.
+The policies come from the tenants file through the tenants loader, as the hub reads it.
 """
 
 from __future__ import annotations
 
-import pytest
+import asyncio
+import copy
+from pathlib import Path
 
-from hub_config.gpu_culler import server_url
+import pytest
+import yaml
+
+from hub_config.gpu_culler import CullerError, GpuIdleCuller, read_policies, server_url
 from hub_config.gpu_idle import (
     CLEAR,
     JOB,
@@ -15,14 +21,14 @@ from hub_config.gpu_idle import (
     STOP,
     WARN,
     Action,
-    GpuIdlePolicy,
     Observation,
-    PolicyError,
     decide,
     idle_queries,
     observations_from_results,
-    policies_from_tenants,
 )
+from hub_config.tenants import GpuIdlePolicy, TenantsFileError, load_tenants
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "hub_config" / "tenants.example.yaml"
 
 POLICY = GpuIdlePolicy(utilisation_below=20, for_seconds=7200, warn_after=5400, stop_jobs=False)
 POLICIES = {"vision": POLICY, "jobs-too": GpuIdlePolicy(20, 7200, 5400, stop_jobs=True)}
@@ -99,31 +105,87 @@ def test_vanished_servers_leave_the_warning_state() -> None:
     assert state == {}
 
 
+@pytest.mark.parametrize(("policy", "warns", "grace"), [
+    (GpuIdlePolicy(20, 7200, 5400), True, 1800),
+    (GpuIdlePolicy(20, 3600, 0), False, 0),
+    (GpuIdlePolicy(20, 600, 600), False, 0),
+], ids=["warns-then-stops", "warn-after-zero", "warn-at-stop"])
+def test_warning_phase_and_grace(policy: GpuIdlePolicy, warns: bool, grace: int) -> None:
+    assert policy.warns is warns
+    assert policy.grace == grace
+
+
+def _tenants_file(tmp_path: Path, gpu=None, **vision) -> Path:
+    """The example tenants file with the vision tenant's idle.gpu (and other fields) replaced."""
+    data = yaml.safe_load(EXAMPLE.read_text())
+    tenant = data["tenants"][0]
+    assert tenant["name"] == "vision"
+    if gpu is not None:
+        tenant["idle"] = {**tenant["idle"], "gpu": copy.deepcopy(gpu)}
+    tenant.update(vision)
+    path = tmp_path / "tenants.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
 @pytest.mark.parametrize(
-    ("gpu", "message"),
-    [({"utilisation_below": 120}, "utilisation_below=120"),
-     ({"for": "2h"}, "for='2h'"),
-     ({"warn_after": -1}, "warn_after=-1"),
-     ({"stop_jobs": "yes"}, "stop_jobs='yes'"),
-     ("idle", "must be a mapping")],
-    ids=["threshold-over-100", "duration-as-text", "negative-warn", "stop-jobs-text", "not-a-map"],
+    ("gpu", "field"),
+    [({"utilisation_below": 120, "for": 7200}, "idle.gpu.utilisation_below"),
+     ({"utilisation_below": 20, "for": "2h"}, "idle.gpu.for"),
+     ({"utilisation_below": 20, "for": 7200, "warn_after": -1}, "idle.gpu.warn_after"),
+     ({"utilisation_below": 20, "for": 600, "warn_after": 900}, "idle.gpu.warn_after"),
+     ({"utilisation_below": 20, "for": 7200, "stop_jobs": "yes"}, "idle.gpu.stop_jobs"),
+     ({"utilisation_below": 20, "for": 7200, "warn_afer": 60}, "idle.gpu.warn_afer"),
+     ("idle", "idle.gpu")],
+    ids=["threshold-over-100", "duration-as-text", "negative-warn", "warn-after-the-stop",
+         "stop-jobs-text", "misspelt-key", "not-a-map"],
 )
-def test_bad_policies_name_tenant_and_key(gpu, message) -> None:
-    with pytest.raises(PolicyError) as err:
-        policies_from_tenants({"tenants": [{"name": "vision", "idle": {"gpu": gpu}}]})
-    assert message in str(err.value) and "vision" in str(err.value)
+def test_bad_policies_name_file_tenant_and_key(tmp_path: Path, gpu, field: str) -> None:
+    path = _tenants_file(tmp_path, gpu)
+    with pytest.raises(CullerError) as err:
+        read_policies(path)
+    message = str(err.value)
+    assert f"{path}: tenant 'vision', field '{field}': " in message
+    assert "\n" not in message
+    # One loader, one message: the culler says exactly what the hub's loader says.
+    with pytest.raises(TenantsFileError) as loader:
+        load_tenants(path)
+    assert message == str(loader.value)
 
 
-def test_policies_read_only_name_and_idle_gpu() -> None:
-    data = {"tenants": [
-        {"name": "vision", "namespace": "wb-vision", "quota": {"gpus": "not checked here"},
-         "idle": {"server_timeout": 3600, "gpu": {"utilisation_below": 15, "for": 600,
-                                                   "warn_after": 300, "stop_jobs": True}}},
-        {"name": "edu", "idle": {"server_timeout": 600}},
-    ]}
-    policies = policies_from_tenants(data)
-    assert policies == {"vision": GpuIdlePolicy(15, 600, 300, True)}
+def test_a_file_the_hub_refuses_is_refused_by_the_culler_too(tmp_path: Path) -> None:
+    """A valid idle.gpu does not make a broken tenant acceptable: the whole file is validated."""
+    path = _tenants_file(tmp_path, namespace="Not A Label")
+    with pytest.raises(CullerError, match="field 'namespace': 'Not A Label' is not a DNS-1123"):
+        read_policies(path)
+
+
+def test_missing_file_names_the_setting(tmp_path: Path) -> None:
+    with pytest.raises(CullerError) as err:
+        read_policies(tmp_path / "absent.yaml")
+    assert "no such tenants file" in str(err.value)
+    assert "--GpuIdleCuller.tenants_file" in str(err.value)
+
+
+def test_policies_come_from_the_tenants_model() -> None:
+    policies = read_policies(EXAMPLE)
+    # classroom has no idle.gpu: never culled, so it has no policy at all.
+    assert policies == {"vision": GpuIdlePolicy(20, 7200, 5400, False)}
+    assert policies["vision"] == load_tenants(EXAMPLE).get("vision").idle.gpu
     assert GpuIdlePolicy.from_dict(policies["vision"].to_dict()) == policies["vision"]
+
+
+def test_command_line_tenants_file_is_read_each_round(tmp_path: Path) -> None:
+    """`--tenants-file` configures the culler; a malformed file fails the round before any
+    request is made, with the loader's one-line message."""
+    path = _tenants_file(tmp_path, {"utilisation_below": 20, "for": "2h"})
+    culler = GpuIdleCuller()
+    culler.parse_command_line([f"--tenants-file={path}", "--dry-run",
+                               "--prometheus-url=http://127.0.0.1:9"])
+    assert culler.tenants_file == str(path) and culler.dry_run
+    with pytest.raises(CullerError) as err:
+        asyncio.run(culler.cull_once(now=0))
+    assert str(err.value).startswith(f"{path}: tenant 'vision', field 'idle.gpu.for': ")
 
 
 def test_round_trips_through_dicts() -> None:

@@ -36,6 +36,7 @@ from hub_config.gpu_culler import GpuIdleCuller
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "deploy" / "monitoring" / "prometheus" / "rules" / "workbench-gpu.rules.yaml"
+EXAMPLE_TENANTS = REPO / "hub_config" / "tenants.example.yaml"
 CHP = REPO / "node_modules" / ".bin" / "configurable-http-proxy"
 CULLER_SCOPES = ["read:users:name", "read:servers", "delete:servers"]
 POLICY = {"utilisation_below": 20, "for": 6, "warn_after": 3, "stop_jobs": True}
@@ -232,11 +233,13 @@ c.JupyterHub.load_roles = [
 
 @pytest.fixture(scope="module")
 def tenants_file(tmp_path_factory) -> Path:
+    """The example tenants file (valid as the hub loads it) with the vision tenant's idle.gpu
+    shortened to seconds."""
+    data = yaml.safe_load(EXAMPLE_TENANTS.read_text())
+    vision = next(t for t in data["tenants"] if t["name"] == "vision")
+    vision["idle"] = {"server_timeout": 3600, "gpu": POLICY}
     path = tmp_path_factory.mktemp("tenants") / "tenants.yaml"
-    path.write_text(yaml.safe_dump({"tenants": [
-        {"name": "vision", "namespace": "wb-vision", "groups": ["vision-team"],
-         "idle": {"server_timeout": 3600, "gpu": POLICY}},
-    ]}))
+    path.write_text(yaml.safe_dump(data))
     return path
 
 

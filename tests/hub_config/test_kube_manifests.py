@@ -19,6 +19,7 @@ from tornado import web  # noqa: E402
 
 from hub_config import labels  # noqa: E402
 from hub_config.kube_spawner import GPU_RESOURCE, TenantKubeSpawner  # noqa: E402
+from hub_config.pod_security import restricted_security_contexts  # noqa: E402
 from hub_config.policy import profile_slug  # noqa: E402
 from hub_config.tenants import load_tenants, parse_quantity  # noqa: E402
 from launcher_magic import environment as names  # noqa: E402
@@ -89,6 +90,9 @@ def test_pod_manifest_per_tenant_and_profile(tenant, profile):
     assert csc["seccompProfile"] == {"type": "RuntimeDefault"}
     assert not csc.get("privileged")
     assert not spec.get("initContainers")
+    # Everything the shared builder sets (the same as for job worker pods) reaches the pod.
+    shared_psc, shared_csc = restricted_security_contexts(1000, 100)
+    assert shared_psc.items() <= psc.items() and shared_csc.items() <= csc.items()
 
     limits = container["resources"]["limits"]
     requests = container["resources"]["requests"]

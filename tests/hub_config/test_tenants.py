@@ -161,3 +161,10 @@ def test_cache_reloads_an_edited_file(tmp_path):
     data["tenants"][0]["groups"].append("more")  # different size, so the change is seen
     path.write_text(yaml.safe_dump(data))
     assert cache.get().tenants[0].job_limits.max_nodes == 2
+
+
+def test_gpu_idle_policy_warns_before_stopping_by_default():
+    from hub_config.tenants import GpuIdlePolicy
+
+    policy = GpuIdlePolicy.from_dict({"utilisation_below": 20, "for": 7200})
+    assert policy.warn_after == 5400 and policy.warns and policy.grace == 1800

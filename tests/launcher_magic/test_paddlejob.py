@@ -8,6 +8,7 @@ import jsonschema
 import pytest
 import yaml
 
+from hub_config.pod_security import restricted_security_contexts
 from launcher_magic.jobdir import JobDir
 from launcher_magic.paddlejob import (
     ClusterSettings,
@@ -85,7 +86,10 @@ def test_paddlejob_pods_are_pod_security_restricted():
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
-    assert "privileged" not in container["securityContext"]
+    assert container["securityContext"]["privileged"] is False
+    # The same contexts as notebook pods: one builder for both.
+    assert (pod["securityContext"], container["securityContext"]) == \
+        restricted_security_contexts(CLUSTER.uid, CLUSTER.gid)
     assert all("hostPath" not in v for v in pod.get("volumes", []))
 
 

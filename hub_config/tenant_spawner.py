@@ -1,0 +1,35 @@
+"""What both tenant spawners share: the tenants-file setting and the two inputs of a spawn decision
+that come from the hub rather than from the request (the tenants, the user's groups).
+
+`TenantKubeSpawner` (a cluster) and `TenantLocalSpawner` (one machine) both decide every spawn with
+`hub_config.policy.choose(self.tenants(), user, self.group_names(), options)`.
+"""
+
+from __future__ import annotations
+
+from traitlets import Unicode
+from traitlets.config import LoggingConfigurable
+
+from hub_config.tenants import Tenants, TenantsCache
+
+
+class TenantSpawnerMixin(LoggingConfigurable):
+    """Mixed in before the spawner class. A LoggingConfigurable so that `tenants_file` is a real,
+    configurable trait on each spawner (`c.TenantKubeSpawner.tenants_file = ...`)."""
+
+    tenants_file = Unicode(
+        "tenants.yaml", help="""Path of the tenants file (see hub_config/tenants.example.yaml)."""
+    ).tag(config=True)
+
+    _cache: TenantsCache | None = None
+
+    def tenants(self) -> Tenants:
+        """The tenants file as it is now: re-read only when it changed, so an edit takes effect at
+        the next spawn. Raises TenantsFileError (file, tenant, field) for a broken file."""
+        if self._cache is None or str(self._cache.path) != self.tenants_file:
+            self._cache = TenantsCache(self.tenants_file)
+        return self._cache.get()
+
+    def group_names(self) -> list[str]:
+        """The names of the hub user's groups (`self.user`, set by the hub), sorted."""
+        return sorted(g.name for g in getattr(self.user, "groups", []) or [])
