@@ -31,7 +31,7 @@ from traitlets import Bool, List, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from hub_config.policy import is_admin, no_tenant_message, user_tenants
-from hub_config.tenants import Tenants, TenantsCache
+from hub_config.tenants import Tenants, shared_cache
 
 _HASH_NAME = "pbkdf2_sha256"
 _HASH_ITERATIONS = 200_000
@@ -52,12 +52,8 @@ class TenantAuthMixin(LoggingConfigurable):
         help="""Groups whose members are hub admins in addition to every tenant's admin_groups.""",
     ).tag(config=True)
 
-    _tenants_cache: TenantsCache | None = None
-
     def tenants(self) -> Tenants:
-        if self._tenants_cache is None or str(self._tenants_cache.path) != self.tenants_file:
-            self._tenants_cache = TenantsCache(self.tenants_file)
-        return self._tenants_cache.get()
+        return shared_cache(self.tenants_file).get()
 
     def admin_by_group(self, username: str, groups: list[str]) -> bool:
         return is_admin(self.tenants(), groups, self.extra_admin_groups) or (

@@ -10,7 +10,7 @@ from __future__ import annotations
 from traitlets import Unicode
 from traitlets.config import LoggingConfigurable
 
-from hub_config.tenants import Tenants, TenantsCache
+from hub_config.tenants import Tenants, shared_cache
 
 
 class TenantSpawnerMixin(LoggingConfigurable):
@@ -21,14 +21,10 @@ class TenantSpawnerMixin(LoggingConfigurable):
         "tenants.yaml", help="""Path of the tenants file (see hub_config/tenants.example.yaml)."""
     ).tag(config=True)
 
-    _cache: TenantsCache | None = None
-
     def tenants(self) -> Tenants:
         """The tenants file as it is now: re-read only when it changed, so an edit takes effect at
         the next spawn. Raises TenantsFileError (file, tenant, field) for a broken file."""
-        if self._cache is None or str(self._cache.path) != self.tenants_file:
-            self._cache = TenantsCache(self.tenants_file)
-        return self._cache.get()
+        return shared_cache(self.tenants_file).get()
 
     def group_names(self) -> list[str]:
         """The names of the hub user's groups (`self.user`, set by the hub), sorted."""

@@ -604,3 +604,15 @@ class TenantsCache:
             self._tenants = load_tenants(self.path)
             self._key = key
         return self._tenants
+
+
+_SHARED: dict[str, TenantsCache] = {}
+
+
+def shared_cache(path: str | os.PathLike[str]) -> TenantsCache:
+    """One cache per tenants file for the whole process: the hub makes a spawner per user, and
+    each would otherwise parse the file again."""
+    key = os.fspath(path)
+    if key not in _SHARED:
+        _SHARED[key] = TenantsCache(key)
+    return _SHARED[key]
