@@ -40,15 +40,33 @@ def become_subreaper() -> bool:
         return False
 
 
-def reap_children() -> None:
-    """Collect every exited child that nobody else waits for."""
-    while True:
+def _stat_fields(pid: int | str) -> list[str]:
+    """Fields of /proc/<pid>/stat after the command name (state, ppid, pgrp, ...)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # The command name may hold spaces and parentheses: split after the last ')'.
+    return stat[stat.rfind(")") + 2:].split()
+
+
+def reap_children(keep: Iterable[int] = ()) -> None:
+    """Collect exited children (adopted orphans), except `keep`: pids a Popen still waits for,
+    whose exit status would otherwise be lost to it."""
+    keep = set(keep)
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return
+    me = str(os.getpid())
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) in keep:
+            continue
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+            fields = _stat_fields(entry.name)
+        except OSError:
+            continue
+        if fields[0] == "Z" and fields[1] == me:
+            try:
+                os.waitpid(int(entry.name), os.WNOHANG)
+            except ChildProcessError:
+                pass
 
 
 def start_group(
@@ -82,11 +100,9 @@ def group_members(pgid: int) -> list[int]:
         if not entry.name.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text()
+            fields = _stat_fields(entry.name)
         except OSError:
             continue
-        # The command name may hold spaces and parentheses: split after the last ')'.
-        fields = stat[stat.rfind(")") + 2:].split()
         if len(fields) > 2 and fields[0] != "Z" and int(fields[2]) == pgid:
             members.append(int(entry.name))
     return members
@@ -105,8 +121,13 @@ def _wait_gone(pgids: Iterable[int], timeout: float, leaders: Iterable[subproces
     while True:
         for leader in leaders:
             leader.poll()
-        reap_children()
+        reap_children(keep=[leader.pid for leader in leaders if leader.returncode is None])
         if not any(group_members(pgid) for pgid in pgids):
+            for leader in leaders:  # dead (no live member left): collect their exit status
+                try:
+                    leader.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
             return True
         if time.monotonic() >= deadline:
             return False
@@ -152,8 +173,7 @@ def pid_alive(pid: int | None) -> bool:
         return False
     except PermissionError:
         return True
-    stat = Path(f"/proc/{pid}/stat")
     try:
-        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        return _stat_fields(pid)[0] != "Z"
     except (OSError, IndexError):
         return True
