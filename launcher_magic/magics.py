@@ -239,7 +239,7 @@ class PaddleMagics(Magics):
             raise UsageError(str(err)) from None
         board = result.instance
         verb = "Reusing" if result.reused else "Started"
-        display({"text/html": boards.embed_html(board.url, args.height, title),
+        display({"text/html": boards.embed_html(board.page_url(), args.height, title),
                  "text/plain": f"{verb} VisualDL for {board.logdir}: {board.url}"}, raw=True)
         return None
 

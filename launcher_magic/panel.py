@@ -162,6 +162,8 @@ class JobPanel:
                  on_stop: Callable[[], object] | None = None, widgets: bool | None = None):
         self.spec, self.job, self.status_of, self.on_stop = spec, job, status_of, on_stop
         self.tail = tail
+        self.board_url: str | None = None  # the job's VisualDL board, once shown
+        self._board_had_data = self._board_final = False
         self.widgets = widgets_available() if widgets is None else widgets
         self.log_rank: int | None = None
         self._summary = _Summary()
@@ -228,8 +230,10 @@ class JobPanel:
             self._board.value = (f"<pre style=\"margin:0\">VisualDL is not available: "
                                  f"{html.escape(str(err))}</pre>")
             return
+        self.board = board
         self.board_url = board.url
-        self._board.value = visualdl.embed_html(board.url, title=f"VisualDL: {self.spec.job_id}")
+        self._board.value = visualdl.embed_html(board.page_url(),
+                                                title=f"VisualDL: {self.spec.job_id}")
 
     def refresh(self, force: bool = False) -> JobStatus:
         """Read the job and redraw; returns the status it showed."""
@@ -267,7 +271,7 @@ class JobPanel:
             self._board_final, reason = True, "final"
         if reason:
             self._board.value = visualdl.embed_html(
-                f"{self.board_url}?loaded={reason}", title=f"VisualDL: {self.spec.job_id}")
+                self.board.page_url(loaded=reason), title=f"VisualDL: {self.spec.job_id}")
 
     def _draw_widgets(self, view: PanelView) -> None:
         import html as _html

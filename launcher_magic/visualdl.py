@@ -27,6 +27,7 @@ import hashlib
 import html
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -37,12 +38,17 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from urllib.parse import urlencode
 
 PROXY_URL = "PADDLE_WORKBENCH_VISUALDL_PROXY_URL"
 PORT_PLACEHOLDER = "%PORT%"
 RECORDS_FOLDER = "workbench-visualdl"
 START_TIMEOUT = 60.0
 STOP_TIMEOUTS = ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0))
+# Shared with extensions.visualdl_server (not imported: the magic must load without it).
+TOKEN_ENV = "WORKBENCH_VISUALDL_TOKEN"
+TOKEN_HEADER = "X-Workbench-VisualDL-Token"
+TOKEN_QUERY = "workbench_token"
 
 
 class VisualDLError(RuntimeError):
@@ -60,6 +66,16 @@ class BoardInstance:
     public_path: str  # VisualDL's --public-path; the path part of `url`
     owner_pid: int  # the kernel that started it
     started_at: float
+    token: str = ""  # the board's key (see extensions.visualdl_server); "" for none
+
+    def page_url(self, page: str = "scalar", **params: str) -> str:
+        """The link to `page` of the board, carrying its key.
+
+        The scalar page is asked for by name: VisualDL's start page opens its first tab, which
+        is the model-graph upload page whenever that is enabled, not the training charts.
+        """
+        query = ({TOKEN_QUERY: self.token} if self.token else {}) | params
+        return f"{self.url}{page}" + (f"?{urlencode(query)}" if query else "")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -120,9 +136,9 @@ def server_command(python: str, logdir: Path | str, port: int, public_path: str)
             "--port", str(port), "--public-path", public_path]
 
 
-def embed_html(url: str, height: int = 600, title: str = "VisualDL") -> str:
-    """An iframe showing the board (the board's CSP lets only this server's pages frame it)."""
-    src = html.escape(url, quote=True)
+def embed_html(link: str, height: int = 600, title: str = "VisualDL") -> str:
+    """An iframe showing the board page at `link` (its CSP lets only this server frame it)."""
+    src = html.escape(link, quote=True)
     return (
         f'<div class="paddle-visualdl"><div style="margin:2px 0">{html.escape(title)} &middot; '
         f'<a href="{src}" target="_blank" rel="noopener">open in a new tab</a></div>'
@@ -132,8 +148,10 @@ def embed_html(url: str, height: int = 600, title: str = "VisualDL") -> str:
     )
 
 
-def record_key(logdir: Path | str) -> str:
-    return hashlib.sha256(str(Path(logdir).resolve()).encode()).hexdigest()[:20]
+def record_key(logdir: Path | str, url: str) -> str:
+    """The record's file name: one board per folder and place it is served from."""
+    where = f"{Path(logdir).resolve()}\0{url.split('proxy/absolute/')[0]}"
+    return hashlib.sha256(where.encode()).hexdigest()[:20]
 
 
 # ---- I/O ---------------------------------------------------------------------------------------
@@ -183,8 +201,9 @@ def _alive(pid: int) -> bool:
 
 def _answers(instance: BoardInstance, timeout: float = 2.0) -> bool:
     url = f"http://127.0.0.1:{instance.port}{instance.public_path}/api/runs"
+    request = urllib.request.Request(url, headers={TOKEN_HEADER: instance.token})
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status == 200
     except (OSError, urllib.error.URLError, ValueError):
         return False
@@ -209,9 +228,12 @@ def read_records(folder: Path | None = None) -> list[BoardInstance]:
 
 def _write_record(folder: Path, instance: BoardInstance) -> None:
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    target = folder / f"{record_key(instance.logdir)}.json"
+    target = folder / f"{record_key(instance.logdir, instance.url)}.json"
     staging = target.with_suffix(f".{os.getpid()}.tmp")
-    staging.write_text(json.dumps(instance.to_dict(), indent=1))
+    # The record holds the board's key: readable by this user only.
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(instance.to_dict(), handle, indent=1)
     os.replace(staging, target)
 
 
@@ -224,7 +246,8 @@ def _die_with_parent() -> None:
         pass
 
 
-_OWNED: dict[str, subprocess.Popen] = {}
+# Boards this process started, by pid.
+_OWNED: dict[int, subprocess.Popen] = {}
 
 
 def start(logdir: Path | str, *, env: Mapping[str, str] | None = None,
@@ -251,24 +274,25 @@ def start(logdir: Path | str, *, env: Mapping[str, str] | None = None,
     url = board_url(port, env, base)
     public_path = public_path_of(url)
     argv = server_command(python or sys.executable, logdir, port, public_path)
-    log_path = folder / f"{record_key(logdir)}.log"
+    token = secrets.token_hex(24)
+    log_path = folder / f"{record_key(logdir, url)}.log"
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     with open(log_path, "wb") as log:
         # Its own session: a Ctrl-C in the notebook interrupts the kernel, not the board.
         process = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True, preexec_fn=_die_with_parent,
-            env={**os.environ, **dict(env)},
+            env={**os.environ, **dict(env), TOKEN_ENV: token},
         )
-    _OWNED[str(logdir)] = process
+    _OWNED[process.pid] = process
     instance = BoardInstance(
         logdir=str(logdir), port=port, pid=process.pid, url=url, public_path=public_path,
-        owner_pid=os.getpid(), started_at=time.time(),
+        owner_pid=os.getpid(), started_at=time.time(), token=token,
     )
     deadline = time.monotonic() + timeout
     while not _answers(instance):
         if process.poll() is not None:
-            _OWNED.pop(str(logdir), None)
+            _OWNED.pop(process.pid, None)
             tail = log_path.read_text(errors="replace")[-1500:]
             raise VisualDLError(f"VisualDL exited with status {process.returncode}:\n{tail}")
         if time.monotonic() > deadline:
@@ -292,7 +316,7 @@ def _check_installed() -> None:
 
 def stop(instance: BoardInstance, folder: Path | None = None) -> None:
     """Stop a board (SIGTERM, then SIGKILL) and forget its record."""
-    process = _OWNED.pop(instance.logdir, None)
+    process = _OWNED.pop(instance.pid, None)
     for sig, wait in STOP_TIMEOUTS:
         if not _alive(instance.pid):
             break
@@ -310,7 +334,7 @@ def stop(instance: BoardInstance, folder: Path | None = None) -> None:
             process.wait(1)
         except subprocess.TimeoutExpired:
             pass
-    record = (folder or records_dir()) / f"{record_key(instance.logdir)}.json"
+    record = (folder or records_dir()) / f"{record_key(instance.logdir, instance.url)}.json"
     try:
         if BoardInstance.from_dict(json.loads(record.read_text())).pid == instance.pid:
             record.unlink(missing_ok=True)
@@ -321,9 +345,11 @@ def stop(instance: BoardInstance, folder: Path | None = None) -> None:
 def stop_owned() -> None:
     """Stop every board this process started (the kernel's exit calls it)."""
     folder = records_dir()
-    for logdir, process in list(_OWNED.items()):
-        stop(BoardInstance(logdir=logdir, port=0, pid=process.pid, url="", public_path="",
-                           owner_pid=os.getpid(), started_at=0.0), folder)
+    records = {instance.pid: instance for instance in read_records(folder)}
+    for pid in list(_OWNED):
+        stop(records.get(pid) or BoardInstance(logdir="", port=0, pid=pid, url="",
+                                               public_path="", owner_pid=os.getpid(),
+                                               started_at=0.0), folder)
 
 
 atexit.register(stop_owned)

@@ -27,6 +27,8 @@ def _text(cell) -> str:
 def test_sample_notebook_runs_and_keeps_a_readable_final_state(tmp_path, monkeypatch):
     jobs = tmp_path / "jobs"
     monkeypatch.setenv("PADDLE_WORKBENCH_JOBS_DIR", str(jobs))
+    # The panel's VisualDL board is recorded here, not in the real user's runtime folder.
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))
     notebook = nbformat.read(SAMPLE, as_version=4)
     NotebookClient(notebook, timeout=600, kernel_name="python3",
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
@@ -44,3 +46,12 @@ def test_sample_notebook_runs_and_keeps_a_readable_final_state(tmp_path, monkeyp
     (job,) = jobs.iterdir()
     assert json.loads((job / "spec.json").read_text())["visualdl"] is True
     assert json.loads((job / "status.json").read_text())["state"] == "Succeeded"
+
+    # The launch cell's ScalarLogger wrote rank 0's scalars into the job's VisualDL folder.
+    visualdl = pytest.importorskip("visualdl", reason="visualdl is not installed (notebook extra)")
+    (records,) = (job / "visualdl").glob("vdlrecords.*")
+    reader = visualdl.LogReader(file_path=str(records))
+    assert {"train/loss", "train/step_time", "train/throughput"} <= set(reader.get_tags()["scalar"])
+    loss = reader.get_data("scalar", "train/loss")
+    assert [r.id for r in loss] == list(range(60))  # one point per step, from one rank only
+    assert loss[-1].value < loss[0].value  # and the model learned
