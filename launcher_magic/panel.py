@@ -116,7 +116,11 @@ def render_html(view: PanelView, with_log: bool = True) -> str:
 
 
 class _Summary:
-    """A display rewritten in place: HTML for people, text/plain for everything else."""
+    """A display rewritten in place: HTML for people, text/plain for everything else.
+
+    While the job runs it is one line (the live widgets above show the rest); once the job has
+    ended it holds the whole final state, which is what a saved notebook keeps.
+    """
 
     def __init__(self):
         self._handle = None
@@ -124,7 +128,15 @@ class _Summary:
     def update(self, view: PanelView) -> None:
         from IPython.display import display
 
-        bundle = {"text/html": render_html(view), "text/plain": render_text(view)}
+        if view.status.state.is_terminal():
+            # The failed rank's last lines belong in what the notebook keeps; a success needs
+            # no log there (the live panel above still shows any rank's).
+            with_log = view.status.state != JobState.SUCCEEDED
+            bundle = {"text/html": render_html(view, with_log), "text/plain":
+                      render_text(view, with_log)}
+        else:
+            line = render_text(view, with_log=False).splitlines()[0]
+            bundle = {"text/html": f"<div>{html.escape(line)}</div>", "text/plain": line}
         if self._handle is None:
             self._handle = display(bundle, raw=True, display_id=True)
         else:
@@ -285,6 +297,8 @@ class JobPanel:
         if view.status.state.is_terminal():
             self._stop.disabled = True
             self._stop.description = view.status.state.value
+            # The final summary below now shows state and ranks; do not show them twice.
+            self._header.layout.display = self._ranks.layout.display = "none"
 
     def _print_text(self, view: PanelView) -> None:
         final = view.status.state.is_terminal()

@@ -155,8 +155,11 @@ def test_login_spawn_run_the_sample_and_see_the_chart(workbench):
             panel.wait_for(timeout=240_000)
             shot(page, "04-running")
 
-            # 5. the panel says Succeeded (the widget's header, not only the saved summary)
-            launch.locator(".widget-html", has_text="Succeeded").first.wait_for(timeout=900_000)
+            # 5. the panel says Succeeded: the live widget (its Stop button shows the final
+            # state) and the summary the notebook keeps
+            launch.locator("button", has_text="Succeeded").first.wait_for(timeout=900_000)
+            launch.locator(".paddle-job-panel:visible", has_text="Succeeded").first.wait_for(
+                timeout=60_000)
 
             # 6. the job's VisualDL board is in the panel, with the loss chart drawn
             frame_element = launch.locator("iframe[title^='VisualDL']")
