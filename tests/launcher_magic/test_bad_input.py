@@ -8,6 +8,7 @@ import psutil
 import pytest
 from IPython import get_ipython
 from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
 from IPython.testing.globalipapp import start_ipython
 
 import launcher_magic.engines.local as local_engine
@@ -57,8 +58,11 @@ def shell(jobs_root, monkeypatch):
             monkeypatch.delenv(name)
     # This machine has no GPU; say so explicitly, so the case holds on one that has.
     monkeypatch.setattr(local_engine, "detect_gpus", lambda: [])
-    start_ipython()  # once per process; later calls return None
-    ip = get_ipython()
+    if InteractiveShell.initialized():  # another test made the process's shell already
+        ip = InteractiveShell.instance()
+    else:
+        start_ipython()
+        ip = get_ipython()
     ip.run_line_magic("load_ext", "launcher_magic")
     return ip
 
