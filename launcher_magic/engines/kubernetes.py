@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from traitlets import Dict, Float, Int, Unicode, default
+from urllib3.exceptions import HTTPError
 
 from .. import environment as wbenv
 from ..jobdir import JobDir
@@ -137,7 +138,12 @@ class KubernetesEngine(Engine):
         try:
             quotas = core.list_namespaced_resource_quota(settings.namespace)
         except ApiException as err:
-            raise self._api_error(err, f"reading the quota of namespace {settings.namespace}") from None
+            raise self._api_error(err, f"reading the quota of namespace {settings.namespace}"
+                                  ) from None
+        except HTTPError as err:  # no answer at all: a wrong address, a cluster that is down
+            raise SpecError(f"cannot reach the Kubernetes API server at "
+                            f"{core.api_client.configuration.host}: {err.__class__.__name__}; "
+                            "check KUBECONFIG or the cluster") from None
         check_quota(spec, [core.api_client.sanitize_for_serialization(q) for q in quotas.items])
 
     def submit(self, spec: JobSpec, job: JobDir) -> None:

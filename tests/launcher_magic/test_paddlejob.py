@@ -180,3 +180,20 @@ def test_exit_codes_come_from_the_operators_events_when_pods_are_gone():
     assert failed.failed_rank == 1  # worker 1 exited first
     assert [n.exit_code for n in failed.nodes] == [137, 1]
     assert failed.restarts == 2
+
+
+def test_an_unreachable_api_server_is_a_clear_error(tmp_path, monkeypatch):
+    from launcher_magic.engines.kubernetes import KubernetesEngine
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "k", "cluster": {"server": "http://127.0.0.1:9"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}]}))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    engine = KubernetesEngine(kubeconfig=str(kubeconfig))
+    spec, _, _ = _job()
+    with pytest.raises(SpecError, match="cannot reach the Kubernetes API server at "
+                                        "http://127.0.0.1:9"):
+        engine.preflight(spec)
