@@ -40,6 +40,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from urllib.parse import urlencode
 
+from .processes import pid_alive
+
 PROXY_URL = "PADDLE_WORKBENCH_VISUALDL_PROXY_URL"
 PORT_PLACEHOLDER = "%PORT%"
 RECORDS_FOLDER = "workbench-visualdl"
@@ -185,18 +187,6 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is not a board
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def _answers(instance: BoardInstance, timeout: float = 2.0) -> bool:
@@ -219,7 +209,7 @@ def read_records(folder: Path | None = None) -> list[BoardInstance]:
         except (OSError, ValueError, TypeError):
             path.unlink(missing_ok=True)
             continue
-        if _alive(instance.pid):
+        if pid_alive(instance.pid):
             found.append(instance)
         else:
             path.unlink(missing_ok=True)
@@ -318,14 +308,14 @@ def stop(instance: BoardInstance, folder: Path | None = None) -> None:
     """Stop a board (SIGTERM, then SIGKILL) and forget its record."""
     process = _OWNED.pop(instance.pid, None)
     for sig, wait in STOP_TIMEOUTS:
-        if not _alive(instance.pid):
+        if not pid_alive(instance.pid):
             break
         try:
             os.kill(instance.pid, sig)
         except ProcessLookupError:
             break
         deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and _alive(instance.pid):
+        while time.monotonic() < deadline and pid_alive(instance.pid):
             if process is not None:
                 process.poll()  # reap our own child so it does not linger as a zombie
             time.sleep(0.05)

@@ -17,6 +17,7 @@ from IPython.core.error import UsageError
 from extensions import visualdl_proxy, visualdl_server
 from launcher_magic import visualdl as boards
 from launcher_magic.metrics import ScalarLogger
+from launcher_magic.processes import pid_alive
 
 from .conftest import requires_visualdl, write_scalars
 
@@ -175,7 +176,7 @@ def test_board_serves_the_scalars_and_is_reused_then_stopped(tmp_path, runtime_d
     assert json.loads(record.read_text())["pid"] == board.pid
 
     boards.stop(board)
-    assert not boards._alive(board.pid) and not record.exists()
+    assert not pid_alive(board.pid) and not record.exists()
 
 
 @requires_visualdl
