@@ -140,6 +140,9 @@ def run(args) -> int:
     log = state_dir / "jupyterhub.log"
     print(f"Starting the workbench on http://127.0.0.1:{args.port} (state in {state_dir}, "
           f"tenants from {tenants_file}, hub log in {log}). Ctrl-C stops it.", flush=True)
+    # Started from a script or with `&`, SIGINT may arrive ignored, and the hub would inherit
+    # that: take Ctrl-C (and let the hub take our SIGINT) whatever our parent did.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     with open(log, "ab") as log_file:
         # Its own session: Ctrl-C reaches us only, and we stop the hub in order.
         process = subprocess.Popen(argv, cwd=state_dir, env=env, stdout=log_file,
