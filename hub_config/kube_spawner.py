@@ -21,7 +21,7 @@ from traitlets import Integer, default, validate
 from hub_config import labels
 from hub_config.pod_security import restricted_security_contexts
 from hub_config.policy import Choice, SpawnRefused, choose, profile_slug, server_env
-from hub_config.tenant_spawner import TenantSpawnerMixin
+from hub_config.tenant_spawner import TenantSpawnerMixin, http_error
 from hub_config.tenants import Tenant, parse_quantity
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -88,13 +88,6 @@ def tenant_overrides(choice: Choice) -> dict[str, Any]:
         "node_selector": dict(profile.node_selector),
         "tolerations": [dict(t) for t in profile.tolerations],
     }
-
-
-def http_error(refused: SpawnRefused) -> web.HTTPError:
-    """A tornado error the hub shows as-is, on the spawn page and in the REST API."""
-    error = web.HTTPError(refused.status, "%s", refused.message)
-    error.jupyterhub_message = refused.message  # type: ignore[attr-defined]
-    return error
 
 
 def form_options_to_policy(options: dict[str, Any]) -> dict[str, Any]:

@@ -22,9 +22,8 @@ from typing import Any
 from jupyterhub.spawner import LocalProcessSpawner
 from traitlets import Unicode, default
 
-from hub_config.kube_spawner import http_error
 from hub_config.policy import Choice, SpawnRefused, choose, profile_slug, server_env
-from hub_config.tenant_spawner import TenantSpawnerMixin
+from hub_config.tenant_spawner import TenantSpawnerMixin, http_error
 from hub_config.tenants import Tenant, parse_quantity
 
 SAMPLE_NOTEBOOK = Path(__file__).parent / "samples" / "paddle-quickstart.ipynb"

@@ -7,9 +7,11 @@ that come from the hub rather than from the request (the tenants, the user's gro
 
 from __future__ import annotations
 
+from tornado import web
 from traitlets import Unicode
 from traitlets.config import LoggingConfigurable
 
+from hub_config.policy import SpawnRefused
 from hub_config.tenants import Tenants, shared_cache
 
 
@@ -29,3 +31,10 @@ class TenantSpawnerMixin(LoggingConfigurable):
     def group_names(self) -> list[str]:
         """The names of the hub user's groups (`self.user`, set by the hub), sorted."""
         return sorted(g.name for g in getattr(self.user, "groups", []) or [])
+
+
+def http_error(refused: SpawnRefused) -> web.HTTPError:
+    """A tornado error the hub shows as-is, on the spawn page and in the REST API."""
+    error = web.HTTPError(refused.status, "%s", refused.message)
+    error.jupyterhub_message = refused.message  # type: ignore[attr-defined]
+    return error
