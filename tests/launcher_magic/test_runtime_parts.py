@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -39,13 +40,24 @@ def test_rendezvous_speaks_paddles_master_protocol():
 
 
 def _group(script: str) -> subprocess.Popen:
-    return subprocess.Popen(["bash", "-c", script], start_new_session=True)
+    """`script` as the leader of a new group, once its traps are set (it prints "ready").
+
+    SIGINT starts at its default: a shell cannot trap a signal it inherited as ignored, which
+    is how a test run started in the background would otherwise pass it on.
+    """
+    leader = subprocess.Popen(
+        ["bash", "-c", script.replace("; ", "; echo ready; ", 1)],
+        start_new_session=True, stdout=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert leader.stdout.readline().strip() == "ready"
+    return leader
 
 
 def test_stop_escalates_to_sigkill_for_a_group_that_ignores_signals():
     # The leader and a child both ignore SIGINT and SIGTERM.
     leader = _group("trap '' INT TERM; (trap '' INT TERM; sleep 300) & sleep 300; wait")
-    time.sleep(0.5)
+    time.sleep(0.3)  # the subshell sets its own traps
     assert len(group_members(leader.pid)) >= 2
     assert stop_groups([leader.pid], StopTimeouts(0.3, 0.3, 5), [leader])
     assert group_members(leader.pid) == []
@@ -54,7 +66,6 @@ def test_stop_escalates_to_sigkill_for_a_group_that_ignores_signals():
 
 def test_stop_is_gentle_first():
     leader = _group("trap 'exit 0' INT; sleep 300 & wait")
-    time.sleep(0.3)
     assert stop_groups([leader.pid], StopTimeouts(5, 5, 5), [leader])
     assert leader.returncode == 0  # it handled SIGINT itself; nothing stronger was needed
     assert group_members(leader.pid) == []
