@@ -15,15 +15,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.hub_config.conftest import REPO, free_port, proxy_command, psutil, requests
+from tests.hub_config.conftest import REPO, proxy_command, workbench_up
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -59,43 +55,10 @@ def workbench(tmp_path):
     proxy = proxy_command()
     if not proxy:
         pytest.skip("configurable-http-proxy is not installed; `npm ci` (scripts/setup.sh) adds it")
-    state, port = tmp_path / "state", free_port()
     env = dict(os.environ, WORKBENCH_PROXY_COMMAND=proxy, WORKBENCH_CULLER="0",
                PYTHONPATH=str(REPO))
-    up = subprocess.Popen(
-        [sys.executable, "-m", "hub_config.cli", "up", "--state-dir", str(state),
-         "--port", str(port)],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert up.poll() is None, up.stdout.read()
-            try:
-                if requests.get(f"{url}/hub/api/", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                pass
-            assert time.monotonic() < deadline, "the hub did not answer in 120 s"
-            time.sleep(0.5)
-        login = dict(line.split(": ", 1) for line in (state / "login.txt").read_text().splitlines())
-        yield url, login["user"], login["password"]
-    finally:
-        if up.poll() is None:
-            os.killpg(up.pid, signal.SIGINT)
-            try:
-                up.wait(120)
-            except subprocess.TimeoutExpired:
-                os.killpg(up.pid, signal.SIGKILL)
-                up.wait(10)
-        for proc in psutil.process_iter(["pid"]):
-            try:
-                if Path(proc.cwd()).is_relative_to(state):
-                    proc.kill()
-            except (psutil.Error, OSError, ValueError):
-                continue
+    with workbench_up(REPO, tmp_path / "state", env) as up:
+        yield up.url, up.user, up.password
 
 
 def shot(page, name: str) -> Path:

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -178,3 +179,61 @@ def local_login(hub: HubProcess, name: str, password: str) -> requests.Session:
     )
     session.login_response = response  # type: ignore[attr-defined]
     return session
+
+
+@dataclass
+class WorkbenchUp:
+    """A running `workbench up` (see `workbench_up`)."""
+
+    process: subprocess.Popen
+    url: str
+    user: str = ""
+    password: str = ""
+    # Processes still running under the state folder after Ctrl-C (killed, then listed here).
+    leftovers: list = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def workbench_up(cwd: Path, state: Path, env: dict[str, str]):
+    """Run `workbench up` from `cwd` on a free port until the hub answers; yield a WorkbenchUp.
+
+    On exit it presses Ctrl-C as a user at the terminal would (SIGINT to its group), waits,
+    and kills and records whatever still runs under `state`.
+    """
+    port = free_port()
+    up = subprocess.Popen(
+        [sys.executable, "-m", "hub_config.cli", "up", "--state-dir", str(state),
+         "--port", str(port)],
+        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )
+    running = WorkbenchUp(process=up, url=f"http://127.0.0.1:{port}")
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert up.poll() is None, up.stdout.read()
+            try:
+                if requests.get(f"{running.url}/hub/api/", timeout=2).ok:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, "the hub did not answer in 120 s"
+            time.sleep(0.5)
+        login = dict(line.split(": ", 1) for line in (state / "login.txt").read_text().splitlines())
+        running.user, running.password = login["user"], login["password"]
+        yield running
+    finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGINT)
+            try:
+                up.wait(120)
+            except subprocess.TimeoutExpired:
+                os.killpg(up.pid, signal.SIGKILL)
+                up.wait(10)
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            try:
+                if Path(proc.cwd()).is_relative_to(state):
+                    running.leftovers.append(proc.info["cmdline"])
+                    proc.kill()
+            except (psutil.Error, OSError, ValueError):
+                continue

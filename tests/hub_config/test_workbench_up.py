@@ -13,16 +13,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, free_port, local_login, psutil, requests
+from .conftest import REPO, local_login, requests, workbench_up
 
 websocket = pytest.importorskip("websocket", reason="websocket-client is not installed")
 pytestmark = [pytest.mark.timeout(900), pytest.mark.kernel, pytest.mark.paddle]
@@ -82,33 +80,17 @@ def run_cell(ws, code: str, session: str, timeout: float) -> tuple[str, str]:
 def test_workbench_up_login_spawn_and_magic(tmp_path, proxy_available):
     tree = fresh_tree(tmp_path / "clone")
     state = tmp_path / "state"
-    port = free_port()
     # The npm install is reused like the virtual environment (node_modules is not in the tree).
     env = dict(os.environ, PYTHONPATH=str(tree), WORKBENCH_PROXY_COMMAND=proxy_available)
-    up = subprocess.Popen(
-        [sys.executable, "-m", "hub_config.cli", "up", "--state-dir", str(state),
-         "--port", str(port)],
-        cwd=tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert up.poll() is None, up.stdout.read()
-            try:
-                if requests.get(f"{url}/hub/api/", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                time.sleep(0.5)
-        login = dict(line.split(": ", 1) for line in (state / "login.txt").read_text().splitlines())
-        user = login["user"]
+    with workbench_up(tree, state, env) as up:
+        url, user = up.url, up.user
+        port = url.rsplit(":", 1)[1]
 
         class Hub:  # what local_login needs
             pass
         hub = Hub()
         hub.url = url
-        browser = local_login(hub, user, login["password"])
+        browser = local_login(hub, user, up.password)
         assert browser.login_response.status_code == 302
         xsrf = browser.cookies.get("_xsrf", path="/hub/")
         token = browser.post(f"{url}/hub/api/users/{user}/tokens", headers={"X-XSRFToken": xsrf},
@@ -146,21 +128,6 @@ def test_workbench_up_login_spawn_and_magic(tmp_path, proxy_available):
             assert output.split() == ["vision", "local"], output
         finally:
             ws.close()
-    finally:
-        # Ctrl-C, as a user at the terminal would
-        if up.poll() is None:
-            os.killpg(up.pid, signal.SIGINT)
-            try:
-                up.wait(120)
-            except subprocess.TimeoutExpired:
-                os.killpg(up.pid, signal.SIGKILL)
-        leftovers = []
-        for proc in psutil.process_iter(["pid", "cmdline"]):
-            try:
-                if Path(proc.cwd()).is_relative_to(state):
-                    leftovers.append(proc.info["cmdline"])
-                    proc.kill()
-            except (psutil.Error, OSError, ValueError):
-                continue
-    assert up.returncode == 0, up.stdout.read()
-    assert not leftovers, f"left running after Ctrl-C: {leftovers}"
+    # Ctrl-C stopped everything.
+    assert up.process.returncode == 0, up.process.stdout.read()
+    assert not up.leftovers, f"left running after Ctrl-C: {up.leftovers}"
