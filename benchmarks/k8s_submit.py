@@ -64,9 +64,9 @@ def main() -> int:
     from tenancy import provision
 
     from hub_config.tenants import load_tenants
-    from launcher_magic.jobdir import JobDir
-    from launcher_magic.paddlejob import ClusterSettings, build_paddlejob
-    from launcher_magic.spec import LaunchOptions, build_spec
+    from launcher_magic.core.jobdir import JobDir
+    from launcher_magic.core.spec import LaunchOptions, build_spec
+    from launcher_magic.engines.kubernetes.paddlejob import ClusterSettings, build_paddlejob
 
     bin_dir, error = k8s_plane.build_control_plane()
     if bin_dir is None:
@@ -98,7 +98,7 @@ def main() -> int:
 
         shell = get_ipython()
         shell.run_line_magic("load_ext", "launcher_magic")
-        from launcher_magic.magics import _engine
+        from launcher_magic.kernel.magics import _engine
 
         engine = _engine("kubernetes", parent=shell)
         core_engine, _ = engine._api()

@@ -87,7 +87,7 @@ def oidc_endpoints(issuer: str) -> dict[str, str]:
 
 def configure(c: Any, env: Mapping[str, str]) -> None:
     """Fill a traitlets config object `c` from the WORKBENCH_* settings in `env`."""
-    from hub_config.idle_culler import culler_services
+    from hub_config.services.idle_culler import culler_services
     from hub_config.tenants import load_tenants
 
     state = Path(env.get("WORKBENCH_STATE_DIR") or ".workbench").resolve()

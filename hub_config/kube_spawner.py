@@ -3,7 +3,7 @@ profiles and images only, the Pod Security `restricted` security context, and th
 magic reads.
 
 The pure builders (`build_profile_list`, `tenant_overrides`, `probes`, and the security contexts
-of `hub_config.pod_security`) make plain data and are tested as data; `TenantKubeSpawner` only
+of `workbench_contract.pod_security`) make plain data and are tested as data; `TenantKubeSpawner` only
 wires them into KubeSpawner. The hub needs no cluster-wide rights: with `enable_user_namespaces`
 off, KubeSpawner keeps one pod watch per namespace, and each tenant namespace carries a
 RoleBinding for the hub (provisioned by an operator beforehand).
@@ -18,11 +18,11 @@ from kubespawner import KubeSpawner
 from tornado import web
 from traitlets import Integer, default, validate
 
-from hub_config import labels
-from hub_config.pod_security import restricted_security_contexts
 from hub_config.policy import Choice, SpawnRefused, choose, profile_slug, server_env
 from hub_config.tenant_spawner import TenantSpawnerMixin, http_error
 from hub_config.tenants import Tenant, parse_quantity
+from workbench_contract import labels
+from workbench_contract.pod_security import restricted_security_contexts
 
 GPU_RESOURCE = "nvidia.com/gpu"
 # The form posts `profile-option-<slug>--image` (and `...--image--unlisted-choice`); we accept

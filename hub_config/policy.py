@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hub_config.tenants import AllowedImage, Profile, Tenant, Tenants
-from launcher_magic import environment as env_names
+from workbench_contract import environment as env_names
 
 SLUG_SEPARATOR = "--"
 # The keys a spawn request may carry. The KubeSpawner form adds `profile-option-...` keys, which
@@ -157,7 +157,7 @@ def _image(tenant: Tenant, wanted: Any) -> AllowedImage:
 
 
 def server_env(choice: Choice, user: str, engine: str, jobs_dir: str | None = None) -> dict[str, str]:
-    """The environment the magic reads (names from `launcher_magic.environment`)."""
+    """The environment the magic reads (names from `workbench_contract.environment`)."""
     tenant = choice.tenant
     limits = env_names.Limits(
         max_nodes=tenant.job_limits.max_nodes,

@@ -340,7 +340,7 @@ class JobLimits:
 
 @dataclass(frozen=True)
 class GpuIdlePolicy:
-    """GPU-idle culling (seconds; `hub_config.gpu_idle` decides): stop what stays idle too long."""
+    """GPU-idle culling (seconds; `hub_config.services.gpu_idle` decides): stop what stays idle too long."""
 
     utilisation_below: int = 20
     for_seconds: int = 7200

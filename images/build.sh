@@ -26,7 +26,7 @@ variant() {
 
 check() {
   # The policy refuses unpinned bases, root, curl|sh, sudo and unhashed installs before any build.
-  "$PYTHON" -m hub_config.cli images check images --context .
+  "$PYTHON" -m hub_config.cli.main images check images --context .
 }
 
 build() {

@@ -7,12 +7,12 @@ __version__ = "0.1.0"
 
 
 def load_ipython_extension(ipython) -> None:
-    from .magics import PaddleMagics
+    from launcher_magic.kernel.magics import PaddleMagics
 
     ipython.register_magics(PaddleMagics(ipython))
 
 
 def unload_ipython_extension(ipython) -> None:
-    from .magics import stop_session_jobs
+    from launcher_magic.kernel.magics import stop_session_jobs
 
     stop_session_jobs()

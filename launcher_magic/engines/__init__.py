@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from importlib.metadata import entry_points
 
-from .base import Engine, EngineUnavailable
+from launcher_magic.engines.base import Engine, EngineUnavailable
 
 ENTRY_POINT_GROUP = "launcher_magic.engines"
 

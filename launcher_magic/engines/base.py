@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 from traitlets.config import LoggingConfigurable
 
-from ..jobdir import JobDir, tail_lines
-from ..spec import JobSpec
-from ..status import JobStatus
+from launcher_magic.core.jobdir import JobDir, tail_lines
+from launcher_magic.core.spec import JobSpec
+from launcher_magic.core.status import JobStatus
 
 
 class EngineUnavailable(RuntimeError):

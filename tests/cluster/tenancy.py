@@ -22,8 +22,8 @@ from typing import Any
 import k8s_plane
 import pytest
 
-from hub_config.k8s_apply import ApplyResult, apply_objects
-from hub_config.provisioning import QUOTA_NAME, namespace_bundle
+from hub_config.cli.k8s_apply import ApplyResult, apply_objects
+from hub_config.cli.provisioning import QUOTA_NAME, namespace_bundle
 from hub_config.tenants import Tenant
 
 HUB_SERVICE_ACCOUNT = "hub"

@@ -28,15 +28,15 @@ from tenancy import (  # noqa: E402
     wait_allowed,
 )
 
-from hub_config import cli  # noqa: E402
-from hub_config.k8s_apply import (  # noqa: E402
+from hub_config.cli import main as cli_main  # noqa: E402
+from hub_config.cli.k8s_apply import (  # noqa: E402
     CONFIGURED,
     CREATED,
     PRUNED,
     UNCHANGED,
     apply_objects,
 )
-from hub_config.provisioning import (  # noqa: E402
+from hub_config.cli.provisioning import (  # noqa: E402
     MANAGED_BY,
     MANAGED_BY_LABEL,
     POD_SECURITY_LABELS,
@@ -159,11 +159,11 @@ def test_workbench_apply_command_end_to_end(control_plane, hub_account, tenant, 
             "--kubeconfig", str(control_plane.kubeconfig), "--hub-namespace", hub_account]
     count = len(namespace_bundle(tenant, hub_namespace=hub_account))
 
-    assert cli.main(argv) == 0
+    assert cli_main.main(argv) == 0
     out = capsys.readouterr().out
     print(out)
     assert f"{count} created, 0 configured, 0 unchanged, 0 pruned" in out
-    assert cli.main(argv) == 0
+    assert cli_main.main(argv) == 0
     assert f"0 created, 0 configured, {count} unchanged, 0 pruned" in capsys.readouterr().out
 
     # A notebook's own token is not an operator's: one line, exit 2, no traceback.
@@ -172,7 +172,7 @@ def test_workbench_apply_command_end_to_end(control_plane, hub_account, tenant, 
     other = tenant_data(unique("other"))
     tenants_file.write_text(yaml.safe_dump({"tenants": [other]}))
     refused = ["apply", "--tenants", str(tenants_file), "--kubeconfig", str(account_config)]
-    assert cli.main(refused) == 2
+    assert cli_main.main(refused) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert err.startswith("workbench apply: forbidden:") and "cannot get" in err

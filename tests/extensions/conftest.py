@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from launcher_magic import visualdl as boards
-from launcher_magic.metrics import ScalarLogger
+from launcher_magic.kernel import visualdl as boards
+from launcher_magic.training.metrics import ScalarLogger
 
 requires_visualdl = pytest.mark.skipif(
     importlib.util.find_spec("visualdl") is None,

@@ -14,7 +14,7 @@ import json
 import pytest
 
 from hub_config.auth import add_user
-from launcher_magic import visualdl as boards
+from launcher_magic.kernel import visualdl as boards
 from tests.hub_config.conftest import HubProcess, local_login, proxy_command, psutil, requests
 
 from .conftest import requires_visualdl, write_scalars

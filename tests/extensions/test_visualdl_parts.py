@@ -15,9 +15,9 @@ import pytest
 from IPython.core.error import UsageError
 
 from extensions import visualdl_proxy, visualdl_server
-from launcher_magic import visualdl as boards
-from launcher_magic.metrics import ScalarLogger
-from launcher_magic.processes import pid_alive
+from launcher_magic.core.processes import pid_alive
+from launcher_magic.kernel import visualdl as boards
+from launcher_magic.training.metrics import ScalarLogger
 
 from .conftest import requires_visualdl, write_scalars
 
@@ -212,7 +212,7 @@ def test_a_board_that_cannot_start_says_why(tmp_path, runtime_dir):
 def magics(tmp_path, monkeypatch, runtime_dir):
     from IPython.core.interactiveshell import InteractiveShell
 
-    from launcher_magic.magics import PaddleMagics
+    from launcher_magic.kernel.magics import PaddleMagics
 
     monkeypatch.setenv("PADDLE_WORKBENCH_JOBS_DIR", str(tmp_path / "jobs"))
     return PaddleMagics(InteractiveShell.instance())
@@ -251,10 +251,10 @@ def test_visualdl_magic_embeds_the_board(magics, tmp_path):
 
 
 def _panel(tmp_path, visualdl: bool):
-    from launcher_magic.jobdir import JobDir
-    from launcher_magic.panel import JobPanel
-    from launcher_magic.spec import LaunchOptions, build_spec
-    from launcher_magic.status import JobState, JobStatus
+    from launcher_magic.core.jobdir import JobDir
+    from launcher_magic.core.spec import LaunchOptions, build_spec
+    from launcher_magic.core.status import JobState, JobStatus
+    from launcher_magic.kernel.panel import JobPanel
 
     spec = build_spec(LaunchOptions(nodes=1, visualdl=visualdl), "x = 1", {})
     job = JobDir.create(tmp_path / "jobs", spec, "x = 1")

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from launcher_magic import visualdl as boards
+from launcher_magic.kernel import visualdl as boards
 from tests.hub_config.conftest import free_port, requests
 
 from .conftest import requires_visualdl, write_scalars

@@ -202,7 +202,7 @@ def workbench_up(cwd: Path, state: Path, env: dict[str, str]):
     """
     port = free_port()
     up = subprocess.Popen(
-        [sys.executable, "-m", "hub_config.cli", "up", "--state-dir", str(state),
+        [sys.executable, "-m", "hub_config.cli.main", "up", "--state-dir", str(state),
          "--port", str(port)],
         cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,

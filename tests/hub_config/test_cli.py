@@ -1,5 +1,5 @@
 """`workbench` as a user runs it: bad input gives exit code 2 and one clear line, never a traceback,
-both through the installed entry point's `main` and through `python -m hub_config.cli` (where the
+both through the installed entry point's `main` and through `python -m hub_config.cli.main` (where the
 module runs as `__main__`, so the commands' error class must not be defined in it)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hub_config import cli
+from hub_config.cli import main as cli
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,7 +47,7 @@ SUBPROCESS_CASES = [c for c in CASES if c[0] != "render-missing-tenants"]
 def test_python_dash_m_reports_user_errors_in_one_line(tmp_path: Path, argv, says) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    result = subprocess.run([sys.executable, "-m", "hub_config.cli", *_fill(argv, tmp_path)],
+    result = subprocess.run([sys.executable, "-m", "hub_config.cli.main", *_fill(argv, tmp_path)],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr

@@ -1,4 +1,4 @@
-"""The GPU-idle decision as data (hub_config.gpu_idle): observations + policies + now + warnings
+"""The GPU-idle decision as data (hub_config.services.gpu_idle): observations + policies + now + warnings
 -> actions. No Prometheus, no hub; the live test (test_gpu_culler_live.py) runs the real ones.
 The policies come from the tenants file through the tenants loader, as the hub reads it.
 """
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hub_config.gpu_culler import CullerError, GpuIdleCuller, read_policies, server_url
-from hub_config.gpu_idle import (
+from hub_config.services.gpu_culler import CullerError, GpuIdleCuller, read_policies, server_url
+from hub_config.services.gpu_idle import (
     CLEAR,
     JOB,
     REPORT,

@@ -32,7 +32,7 @@ import pytest
 import requests
 import yaml
 
-from hub_config.gpu_culler import GpuIdleCuller
+from hub_config.services.gpu_culler import GpuIdleCuller
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "deploy" / "monitoring" / "prometheus" / "rules" / "workbench-gpu.rules.yaml"
@@ -274,7 +274,7 @@ def idle_seen(hub: Hub, prometheus: str, tenants_file: Path) -> None:
     culler = _culler(hub, prometheus, tenants_file, dry_run=True)
 
     def idle_long_enough():
-        from hub_config.gpu_culler import read_policies
+        from hub_config.services.gpu_culler import read_policies
         observed = asyncio.run(culler.observe_gpus(read_policies(tenants_file)))
         ann = [o for o in observed if o.user == "ann" and o.kind == "server"]
         return ann and ann[0].idle_seconds >= POLICY["for"]

@@ -17,12 +17,12 @@ kubernetes_validate = pytest.importorskip(
 from kubernetes_asyncio.client import ApiClient  # noqa: E402
 from tornado import web  # noqa: E402
 
-from hub_config import labels  # noqa: E402
 from hub_config.kube_spawner import GPU_RESOURCE, TenantKubeSpawner  # noqa: E402
-from hub_config.pod_security import restricted_security_contexts  # noqa: E402
 from hub_config.policy import profile_slug  # noqa: E402
 from hub_config.tenants import load_tenants, parse_quantity  # noqa: E402
-from launcher_magic import environment as names  # noqa: E402
+from workbench_contract import environment as names  # noqa: E402
+from workbench_contract import labels  # noqa: E402
+from workbench_contract.pod_security import restricted_security_contexts  # noqa: E402
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "hub_config" / "tenants.example.yaml"
 TENANTS = load_tenants(EXAMPLE)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from hub_config.pod_security import restricted_security_contexts
+from workbench_contract.pod_security import restricted_security_contexts
 
 SECCOMP = {"type": "RuntimeDefault"}
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from hub_config.idle_culler import NEVER, culler_services
 from hub_config.policy import SpawnRefused, choose, is_admin, server_env
+from hub_config.services.idle_culler import NEVER, culler_services
 from hub_config.tenants import Tenants, load_tenants
-from launcher_magic import environment as names
+from workbench_contract import environment as names
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "hub_config" / "tenants.example.yaml"
 GPU = "registry.example.com/workbench/notebook-gpu@sha256:" \

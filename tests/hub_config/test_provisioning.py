@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hub_config import cli, labels
-from hub_config.k8s_apply import (
+from hub_config.cli import main as cli_main
+from hub_config.cli.k8s_apply import (
     ApplyError,
     ApplyResult,
     apply_objects,
     prune_selector,
     summary_table,
 )
-from hub_config.provisioning import (
+from hub_config.cli.provisioning import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
     METADATA_ADDRESS,
@@ -27,6 +27,7 @@ from hub_config.provisioning import (
     notebook_role_rules,
 )
 from hub_config.tenants import load_tenants
+from workbench_contract import labels
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "hub_config" / "tenants.example.yaml"
 TENANTS = load_tenants(EXAMPLE)
@@ -214,12 +215,12 @@ def test_every_object_validates_against_the_kubernetes_schema(tenant):
 # --- the command line -------------------------------------------------------------------------
 
 def test_render_prints_the_bundles_as_yaml_and_json(capsys):
-    assert cli.main(["render", "--tenants", str(EXAMPLE)]) == 0
+    assert cli_main.main(["render", "--tenants", str(EXAMPLE)]) == 0
     documents = list(yaml.safe_load_all(capsys.readouterr().out))
     expected = [o for t in TENANTS.tenants for o in namespace_bundle(t)]
     assert documents == expected
 
-    assert cli.main(["render", "--tenants", str(EXAMPLE), "--tenant", "classroom", "-o", "json",
+    assert cli_main.main(["render", "--tenants", str(EXAMPLE), "--tenant", "classroom", "-o", "json",
                      "--hub-namespace", "hubs", "--api-server-cidr", "10.1.2.3/32"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert listed["kind"] == "List"
@@ -229,7 +230,7 @@ def test_render_prints_the_bundles_as_yaml_and_json(capsys):
 
 def test_render_reads_the_tenants_file_from_the_environment(capsys, monkeypatch):
     monkeypatch.setenv("WORKBENCH_TENANTS_FILE", str(EXAMPLE))
-    assert cli.main(["render", "--tenant", "vision"]) == 0
+    assert cli_main.main(["render", "--tenant", "vision"]) == 0
     names = {d["metadata"]["namespace"] for d in yaml.safe_load_all(capsys.readouterr().out)
              if d["kind"] != "Namespace"}
     assert names == {"wb-vision"}
@@ -267,7 +268,7 @@ def test_errors_are_one_line_and_exit_2(argv, expected, tmp_path, capsys):
              "example": str(EXAMPLE), "offline": str(offline)}
     argv = [a.format(**paths) for a in argv]
 
-    assert cli.main(argv) == 2
+    assert cli_main.main(argv) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     (line,) = captured.err.strip().splitlines()

@@ -4,7 +4,7 @@ notebook's magic cell executed on that server's kernel; then Ctrl-C stops everyt
 How the fresh tree is made: a clean checkout is cloned with git; a working tree with uncommitted
 work is copied file by file (`git ls-files -co --exclude-standard`), since a clone would miss it.
 The existing virtual environment and npm install are reused (installing one takes ten minutes) by running
-`<venv>/bin/python -m hub_config.cli up` with the fresh tree first on PYTHONPATH. Not `make up`:
+`<venv>/bin/python -m hub_config.cli.main up` with the fresh tree first on PYTHONPATH. Not `make up`:
 its setup step would `pip install -e` the temporary tree into the shared environment.
 """
 

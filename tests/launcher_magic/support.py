@@ -17,14 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from launcher_magic.processes import group_members
+from launcher_magic.core.processes import group_members
 
 TRAIN_CELL = '''
 import os, time
 import numpy as np
 import paddle
 import paddle.distributed as dist
-from launcher_magic.checkpoint import Checkpointer
+from launcher_magic.training.checkpoint import Checkpointer
 
 dist.init_parallel_env()
 rank, world = dist.get_rank(), dist.get_world_size()

@@ -11,7 +11,7 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.testing.globalipapp import start_ipython
 
-import launcher_magic.engines.local as local_engine
+import launcher_magic.engines.local.engine as local_engine
 
 CELL = "print('hello')\n"
 
@@ -102,7 +102,7 @@ def test_kubernetes_engine_missing_is_a_usage_error(shell, monkeypatch, jobs_roo
     import launcher_magic.engines as engines
 
     monkeypatch.setattr(engines, "entry_points", lambda group: [])
-    import launcher_magic.magics as magics
+    import launcher_magic.kernel.magics as magics
 
     monkeypatch.setattr(magics, "_ENGINES", {})
     with pytest.raises(UsageError) as error:

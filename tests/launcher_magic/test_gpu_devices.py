@@ -11,10 +11,10 @@ import sys
 
 import pytest
 
-from launcher_magic.commands import assign_devices, node_command
-from launcher_magic.devices import detect_gpus
-from launcher_magic.jobdir import JobDir
-from launcher_magic.spec import LaunchOptions, build_spec
+from launcher_magic.core.commands import assign_devices, node_command
+from launcher_magic.core.jobdir import JobDir
+from launcher_magic.core.spec import LaunchOptions, build_spec
+from launcher_magic.engines.local.devices import detect_gpus
 
 
 def _listed() -> int:

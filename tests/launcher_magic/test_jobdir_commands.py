@@ -6,11 +6,11 @@ import sys
 
 import pytest
 
-from launcher_magic import environment as wbenv
-from launcher_magic.commands import assign_devices, node_command
-from launcher_magic.devices import parse_nvidia_smi, visible_gpus
-from launcher_magic.jobdir import JobDir, JobNotFound, list_jobs, resolve, tail_lines
-from launcher_magic.spec import LaunchOptions, build_spec
+from launcher_magic.core.commands import assign_devices, node_command
+from launcher_magic.core.jobdir import JobDir, JobNotFound, list_jobs, resolve, tail_lines
+from launcher_magic.core.spec import LaunchOptions, build_spec
+from launcher_magic.engines.local.devices import parse_nvidia_smi, visible_gpus
+from workbench_contract import environment as wbenv
 
 
 def _spec(name="demo", nodes=2, **kw):
@@ -24,7 +24,7 @@ def test_job_directory_holds_spec_cell_main_files_and_folders(tmp_path):
     job = JobDir.create(tmp_path / "jobs", spec, "print(1)", [data])
     assert job.read_spec() == spec
     assert job.cell_path.read_text() == "print(1)\n"
-    assert "launcher_magic.worker" in job.main_path.read_text()
+    assert "launcher_magic.training.worker" in job.main_path.read_text()
     assert (job.path / "data.csv").read_text() == "1,2\n"
     assert job.read_status().state.value == "Pending"
     for folder in (job.logs_dir, job.ranks_dir, job.checkpoints_dir, job.visualdl_dir):

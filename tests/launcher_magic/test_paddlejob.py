@@ -8,17 +8,17 @@ import jsonschema
 import pytest
 import yaml
 
-from hub_config.pod_security import restricted_security_contexts
-from launcher_magic.jobdir import JobDir
-from launcher_magic.paddlejob import (
+from launcher_magic.core.jobdir import JobDir
+from launcher_magic.core.spec import LaunchOptions, SpecError, build_spec
+from launcher_magic.core.status import JobState, RankState
+from launcher_magic.engines.kubernetes.paddlejob import (
     ClusterSettings,
     build_paddlejob,
     check_quota,
     exits_from_events,
     status_from_cluster,
 )
-from launcher_magic.spec import LaunchOptions, SpecError, build_spec
-from launcher_magic.status import JobState, RankState
+from workbench_contract.pod_security import restricted_security_contexts
 
 CRD = Path(__file__).parents[2] / "deploy" / "k8s" / "crds" / "kubeflow.org_paddlejobs.yaml"
 HUB_ENV = {"PADDLE_WORKBENCH_TENANT": "vision", "PADDLE_WORKBENCH_NAMESPACE": "wb-vision",
@@ -183,7 +183,7 @@ def test_exit_codes_come_from_the_operators_events_when_pods_are_gone():
 
 
 def test_an_unreachable_api_server_is_a_clear_error(tmp_path, monkeypatch):
-    from launcher_magic.engines.kubernetes import KubernetesEngine
+    from launcher_magic.engines.kubernetes.engine import KubernetesEngine
 
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(yaml.safe_dump({

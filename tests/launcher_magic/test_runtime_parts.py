@@ -9,12 +9,12 @@ import time
 
 import pytest
 
-from launcher_magic.jobdir import JobDir
-from launcher_magic.panel import JobPanel, PanelView, render_html, render_text
-from launcher_magic.processes import StopTimeouts, group_members, stop_groups
-from launcher_magic.rendezvous import RendezvousServer
-from launcher_magic.spec import LaunchOptions, build_spec
-from launcher_magic.status import JobState, JobStatus, RankState, RankStatus
+from launcher_magic.core.jobdir import JobDir
+from launcher_magic.core.processes import StopTimeouts, group_members, stop_groups
+from launcher_magic.core.spec import LaunchOptions, build_spec
+from launcher_magic.core.status import JobState, JobStatus, RankState, RankStatus
+from launcher_magic.engines.local.rendezvous import RendezvousServer
+from launcher_magic.kernel.panel import JobPanel, PanelView, render_html, render_text
 
 from .support import requires_paddle
 
@@ -76,7 +76,7 @@ def test_checkpointer_saves_atomically_keeps_the_last_and_restores(tmp_path, mon
     import numpy as np
     import paddle
 
-    from launcher_magic.checkpoint import Checkpointer, latest_step, list_checkpoints
+    from launcher_magic.training.checkpoint import Checkpointer, latest_step, list_checkpoints
 
     monkeypatch.setenv("PADDLE_TRAINER_ID", "0")
     paddle.seed(1)
@@ -104,7 +104,7 @@ def test_checkpointer_saves_atomically_keeps_the_last_and_restores(tmp_path, mon
 
 
 def test_checkpointer_outside_a_job_says_what_to_set(monkeypatch):
-    from launcher_magic.checkpoint import Checkpointer
+    from launcher_magic.training.checkpoint import Checkpointer
 
     monkeypatch.delenv("PADDLE_WORKBENCH_CHECKPOINT_DIR", raising=False)
     with pytest.raises(ValueError, match="pass directory="):
@@ -162,7 +162,7 @@ def test_panel_widgets_show_ranks_and_stop_button_calls_the_engine(tmp_path):
 
 @requires_paddle
 def test_supervisor_enforces_the_time_limit(tmp_path):
-    from launcher_magic.supervisor import Supervisor
+    from launcher_magic.engines.local.supervisor import Supervisor
 
     spec = build_spec(LaunchOptions(nodes=1, timeout="2"), "import time\ntime.sleep(120)\n", {})
     job = JobDir.create(tmp_path, spec, "import time\ntime.sleep(120)\n")

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from launcher_magic.spec import JobSpec, LaunchOptions, build_spec, normalise_name, parse_duration
-from launcher_magic.status import JobState, JobStatus, RankState, TerminalStateError
+from launcher_magic.core.spec import (
+    JobSpec,
+    LaunchOptions,
+    build_spec,
+    normalise_name,
+    parse_duration,
+)
+from launcher_magic.core.status import JobState, JobStatus, RankState, TerminalStateError
 
 HUB_ENV = {
     "PADDLE_WORKBENCH_TENANT": "vision",
@@ -76,7 +82,7 @@ def test_terminal_states_never_change():
 
 
 def test_status_round_trips():
-    from launcher_magic.status import NodeStatus, RankStatus
+    from launcher_magic.core.status import NodeStatus, RankStatus
 
     status = JobStatus(
         job_id="j", state=JobState.FAILED, restarts=1, failed_rank=1,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hub_config import labels
+from workbench_contract import labels
 
 RULE_FILES = sorted((Path(__file__).resolve().parents[2] / "deploy" / "monitoring" / "prometheus"
                      / "rules").glob("*.rules.yaml"))
@@ -78,7 +78,7 @@ def _ksm_label(key: str) -> str:
 
 
 def test_rules_join_on_the_labels_the_platform_sets() -> None:
-    """The rules and hub_config.labels must not drift apart."""
+    """The rules and workbench_contract.labels must not drift apart."""
     gpu_rules = (RULE_FILES[0].parent / "workbench-gpu.rules.yaml").read_text()
     for key in (labels.LABEL_TENANT, labels.LABEL_USER, labels.LABEL_JOB, labels.LABEL_SERVER,
                 labels.LABEL_COMPONENT):

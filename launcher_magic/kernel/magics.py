@@ -17,11 +17,11 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from .engines import Engine, EngineUnavailable, load_engine
-from .jobdir import JobDir, JobNotFound, jobs_root, list_jobs, resolve
-from .panel import JobPanel, format_elapsed
-from .spec import LaunchOptions, SpecError, build_spec
-from .status import JobState, JobStatus
+from launcher_magic.core.jobdir import JobDir, JobNotFound, jobs_root, list_jobs, resolve
+from launcher_magic.core.spec import LaunchOptions, SpecError, build_spec
+from launcher_magic.core.status import JobState, JobStatus
+from launcher_magic.engines import Engine, EngineUnavailable, load_engine
+from launcher_magic.kernel.panel import JobPanel, format_elapsed
 
 # Jobs this kernel started: they end with the kernel (see stop_session_jobs).
 _SESSION_JOBS: dict[str, tuple[Engine, JobDir]] = {}
@@ -211,8 +211,7 @@ class PaddleMagics(Magics):
         """Show a VisualDL board in the output: `%visualdl [JOB | --logdir DIR] [--height H]`."""
         from IPython.display import display
 
-        from . import visualdl as boards
-
+        from launcher_magic.kernel import visualdl as boards
         args = parse_argstring(self.visualdl, line)
         if args.job and args.logdir:
             raise UsageError("%visualdl takes a JOB or --logdir DIR, not both")

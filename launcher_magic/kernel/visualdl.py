@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from urllib.parse import urlencode
 
-from .processes import pid_alive
+from launcher_magic.core.processes import pid_alive
 
 PROXY_URL = "PADDLE_WORKBENCH_VISUALDL_PROXY_URL"
 PORT_PLACEHOLDER = "%PORT%"

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from . import environment as wbenv
-from .jobdir import JobDir
-from .spec import JobSpec
+from launcher_magic.core.jobdir import JobDir
+from launcher_magic.core.spec import JobSpec
+from workbench_contract import environment as wbenv
 
 
 def job_environment(spec: JobSpec, job: JobDir, master: str) -> dict[str, str]:

@@ -22,8 +22,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hub_config import labels
-from hub_config.provisioning import FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL
+from hub_config.cli.provisioning import FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL
+from workbench_contract import labels
 
 CREATED, CONFIGURED, UNCHANGED, PRUNED = "created", "configured", "unchanged", "pruned"
 

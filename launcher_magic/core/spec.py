@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 
-from . import environment as wbenv
+from workbench_contract import environment as wbenv
 
 # Kubernetes object names: pods are named <job-id>-worker-<n>, so leave room for that suffix.
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")

@@ -1,15 +1,15 @@
 """`workbench images check [PATH]`: the vetted-image policy over Dockerfiles.
 
 Prints one line per violation (`file:line: [rule] what to change`) and exits 1 when there is
-any, 0 when every Dockerfile follows the policy. The rules are in `hub_config.image_policy`.
+any, 0 when every Dockerfile follows the policy. The rules are in `hub_config.cli.image_policy`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from hub_config.commands import CommandError
-from hub_config.image_policy import check_tree
+from hub_config.cli import CommandError
+from hub_config.cli.image_policy import check_tree
 
 
 def register(subparsers) -> None:

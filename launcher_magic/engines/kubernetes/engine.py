@@ -2,7 +2,7 @@
 
 It submits with the notebook's own service account (in-cluster config; a kubeconfig outside a
 cluster), reads status from the PaddleJob's conditions and its worker pods, tails logs from the
-pods and stops a job by deleting it. Manifests and status mapping are pure (launcher_magic.paddlejob);
+pods and stops a job by deleting it. Manifests and status mapping are pure (launcher_magic.engines.kubernetes.paddlejob);
 this module is the API I/O around them.
 """
 
@@ -17,9 +17,11 @@ from pathlib import Path
 from traitlets import Dict, Float, Int, Unicode, default
 from urllib3.exceptions import HTTPError
 
-from .. import environment as wbenv
-from ..jobdir import JobDir
-from ..paddlejob import (
+from launcher_magic.core.jobdir import JobDir
+from launcher_magic.core.spec import JobSpec, SpecError
+from launcher_magic.core.status import JobState, JobStatus, RankState, RankStatus
+from launcher_magic.engines.base import Engine, EngineUnavailable
+from launcher_magic.engines.kubernetes.paddlejob import (
     CONTAINER,
     GROUP,
     JOB_NAME_LABEL,
@@ -31,9 +33,7 @@ from ..paddlejob import (
     check_quota,
     status_from_cluster,
 )
-from ..spec import JobSpec, SpecError
-from ..status import JobState, JobStatus, RankState, RankStatus
-from .base import Engine, EngineUnavailable
+from workbench_contract import environment as wbenv
 
 IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 

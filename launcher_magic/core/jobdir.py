@@ -9,7 +9,7 @@
         logs/attempt-<a>/node-<n>/workerlog.<local rank>   per-rank logs (Paddle's naming)
         logs/attempt-<a>/node-<n>/launch.log               the node's launcher output
         ranks/attempt-<a>/rank-<r>.json                    each rank's own record of how it ended
-        checkpoints/           written by launcher_magic.checkpoint
+        checkpoints/           written by launcher_magic.training.checkpoint
         visualdl/              VisualDL logs
 
 A job directory appears whole or not at all: it is built under a hidden name and renamed.
@@ -24,14 +24,14 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from . import environment as wbenv
-from .spec import JobSpec
-from .status import JobStatus
+from launcher_magic.core.spec import JobSpec
+from launcher_magic.core.status import JobStatus
+from workbench_contract import environment as wbenv
 
 MAIN_SCRIPT = """\
 # Written by Paddle Workbench. `python -m paddle.distributed.launch` runs this file on every
 # rank; it records how the rank ends and runs the notebook cell (cell.py) as __main__.
-from launcher_magic.worker import main
+from launcher_magic.training.worker import main
 
 main(__file__)
 """

@@ -1,4 +1,4 @@
-"""The local engine's per-job supervisor: `python -m launcher_magic.supervisor <job dir>`.
+"""The local engine's per-job supervisor: `python -m launcher_magic.engines.local.supervisor <job dir>`.
 
 One supervisor process runs each local job, in its own session, apart from the kernel. It hosts
 the rendezvous master, starts one process group per node, watches them, writes `status.json`,
@@ -17,9 +17,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from .commands import node_command
-from .jobdir import JobDir
-from .processes import (
+from launcher_magic.core.commands import node_command
+from launcher_magic.core.jobdir import JobDir
+from launcher_magic.core.processes import (
     StopTimeouts,
     become_subreaper,
     pid_alive,
@@ -27,8 +27,8 @@ from .processes import (
     start_group,
     stop_groups,
 )
-from .rendezvous import RendezvousServer
-from .status import JobState, JobStatus, NodeStatus, RankState, RankStatus
+from launcher_magic.core.status import JobState, JobStatus, NodeStatus, RankState, RankStatus
+from launcher_magic.engines.local.rendezvous import RendezvousServer
 
 POLL_SECONDS = 0.1
 
@@ -236,7 +236,7 @@ def _node_state(code: int | None, stopped: bool = False) -> RankState:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m launcher_magic.supervisor")
+    parser = argparse.ArgumentParser(prog="python -m launcher_magic.engines.local.supervisor")
     parser.add_argument("job_dir", type=Path)
     parser.add_argument("--owner-pid", type=int, default=None)
     parser.add_argument("--devices", default="", help="per node, ';'-separated lists: 0,1;2,3")

@@ -14,11 +14,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import environment as wbenv
-from .checkpoint import latest_step
-from .jobdir import JobDir
-from .spec import JobSpec
-from .status import JobState, JobStatus
+from launcher_magic.core.jobdir import JobDir
+from launcher_magic.core.spec import JobSpec
+from launcher_magic.core.status import JobState, JobStatus
+from launcher_magic.training.checkpoint import latest_step
+from workbench_contract import environment as wbenv
 
 LOG_LINES = 20
 STATE_COLOURS = {
@@ -230,8 +230,7 @@ class JobPanel:
 
     def _show_board(self) -> None:
         """Start (or reuse) the job's VisualDL board; a failure is shown, never raised."""
-        from . import visualdl
-
+        from launcher_magic.kernel import visualdl
         if not self.widgets:
             print(f"VisualDL: run %visualdl {self.spec.job_id} to see this job's board",
                   flush=True)
@@ -273,8 +272,7 @@ class JobPanel:
         VisualDL's page lists runs and charts once, when it loads; the board usually loads
         before rank 0 has written anything, so without a reload it would stay empty.
         """
-        from . import visualdl
-
+        from launcher_magic.kernel import visualdl
         has_data = any(self.job.visualdl_dir.glob("vdlrecords.*"))
         reason = None
         if has_data and not self._board_had_data:

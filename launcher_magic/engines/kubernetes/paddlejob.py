@@ -14,20 +14,19 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from hub_config.labels import (
+from launcher_magic.core.commands import node_command
+from launcher_magic.core.jobdir import JobDir
+from launcher_magic.core.spec import JobSpec, SpecError
+from launcher_magic.core.status import JobState, JobStatus, NodeStatus, RankState, RankStatus
+from workbench_contract import environment as wbenv
+from workbench_contract.labels import (
     COMPONENT_JOB_WORKER,
     LABEL_COMPONENT,
     LABEL_JOB,
     LABEL_TENANT,
     LABEL_USER,
 )
-from hub_config.pod_security import restricted_security_contexts
-
-from . import environment as wbenv
-from .commands import node_command
-from .jobdir import JobDir
-from .spec import JobSpec, SpecError
-from .status import JobState, JobStatus, NodeStatus, RankState, RankStatus
+from workbench_contract.pod_security import restricted_security_contexts
 
 GROUP, VERSION, PLURAL, KIND = "kubeflow.org", "v1", "paddlejobs", "PaddleJob"
 CONTAINER = "paddle"  # the operator looks for a container of this name

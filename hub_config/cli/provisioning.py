@@ -12,7 +12,7 @@ the hub can spawn there and the magic can submit PaddleJobs there:
    job pods reach each other; DNS; the API server; never the cloud metadata address.
 
 Every builder is pure (tenant in, dict out) and every object carries `MANAGED_BY_LABEL` and the
-tenant label, which is how `hub_config.k8s_apply` finds what it may prune. Provisioning is an
+tenant label, which is how `hub_config.cli.k8s_apply` finds what it may prune. Provisioning is an
 operator's step (`workbench apply`): the hub itself needs no cluster-wide rights.
 """
 
@@ -23,8 +23,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from hub_config import labels
 from hub_config.tenants import Tenant
+from workbench_contract import labels
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "paddle-workbench"

@@ -1,6 +1,6 @@
 """The local engine: each job runs under its own supervisor process on this machine.
 
-The supervisor (`launcher_magic.supervisor`) owns the job's process groups; this engine starts
+The supervisor (`launcher_magic.engines.local.supervisor`) owns the job's process groups; this engine starts
 it, reads the status it writes, and stops it. The supervisor watches the kernel that started it,
 so a job never outlives its kernel, whether the kernel shut down cleanly or was killed.
 """
@@ -15,13 +15,13 @@ import time
 
 from traitlets import Float, Unicode, default
 
-from ..commands import assign_devices
-from ..devices import detect_gpus
-from ..jobdir import JobDir
-from ..processes import StopTimeouts, pid_alive, stop_groups
-from ..spec import JobSpec, SpecError
-from ..status import JobState, JobStatus
-from .base import Engine
+from launcher_magic.core.commands import assign_devices
+from launcher_magic.core.jobdir import JobDir
+from launcher_magic.core.processes import StopTimeouts, pid_alive, stop_groups
+from launcher_magic.core.spec import JobSpec, SpecError
+from launcher_magic.core.status import JobState, JobStatus
+from launcher_magic.engines.base import Engine
+from launcher_magic.engines.local.devices import detect_gpus
 
 # Options that only a cluster can enforce; the local engine records them and says so.
 CLUSTER_ONLY = ("image", "cpu", "memory")
@@ -75,7 +75,7 @@ class LocalEngine(Engine):
     def submit(self, spec: JobSpec, job: JobDir) -> None:
         devices = self._devices(spec)
         argv = [
-            self.python, "-m", "launcher_magic.supervisor", str(job.path),
+            self.python, "-m", "launcher_magic.engines.local.supervisor", str(job.path),
             "--owner-pid", str(os.getpid()),
             "--interrupt-timeout", str(self.interrupt_timeout),
             "--terminate-timeout", str(self.terminate_timeout),

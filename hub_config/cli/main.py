@@ -1,6 +1,6 @@
 """`workbench`: the operator's and newcomer's command line.
 
-Each subcommand lives in its own module under `hub_config.commands` and exposes
+Each subcommand lives in its own module under `hub_config.cli` and exposes
 `register(subparsers)`, which adds its parser and sets `func` (a callable taking the parsed
 arguments and returning an exit code).
 """
@@ -11,13 +11,13 @@ import argparse
 import importlib
 import sys
 
-from hub_config.commands import CommandError
+from hub_config.cli import CommandError
 
 # One line per subcommand module; the order is the order of `workbench --help`.
 COMMAND_MODULES = [
-    "hub_config.commands.up",
-    "hub_config.commands.images",
-    "hub_config.commands.tenants",
+    "hub_config.cli.up",
+    "hub_config.cli.images",
+    "hub_config.cli.tenants",
 ]
 
 

@@ -21,9 +21,9 @@ import time
 import traceback
 from pathlib import Path
 
-from . import environment as wbenv
-from .jobdir import JobDir, atomic_write_json
-from .status import RankState
+from launcher_magic.core.jobdir import JobDir, atomic_write_json
+from launcher_magic.core.status import RankState
+from workbench_contract import environment as wbenv
 
 STORE_WAIT_SECONDS = 120.0
 STORE_POLL_SECONDS = 0.02

@@ -2,7 +2,7 @@
 
 Each round it asks Prometheus how long every workbench notebook server and job has kept its GPUs
 under its tenant's threshold (the recording rules in deploy/monitoring), decides with
-`hub_config.gpu_idle.decide`, and acts: warn (logged; JupyterHub has no API for a notice to a
+`hub_config.services.gpu_idle.decide`, and acts: warn (logged; JupyterHub has no API for a notice to a
 user, so the warning is a log line an operator's log pipeline can forward), stop the server
 through the hub's REST API, and for jobs call `job_stopper` (none is configured until the
 Kubernetes job engine provides one: the culler then logs "would stop job"). Every action is
@@ -11,7 +11,7 @@ logged with its reason; `--dry-run` logs what it would do and changes nothing.
 Run it as a hub service with its own token and only these scopes::
 
     c.JupyterHub.services = [{"name": "gpu-culler", "command": [
-        sys.executable, "-m", "hub_config.gpu_culler", "--tenants-file=/etc/workbench/tenants.yaml",
+        sys.executable, "-m", "hub_config.services.gpu_culler", "--tenants-file=/etc/workbench/tenants.yaml",
         "--prometheus-url=http://prometheus.monitoring.svc:9090"]}]
     c.JupyterHub.load_roles = [{"name": "gpu-culler", "services": ["gpu-culler"],
                                 "scopes": ["read:users:name", "read:servers", "delete:servers"]}]
@@ -31,7 +31,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from traitlets import Bool, Callable, Float, Unicode, default
 from traitlets.config import Application
 
-from hub_config.gpu_idle import (
+from hub_config.services.gpu_idle import (
     CLEAR,
     JOB,
     REPORT,

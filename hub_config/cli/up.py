@@ -24,7 +24,7 @@ from pathlib import Path
 
 from hub_config import jupyterhub_config
 from hub_config.auth import add_user, load_users
-from hub_config.commands import CommandError
+from hub_config.cli import CommandError
 from hub_config.tenants import TenantsFileError, load_tenants
 
 CONFIG_FILE = Path(jupyterhub_config.__file__).resolve()

@@ -1,0 +1,10 @@
+"""The contract between the hub and the notebook side of Paddle Workbench.
+
+Everything both sides must agree on lives here and nowhere else: the environment a spawner gives a
+notebook server and the typed record it stands for (`environment`), the labels on every pod
+(`labels`), the security contexts of every pod (`pod_security`), resource names and the
+DNS-label and quantity rules (`resources`), and the VisualDL board key (`visualdl`).
+
+Standard library only, and it imports nothing else of the workbench: the hub (`hub_config`) and
+the notebook side (`launcher_magic`, `extensions`) both import it, never each other.
+"""
