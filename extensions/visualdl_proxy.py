@@ -4,7 +4,7 @@ jupyter-server-proxy calls `setup_visualdl()` once, when the user's Jupyter serv
 serves the board at `<server base URL>visualdl/`. The board starts on the first request (a
 JupyterLab launcher tile makes one) and stops with the server. It covers the user's whole jobs root
 (`PADDLE_WORKBENCH_JOBS_DIR`, default `~/jobs`): each job's `visualdl/` folder is one run, named by
-its job id when written with `launcher_magic.training.metrics.ScalarLogger`.
+its job id when written with `launcher_magic.metrics.ScalarLogger`.
 
 Who may see it: the proxy's handlers sit behind the Jupyter server's login, which under JupyterHub
 admits only the server's owner (and whoever the hub granted `access:servers` on it); the board
@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from extensions.visualdl_server import TOKEN_ENV, TOKEN_HEADER
+from workbench_contract import environment
+from workbench_contract.visualdl import SERVER_MODULE, TOKEN_ENV, TOKEN_HEADER
 
 ICON = Path(__file__).with_name("visualdl.svg")
 NAME = "visualdl"
@@ -39,7 +40,7 @@ def server_process_config(jobs_root: Path | str, python: str, token: str) -> dic
         "environment": {TOKEN_ENV: token},
         "request_headers_override": {TOKEN_HEADER: token},
         "command": [
-            python, "-m", "extensions.visualdl_server",
+            python, "-m", SERVER_MODULE,
             "--logdir", str(jobs_root),
             "--port", "{port}",
             "--public-path", "{base_url}" + NAME,
@@ -58,6 +59,4 @@ def server_process_config(jobs_root: Path | str, python: str, token: str) -> dic
 
 def setup_visualdl() -> dict[str, Any]:
     """Entry point: the board over this server's jobs root, run by this server's interpreter."""
-    from launcher_magic.core.jobdir import jobs_root
-
-    return server_process_config(jobs_root(), sys.executable, secrets.token_hex(24))
+    return server_process_config(environment.jobs_root(), sys.executable, secrets.token_hex(24))

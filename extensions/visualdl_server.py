@@ -1,7 +1,7 @@
 """Run one VisualDL board the way the workbench serves it: `python -m extensions.visualdl_server`.
 
 Both the proxy's `visualdl` board and the `%visualdl` magic's boards run through here rather than
-through the `visualdl` command, because the command cannot be told three things the workbench needs:
+through the `visualdl` command, because the command cannot be told what the workbench needs:
 
 - Framing. jupyter-server-proxy replaces the Jupyter server's own response headers with the
   upstream's, so a board that sends no Content-Security-Policy could be framed by any site. Every
@@ -20,8 +20,13 @@ through the `visualdl` command, because the command cannot be told three things 
   to the board's path, or once in the `workbench_token` query parameter of the link a notebook
   shows, which is swapped for that cookie.
 
-The app itself is VisualDL's (`visualdl.server.app.create_app`), with `public_path` set to the prefix
-under which the proxy exposes it, so its pages, assets and API resolve through the proxy.
+The app itself is VisualDL's (`visualdl.server.app.create_app`), with `public_path` set to the
+prefix under which the proxy exposes it, so its pages, assets and API resolve through the proxy.
+
+Lifetime. The proxy's board is started and stopped by jupyter-server-proxy. A `%visualdl` board is
+started by a kernel with `--owner-pid <kernel pid>` and exits by itself once that process is gone,
+however it died (SIGKILL too): a daemon thread checks every `OWNER_POLL` seconds. SIGINT ends the
+board at once (the first step of the kernel's stop); it only reads logs, so it has nothing to save.
 """
 
 from __future__ import annotations
@@ -29,16 +34,20 @@ from __future__ import annotations
 import argparse
 import hmac
 import os
+import signal
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlencode
 
+from workbench_contract.visualdl import SERVER_MODULE, TOKEN_ENV, TOKEN_HEADER, TOKEN_QUERY
+
 # Framing only from the user's own server origin; never from anywhere else (and never `*`).
 FRAME_ANCESTORS = "frame-ancestors 'self'"
-TOKEN_ENV = "WORKBENCH_VISUALDL_TOKEN"
-TOKEN_HEADER = "X-Workbench-VisualDL-Token"
-TOKEN_QUERY = "workbench_token"
+# Seconds between two looks at the owner: a board outlives its kernel by about this long.
+OWNER_POLL = 0.5
 REFUSED = ("This VisualDL board answers only its owner's links: open it from your notebook "
            "(%visualdl) or from your server's VisualDL launcher.")
 
@@ -123,9 +132,63 @@ def create_app(logdirs: Sequence[str], public_path: str, port: int, cache_timeou
     return app
 
 
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (state first), or None if unreadable."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name may hold spaces and parentheses: split after the last ')'.
+    return stat[stat.rfind(")") + 2:].split()
+
+
+def owner_alive(pid: int, started: str | None = None) -> bool:
+    """Whether process `pid` lives (a zombie does not) and, given `started` (its start time as
+    /proc reports it), is still the same process rather than a later one that reused the pid."""
+    fields = _proc_stat(pid)
+    if fields is None:
+        if Path("/proc/self/stat").exists():
+            return False  # /proc works here, so there is no such process
+        try:  # no /proc (not Linux): existence is all that can be told
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return fields[0] not in ("Z", "X") and (started is None or fields[19] == started)
+
+
+def watch_owner(pid: int, interval: float = OWNER_POLL) -> threading.Thread:
+    """Exit this process, status 0, once process `pid` is gone; checks every `interval` seconds.
+
+    Gone means: it no longer lives (see `owner_alive`), or, when it was this process's parent,
+    this process was re-parented, which shows at once even while the dead owner is an unreaped
+    zombie. Exiting is `os._exit` from the watching thread, after flushing the output: the main
+    thread may be busy serving a request, and the board holds nothing that needs saving.
+    """
+    fields = _proc_stat(pid)
+    started = fields[19] if fields else None
+    child_of_owner = os.getppid() == pid
+
+    def gone() -> bool:
+        return (child_of_owner and os.getppid() != pid) or not owner_alive(pid, started)
+
+    def watch() -> None:
+        while not gone():
+            time.sleep(interval)
+        print(f"VisualDL board: its owner (pid {pid}) has gone; stopping", flush=True)
+        sys.stderr.flush()
+        os._exit(0)
+
+    thread = threading.Thread(target=watch, name="visualdl-owner-watch", daemon=True)
+    thread.start()
+    return thread
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m extensions.visualdl_server",
+        prog=f"python -m {SERVER_MODULE}",
         description="Serve a VisualDL board on 127.0.0.1 behind a Jupyter server's proxy.",
     )
     parser.add_argument("--logdir", nargs="+", required=True,
@@ -135,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the URL prefix the proxy serves the board under")
     parser.add_argument("--cache-timeout", type=float, default=2.0,
                         help="seconds VisualDL caches what it read (low: live charts)")
+    parser.add_argument("--owner-pid", type=int, default=None,
+                        help="exit once this process (the kernel that started the board) is gone")
     return parser
 
 
@@ -147,11 +212,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(err))
     if not 0 < args.port < 65536:
         parser.error(f"--port {args.port}: use a port between 1 and 65535")
+    if args.owner_pid is not None:
+        if args.owner_pid <= 0:
+            parser.error(f"--owner-pid {args.owner_pid}: give the pid of the owning process")
+        # Before the slow imports, so a kernel that dies while its board starts leaves nothing.
+        watch_owner(args.owner_pid)
     for logdir in args.logdir:
         # A new user has no jobs yet; an empty board beats a board that will not start.
         Path(logdir).expanduser().mkdir(parents=True, exist_ok=True)
     app = create_app(args.logdir, public_path, args.port, args.cache_timeout,
                      token=os.environ.get(TOKEN_ENV) or None)
+    # Stopping starts with SIGINT; make it end the board at once whatever this process inherited
+    # (a shell's background job starts with SIGINT ignored) and whatever VisualDL sets.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     print(f"VisualDL board for {', '.join(args.logdir)} on http://127.0.0.1:{args.port}"
           f"{public_path}/", flush=True)
     # Single-threaded like VisualDL's own server: its readers and caches are not thread-safe.

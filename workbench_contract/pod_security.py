@@ -2,12 +2,17 @@
 
 Tenant namespaces enforce the `restricted` profile, so notebook pods (KubeSpawner) and job worker
 pods (PaddleJob) must both satisfy it; both take their contexts from here so they cannot drift
-apart. Standard library only: the magic imports this inside notebook images too.
+apart. Standard library only: the notebook side imports this inside notebook images too.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+# The notebook images' user (`jovyan`, uid 1000, group `users`, gid 100): what pods run as when the
+# hub says nothing else.
+DEFAULT_UID = 1000
+DEFAULT_GID = 100
 
 
 def restricted_security_contexts(uid: int, gid: int) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -5,11 +5,14 @@
         cell.py                the notebook cell, as the user wrote it
         main.py                what `paddle.distributed.launch` runs on every rank (runs cell.py)
         <files>                copied with --files, beside the cell
-        status.json            the last known JobStatus (written atomically by the engine)
+        status.json            the last known JobStatus (written atomically by one writer: the
+                               local supervisor, or the kernel side of a cluster engine)
+        supervisor.pid         local engine: the supervisor's pid and start time
+        supervisor.log         local engine: the supervisor's own output
         logs/attempt-<a>/node-<n>/workerlog.<local rank>   per-rank logs (Paddle's naming)
         logs/attempt-<a>/node-<n>/launch.log               the node's launcher output
         ranks/attempt-<a>/rank-<r>.json                    each rank's own record of how it ended
-        checkpoints/           written by launcher_magic.training.checkpoint
+        checkpoints/           written by launcher_magic.checkpoint
         visualdl/              VisualDL logs
 
 A job directory appears whole or not at all: it is built under a hidden name and renamed.
@@ -21,12 +24,19 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from launcher_magic.core.spec import JobSpec
 from launcher_magic.core.status import JobStatus
-from workbench_contract import environment as wbenv
+from workbench_contract.environment import jobs_root
+
+# What a job directory holds of its own: `--files` may not bring anything of these names.
+RESERVED_NAMES = frozenset({
+    "spec.json", "cell.py", "main.py", "status.json", "supervisor.pid", "supervisor.log", "logs",
+    "ranks", "checkpoints", "visualdl", "launcher_magic", "workbench_contract",
+})
 
 MAIN_SCRIPT = """\
 # Written by Paddle Workbench. `python -m paddle.distributed.launch` runs this file on every
@@ -39,11 +49,6 @@ main(__file__)
 
 class JobNotFound(LookupError):
     """No job matches what the user typed."""
-
-
-def jobs_root(env: Mapping[str, str] | None = None) -> Path:
-    env = os.environ if env is None else env
-    return Path(env.get(wbenv.JOBS_DIR) or Path.home() / "jobs").expanduser()
 
 
 def atomic_write_json(path: Path, data) -> None:
@@ -176,6 +181,27 @@ class JobDir:
         return cls(final)
 
 
+@dataclass(frozen=True)
+class JobHandle:
+    """A job as every engine method takes it: its spec and its directory, read once.
+
+    Cheap to pass around and safe to share between threads (both parts are immutable).
+    """
+
+    spec: JobSpec
+    dir: JobDir
+
+    @property
+    def job_id(self) -> str:
+        return self.spec.job_id
+
+    @classmethod
+    def open(cls, path: Path | str) -> JobHandle:
+        """The job in directory `path`. Raises OSError or ValueError for a broken directory."""
+        job = JobDir(path)
+        return cls(job.read_spec(), job)
+
+
 def list_jobs(root: Path) -> list[JobDir]:
     """Every job under `root`, oldest first (by the spec's creation time)."""
     jobs = []
@@ -208,3 +234,7 @@ def resolve(root: Path, ref: str) -> JobDir:
         return named[-1]
     known = ", ".join(job.job_id for job in jobs[-5:]) or "none yet"
     raise JobNotFound(f"no job {ref!r} in {root}; recent jobs: {known} (see %paddle_jobs)")
+
+
+__all__ = ["JobDir", "JobHandle", "JobNotFound", "RESERVED_NAMES", "atomic_write_json", "jobs_root",
+           "list_jobs", "read_json", "resolve", "tail_lines"]

@@ -177,3 +177,21 @@ def pid_alive(pid: int | None) -> bool:
         return _stat_fields(pid)[0] != "Z"
     except (OSError, IndexError):
         return True
+
+
+def start_time(pid: int) -> int | None:
+    """When `pid` started (clock ticks since boot, /proc/<pid>/stat field 22); None if unknown.
+
+    A pid and its start time name one process for good: a recycled pid has another start time.
+    """
+    try:
+        return int(_stat_fields(pid)[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def same_process_alive(pid: int | None, started: int | None) -> bool:
+    """True while the process `pid` that started at `started` (see `start_time`) lives."""
+    if not pid_alive(pid):
+        return False
+    return started is None or start_time(pid) in (None, started)

@@ -13,18 +13,14 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 
-from workbench_contract import environment as wbenv
+from workbench_contract.environment import PREFIX, NotebookContext
+from workbench_contract.resources import is_dns_label, is_positive_quantity
 
 # Kubernetes object names: pods are named <job-id>-worker-<n>, so leave room for that suffix.
-DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 MAX_NAME_LENGTH = 40
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# Kubernetes resource quantities such as 500m, 2, 1.5, 8Gi, 512M.
-QUANTITY = re.compile(r"^([0-9]+(\.[0-9]+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
-ENGINES = ("local", "kubernetes")
 
 # Variables the engines set themselves; a user's --env must not override the job contract.
-RESERVED_ENV_PREFIXES = ("PADDLE_WORKBENCH_",)
 RESERVED_ENV = frozenset(
     {"PADDLE_MASTER", "PADDLE_NNODES", "PADDLE_JOB_ID", "PADDLE_RANK", "PADDLE_TRAINER_ID",
      "PADDLE_TRAINERS_NUM", "PADDLE_NPROC_PER_NODE", "PADDLE_LOG_DIR", "PADDLE_DEVICES"}
@@ -106,6 +102,18 @@ class LaunchOptions:
     env: tuple[str, ...] = ()
     files: tuple[str, ...] = ()
     visualdl: bool = False
+    detach: bool = False
+
+    @classmethod
+    def from_namespace(cls, args) -> LaunchOptions:
+        """Options from the magic's parsed arguments (an argparse Namespace): the one place where
+        argument names become option fields. Lists become tuples; unknown attributes are ignored."""
+        values = {}
+        for f in fields(cls):
+            if hasattr(args, f.name):
+                value = getattr(args, f.name)
+                values[f.name] = tuple(value) if isinstance(value, list) else value
+        return cls(**values)
 
 
 def normalise_name(raw: str) -> str:
@@ -136,7 +144,7 @@ def parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
             raise SpecError(
                 f"--env {pair!r} is not KEY=VALUE with KEY a variable name (letters, digits, _)"
             )
-        if key in RESERVED_ENV or key.startswith(RESERVED_ENV_PREFIXES):
+        if key in RESERVED_ENV or key.startswith(PREFIX):
             raise SpecError(
                 f"--env {key} is set by the workbench for every job; choose another variable name"
             )
@@ -151,7 +159,7 @@ def _check_positive(flag: str, value: int, minimum: int = 1) -> None:
 
 
 def _check_quantity(flag: str, value: str | None) -> None:
-    if value is not None and (not QUANTITY.match(value) or float(QUANTITY.match(value)[1]) == 0):
+    if value is not None and not is_positive_quantity(value):
         raise SpecError(
             f"{flag} {value!r} is not a positive Kubernetes quantity (examples: 2, 500m, 8Gi)"
         )
@@ -160,13 +168,12 @@ def _check_quantity(flag: str, value: str | None) -> None:
 def build_spec(
     options: LaunchOptions,
     cell: str,
-    env: Mapping[str, str],
+    context: NotebookContext,
     *,
-    user: str = "",
     now: float | None = None,
     suffix: str | None = None,
 ) -> JobSpec:
-    """Validate the options against the cell and the hub's environment and return the spec.
+    """Validate the options against the cell and what the hub said (`context`); return the spec.
 
     Raises:
         SpecError: with a message that says what to change. Nothing has been created yet.
@@ -175,6 +182,38 @@ def build_spec(
         raise SpecError(
             "the cell is empty: put the training code below the %%paddle_launch line"
         )
+    nproc = _check_layout(options)
+    name = _check_name(options.name)
+    timeout = _check_limits(options, context)
+    image = options.image or context.image
+    if options.image and context.allowed_images and options.image not in context.allowed_images:
+        raise SpecError(
+            f"--image {options.image!r} is not allowed for your tenant; allowed: "
+            + ", ".join(context.allowed_images)
+        )
+    created = time.time() if now is None else now
+    return JobSpec(
+        job_id=f"{name}-{suffix or secrets.token_hex(3)}",
+        name=name,
+        engine=options.engine or context.engine,
+        nodes=options.nodes,
+        resources=Resources(nproc_per_node=nproc, gpus_per_node=options.gpus, cpu=options.cpu,
+                            memory=options.memory),
+        user=context.user,
+        tenant=context.tenant,
+        namespace=context.namespace,
+        image=image,
+        max_restarts=options.max_restarts,
+        timeout_seconds=timeout,
+        env=parse_env(options.env),
+        files=tuple(options.files),
+        visualdl=options.visualdl,
+        created_at=created,
+    )
+
+
+def _check_layout(options: LaunchOptions) -> int:
+    """Check the counts and sizes; returns the processes per node."""
     _check_positive("--nodes", options.nodes)
     _check_positive("--gpus", options.gpus, minimum=0)
     # On GPUs Paddle runs one process per device; --nproc-per-node is the CPU knob.
@@ -188,23 +227,23 @@ def build_spec(
     _check_positive("--max-restarts", options.max_restarts, minimum=0)
     _check_quantity("--cpu", options.cpu)
     _check_quantity("--memory", options.memory)
+    return nproc
 
-    engine = options.engine or env.get(wbenv.ENGINE) or "local"
-    if engine not in ENGINES:
-        raise SpecError(f"--engine {engine!r} is not one of: {', '.join(ENGINES)}")
 
-    raw_name = options.name if options.name is not None else "job"
+def _check_name(raw: str | None) -> str:
+    raw_name = raw if raw is not None else "job"
     name = normalise_name(raw_name)
-    if not name or len(name) > MAX_NAME_LENGTH or not DNS1123_LABEL.match(name):
+    if not is_dns_label(name, MAX_NAME_LENGTH):
         raise SpecError(
             f"--name {raw_name!r} is not a valid job name: use at most {MAX_NAME_LENGTH} "
             "lower-case letters, digits and '-', starting and ending with a letter or digit"
         )
+    return name
 
-    try:
-        limits = wbenv.Limits.from_env(env)
-    except wbenv.HubSettingError as err:
-        raise SpecError(str(err)) from None
+
+def _check_limits(options: LaunchOptions, context: NotebookContext) -> int | None:
+    """Check the tenant's limits; returns the job's timeout in seconds (None: no limit)."""
+    limits = context.limits
     if limits.max_nodes is not None and options.nodes > limits.max_nodes:
         raise SpecError(
             f"--nodes {options.nodes} is over your tenant's limit of {limits.max_nodes} nodes; "
@@ -223,35 +262,4 @@ def build_spec(
                 f"{limits.max_runtime_seconds} s; ask for less"
             )
         timeout = timeout or limits.max_runtime_seconds
-
-    image = options.image or env.get(wbenv.IMAGE) or None
-    allowed = [i.strip() for i in env.get(wbenv.ALLOWED_IMAGES, "").split(",") if i.strip()]
-    if options.image and allowed and options.image not in allowed:
-        raise SpecError(
-            f"--image {options.image!r} is not allowed for your tenant; allowed: "
-            + ", ".join(allowed)
-        )
-
-    created = time.time() if now is None else now
-    return JobSpec(
-        job_id=f"{name}-{suffix or secrets.token_hex(3)}",
-        name=name,
-        engine=engine,
-        nodes=options.nodes,
-        resources=Resources(
-            nproc_per_node=nproc,
-            gpus_per_node=options.gpus,
-            cpu=options.cpu,
-            memory=options.memory,
-        ),
-        user=user or env.get(wbenv.USER, ""),
-        tenant=env.get(wbenv.TENANT) or None,
-        namespace=env.get(wbenv.NAMESPACE) or None,
-        image=image,
-        max_restarts=options.max_restarts,
-        timeout_seconds=timeout,
-        env=parse_env(options.env),
-        files=tuple(options.files),
-        visualdl=options.visualdl,
-        created_at=created,
-    )
+    return timeout

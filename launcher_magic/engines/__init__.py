@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from importlib.metadata import entry_points
 
-from launcher_magic.engines.base import Engine, EngineUnavailable
+from launcher_magic.engines.base import Engine, EngineError, EngineUnavailable
 
 ENTRY_POINT_GROUP = "launcher_magic.engines"
 
@@ -32,4 +32,4 @@ def load_engine(name: str, **kwargs) -> Engine:
     )
 
 
-__all__ = ["Engine", "EngineUnavailable", "available_engines", "load_engine"]
+__all__ = ["Engine", "EngineError", "EngineUnavailable", "available_engines", "load_engine"]

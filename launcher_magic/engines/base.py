@@ -1,62 +1,107 @@
-"""The engine contract: every engine submits, reports, streams logs and stops the same way."""
+"""The engine contract: every engine submits, reports, streams logs and stops the same way.
+
+An engine runs in the notebook kernel. It is built once per kernel with the hub's
+`NotebookContext` and the kernel's traitlets config (`c.LocalEngine.interrupt_timeout = ...`), and
+every method takes the same `JobHandle` (spec + job directory, read once).
+
+Errors:
+- `SpecError` (launcher_magic.core.spec): the request cannot run as asked (too many GPUs for the
+  machine, over the quota); the user changes the cell.
+- `EngineError`: the engine failed at run time (the API server refused or did not answer, a process
+  could not start); the message says what happened and what to check. `EngineUnavailable` is the
+  kind raised when the engine cannot run here at all.
+
+Threads: `status`, `log_lines` and `notes` may be called from any thread (a detached panel
+refreshes from its own); `submit`, `stop`, `follow_log` and `shutdown` from one thread at a time.
+
+`status.json` has exactly one writer per engine, named by each engine's docstring.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import ClassVar
 
 from traitlets.config import LoggingConfigurable
 
-from launcher_magic.core.jobdir import JobDir, tail_lines
+from launcher_magic.core.jobdir import JobHandle, tail_lines
 from launcher_magic.core.spec import JobSpec
 from launcher_magic.core.status import JobStatus
+from workbench_contract.environment import NotebookContext
 
 
-class EngineUnavailable(RuntimeError):
+class EngineError(RuntimeError):
+    """The engine failed at run time; the message says what happened and what to check."""
+
+
+class EngineUnavailable(EngineError):
     """The engine cannot run jobs here; the message says what is missing."""
 
 
 class Engine(LoggingConfigurable):
-    """Runs jobs described by a JobSpec in their job directory.
+    """Runs jobs described by a JobSpec in their job directory. Subclass and register the class
+    under the `launcher_magic.engines` entry-point group; the magic finds it by that name."""
 
-    Contract:
-    - `preflight(spec)` raises `SpecError` for a job that cannot fit, before anything exists.
-    - `submit(spec, job)` starts the job whose directory `job` already holds spec and cell;
-      it returns once the job is on its way (it does not wait for it to finish).
-    - `status(job)` is the last known JobStatus; once terminal it never changes.
-    - `stop(job)` ends the job and returns once nothing of it is left running.
-    """
-
-    name: str = ""
+    name: ClassVar[str] = ""
     # How often a live panel asks for status (seconds).
-    poll_interval: float = 0.25
+    poll_interval: ClassVar[float] = 0.25
+
+    def __init__(self, context: NotebookContext | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.context = context or NotebookContext()
 
     def preflight(self, spec: JobSpec) -> None:  # noqa: B027 (optional hook)
-        """Refuse a job that cannot run here. The default accepts every job."""
+        """Refuse a job that cannot run here, before anything exists. The default accepts all.
 
-    def submit(self, spec: JobSpec, job: JobDir) -> None:
+        Raises: SpecError, EngineError.
+        """
+
+    def submit(self, job: JobHandle) -> None:
+        """Start the job whose directory already holds spec and cell; return once it is on its
+        way (not when it ends). On any failure it leaves nothing of the job running or created
+        outside the job directory (the caller removes the directory).
+
+        Raises: SpecError, EngineError.
+        """
         raise NotImplementedError
 
-    def status(self, job: JobDir) -> JobStatus:
+    def status(self, job: JobHandle) -> JobStatus:
+        """The job's current status; once terminal it never changes. Raises: EngineError."""
         raise NotImplementedError
 
-    def stop(self, job: JobDir) -> JobStatus:
+    def stop(self, job: JobHandle) -> JobStatus:
+        """End the job; returns its final status once nothing of it is left running.
+
+        Stopping a job that has ended returns its status unchanged. Raises: EngineError.
+        """
         raise NotImplementedError
 
-    def log_lines(self, job: JobDir, rank: int, count: int,
+    def shutdown(self, jobs: Sequence[JobHandle]) -> None:
+        """The kernel is exiting: make these jobs (the ones it started) end, without waiting for
+        them. Never raises; called from an atexit hook."""
+        for job in jobs:
+            try:
+                self.stop(job)
+            except Exception as err:  # noqa: BLE001 - nothing may stop the kernel's exit
+                self.log.warning("Could not stop job %s at exit: %s", job.job_id, err)
+
+    def notes(self, spec: JobSpec) -> list[str]:
+        """What this engine does not honour of `spec`, in words for the user (panel, %paddle_jobs)."""
+        return []
+
+    def log_lines(self, job: JobHandle, rank: int, count: int,
                   status: JobStatus | None = None) -> list[str]:
-        """The last `count` lines `rank` wrote in the job's latest attempt.
+        """The last `count` lines `rank` wrote in the job's latest attempt (`status` saves a read).
 
-        The default reads the rank's log file in the job directory; `status` saves a re-read.
+        The default reads the rank's log file in the job directory.
         """
         status = status or self.status(job)
-        path = job.rank_log(status.restarts, rank, job.read_spec().resources.nproc_per_node)
-        return tail_lines(path, count)
+        return tail_lines(self._rank_log(job, rank, status), count)
 
-    def follow_log(self, job: JobDir, rank: int, poll: float = 0.5) -> Iterator[str]:
-        """Yield what `rank` writes from now on, until the job ends."""
-        path = job.rank_log(self.status(job).restarts, rank,
-                            job.read_spec().resources.nproc_per_node)
+    def follow_log(self, job: JobHandle, rank: int, poll: float = 0.5) -> Iterator[str]:
+        """Yield what `rank` writes from now on, until the job ends. Raises: EngineError."""
+        path = self._rank_log(job, rank, self.status(job))
         position = path.stat().st_size if path.exists() else 0
         while True:
             if path.exists() and path.stat().st_size > position:
@@ -69,3 +114,7 @@ class Engine(LoggingConfigurable):
                 return
             else:
                 time.sleep(poll)
+
+    @staticmethod
+    def _rank_log(job: JobHandle, rank: int, status: JobStatus):
+        return job.dir.rank_log(status.restarts, rank, job.spec.resources.nproc_per_node)

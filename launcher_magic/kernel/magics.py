@@ -7,8 +7,6 @@ and hand the work to the spec builder, the job directory, an engine and the pane
 from __future__ import annotations
 
 import atexit
-import os
-import signal
 import threading
 import time
 from pathlib import Path
@@ -17,57 +15,39 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from launcher_magic.core.jobdir import JobDir, JobNotFound, jobs_root, list_jobs, resolve
-from launcher_magic.core.spec import LaunchOptions, SpecError, build_spec
+from launcher_magic.core.jobdir import JobHandle, list_jobs
+from launcher_magic.core.spec import LaunchOptions
 from launcher_magic.core.status import JobState, JobStatus
-from launcher_magic.engines import Engine, EngineUnavailable, load_engine
+from launcher_magic.engines import Engine, available_engines
+from launcher_magic.kernel.launch import USER_ERRORS, Job, Launcher
 from launcher_magic.kernel.panel import JobPanel, format_elapsed
 
-# Jobs this kernel started: they end with the kernel (see stop_session_jobs).
-_SESSION_JOBS: dict[str, tuple[Engine, JobDir]] = {}
-_ENGINES: dict[str, Engine] = {}
+# The kernel's launcher: the jobs it started end with it (see stop_session_jobs).
+_LAUNCHER: Launcher | None = None
 
 
-def _engine(name: str, parent=None) -> Engine:
-    if name not in _ENGINES:
-        _ENGINES[name] = load_engine(name, parent=parent)
-    return _ENGINES[name]
+def launcher(parent=None) -> Launcher:
+    global _LAUNCHER
+    if _LAUNCHER is None:
+        _LAUNCHER = Launcher(parent=parent)
+    return _LAUNCHER
 
 
-def stop_session_jobs(wait: bool = False) -> None:
-    """Stop every job this kernel started that is still running.
-
-    At interpreter exit this only signals the local supervisors (they stop their nodes
-    themselves), so a kernel shutdown is not held up by the escalation timeouts.
-    """
-    for engine, job in list(_SESSION_JOBS.values()):
-        try:
-            status = job.read_status()
-            if status is None or status.state.is_terminal():
-                continue
-            if wait:
-                engine.stop(job)
-            elif status.supervisor_pid:
-                os.kill(status.supervisor_pid, signal.SIGTERM)
-        except (OSError, ValueError):
-            continue
+def stop_session_jobs() -> None:
+    """End every job this kernel started that is still running, without waiting for them (the
+    engines' shutdown hook): a kernel shutdown is not held up by the jobs' stop timeouts."""
+    if _LAUNCHER is not None:
+        _LAUNCHER.shutdown()
 
 
 atexit.register(stop_session_jobs)
 
 
-def _files(paths: list[str]) -> list[Path]:
-    found = []
-    for raw in paths:
-        path = Path(raw).expanduser()
-        if not path.exists():
-            raise UsageError(
-                f"--files {raw}: no such file or folder (relative paths start at {Path.cwd()})"
-            )
-        if path.name in ("cell.py", "main.py", "spec.json", "status.json"):
-            raise UsageError(f"--files {raw}: the job directory has its own {path.name}; rename it")
-        found.append(path)
-    return found
+def make_panel(job: JobHandle, engine: Engine) -> JobPanel:
+    """The live panel of `job`, reading it through its engine."""
+    return JobPanel(job.spec, job.dir, lambda: engine.status(job),
+                    tail=lambda rank, lines, status: engine.log_lines(job, rank, lines, status),
+                    on_stop=lambda: engine.stop(job), notes=engine.notes(job.spec))
 
 
 @magics_class
@@ -80,61 +60,43 @@ class PaddleMagics(Magics):
               help="training processes per node on CPU (default 1)")
     @argument("--gpus", type=int, default=0, help="GPUs per node (one process each)")
     @argument("--name", default=None, help="job name (a DNS-1123 label once normalised)")
-    @argument("--engine", choices=["local", "kubernetes"], default=None,
-              help="where to run (default: the hub's setting, else local)")
-    @argument("--image", default=None, help="container image (kubernetes engine)")
-    @argument("--cpu", default=None, help="CPU per node, e.g. 4 or 500m (kubernetes engine)")
-    @argument("--memory", default=None, help="memory per node, e.g. 16Gi (kubernetes engine)")
+    @argument("--engine", default=None,
+              help=f"where to run: {', '.join(available_engines()) or 'no engine installed'} "
+                   "(default: the hub's setting, else local)")
+    @argument("--image", default=None, help="container image (cluster engines)")
+    @argument("--cpu", default=None, help="CPU per node, e.g. 4 or 500m (cluster engines)")
+    @argument("--memory", default=None, help="memory per node, e.g. 16Gi (cluster engines)")
     @argument("--max-restarts", type=int, default=0, help="relaunch a failed job up to R times")
     @argument("--timeout", default=None, help="maximum runtime: 600, 90s, 15m, 2h, 1d")
     @argument("--env", action="append", default=[], metavar="K=V",
               help="environment variable for every rank (repeatable)")
     @argument("--files", nargs="+", default=[], metavar="PATH",
               help="files or folders copied beside the cell into the job directory")
-    @argument("--detach", action="store_true", help="return at once; the panel keeps updating")
+    @argument("--detach", action="store_true",
+              help="return a handle to the job at once; the panel keeps updating")
     @argument("--visualdl", action="store_true", help="log scalars for VisualDL")
     @cell_magic
     def paddle_launch(self, line: str, cell: str):
         """Run this cell as a distributed PaddlePaddle job and show it live."""
-        args = parse_argstring(self.paddle_launch, line)
-        options = LaunchOptions(
-            nodes=args.nodes, nproc_per_node=args.nproc_per_node, gpus=args.gpus,
-            name=args.name, engine=args.engine, image=args.image, cpu=args.cpu,
-            memory=args.memory, max_restarts=args.max_restarts, timeout=args.timeout,
-            env=tuple(args.env), files=tuple(args.files), visualdl=args.visualdl,
-        )
+        options = LaunchOptions.from_namespace(parse_argstring(self.paddle_launch, line))
+        jobs = launcher(self.shell)
         try:
-            spec = build_spec(options, cell, os.environ)
-            files = _files(args.files)
-            engine = _engine(spec.engine, parent=self.shell)
-            engine.preflight(spec)
-        except (SpecError, EngineUnavailable) as err:
+            job = jobs.launch(options, cell)
+            engine = jobs.engine(job.spec.engine)
+        except USER_ERRORS as err:
             raise UsageError(str(err)) from None
-
-        job = JobDir.create(jobs_root(), spec, cell, files)
-        try:
-            engine.submit(spec, job)
-        except SpecError as err:
-            import shutil
-
-            shutil.rmtree(job.path, ignore_errors=True)
-            raise UsageError(str(err)) from None
-        _SESSION_JOBS[spec.job_id] = (engine, job)
-
-        panel = JobPanel(spec, job, lambda: engine.status(job),
-                         tail=lambda rank, lines, status: engine.log_lines(job, rank, lines, status),
-                         on_stop=lambda: engine.stop(job))
+        panel = make_panel(job, engine)
         panel.show()
-        if args.detach:
+        if options.detach:
             threading.Thread(target=_follow, args=(panel, engine.poll_interval), daemon=True,
-                             name=f"panel-{spec.job_id}").start()
-            return None
+                             name=f"panel-{job.job_id}").start()
+            return Job(jobs, job)
         try:
             _wait(panel, engine.poll_interval)
         except KeyboardInterrupt:
             engine.stop(job)
             panel.refresh(force=True)
-            print(f"Interrupted: job {spec.job_id} was stopped.")
+            print(f"Interrupted: job {job.job_id} was stopped.")
         return None
 
     @line_magic
@@ -142,20 +104,25 @@ class PaddleMagics(Magics):
         """List your jobs: name, engine, state, nodes, age."""
         if line.strip():
             raise UsageError("%paddle_jobs takes no arguments")
-        rows = []
+        jobs = launcher(self.shell)
+        rows, notes = [], []
         now = time.time()
-        for job in list_jobs(jobs_root()):
+        for path in list_jobs(jobs.root()):
             try:
-                spec = job.read_spec()
-                status = self._status(spec.engine, job)
-            except (OSError, ValueError, EngineUnavailable):
+                job = JobHandle.open(path.path)
+                engine = jobs.engine(job.spec.engine)
+                status = engine.status(job)
+            except (OSError, ValueError, *USER_ERRORS):
                 continue
-            rows.append((job.job_id, spec.engine, status.state.value, str(spec.nodes),
-                         format_elapsed(now - spec.created_at) + " ago"))
+            rows.append((job.job_id, job.spec.engine, status.state.value, str(job.spec.nodes),
+                         format_elapsed(now - job.spec.created_at) + " ago"))
+            notes += [f"{job.job_id}: {note}" for note in engine.notes(job.spec)]
         if not rows:
-            print(f"No jobs yet in {jobs_root()}.")
+            print(f"No jobs yet in {jobs.root()}.")
             return None
         _print_table(("job", "engine", "state", "nodes", "age"), rows)
+        for note in notes:
+            print(f"note: {note}")
         return None
 
     @magic_arguments()
@@ -167,15 +134,14 @@ class PaddleMagics(Magics):
     def paddle_logs(self, line: str = ""):
         """Show a rank's log: `%paddle_logs JOB [--rank N] [--tail K] [--follow]`."""
         args = parse_argstring(self.paddle_logs, line)
-        job, spec, status = self._lookup(args.job)
+        job, engine, status = self._lookup(args.job)
         rank = args.rank if args.rank is not None else (status.failed_rank or 0)
-        if not 0 <= rank < spec.world_size:
+        if not 0 <= rank < job.spec.world_size:
             raise UsageError(
-                f"--rank {rank}: job {job.job_id} has ranks 0 to {spec.world_size - 1}"
+                f"--rank {rank}: job {job.job_id} has ranks 0 to {job.spec.world_size - 1}"
             )
         if args.tail < 1:
             raise UsageError(f"--tail {args.tail} must be at least 1")
-        engine = _engine(spec.engine, parent=self.shell)
         lines = engine.log_lines(job, rank, args.tail, status)
         print(f"== {job.job_id} rank {rank} ({status.state.value}) ==")
         print("\n".join(lines) if lines else "(no output yet)")
@@ -193,11 +159,11 @@ class PaddleMagics(Magics):
         """Stop a job: `%paddle_stop JOB`."""
         if not line.strip():
             raise UsageError("%paddle_stop needs a job id or name (see %paddle_jobs)")
-        job, spec, status = self._lookup(line.strip())
+        job, engine, status = self._lookup(line.strip())
         if status.state.is_terminal():
             print(f"Job {job.job_id} has already ended: {status.state.value}.")
             return None
-        status = _engine(spec.engine, parent=self.shell).stop(job)
+        status = engine.stop(job)
         print(f"Job {job.job_id}: {status.state.value}.")
         return None
 
@@ -224,13 +190,10 @@ class PaddleMagics(Magics):
                                  f"(relative paths start at {Path.cwd()})")
             title = f"VisualDL: {logdir}"
         elif args.job:
-            try:
-                job = resolve(jobs_root(), args.job)
-            except JobNotFound as err:
-                raise UsageError(str(err)) from None
-            logdir, title = job.visualdl_dir, f"VisualDL: {job.job_id}"
+            job, _, _ = self._lookup(args.job)
+            logdir, title = job.dir.visualdl_dir, f"VisualDL: {job.job_id}"
         else:
-            logdir, title = jobs_root(), "VisualDL: all jobs"
+            logdir, title = launcher(self.shell).root(), "VisualDL: all jobs"
             logdir.mkdir(parents=True, exist_ok=True)
         try:
             result = boards.start(logdir)
@@ -242,15 +205,14 @@ class PaddleMagics(Magics):
                  "text/plain": f"{verb} VisualDL for {board.logdir}: {board.url}"}, raw=True)
         return None
 
-    def _status(self, engine_name: str, job: JobDir) -> JobStatus:
-        return _engine(engine_name, parent=self.shell).status(job)
-
-    def _lookup(self, ref: str):
+    def _lookup(self, ref: str) -> tuple[JobHandle, Engine, JobStatus]:
+        """The job `ref` names, its engine and its status; a UsageError when there is none."""
+        jobs = launcher(self.shell)
         try:
-            job = resolve(jobs_root(), ref)
-            spec = job.read_spec()
-            return job, spec, self._status(spec.engine, job)
-        except (JobNotFound, EngineUnavailable) as err:
+            job = jobs.lookup(ref)
+            engine = jobs.engine(job.spec.engine)
+            return job, engine, engine.status(job)
+        except USER_ERRORS as err:
             raise UsageError(str(err)) from None
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from launcher_magic.core.jobdir import JobDir
@@ -38,15 +38,17 @@ class PanelView:
     log_lines: tuple[str, ...]
     checkpoint_step: int | None
     now: float
+    notes: tuple[str, ...] = ()  # what the engine does not honour of the spec
 
     @classmethod
     def read(cls, spec: JobSpec, job: JobDir, status: JobStatus,
              tail: Callable[[int, int], list[str]], log_rank: int | None = None,
-             lines: int = LOG_LINES) -> PanelView:
+             lines: int = LOG_LINES, notes: Sequence[str] = ()) -> PanelView:
         """Gather the view; `tail(rank, lines)` returns a rank's last log lines."""
         rank = log_rank if log_rank is not None else (status.failed_rank or 0)
         return cls(spec=spec, status=status, log_rank=rank, log_lines=tuple(tail(rank, lines)),
-                   checkpoint_step=latest_step(job.checkpoints_dir), now=time.time())
+                   checkpoint_step=latest_step(job.checkpoints_dir), now=time.time(),
+                   notes=tuple(notes))
 
 
 def format_elapsed(seconds: float) -> str:
@@ -77,6 +79,7 @@ def render_text(view: PanelView, with_log: bool = True) -> str:
     lines = [f"Paddle job {status.job_id}: {status.state.value}"
              + (f" - {status.message}" if status.message else "")]
     lines.append("  " + ", ".join(f"{k}: {v}" for k, v in _facts(view)))
+    lines.extend(f"  note: {note}" for note in view.notes)
     for rank in status.ranks:
         code = "" if rank.exit_code is None else f" exit {rank.exit_code}"
         error = f" ({rank.error})" if rank.error else ""
@@ -87,30 +90,42 @@ def render_text(view: PanelView, with_log: bool = True) -> str:
     return "\n".join(lines)
 
 
-def render_html(view: PanelView, with_log: bool = True) -> str:
-    """The panel as self-contained HTML (no scripts), for the notebook's saved summary."""
+def render_header_html(view: PanelView) -> str:
+    """Job id, state badge, message, facts and the engine's notes, as HTML."""
     status, esc = view.status, html.escape
     colour = STATE_COLOURS[status.state]
     badge = (f'<span style="background:{colour};color:white;padding:1px 8px;'
              f'border-radius:8px">{esc(status.state.value)}</span>')
     facts = " &middot; ".join(f"{esc(k)}: <b>{esc(v)}</b>" for k, v in _facts(view))
+    notes = "".join(f'<div style="color:#92400e">note: {esc(note)}</div>' for note in view.notes)
+    return (f"<div><b>Paddle job {esc(status.job_id)}</b> {badge} {esc(status.message)}</div>"
+            f"<div>{facts}</div>{notes}")
+
+
+def render_ranks_html(view: PanelView) -> str:
+    """One table row per rank: node, state, exit code, error."""
+    esc = html.escape
     rows = "".join(
         f"<tr><td>{r.rank}</td><td>{r.node}</td>"
         f'<td style="color:{STATE_COLOURS[JobState(r.state.value)]}">{esc(r.state.value)}</td>'
         f"<td>{'' if r.exit_code is None else r.exit_code}</td>"
         f"<td>{esc(r.error or '')}</td></tr>"
-        for r in status.ranks
+        for r in view.status.ranks
     )
-    parts = [
-        f'<div class="paddle-job-panel"><div><b>Paddle job {esc(status.job_id)}</b> {badge} '
-        f"{esc(status.message)}</div><div>{facts}</div>",
-        '<table><thead><tr><th>rank</th><th>node</th><th>state</th><th>exit code</th>'
-        f"<th>error</th></tr></thead><tbody>{rows}</tbody></table>",
-    ]
+    return ('<table><thead><tr><th>rank</th><th>node</th><th>state</th><th>exit code</th>'
+            f"<th>error</th></tr></thead><tbody>{rows}</tbody></table>")
+
+
+def render_log_html(view: PanelView) -> str:
+    return (f'<pre style="max-height:20em;overflow:auto;margin:0">'
+            f"{html.escape(chr(10).join(view.log_lines))}</pre>")
+
+
+def render_html(view: PanelView, with_log: bool = True) -> str:
+    """The panel as self-contained HTML (no scripts), for the notebook's saved summary."""
+    parts = ['<div class="paddle-job-panel">', render_header_html(view), render_ranks_html(view)]
     if with_log and view.log_lines:
-        parts.append(f"<div>last lines of rank {view.log_rank}:</div>"
-                     f'<pre style="max-height:20em;overflow:auto">'
-                     f"{esc(chr(10).join(view.log_lines))}</pre>")
+        parts += [f"<div>last lines of rank {view.log_rank}:</div>", render_log_html(view)]
     parts.append("</div>")
     return "".join(parts)
 
@@ -167,13 +182,15 @@ class JobPanel:
             `log_lines`).
         on_stop: called when the Stop button is pressed.
         widgets: False for text only (no widget frontend).
+        notes: what the engine does not honour of the spec (shown under the facts).
     """
 
     def __init__(self, spec: JobSpec, job: JobDir, status_of: Callable[[], JobStatus],
                  tail: Callable[[int, int, JobStatus], list[str]],
-                 on_stop: Callable[[], object] | None = None, widgets: bool | None = None):
+                 on_stop: Callable[[], object] | None = None, widgets: bool | None = None,
+                 notes: Sequence[str] = ()):
         self.spec, self.job, self.status_of, self.on_stop = spec, job, status_of, on_stop
-        self.tail = tail
+        self.tail, self.notes = tail, tuple(notes)
         self.board_url: str | None = None  # the job's VisualDL board, once shown
         self._board_had_data = self._board_final = False
         self.widgets = widgets_available() if widgets is None else widgets
@@ -250,7 +267,8 @@ class JobPanel:
         """Read the job and redraw; returns the status it showed."""
         status = self.status_of()
         view = PanelView.read(self.spec, self.job, status,
-                              lambda rank, lines: self.tail(rank, lines, status), self.log_rank)
+                              lambda rank, lines: self.tail(rank, lines, status), self.log_rank,
+                              notes=self.notes)
         self.view = view
         if self.widgets:
             self._draw_widgets(view)
@@ -284,14 +302,9 @@ class JobPanel:
                 self.board.page_url(loaded=reason), title=f"VisualDL: {self.spec.job_id}")
 
     def _draw_widgets(self, view: PanelView) -> None:
-        import html as _html
-
-        full = render_html(view, with_log=False)
-        head, _, table = full.partition("<table>")
-        self._header.value = head + "</div>"
-        self._ranks.value = "<table>" + table
-        self._log.value = (f'<pre style="max-height:20em;overflow:auto;margin:0">'
-                           f"{_html.escape(chr(10).join(view.log_lines))}</pre>")
+        self._header.value = render_header_html(view)
+        self._ranks.value = render_ranks_html(view)
+        self._log.value = render_log_html(view)
         if view.status.state.is_terminal():
             self._stop.disabled = True
             self._stop.description = view.status.state.value

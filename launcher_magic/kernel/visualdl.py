@@ -1,11 +1,11 @@
 """VisualDL boards for the notebook: start one per log folder, record it on disk, reuse it.
 
-Modelled on TensorBoard's notebook manager. A board is `python -m extensions.visualdl_server` on a
-free loopback port, seen by the browser through the Jupyter server's proxy
-(jupyter-server-proxy's `proxy/absolute/<port>/` route, which keeps the path whole, so VisualDL's
-`--public-path` is that path). Each board is recorded as `<runtime dir>/workbench-visualdl/
-<key>.json`; a later `%visualdl` or job panel for the same folder reuses it while its process lives
-and its prefix still fits this server.
+Modelled on TensorBoard's notebook manager. A board is `python -m <SERVER_MODULE>` (see
+`workbench_contract.visualdl`) on a free loopback port, seen by the browser through the Jupyter
+server's proxy (jupyter-server-proxy's `proxy/absolute/<port>/` route, which keeps the path whole,
+so VisualDL's `--public-path` is that path). Each board is recorded as
+`<runtime dir>/workbench-visualdl/<key>.json`; a later `%visualdl` or job panel for the same folder
+reuses it while its process lives and its prefix still fits this server.
 
 Where the board is reached (`board_url`), first match wins:
 1. `PADDLE_WORKBENCH_VISUALDL_PROXY_URL`, a template with `%PORT%` (like TensorBoard's
@@ -15,20 +15,21 @@ Where the board is reached (`board_url`), first match wins:
    its server by `JPY_PARENT_PID`);
 4. no server (terminal IPython): `http://127.0.0.1:<port>/visualdl/`.
 
-Lifetime: a board belongs to the kernel that started it and stops when that kernel exits (and, on
-Linux, when its process dies however it dies), so nothing outlives the notebook that asked for it.
+Lifetime: a board belongs to the kernel that started it and stops when that kernel exits, however
+it dies (SIGKILL too), so nothing outlives the notebook that asked for it: the kernel stops its
+boards when it exits, and each board is given `--owner-pid <kernel pid>` and exits by itself once
+that process is gone (the board watches; nothing runs in the child between fork and exec, which is
+unsafe in a kernel with threads).
 """
 
 from __future__ import annotations
 
 import atexit
-import ctypes
 import hashlib
 import html
 import json
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -40,17 +41,15 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from urllib.parse import urlencode
 
-from launcher_magic.core.processes import pid_alive
+from launcher_magic.core.processes import StopTimeouts, pid_alive, stop_groups
+from workbench_contract.visualdl import SERVER_MODULE, TOKEN_ENV, TOKEN_HEADER, TOKEN_QUERY
 
 PROXY_URL = "PADDLE_WORKBENCH_VISUALDL_PROXY_URL"
 PORT_PLACEHOLDER = "%PORT%"
 RECORDS_FOLDER = "workbench-visualdl"
 START_TIMEOUT = 60.0
-STOP_TIMEOUTS = ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0))
-# Shared with extensions.visualdl_server (not imported: the magic must load without it).
-TOKEN_ENV = "WORKBENCH_VISUALDL_TOKEN"
-TOKEN_HEADER = "X-Workbench-VisualDL-Token"
-TOKEN_QUERY = "workbench_token"
+# A board ends at the first step (SIGINT); the later ones are for a board that hangs.
+STOP_TIMEOUTS = StopTimeouts(interrupt=5.0, terminate=5.0, kill=5.0)
 
 
 class VisualDLError(RuntimeError):
@@ -132,10 +131,15 @@ def public_path_of(url: str) -> str:
     return path
 
 
-def server_command(python: str, logdir: Path | str, port: int, public_path: str) -> list[str]:
-    """argv of a board over `logdir` on 127.0.0.1:`port` under `public_path`."""
-    return [python, "-m", "extensions.visualdl_server", "--logdir", str(logdir),
+def server_command(python: str, logdir: Path | str, port: int, public_path: str,
+                   owner_pid: int | None = None) -> list[str]:
+    """argv of a board over `logdir` on 127.0.0.1:`port` under `public_path`.
+
+    With `owner_pid`, the board exits by itself once that process is gone.
+    """
+    argv = [python, "-m", SERVER_MODULE, "--logdir", str(logdir),
             "--port", str(port), "--public-path", public_path]
+    return argv + (["--owner-pid", str(owner_pid)] if owner_pid else [])
 
 
 def embed_html(link: str, height: int = 600, title: str = "VisualDL") -> str:
@@ -227,15 +231,6 @@ def _write_record(folder: Path, instance: BoardInstance) -> None:
     os.replace(staging, target)
 
 
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM when the kernel dies, even by SIGKILL (Linux only)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 # Boards this process started, by pid.
 _OWNED: dict[int, subprocess.Popen] = {}
 
@@ -263,21 +258,23 @@ def start(logdir: Path | str, *, env: Mapping[str, str] | None = None,
     port = _free_port()
     url = board_url(port, env, base)
     public_path = public_path_of(url)
-    argv = server_command(python or sys.executable, logdir, port, public_path)
+    owner_pid = os.getpid()
+    argv = server_command(python or sys.executable, logdir, port, public_path, owner_pid)
     token = secrets.token_hex(24)
     log_path = folder / f"{record_key(logdir, url)}.log"
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     with open(log_path, "wb") as log:
-        # Its own session: a Ctrl-C in the notebook interrupts the kernel, not the board.
+        # Its own session: a Ctrl-C in the notebook interrupts the kernel, not the board, and
+        # its pid is its process group's, which is how `stop` stops it.
         process = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=_die_with_parent,
+            start_new_session=True,
             env={**os.environ, **dict(env), TOKEN_ENV: token},
         )
     _OWNED[process.pid] = process
     instance = BoardInstance(
         logdir=str(logdir), port=port, pid=process.pid, url=url, public_path=public_path,
-        owner_pid=os.getpid(), started_at=time.time(), token=token,
+        owner_pid=owner_pid, started_at=time.time(), token=token,
     )
     deadline = time.monotonic() + timeout
     while not _answers(instance):
@@ -296,7 +293,7 @@ def start(logdir: Path | str, *, env: Mapping[str, str] | None = None,
 def _check_installed() -> None:
     import importlib.util
 
-    for module in ("visualdl", "extensions.visualdl_server"):
+    for module in ("visualdl", SERVER_MODULE):
         if importlib.util.find_spec(module) is None:
             raise VisualDLError(
                 f"{module} is not importable in this kernel; install the workbench's notebook "
@@ -305,22 +302,16 @@ def _check_installed() -> None:
 
 
 def stop(instance: BoardInstance, folder: Path | None = None) -> None:
-    """Stop a board (SIGTERM, then SIGKILL) and forget its record."""
+    """Stop a board and forget its record, if the record is this board's (not a newer one's).
+
+    The board leads its own process group, so it is stopped like every child of the workbench:
+    SIGINT to it, then SIGTERM and SIGKILL to its group (`STOP_TIMEOUTS`). A board this process
+    started is also reaped. May be called for a board another kernel started.
+    """
     process = _OWNED.pop(instance.pid, None)
-    for sig, wait in STOP_TIMEOUTS:
-        if not pid_alive(instance.pid):
-            break
-        try:
-            os.kill(instance.pid, sig)
-        except ProcessLookupError:
-            break
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and pid_alive(instance.pid):
-            if process is not None:
-                process.poll()  # reap our own child so it does not linger as a zombie
-            time.sleep(0.05)
+    stop_groups([instance.pid], STOP_TIMEOUTS, leaders=[process] if process is not None else [])
     if process is not None:
-        try:
+        try:  # it may have exited before the stop: collect it all the same
             process.wait(1)
         except subprocess.TimeoutExpired:
             pass

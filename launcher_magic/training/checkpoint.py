@@ -2,7 +2,7 @@
 
 Inside a `%%paddle_launch` cell::
 
-    from launcher_magic.training.checkpoint import Checkpointer
+    from launcher_magic.checkpoint import Checkpointer
 
     ckpt = Checkpointer(model, optimizer, every=50)
     for step in ckpt.steps(1000):   # starts after the last checkpoint, if there is one

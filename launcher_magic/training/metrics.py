@@ -2,7 +2,7 @@
 
 Inside a `%%paddle_launch --visualdl` cell::
 
-    from launcher_magic.training.metrics import ScalarLogger
+    from launcher_magic.metrics import ScalarLogger
 
     scalars = ScalarLogger(batch_size=64)       # per-rank batch size, for the throughput
     for step in range(steps):

@@ -3,8 +3,10 @@ the scalar helper's records read back through VisualDL's own API, and `%visualdl
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import signal
 import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
@@ -18,6 +20,7 @@ from extensions import visualdl_proxy, visualdl_server
 from launcher_magic.core.processes import pid_alive
 from launcher_magic.kernel import visualdl as boards
 from launcher_magic.training.metrics import ScalarLogger
+from workbench_contract import visualdl as contract
 
 from .conftest import requires_visualdl, write_scalars
 
@@ -71,6 +74,8 @@ def test_server_command_runs_the_workbench_board():
     argv = boards.server_command("/py", "/data/logs", 8123, "/user/a/proxy/absolute/8123")
     assert argv == ["/py", "-m", "extensions.visualdl_server", "--logdir", "/data/logs",
                     "--port", "8123", "--public-path", "/user/a/proxy/absolute/8123"]
+    owned = boards.server_command("/py", "/data/logs", 8123, "/p", owner_pid=4242)
+    assert owned == argv[:-1] + ["/p", "--owner-pid", "4242"]
 
 
 def test_proxy_entry_serves_the_jobs_root_under_its_own_prefix():
@@ -81,6 +86,8 @@ def test_proxy_entry_serves_the_jobs_root_under_its_own_prefix():
     assert command[command.index("--port") + 1] == "{port}"
     # VisualDL must serve under exactly the path the proxy forwards whole (absolute_url).
     assert command[command.index("--public-path") + 1] == "{base_url}visualdl"
+    # jupyter-server-proxy owns this board's lifetime: it watches no other process
+    assert "--owner-pid" not in command
     assert config["absolute_url"] is True
     # the board's key reaches the board and every request this route forwards, nothing else
     assert config["environment"] == {visualdl_server.TOKEN_ENV: "k3y"}
@@ -175,8 +182,11 @@ def test_board_serves_the_scalars_and_is_reused_then_stopped(tmp_path, runtime_d
     record = runtime_dir / boards.RECORDS_FOLDER / f"{boards.record_key(logdir, board.url)}.json"
     assert json.loads(record.read_text())["pid"] == board.pid
 
+    process = boards._OWNED[board.pid]
     boards.stop(board)
     assert not pid_alive(board.pid) and not record.exists()
+    # the first step of the stop ended it: the escalation is for a board that hangs
+    assert process.returncode == -signal.SIGINT
 
 
 @requires_visualdl
@@ -255,8 +265,9 @@ def _panel(tmp_path, visualdl: bool):
     from launcher_magic.core.spec import LaunchOptions, build_spec
     from launcher_magic.core.status import JobState, JobStatus
     from launcher_magic.kernel.panel import JobPanel
+    from workbench_contract.environment import NotebookContext
 
-    spec = build_spec(LaunchOptions(nodes=1, visualdl=visualdl), "x = 1", {})
+    spec = build_spec(LaunchOptions(nodes=1, visualdl=visualdl), "x = 1", NotebookContext())
     job = JobDir.create(tmp_path / "jobs", spec, "x = 1")
     state = {"now": JobStatus(job_id=spec.job_id)}
     panel = JobPanel(spec, job, lambda: state["now"], lambda rank, lines, status: [],
@@ -300,9 +311,36 @@ def test_panel_shows_why_a_board_cannot_start(tmp_path, runtime_dir, monkeypatch
     assert "VisualDL is not available" in panel._board.value and "%PORT%" in panel._board.value
 
 
-def test_the_magic_and_the_board_agree_on_the_key_names():
-    assert (boards.TOKEN_ENV, boards.TOKEN_HEADER, boards.TOKEN_QUERY) == (
-        visualdl_server.TOKEN_ENV, visualdl_server.TOKEN_HEADER, visualdl_server.TOKEN_QUERY)
+def test_the_magic_and_the_board_take_the_key_names_from_the_contract():
+    names = ("SERVER_MODULE", "TOKEN_ENV", "TOKEN_HEADER", "TOKEN_QUERY")
+    for side in (boards, visualdl_server, visualdl_proxy):
+        for name in names:
+            if hasattr(side, name):
+                assert getattr(side, name) is getattr(contract, name), (side.__name__, name)
+    # the module the contract names is the one that serves boards
+    assert contract.SERVER_MODULE == visualdl_server.__name__
+
+
+def _imports(module) -> set[str]:
+    tree = ast.parse(Path(module.__file__).read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+    return found
+
+
+@pytest.mark.parametrize(("module", "forbidden"), [
+    (visualdl_server, ("launcher_magic", "hub_config")),
+    (visualdl_proxy, ("launcher_magic", "hub_config")),
+    (boards, ("extensions",)),
+], ids=["server", "proxy", "kernel-boards"])
+def test_the_jupyter_server_and_the_kernel_side_meet_only_in_the_contract(module, forbidden):
+    bad = {name for name in _imports(module)
+           if any(name == f or name.startswith(f + ".") for f in forbidden)}
+    assert not bad, f"{module.__name__} imports {sorted(bad)}; use workbench_contract"
 
 
 @requires_visualdl

@@ -24,7 +24,7 @@ import os, time
 import numpy as np
 import paddle
 import paddle.distributed as dist
-from launcher_magic.training.checkpoint import Checkpointer
+from launcher_magic.checkpoint import Checkpointer
 
 dist.init_parallel_env()
 rank, world = dist.get_rank(), dist.get_world_size()

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import psutil
 import pytest
-from IPython import get_ipython
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
-from IPython.testing.globalipapp import start_ipython
 
 import launcher_magic.engines.local.engine as local_engine
 
@@ -40,7 +35,10 @@ CASES = [
     ("env-reserved", "--env PADDLE_MASTER=x:1", CELL, {}, "set by the workbench"),
     ("cpu-garbage", "--cpu lots", CELL, {}, "is not a positive Kubernetes quantity"),
     ("memory-zero", "--memory 0Gi", CELL, {}, "is not a positive Kubernetes quantity"),
-    ("engine-unknown", "--engine slurm", CELL, {}, "invalid choice: 'slurm'"),
+    ("engine-unknown", "--engine slurm", CELL, {}, "the 'slurm' engine is not installed"),
+    ("files-reserved", "--files logs", CELL, {}, "the job directory has its own logs"),
+    ("storage-without-mount", "--nodes 1", CELL, {"PADDLE_WORKBENCH_STORAGE_CLAIM": "claim-ada"},
+     "PADDLE_WORKBENCH_STORAGE_MOUNT is not"),
     ("image-not-allowed", "--image evil/miner:latest", CELL,
      {"PADDLE_WORKBENCH_ALLOWED_IMAGES": "reg.example/paddle@sha256:" + "a" * 64},
      "is not allowed for your tenant"),
@@ -50,21 +48,10 @@ CASES = [
 ]
 
 
-@pytest.fixture
-def shell(jobs_root, monkeypatch):
-    monkeypatch.setenv("PADDLE_WORKBENCH_JOBS_DIR", str(jobs_root))
-    for name in list(os.environ):
-        if name.startswith("PADDLE_WORKBENCH_") and name != "PADDLE_WORKBENCH_JOBS_DIR":
-            monkeypatch.delenv(name)
-    # This machine has no GPU; say so explicitly, so the case holds on one that has.
+@pytest.fixture(autouse=True)
+def no_gpus(monkeypatch):
+    # This machine has no GPU; say so explicitly, so the cases hold on one that has.
     monkeypatch.setattr(local_engine, "detect_gpus", lambda: [])
-    if InteractiveShell.initialized():  # another test made the process's shell already
-        ip = InteractiveShell.instance()
-    else:
-        start_ipython()
-        ip = get_ipython()
-    ip.run_line_magic("load_ext", "launcher_magic")
-    return ip
 
 
 def _children() -> set[int]:
@@ -104,7 +91,7 @@ def test_kubernetes_engine_missing_is_a_usage_error(shell, monkeypatch, jobs_roo
     monkeypatch.setattr(engines, "entry_points", lambda group: [])
     import launcher_magic.kernel.magics as magics
 
-    monkeypatch.setattr(magics, "_ENGINES", {})
+    monkeypatch.setattr(magics, "_LAUNCHER", None)  # no engine loaded yet
     with pytest.raises(UsageError) as error:
         shell.run_cell_magic("paddle_launch", "--engine kubernetes", CELL)
     assert "the 'kubernetes' engine is not installed" in str(error.value)

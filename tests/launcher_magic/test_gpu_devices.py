@@ -15,6 +15,7 @@ from launcher_magic.core.commands import assign_devices, node_command
 from launcher_magic.core.jobdir import JobDir
 from launcher_magic.core.spec import LaunchOptions, build_spec
 from launcher_magic.engines.local.devices import detect_gpus
+from workbench_contract.environment import NotebookContext
 
 
 def _listed() -> int:
@@ -35,14 +36,14 @@ def test_every_listed_gpu_is_detected(monkeypatch):
 def test_a_job_gets_the_gpus_it_asks_for_and_is_refused_more(tmp_path, monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     gpus = detect_gpus()
-    spec = build_spec(LaunchOptions(nodes=1, gpus=len(gpus)), "train()", {})
+    spec = build_spec(LaunchOptions(nodes=1, gpus=len(gpus)), "train()", NotebookContext())
     (devices,) = assign_devices(spec, gpus)
     assert devices == gpus
     argv, _ = node_command(spec, JobDir(tmp_path), node=0, attempt=0, master="localhost:1",
                            python=sys.executable, devices=devices)
     assert argv[argv.index("--devices") + 1] == ",".join(map(str, gpus))
     assert argv[argv.index("--nproc_per_node") + 1] == str(len(gpus))
-    too_many = build_spec(LaunchOptions(nodes=2, gpus=len(gpus)), "train()", {})
+    too_many = build_spec(LaunchOptions(nodes=2, gpus=len(gpus)), "train()", NotebookContext())
     with pytest.raises(ValueError, match=f"this machine has {len(gpus)}"):
         assign_devices(too_many, gpus)
 

@@ -11,10 +11,11 @@ from launcher_magic.core.jobdir import JobDir, JobNotFound, list_jobs, resolve, 
 from launcher_magic.core.spec import LaunchOptions, build_spec
 from launcher_magic.engines.local.devices import parse_nvidia_smi, visible_gpus
 from workbench_contract import environment as wbenv
+from workbench_contract.environment import NotebookContext
 
 
 def _spec(name="demo", nodes=2, **kw):
-    return build_spec(LaunchOptions(nodes=nodes, name=name, **kw), "print(1)", {})
+    return build_spec(LaunchOptions(nodes=nodes, name=name, **kw), "print(1)", NotebookContext())
 
 
 def test_job_directory_holds_spec_cell_main_files_and_folders(tmp_path):
@@ -40,8 +41,8 @@ def test_a_failed_create_leaves_nothing(tmp_path):
 
 def test_resolve_by_id_or_newest_name(tmp_path):
     root = tmp_path / "jobs"
-    first = JobDir.create(root, build_spec(LaunchOptions(name="a"), "x", {}, now=1), "x")
-    second = JobDir.create(root, build_spec(LaunchOptions(name="a"), "x", {}, now=2), "x")
+    first = JobDir.create(root, build_spec(LaunchOptions(name="a"), "x", NotebookContext(), now=1), "x")
+    second = JobDir.create(root, build_spec(LaunchOptions(name="a"), "x", NotebookContext(), now=2), "x")
     assert resolve(root, first.job_id).path == first.path
     assert resolve(root, "a").path == second.path
     assert [j.job_id for j in list_jobs(root)] == [first.job_id, second.job_id]

@@ -18,6 +18,7 @@ from launcher_magic.engines.kubernetes.paddlejob import (
     exits_from_events,
     status_from_cluster,
 )
+from workbench_contract.environment import NotebookContext, Storage
 from workbench_contract.pod_security import restricted_security_contexts
 
 CRD = Path(__file__).parents[2] / "deploy" / "k8s" / "crds" / "kubeflow.org_paddlejobs.yaml"
@@ -26,11 +27,11 @@ HUB_ENV = {"PADDLE_WORKBENCH_TENANT": "vision", "PADDLE_WORKBENCH_NAMESPACE": "w
            "PADDLE_WORKBENCH_IMAGE": "reg.example/nb@sha256:" + "c" * 64,
            "PADDLE_WORKBENCH_MAX_RUNTIME_SECONDS": "86400"}
 CLUSTER = ClusterSettings(namespace="wb-vision", image=HUB_ENV["PADDLE_WORKBENCH_IMAGE"],
-                          storage_claim="claim-ada", storage_mount="/home/jovyan")
+                          storage=Storage("claim-ada", "/home/jovyan"))
 
 
 def _job(**options):
-    spec = build_spec(LaunchOptions(**{"nodes": 2, "gpus": 1, **options}), "train()", HUB_ENV,
+    spec = build_spec(LaunchOptions(**{"nodes": 2, "gpus": 1, **options}), "train()", NotebookContext.from_env(HUB_ENV),
                       suffix="a1b2c3")
     job = JobDir(Path("/home/jovyan/jobs") / spec.job_id)
     return spec, job, build_paddlejob(spec, job, CLUSTER)
@@ -183,6 +184,7 @@ def test_exit_codes_come_from_the_operators_events_when_pods_are_gone():
 
 
 def test_an_unreachable_api_server_is_a_clear_error(tmp_path, monkeypatch):
+    from launcher_magic.engines import EngineError
     from launcher_magic.engines.kubernetes.engine import KubernetesEngine
 
     kubeconfig = tmp_path / "kubeconfig"
@@ -194,6 +196,6 @@ def test_an_unreachable_api_server_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     engine = KubernetesEngine(kubeconfig=str(kubeconfig))
     spec, _, _ = _job()
-    with pytest.raises(SpecError, match="cannot reach the Kubernetes API server at "
-                                        "http://127.0.0.1:9"):
+    with pytest.raises(EngineError, match="no answer from the Kubernetes API server at "
+                                          "http://127.0.0.1:9"):
         engine.preflight(spec)

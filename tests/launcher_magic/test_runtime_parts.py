@@ -15,6 +15,7 @@ from launcher_magic.core.spec import LaunchOptions, build_spec
 from launcher_magic.core.status import JobState, JobStatus, RankState, RankStatus
 from launcher_magic.engines.local.rendezvous import RendezvousServer
 from launcher_magic.kernel.panel import JobPanel, PanelView, render_html, render_text
+from workbench_contract.environment import NotebookContext
 
 from .support import requires_paddle
 
@@ -112,7 +113,7 @@ def test_checkpointer_outside_a_job_says_what_to_set(monkeypatch):
 
 
 def _view(tmp_path, state=JobState.FAILED):
-    spec = build_spec(LaunchOptions(nodes=2, name="demo", max_restarts=2), "x", {}, suffix="x1")
+    spec = build_spec(LaunchOptions(nodes=2, name="demo", max_restarts=2), "x", NotebookContext(), suffix="x1")
     status = JobStatus(
         job_id=spec.job_id, state=state, message="rank 1 failed (exit code 1)", restarts=1,
         failed_rank=1, started_at=100.0, finished_at=165.0,
@@ -164,7 +165,7 @@ def test_panel_widgets_show_ranks_and_stop_button_calls_the_engine(tmp_path):
 def test_supervisor_enforces_the_time_limit(tmp_path):
     from launcher_magic.engines.local.supervisor import Supervisor
 
-    spec = build_spec(LaunchOptions(nodes=1, timeout="2"), "import time\ntime.sleep(120)\n", {})
+    spec = build_spec(LaunchOptions(nodes=1, timeout="2"), "import time\ntime.sleep(120)\n", NotebookContext())
     job = JobDir.create(tmp_path, spec, "import time\ntime.sleep(120)\n")
     code = Supervisor(job, timeouts=StopTimeouts(2, 2, 2), python=sys.executable).run()
     status = job.read_status()

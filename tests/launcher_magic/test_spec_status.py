@@ -12,6 +12,7 @@ from launcher_magic.core.spec import (
     parse_duration,
 )
 from launcher_magic.core.status import JobState, JobStatus, RankState, TerminalStateError
+from workbench_contract.environment import NotebookContext
 
 HUB_ENV = {
     "PADDLE_WORKBENCH_TENANT": "vision",
@@ -24,7 +25,7 @@ HUB_ENV = {
 
 
 def test_spec_takes_defaults_from_the_hub_environment():
-    spec = build_spec(LaunchOptions(nodes=2, gpus=1), "train()", HUB_ENV, now=1.0, suffix="abc123")
+    spec = build_spec(LaunchOptions(nodes=2, gpus=1), "train()", NotebookContext.from_env(HUB_ENV), now=1.0, suffix="abc123")
     assert spec.job_id == "job-abc123"
     assert (spec.tenant, spec.namespace, spec.user) == ("vision", "wb-vision", "ada")
     assert spec.engine == "kubernetes"
@@ -38,7 +39,7 @@ def test_explicit_options_win_over_defaults():
     spec = build_spec(
         LaunchOptions(nodes=1, nproc_per_node=3, name="My_Model.v2", engine="local",
                       timeout="15m", env=("A=1", "B=x=y")),
-        "train()", HUB_ENV,
+        "train()", NotebookContext.from_env(HUB_ENV),
     )
     assert spec.name == "my-model-v2"
     assert spec.engine == "local"
@@ -48,7 +49,7 @@ def test_explicit_options_win_over_defaults():
 
 
 def test_spec_round_trips_and_ignores_unknown_keys():
-    spec = build_spec(LaunchOptions(nodes=2, files=("data.csv",), visualdl=True), "x=1", {})
+    spec = build_spec(LaunchOptions(nodes=2, files=("data.csv",), visualdl=True), "x=1", NotebookContext())
     data = spec.to_dict()
     data["field_from_the_future"] = 42
     data["resources"]["also_new"] = True
@@ -68,7 +69,7 @@ def test_names_are_normalised(raw, name):
 
 
 def test_gpus_set_processes_per_node():
-    spec = build_spec(LaunchOptions(nodes=2, gpus=4), "x", {})
+    spec = build_spec(LaunchOptions(nodes=2, gpus=4), "x", NotebookContext())
     assert spec.resources.nproc_per_node == 4
 
 

@@ -1,26 +1,29 @@
 """The kubernetes engine: a job is a `kubeflow.org/v1 PaddleJob` in the tenant's namespace.
 
 It submits with the notebook's own service account (in-cluster config; a kubeconfig outside a
-cluster), reads status from the PaddleJob's conditions and its worker pods, tails logs from the
-pods and stops a job by deleting it. Manifests and status mapping are pure (launcher_magic.engines.kubernetes.paddlejob);
-this module is the API I/O around them.
+cluster), reads status from the PaddleJob's conditions and its worker pods, follows logs from the
+pods and stops a job by deleting it. Where and as whom workers run (namespace, the user's storage
+claim and its mount, uid/gid, node selector) comes from the hub's `NotebookContext`. Manifests and
+the status mapping are pure (`paddlejob`); this module is the API I/O around them.
+
+`status.json` has one writer: this engine, in the kernel (`status` and `stop`).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from traitlets import Dict, Float, Int, Unicode, default
 from urllib3.exceptions import HTTPError
 
-from launcher_magic.core.jobdir import JobDir
+from launcher_magic.core.jobdir import JobHandle
 from launcher_magic.core.spec import JobSpec, SpecError
 from launcher_magic.core.status import JobState, JobStatus, RankState, RankStatus
-from launcher_magic.engines.base import Engine, EngineUnavailable
+from launcher_magic.engines.base import Engine, EngineError, EngineUnavailable
 from launcher_magic.engines.kubernetes.paddlejob import (
     CONTAINER,
     GROUP,
@@ -34,8 +37,46 @@ from launcher_magic.engines.kubernetes.paddlejob import (
     status_from_cluster,
 )
 from workbench_contract import environment as wbenv
+from workbench_contract.pod_security import DEFAULT_GID, DEFAULT_UID
 
 IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+
+
+def split_timestamp(line: str) -> tuple[str | None, str]:
+    """(RFC 3339 timestamp, text) of a log line read with `timestamps=true`."""
+    stamp, sep, text = line.partition(" ")
+    if sep and stamp[:4].isdigit() and "T" in stamp:
+        return stamp, text
+    return None, line
+
+
+def unseen_lines(lines: Iterable[str], last: str | None) -> tuple[list[str], str | None]:
+    """The lines of a timestamped log newer than timestamp `last`, and the newest timestamp.
+
+    A follow stream that is opened again (the container restarted, the connection dropped)
+    starts from the top of the log; this drops what was already shown. The kubelet writes
+    timestamps in one fixed-width UTC format, so they compare as strings.
+    """
+    fresh = []
+    for line in lines:
+        stamp, text = split_timestamp(line)
+        if stamp is not None and last is not None and stamp <= last:
+            continue
+        last = stamp or last
+        fresh.append(text)
+    return fresh, last
+
+
+def _stream_lines(response) -> Iterator[str]:
+    """Decoded lines of a streamed HTTP response, as they arrive."""
+    pending = b""
+    for chunk in response.stream(amt=None, decode_content=True):
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            yield line.decode("utf-8", errors="replace")
+    if pending:
+        yield pending.decode("utf-8", errors="replace")
 
 
 class KubernetesEngine(Engine):
@@ -67,6 +108,9 @@ class KubernetesEngine(Engine):
     stop_timeout = Float(120.0, help="Seconds to wait for a deleted job's pods to go.").tag(
         config=True
     )
+    request_timeout = Float(
+        30.0, help="Seconds one request to the API server may take before it counts as failed."
+    ).tag(config=True)
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -99,16 +143,33 @@ class KubernetesEngine(Engine):
         self._client = (client.CoreV1Api(api_client), client.CustomObjectsApi(api_client))
         return self._client
 
-    @staticmethod
-    def _api_error(err, action: str) -> SpecError:
-        status = getattr(err, "status", None)
-        if status == 403:
-            return SpecError(f"{action} was refused (403 Forbidden): your tenant's service "
-                             "account may not do that; ask an operator to provision the tenant")
-        reason = getattr(err, "reason", "") or str(err)
-        return SpecError(f"{action} failed: {status} {reason}".strip())
+    def _call(self, action: str, method, *args, missing_ok: bool = False, **kwargs):
+        """One API request; its failures become an EngineError that says what failed and why.
+
+        Returns None for a 404 when `missing_ok`.
+        """
+        from kubernetes.client.exceptions import ApiException
+
+        kwargs.setdefault("_request_timeout", self.request_timeout)
+        try:
+            return method(*args, **kwargs)
+        except ApiException as err:
+            if missing_ok and err.status == 404:
+                return None
+            if err.status == 403:
+                raise EngineError(
+                    f"{action} was refused (403 Forbidden): your tenant's service account may not "
+                    "do that; ask an operator to provision the tenant") from None
+            reason = getattr(err, "reason", "") or str(err)
+            raise EngineError(f"{action} failed: {err.status} {reason}".strip()) from None
+        except (HTTPError, OSError) as err:  # no answer: a wrong address, a cluster that is down
+            host = self._api()[0].api_client.configuration.host
+            raise EngineError(
+                f"{action}: no answer from the Kubernetes API server at {host} "
+                f"({err.__class__.__name__}); check KUBECONFIG or the cluster") from None
 
     def settings(self, spec: JobSpec) -> ClusterSettings:
+        context = self.context
         if not spec.namespace:
             raise SpecError(
                 f"the kubernetes engine needs your tenant's namespace ({wbenv.NAMESPACE}), which "
@@ -119,10 +180,11 @@ class KubernetesEngine(Engine):
                 "the kubernetes engine needs an image: pass --image or start your server from "
                 f"the hub, which sets {wbenv.IMAGE}"
             )
-        claim = os.environ.get(wbenv.STORAGE_CLAIM) or None
         return ClusterSettings(
-            namespace=spec.namespace, image=spec.image, storage_claim=claim,
-            storage_mount=os.environ.get(wbenv.STORAGE_MOUNT) or str(Path.home()),
+            namespace=spec.namespace, image=spec.image, storage=context.storage,
+            uid=context.uid or DEFAULT_UID,
+            gid=context.gid if context.gid is not None else DEFAULT_GID,
+            node_selector=dict(context.node_selector),
             ttl_seconds_after_finished=self.ttl_seconds_after_finished,
             clean_pod_policy=self.clean_pod_policy, python=self.python,
             pod_annotations=dict(self.pod_annotations),
@@ -131,126 +193,135 @@ class KubernetesEngine(Engine):
     # -- the contract ---------------------------------------------------------------------------
 
     def preflight(self, spec: JobSpec) -> None:
-        settings = self.settings(spec)
+        namespace = self.settings(spec).namespace
         core, _ = self._api()
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            quotas = core.list_namespaced_resource_quota(settings.namespace)
-        except ApiException as err:
-            raise self._api_error(err, f"reading the quota of namespace {settings.namespace}"
-                                  ) from None
-        except HTTPError as err:  # no answer at all: a wrong address, a cluster that is down
-            raise SpecError(f"cannot reach the Kubernetes API server at "
-                            f"{core.api_client.configuration.host}: {err.__class__.__name__}; "
-                            "check KUBECONFIG or the cluster") from None
+        quotas = self._call(f"reading the quota of namespace {namespace}",
+                            core.list_namespaced_resource_quota, namespace)
         check_quota(spec, [core.api_client.sanitize_for_serialization(q) for q in quotas.items])
 
-    def submit(self, spec: JobSpec, job: JobDir) -> None:
+    def submit(self, job: JobHandle) -> None:
+        spec = job.spec
         settings = self.settings(spec)
         _, custom = self._api()
-        from kubernetes.client.exceptions import ApiException
-
-        manifest = build_paddlejob(spec, job, settings)
+        manifest = build_paddlejob(spec, job.dir, settings)
         try:
-            custom.create_namespaced_custom_object(GROUP, VERSION, settings.namespace, PLURAL,
-                                                   manifest)
-        except ApiException as err:
-            raise self._api_error(err, f"creating PaddleJob {spec.job_id}") from None
+            self._call(f"creating PaddleJob {spec.job_id}", custom.create_namespaced_custom_object,
+                       GROUP, VERSION, settings.namespace, PLURAL, manifest)
+        except EngineError:
+            # A request that timed out may still have created the job: take it back.
+            self._delete(spec, missing_ok=True, quiet=True)
+            raise
         self.log.info("Created PaddleJob %s/%s", settings.namespace, spec.job_id)
-        job.write_status(JobStatus(job_id=spec.job_id, message="submitted to the cluster"))
+        job.dir.write_status(JobStatus(job_id=spec.job_id, message="submitted to the cluster"))
 
     def _read(self, spec: JobSpec, events: bool = False):
         core, custom = self._api()
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            paddlejob = custom.get_namespaced_custom_object(GROUP, VERSION, spec.namespace,
-                                                            PLURAL, spec.job_id)
-        except ApiException as err:
-            if err.status != 404:
-                raise
-            paddlejob = None
-        pods = core.list_namespaced_pod(spec.namespace,
-                                        label_selector=f"{JOB_NAME_LABEL}={spec.job_id}")
+        paddlejob = self._call(f"reading PaddleJob {spec.job_id}",
+                               custom.get_namespaced_custom_object, GROUP, VERSION,
+                               spec.namespace, PLURAL, spec.job_id, missing_ok=True)
+        pods = self._call(f"listing the pods of {spec.job_id}", core.list_namespaced_pod,
+                          spec.namespace, label_selector=f"{JOB_NAME_LABEL}={spec.job_id}")
         found = [core.api_client.sanitize_for_serialization(p) for p in pods.items]
         if not events:
             return paddlejob, found, []
-        listed = core.list_namespaced_event(
-            spec.namespace,
+        listed = self._call(
+            f"listing the events of {spec.job_id}", core.list_namespaced_event, spec.namespace,
             field_selector=f"involvedObject.kind={KIND},involvedObject.name={spec.job_id}")
         return paddlejob, found, [core.api_client.sanitize_for_serialization(e)
                                   for e in listed.items]
 
-    def status(self, job: JobDir) -> JobStatus:
-        last = job.read_status() or JobStatus(job_id=job.job_id)
+    def status(self, job: JobHandle) -> JobStatus:
+        last = job.dir.read_status() or JobStatus(job_id=job.job_id)
         if last.state.is_terminal():
             return last
-        spec = job.read_spec()
-        paddlejob, pods, events = self._read(spec, events=True)
+        paddlejob, pods, events = self._read(job.spec, events=True)
         if paddlejob is None:
             status = last.moved_to(JobState.STOPPED, "the PaddleJob was deleted")
         else:
-            status = _with_rank_records(status_from_cluster(spec, paddlejob, pods, events), job)
+            status = _with_rank_records(
+                status_from_cluster(job.spec, paddlejob, pods, events), job)
         if replace(status, updated_at=0) != replace(last, updated_at=0):
-            job.write_status(status)
+            job.dir.write_status(status)
         return status
 
-    def stop(self, job: JobDir) -> JobStatus:
+    def _delete(self, spec: JobSpec, missing_ok: bool = True, quiet: bool = False) -> None:
+        _, custom = self._api()
+        try:
+            self._call(f"deleting PaddleJob {spec.job_id}", custom.delete_namespaced_custom_object,
+                       GROUP, VERSION, spec.namespace, PLURAL, spec.job_id,
+                       propagation_policy="Foreground", missing_ok=missing_ok)
+        except EngineError as err:
+            if not quiet:
+                raise
+            self.log.warning("%s", err)
+
+    def stop(self, job: JobHandle) -> JobStatus:
         status = self.status(job)
         if status.state.is_terminal():
             return status
-        spec = job.read_spec()
-        _, custom = self._api()
-        from kubernetes.client.exceptions import ApiException
-
-        self.log.info("Deleting PaddleJob %s/%s", spec.namespace, spec.job_id)
-        try:
-            custom.delete_namespaced_custom_object(GROUP, VERSION, spec.namespace, PLURAL,
-                                                   spec.job_id, propagation_policy="Foreground")
-        except ApiException as err:
-            if err.status != 404:
-                raise self._api_error(err, f"deleting PaddleJob {spec.job_id}") from None
+        self.log.info("Deleting PaddleJob %s/%s", job.spec.namespace, job.job_id)
+        self._delete(job.spec)
         deadline = time.monotonic() + self.stop_timeout
         while time.monotonic() < deadline:
-            paddlejob, pods, _ = self._read(spec)
+            paddlejob, pods, _ = self._read(job.spec)
             if paddlejob is None and not pods:
                 break
             time.sleep(0.5)
         status = status.moved_to(JobState.STOPPED, "stopped by request")
-        job.write_status(status)
+        job.dir.write_status(status)
         return status
 
-    def log_lines(self, job: JobDir, rank: int, count: int,
-                  status: JobStatus | None = None) -> list[str]:
-        spec = job.read_spec()
-        core, _ = self._api()
-        from kubernetes.client.exceptions import ApiException
+    def shutdown(self, jobs: Sequence[JobHandle]) -> None:
+        """Delete each job (its pods follow); the kernel's exit does not wait for them to go."""
+        for job in jobs:
+            self._delete(job.spec, quiet=True)
 
-        pod = f"{spec.job_id}-worker-{rank // spec.resources.nproc_per_node}"
+    def _pod(self, job: JobHandle, rank: int) -> str:
+        return f"{job.job_id}-worker-{rank // job.spec.resources.nproc_per_node}"
+
+    def log_lines(self, job: JobHandle, rank: int, count: int,
+                  status: JobStatus | None = None) -> list[str]:
+        core, _ = self._api()
         try:
-            text = core.read_namespaced_pod_log(pod, spec.namespace, container=CONTAINER,
-                                                tail_lines=count)
-        except ApiException:
-            return []  # not scheduled yet, or already cleaned up
+            text = self._call(f"reading the log of {self._pod(job, rank)}",
+                              core.read_namespaced_pod_log, self._pod(job, rank),
+                              job.spec.namespace, container=CONTAINER, tail_lines=count,
+                              missing_ok=True)
+        except EngineError:
+            return []  # not scheduled yet, or its container has not started
         return (text or "").splitlines()[-count:]
 
-    def follow_log(self, job: JobDir, rank: int, poll: float = 1.0) -> Iterator[str]:
-        seen: list[str] = []
+    def follow_log(self, job: JobHandle, rank: int, poll: float = 1.0) -> Iterator[str]:
+        """One follow stream of the rank's pod, opened again (without repeating a line) when the
+        container restarts or the connection drops, until the job ends."""
+        core, _ = self._api()
+        pod, last = self._pod(job, rank), None
         while True:
-            lines = self.log_lines(job, rank, 200)
-            new = lines[len(seen):] if lines[:len(seen)] == seen else lines
-            if new:
-                yield "\n".join(new) + "\n"
-            seen = lines
+            try:
+                response = self._call(
+                    f"following the log of {pod}", core.read_namespaced_pod_log, pod,
+                    job.spec.namespace, container=CONTAINER, follow=True, timestamps=True,
+                    _preload_content=False, _request_timeout=None, missing_ok=True)
+            except EngineError:
+                response = None  # not scheduled yet, or its container has not started
+            if response is not None:
+                try:
+                    for line in _stream_lines(response):
+                        fresh, last = unseen_lines([line], last)
+                        if fresh:
+                            yield fresh[0] + "\n"
+                except (HTTPError, OSError):
+                    pass  # the stream broke: open it again below
+                finally:
+                    response.release_conn()
             if self.status(job).state.is_terminal():
                 return
             time.sleep(poll)
 
 
-def _with_rank_records(status: JobStatus, job: JobDir) -> JobStatus:
+def _with_rank_records(status: JobStatus, job: JobHandle) -> JobStatus:
     """Where the job directory is shared, each rank's own record is more precise than its pod."""
-    records = job.read_rank_records(0)
+    records = job.dir.read_rank_records(0)
     if not records:
         return status
     ranks = []

@@ -19,6 +19,7 @@ from launcher_magic.core.jobdir import JobDir
 from launcher_magic.core.spec import JobSpec, SpecError
 from launcher_magic.core.status import JobState, JobStatus, NodeStatus, RankState, RankStatus
 from workbench_contract import environment as wbenv
+from workbench_contract.environment import Storage
 from workbench_contract.labels import (
     COMPONENT_JOB_WORKER,
     LABEL_COMPONENT,
@@ -26,11 +27,12 @@ from workbench_contract.labels import (
     LABEL_TENANT,
     LABEL_USER,
 )
-from workbench_contract.pod_security import restricted_security_contexts
+from workbench_contract.pod_security import DEFAULT_GID, DEFAULT_UID, restricted_security_contexts
+from workbench_contract.resources import GPU_RESOURCE, parse_quantity
 
 GROUP, VERSION, PLURAL, KIND = "kubeflow.org", "v1", "paddlejobs", "PaddleJob"
 CONTAINER = "paddle"  # the operator looks for a container of this name
-GPU = "nvidia.com/gpu"
+GPU = GPU_RESOURCE
 REPLICA_INDEX_LABEL = "training.kubeflow.org/replica-index"
 JOB_NAME_LABEL = "training.kubeflow.org/job-name"
 
@@ -40,18 +42,18 @@ OPERATOR_ENV = frozenset({"PADDLE_MASTER", "PADDLE_NNODES", "PADDLE_JOB_ID", "PY
 
 @dataclass(frozen=True)
 class ClusterSettings:
-    """Where and how jobs run in the cluster (from the hub's environment and engine config)."""
+    """Where and how jobs run in the cluster: from the hub's `NotebookContext` (namespace, storage,
+    uid/gid, node selector) and the engine's config (the rest)."""
 
     namespace: str
     image: str
-    storage_claim: str | None = None
-    storage_mount: str | None = None
-    uid: int = 1000
-    gid: int = 100
+    storage: Storage | None = None
+    uid: int = DEFAULT_UID
+    gid: int = DEFAULT_GID
+    node_selector: Mapping[str, str] = field(default_factory=dict)
     ttl_seconds_after_finished: int = 86400
     clean_pod_policy: str = "Running"
     python: str = "python"
-    extra_labels: Mapping[str, str] = field(default_factory=dict)
     pod_annotations: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -92,7 +94,7 @@ def build_paddlejob(spec: JobSpec, job: JobDir, cluster: ClusterSettings) -> dic
     env_list.append({"name": wbenv.NODE_RANK, "valueFrom": {"fieldRef": {
         "fieldPath": f"metadata.labels['{REPLICA_INDEX_LABEL}']"}}})
     pod_security, container_security = restricted_security_contexts(cluster.uid, cluster.gid)
-    labels = {**job_labels(spec), **cluster.extra_labels}
+    labels = job_labels(spec)
 
     container: dict[str, Any] = {
         "name": CONTAINER, "image": cluster.image, "imagePullPolicy": "IfNotPresent",
@@ -108,11 +110,16 @@ def build_paddlejob(spec: JobSpec, job: JobDir, cluster: ClusterSettings) -> dic
         "automountServiceAccountToken": False,
         "containers": [container],
     }
-    if cluster.storage_claim:
-        container["volumeMounts"] = [{"name": "home", "mountPath": cluster.storage_mount}]
+    if cluster.storage is not None:
+        mount = {"name": "home", "mountPath": cluster.storage.mount_path}
+        if cluster.storage.sub_path:
+            mount["subPath"] = cluster.storage.sub_path
+        container["volumeMounts"] = [mount]
         pod_spec["volumes"] = [
-            {"name": "home", "persistentVolumeClaim": {"claimName": cluster.storage_claim}}
+            {"name": "home", "persistentVolumeClaim": {"claimName": cluster.storage.claim}}
         ]
+    if cluster.node_selector:
+        pod_spec["nodeSelector"] = dict(cluster.node_selector)
     if spec.resources.gpus_per_node:
         pod_spec["tolerations"] = [{"key": GPU, "operator": "Exists", "effect": "NoSchedule"}]
 
@@ -150,9 +157,7 @@ def build_paddlejob(spec: JobSpec, job: JobDir, cluster: ClusterSettings) -> dic
 # -- quota ------------------------------------------------------------------------------------
 
 def _quantity(raw: Any) -> Decimal:
-    from kubernetes.utils import parse_quantity
-
-    return Decimal(parse_quantity(str(raw)))
+    return parse_quantity(str(raw))
 
 
 def check_quota(spec: JobSpec, quotas: Iterable[Mapping[str, Any]]) -> None:

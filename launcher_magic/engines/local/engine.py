@@ -1,30 +1,62 @@
 """The local engine: each job runs under its own supervisor process on this machine.
 
-The supervisor (`launcher_magic.engines.local.supervisor`) owns the job's process groups; this engine starts
-it, reads the status it writes, and stops it. The supervisor watches the kernel that started it,
-so a job never outlives its kernel, whether the kernel shut down cleanly or was killed.
+The supervisor (`launcher_magic.engines.local.supervisor`) owns the job's process groups and is
+the one writer of the job's `status.json`; this engine starts it, records its pid (with the
+process's start time, so a recycled pid is never mistaken for it) in `supervisor.pid`, reads the
+status it writes, and stops it. The supervisor watches the kernel that started it, so a job never
+outlives its kernel, whether the kernel shut down cleanly or was killed.
+
+When the supervisor is gone without having written a final state (it was killed), the engine
+stops whatever is left of the job's process groups and reports the job Failed (or Stopped, when it
+was asked to stop); that conclusion follows from the dead supervisor every time it is drawn, so it
+never changes and is not written.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 
 from traitlets import Float, Unicode, default
 
 from launcher_magic.core.commands import assign_devices
-from launcher_magic.core.jobdir import JobDir
-from launcher_magic.core.processes import StopTimeouts, pid_alive, stop_groups
+from launcher_magic.core.jobdir import JobHandle, tail_lines
+from launcher_magic.core.processes import (
+    StopTimeouts,
+    same_process_alive,
+    start_time,
+    stop_groups,
+)
 from launcher_magic.core.spec import JobSpec, SpecError
 from launcher_magic.core.status import JobState, JobStatus
-from launcher_magic.engines.base import Engine
+from launcher_magic.engines.base import Engine, EngineError, EngineUnavailable
 from launcher_magic.engines.local.devices import detect_gpus
 
-# Options that only a cluster can enforce; the local engine records them and says so.
-CLUSTER_ONLY = ("image", "cpu", "memory")
+PID_FILE = "supervisor.pid"
+LOG_FILE = "supervisor.log"
+# Spec fields a cluster enforces and this engine cannot: (field, what the user sees).
+CLUSTER_ONLY = (("image", "--image"), ("cpu", "--cpu"), ("memory", "--memory"))
+PADDLE_MISSING = (
+    "PaddlePaddle is not installed in this kernel's environment ({python}), so the job's ranks "
+    "could not start. Install it in this environment (pip install paddlepaddle for CPU, "
+    "paddlepaddle-gpu for GPUs, or pip install 'paddle-workbench[paddle]') and restart the kernel"
+)
+
+
+def has_paddle(python: str) -> bool:
+    """Whether `python` can import paddle (asked without importing it here when it is us)."""
+    if os.path.realpath(python) == os.path.realpath(sys.executable):
+        return importlib.util.find_spec("paddle") is not None
+    probe = "import importlib.util, sys; sys.exit(importlib.util.find_spec('paddle') is None)"
+    try:
+        return subprocess.run([python, "-c", probe], capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
 
 
 class LocalEngine(Engine):
@@ -50,10 +82,13 @@ class LocalEngine(Engine):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._children: dict[str, subprocess.Popen] = {}
+        self._paddle_checked: set[str] = set()
 
     @property
     def timeouts(self) -> StopTimeouts:
         return StopTimeouts(self.interrupt_timeout, self.terminate_timeout)
+
+    # -- before the job ------------------------------------------------------------------------
 
     def _devices(self, spec: JobSpec) -> list[list[int]]:
         if spec.resources.gpus_per_node == 0:
@@ -70,69 +105,120 @@ class LocalEngine(Engine):
             raise SpecError(str(err)) from None
 
     def preflight(self, spec: JobSpec) -> None:
+        if self.python not in self._paddle_checked:
+            if not has_paddle(self.python):
+                raise EngineUnavailable(PADDLE_MISSING.format(python=self.python))
+            self._paddle_checked.add(self.python)
         self._devices(spec)
 
-    def submit(self, spec: JobSpec, job: JobDir) -> None:
-        devices = self._devices(spec)
+    def notes(self, spec: JobSpec) -> list[str]:
+        ignored = [flag for fieldname, flag in CLUSTER_ONLY
+                   if getattr(spec.resources, fieldname, None) or
+                   (fieldname == "image" and spec.image and spec.image != self.context.image)]
+        if not ignored:
+            return []
+        return [f"{', '.join(ignored)} not used by the local engine: ranks run in this kernel's "
+                "environment with no per-job CPU or memory limit"]
+
+    # -- the job -------------------------------------------------------------------------------
+
+    def submit(self, job: JobHandle) -> None:
+        devices = self._devices(job.spec)
         argv = [
-            self.python, "-m", "launcher_magic.engines.local.supervisor", str(job.path),
+            self.python, "-m", "launcher_magic.engines.local.supervisor", str(job.dir.path),
             "--owner-pid", str(os.getpid()),
             "--interrupt-timeout", str(self.interrupt_timeout),
             "--terminate-timeout", str(self.terminate_timeout),
         ]
         if any(devices):
             argv += ["--devices", ";".join(",".join(map(str, d)) for d in devices)]
-        with open(job.path / "supervisor.log", "ab") as log:
-            child = subprocess.Popen(
-                argv, cwd=str(job.path), stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True,
-            )
-        self._children[spec.job_id] = child
-        status = job.read_status() or JobStatus(job_id=spec.job_id)
-        if status.supervisor_pid is None:
-            job.write_status(
-                JobStatus(job_id=spec.job_id, supervisor_pid=child.pid, message="starting")
-            )
-        self.log.info("Started job %s (supervisor pid %s)", spec.job_id, child.pid)
+        try:
+            with open(job.dir.path / LOG_FILE, "ab") as log:
+                child = subprocess.Popen(
+                    argv, cwd=str(job.dir.path), stdin=subprocess.DEVNULL, stdout=log,
+                    stderr=subprocess.STDOUT, start_new_session=True,
+                )
+        except OSError as err:
+            raise EngineError(f"could not start the job's supervisor ({self.python}): "
+                              f"{err.strerror or err}") from None
+        self._children[job.job_id] = child
+        (job.dir.path / PID_FILE).write_text(f"{child.pid} {start_time(child.pid) or ''}\n")
+        self.log.info("Started job %s (supervisor pid %s)", job.job_id, child.pid)
 
-    def _reap(self, job_id: str) -> None:
-        child = self._children.get(job_id)
+    def _supervisor(self, job: JobHandle) -> tuple[int | None, int | None]:
+        """The supervisor's (pid, start time), from what submit recorded."""
+        try:
+            pid, _, started = (job.dir.path / PID_FILE).read_text().strip().partition(" ")
+            return int(pid), int(started) if started else None
+        except (OSError, ValueError):
+            return None, None
+
+    def _alive(self, job: JobHandle) -> bool:
+        child = self._children.get(job.job_id)
         if child is not None and child.poll() is not None:
-            del self._children[job_id]
+            del self._children[job.job_id]  # reaped: it is no zombie of ours any more
+        return same_process_alive(*self._supervisor(job))
 
-    def status(self, job: JobDir) -> JobStatus:
-        self._reap(job.job_id)
-        status = job.read_status() or JobStatus(job_id=job.job_id)
-        if status.state.is_terminal() or pid_alive(status.supervisor_pid):
+    def _read(self, job: JobHandle) -> JobStatus:
+        return job.dir.read_status() or JobStatus(job_id=job.job_id)
+
+    def status(self, job: JobHandle) -> JobStatus:
+        status = self._read(job)
+        if status.state.is_terminal() or self._alive(job):
             return status
         # Re-read: the supervisor may have written its last status just before exiting.
-        status = job.read_status() or status
-        if status.state.is_terminal() or status.supervisor_pid is None:
+        status = self._read(job)
+        if status.state.is_terminal():
             return status
-        stop_groups([n.pid for n in status.nodes if n.pid], self.timeouts)
-        status = status.moved_to(JobState.FAILED, "the job's supervisor exited unexpectedly")
-        job.write_status(status)
-        return status
+        return self._concluded(job, status, JobState.FAILED,
+                               f"the job's supervisor exited unexpectedly; see {LOG_FILE}")
 
-    def stop(self, job: JobDir) -> JobStatus:
+    def _concluded(self, job: JobHandle, status: JobStatus, state: JobState,
+                   message: str) -> JobStatus:
+        """The end of a job whose supervisor is gone without saying so: no process of it may be
+        left, and the state follows from the dead supervisor."""
+        stop_groups([n.pid for n in status.nodes if n.pid], self.timeouts)
+        return status.moved_to(state, message)
+
+    def stop(self, job: JobHandle) -> JobStatus:
         status = self.status(job)
         if status.state.is_terminal():
             return status
-        pid = status.supervisor_pid
+        pid, _ = self._supervisor(job)
         self.log.info("Stopping job %s (supervisor pid %s)", job.job_id, pid)
-        if pid_alive(pid):
-            os.kill(pid, signal.SIGTERM)
+        self._signal(job, signal.SIGTERM)
         # The supervisor escalates on every node; give it that long, plus a margin.
         deadline = time.monotonic() + self.interrupt_timeout + self.terminate_timeout + 10
-        while pid_alive(pid) and time.monotonic() < deadline:
-            self._reap(job.job_id)
+        while self._alive(job) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
-        self._reap(job.job_id)
-        status = job.read_status() or status
-        stop_groups([n.pid for n in status.nodes if n.pid], self.timeouts)
-        if not status.state.is_terminal():
-            status = status.moved_to(JobState.STOPPED, "stopped by request")
-            job.write_status(status)
-        return status
+        if self._alive(job):
+            self._signal(job, signal.SIGKILL)
+            while self._alive(job):
+                time.sleep(0.05)
+        status = self._read(job)
+        if status.state.is_terminal():
+            return status
+        return self._concluded(job, status, JobState.STOPPED, "stopped by request")
+
+    def shutdown(self, jobs: Sequence[JobHandle]) -> None:
+        """Signal each live supervisor and return: each stops its own nodes and writes the end."""
+        for job in jobs:
+            self._signal(job, signal.SIGTERM)
+
+    def _signal(self, job: JobHandle, signum: int) -> None:
+        if self._alive(job):
+            try:
+                os.kill(self._supervisor(job)[0], signum)
+            except (ProcessLookupError, PermissionError, TypeError):
+                pass
+
+    def log_lines(self, job: JobHandle, rank: int, count: int,
+                  status: JobStatus | None = None) -> list[str]:
+        """The rank's own log; while it has none (its launcher failed before starting it, say,
+        because Paddle is missing), the end of its node's launcher log, which says why."""
+        status = status or self.status(job)
+        lines = super().log_lines(job, rank, count, status)
+        if lines:
+            return lines
+        node = rank // job.spec.resources.nproc_per_node
+        return tail_lines(job.dir.launch_log(status.restarts, node), count)

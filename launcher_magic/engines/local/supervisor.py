@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from launcher_magic.core.commands import node_command
-from launcher_magic.core.jobdir import JobDir
+from launcher_magic.core.jobdir import JobDir, tail_lines
 from launcher_magic.core.processes import (
     StopTimeouts,
     become_subreaper,
@@ -34,9 +34,12 @@ POLL_SECONDS = 0.1
 
 
 class _StopRequested(Exception):
-    def __init__(self, reason: str):
+    """The job must end now: `state` is how it ends (Stopped when asked, Failed past its limit)."""
+
+    def __init__(self, reason: str, state: JobState = JobState.STOPPED):
         super().__init__(reason)
         self.reason = reason
+        self.state = state
 
 
 class Supervisor:
@@ -108,6 +111,21 @@ class Supervisor:
         on_node = [r for r in ranks if r.node == node and not r.state.is_terminal()]
         return on_node[0].rank if on_node else None
 
+    def _blame_unrecorded(self, attempt: int, node: int, code: int) -> tuple[RankStatus, ...]:
+        """Ranks of the failed `node` that ended without recording how (their launcher failed
+        before starting them, or they were killed) become Failed, with the last line of their log
+        (else of the node's launcher log) as the error, so the panel can say what happened."""
+        ranks = []
+        for rank in self.status.ranks:
+            if rank.node == node and not rank.state.is_terminal():
+                log = self.job.rank_log(attempt, rank.rank, self.spec.resources.nproc_per_node)
+                last = tail_lines(log, 1) or tail_lines(self.job.launch_log(attempt, node), 1)
+                error = (f"ended before reporting: {last[0].strip()}" if last
+                         else "ended before reporting, with no output")
+                rank = replace(rank, state=RankState.FAILED, exit_code=code, error=error)
+            ranks.append(rank)
+        return tuple(ranks)
+
     # -- signals and the owner ----------------------------------------------------------------
 
     def _on_signal(self, signum, _frame) -> None:
@@ -119,7 +137,8 @@ class Supervisor:
         if self.owner_pid and (not pid_alive(self.owner_pid) or os.getppid() != self._parent):
             raise _StopRequested("stopped: the notebook kernel that started the job has gone")
         if deadline is not None and time.time() > deadline:
-            raise _StopRequested(f"ran past its time limit of {self.spec.timeout_seconds} s")
+            raise _StopRequested(f"ran past its time limit of {self.spec.timeout_seconds} s",
+                                 JobState.FAILED)
 
     # -- one attempt --------------------------------------------------------------------------
 
@@ -203,6 +222,8 @@ class Supervisor:
                     self._write(self.status.moved_to(JobState.SUCCEEDED, "all ranks finished"))
                     return 0
                 node, code = failure
+                self.status = replace(self.status,
+                                      ranks=self._blame_unrecorded(attempt, node, code))
                 failed_rank = self._failed_rank(self.status.ranks, node)
                 what = f"rank {failed_rank}" if failed_rank is not None else f"node {node}"
                 if attempt < self.spec.max_restarts:
@@ -219,8 +240,7 @@ class Supervisor:
                 ))
                 return 1
         except _StopRequested as stop:
-            state = JobState.FAILED if "time limit" in stop.reason else JobState.STOPPED
-            self._write(self.status.moved_to(state, stop.reason))
+            self._write(self.status.moved_to(stop.state, stop.reason))
             return 1
         except BaseException as exc:  # never leave a job looking alive
             self._write(self.status.moved_to(JobState.FAILED, f"supervisor error: {exc!r}"))

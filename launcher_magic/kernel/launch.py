@@ -1,0 +1,180 @@
+"""The launch service: what `%%paddle_launch` and the line magics do, apart from parsing and showing.
+
+One `Launcher` per kernel holds the engines (each loaded once, by entry point) and the jobs this
+kernel started. `launch` validates, preflights, creates the job directory and submits, and undoes
+all of it on any exception (a typo, an API timeout, a Ctrl-C halfway): nothing is left half-started.
+
+What the hub said (`NotebookContext`) is read from the kernel's environment at each call, so the
+engines always act on the current one.
+
+`Job` is what a detached launch returns to the user: a handle to ask about the job, wait for it or
+stop it from code, in the manner of ipyparallel's AsyncResult.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from launcher_magic.core.jobdir import RESERVED_NAMES, JobDir, JobHandle, jobs_root, resolve
+from launcher_magic.core.spec import JobSpec, LaunchOptions, SpecError, build_spec
+from launcher_magic.core.status import JobState, JobStatus
+from launcher_magic.engines import Engine, EngineError, load_engine
+from workbench_contract.environment import HubSettingError, NotebookContext
+
+# What a launch or a lookup raises for a user or operator to act on: the magics turn these into
+# one line (a UsageError), never a traceback.
+USER_ERRORS = (SpecError, EngineError, HubSettingError, LookupError)
+
+
+def check_files(paths: tuple[str, ...]) -> list[Path]:
+    """The `--files` paths as they will be copied beside the cell.
+
+    Raises:
+        SpecError: a path does not exist, or its name is one the job directory uses itself.
+    """
+    found = []
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if path.name in RESERVED_NAMES:
+            raise SpecError(f"--files {raw}: the job directory has its own {path.name}; rename it")
+        if not path.exists():
+            raise SpecError(
+                f"--files {raw}: no such file or folder (relative paths start at {Path.cwd()})"
+            )
+        found.append(path)
+    return found
+
+
+class Launcher:
+    """The jobs of one kernel. Thread-safe: a detached panel's thread reads status through it."""
+
+    def __init__(self, env: Mapping[str, str] | None = None, parent=None):
+        self._env = env
+        self._parent = parent
+        self._engines: dict[str, Engine] = {}
+        self._lock = threading.Lock()
+        self.session_jobs: dict[str, JobHandle] = {}
+
+    def context(self) -> NotebookContext:
+        """What the hub said, as the kernel's environment says it now. Raises HubSettingError."""
+        return NotebookContext.from_env(self._env)
+
+    def root(self) -> Path:
+        return jobs_root(self._env)
+
+    def engine(self, name: str) -> Engine:
+        """The engine `name`, loaded once. Raises EngineUnavailable."""
+        context = self.context()
+        with self._lock:
+            if name not in self._engines:
+                self._engines[name] = load_engine(name, context=context, parent=self._parent)
+            engine = self._engines[name]
+        engine.context = context
+        return engine
+
+    def launch(self, options: LaunchOptions, cell: str) -> JobHandle:
+        """Validate, preflight, create the job directory and submit; returns once the job is on
+        its way. Raises one of USER_ERRORS with nothing created, or re-raises anything else
+        after undoing what was done."""
+        spec = build_spec(options, cell, self.context())
+        files = check_files(options.files)
+        engine = self.engine(spec.engine)
+        engine.preflight(spec)
+        job = JobHandle(spec, JobDir.create(self.root(), spec, cell, files))
+        try:
+            engine.submit(job)
+        except BaseException:
+            self._abandon(engine, job)
+            raise
+        self.session_jobs[spec.job_id] = job
+        return job
+
+    def _abandon(self, engine: Engine, job: JobHandle) -> None:
+        """Undo a submit that failed part-way: stop whatever started, remove the directory."""
+        try:
+            engine.stop(job)
+        except Exception as err:  # noqa: BLE001 - the first error is the one the user sees
+            engine.log.warning("Could not stop the half-submitted job %s: %s", job.job_id, err)
+        shutil.rmtree(job.dir.path, ignore_errors=True)
+
+    def lookup(self, ref: str) -> JobHandle:
+        """A job by id or name (its newest). Raises LookupError (JobNotFound) with the ids a user
+        could have meant."""
+        job = resolve(self.root(), ref)
+        try:
+            return JobHandle.open(job.path)
+        except (OSError, ValueError) as err:
+            raise LookupError(f"job {job.job_id} cannot be read: {err}") from None
+
+    def status(self, job: JobHandle) -> JobStatus:
+        return self.engine(job.spec.engine).status(job)
+
+    def stop(self, job: JobHandle) -> JobStatus:
+        return self.engine(job.spec.engine).stop(job)
+
+    def shutdown(self) -> None:
+        """The kernel is exiting: each engine ends the jobs this kernel started, without waiting."""
+        by_engine: dict[str, list[JobHandle]] = {}
+        for job in list(self.session_jobs.values()):
+            last = job.dir.read_status() if job.dir.path.exists() else None
+            if last is None or not last.state.is_terminal():
+                by_engine.setdefault(job.spec.engine, []).append(job)
+        for name, jobs in by_engine.items():
+            engine = self._engines.get(name)
+            if engine is not None:
+                engine.shutdown(jobs)
+
+
+class Job:
+    """A job started from this notebook, as `%%paddle_launch --detach` returns it.
+
+    `job.state`, `job.status()`, `job.logs(rank=0, tail=50)`, `job.wait(timeout=None)`,
+    `job.stop()`. The job still ends with the kernel that started it.
+    """
+
+    def __init__(self, launcher: Launcher, handle: JobHandle):
+        self._launcher = launcher
+        self.handle = handle
+
+    @property
+    def job_id(self) -> str:
+        return self.handle.job_id
+
+    @property
+    def spec(self) -> JobSpec:
+        return self.handle.spec
+
+    @property
+    def state(self) -> JobState:
+        return self.status().state
+
+    def status(self) -> JobStatus:
+        return self._launcher.status(self.handle)
+
+    def stop(self) -> JobStatus:
+        """Stop the job; returns once nothing of it runs."""
+        return self._launcher.stop(self.handle)
+
+    def logs(self, rank: int | None = None, tail: int = 50) -> str:
+        """The last `tail` lines of a rank's log (default: the failed rank, else 0)."""
+        status = self.status()
+        rank = status.failed_rank or 0 if rank is None else rank
+        engine = self._launcher.engine(self.spec.engine)
+        return "\n".join(engine.log_lines(self.handle, rank, tail, status))
+
+    def wait(self, timeout: float | None = None) -> JobStatus:
+        """Block until the job ends (or `timeout` seconds pass); returns the last status."""
+        engine = self._launcher.engine(self.spec.engine)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not (status := engine.status(self.handle)).state.is_terminal():
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            time.sleep(engine.poll_interval)
+        return status
+
+    def __repr__(self) -> str:
+        return f"<Job {self.job_id} ({self.spec.engine}): {self.state.value}>"

@@ -1,0 +1,109 @@
+"""The import graph runs one way: hub -> contract <- notebook side, and layers inside each side.
+
+Every import statement of the project's packages is read with `ast` (module-level and inside
+functions alike, since a lazy import is still a dependency) and checked against the rules below;
+a test fails naming the file, the line and the rule it breaks.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("workbench_contract", "hub_config", "launcher_magic", "extensions")
+
+# (importer prefix, imported prefix, why it is forbidden). A longer importer prefix is a layer.
+FORBIDDEN = [
+    ("hub_config", "launcher_magic", "the hub does not carry the notebook side"),
+    ("hub_config", "extensions", "the hub does not carry the notebook side"),
+    ("launcher_magic", "hub_config", "the notebook image does not carry the hub"),
+    ("launcher_magic", "extensions", "the kernel starts boards by module name from the contract"),
+    ("extensions", "hub_config", "the Jupyter server extension does not carry the hub"),
+    ("extensions", "launcher_magic", "the Jupyter server extension reads the contract only"),
+    ("launcher_magic.core", "launcher_magic.kernel", "the job model runs where no kernel is"),
+    ("launcher_magic.core", "launcher_magic.engines", "engines build on the job model"),
+    ("launcher_magic.core", "launcher_magic.training", "the job model is read by every part"),
+    ("launcher_magic.training", "launcher_magic.kernel", "ranks run no kernel code"),
+    ("launcher_magic.training", "launcher_magic.engines", "ranks run no engine code"),
+    ("launcher_magic.engines", "launcher_magic.kernel", "engines know nothing of magics or panels"),
+    ("hub_config.services", "hub_config.cli", "services run without the operator's CLI"),
+    ("hub_config.services", "hub_config.kube_spawner", "services do not load the spawners"),
+    ("hub_config.services", "hub_config.local_spawner", "services do not load the spawners"),
+]
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path, module: str | None = None) -> list[tuple[int, str]]:
+    """(line, absolute module name) of every import in the file (of module `module`)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    module = module or _module_name(path)
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")
+                parent = parent[:len(parent) - node.level + 1]
+                base = ".".join([*parent, base] if base else parent)
+            found.append((node.lineno, base))
+            found += [(node.lineno, f"{base}.{alias.name}") for alias in node.names]
+    return found
+
+
+def _within(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def _sources():
+    """(path, module name) of every source file of the project's packages."""
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            yield path, _module_name(path)
+
+
+def _violations(rules, sources) -> list[str]:
+    found = []
+    for path, importer in sources:
+        for line, imported in _imports(path, importer):
+            for source, target, why in rules:
+                if _within(importer, source) and _within(imported, target) \
+                        and not _within(importer, target):
+                    found.append(f"{path.name}:{line} ({importer}) imports {imported}: {why}")
+    return sorted(set(found))
+
+
+def test_no_forbidden_import():
+    assert _violations(FORBIDDEN, _sources()) == []
+
+
+def test_the_contract_imports_only_the_standard_library():
+    stdlib = set(sys.stdlib_module_names) | {"__future__"}
+    bad = [f"{path.relative_to(ROOT)}:{line} imports {name}"
+           for path in sorted((ROOT / "workbench_contract").rglob("*.py"))
+           for line, name in _imports(path)
+           if name.split(".")[0] not in stdlib and not _within(name, "workbench_contract")]
+    assert bad == []
+
+
+@pytest.mark.parametrize("module, code", [
+    ("hub_config.probe", "from launcher_magic.core import spec\n"),
+    ("launcher_magic.core.probe", "from ..kernel import panel\n"),
+    ("launcher_magic.engines.probe", "def later():\n    import launcher_magic.kernel.magics\n"),
+], ids=["absolute", "relative", "lazy"])
+def test_the_checker_catches_a_forbidden_import(tmp_path, module, code):
+    """The rules are only worth something if a new bad import fails them."""
+    probe = tmp_path / "probe.py"
+    probe.write_text(code)
+    found = _violations(FORBIDDEN, [(probe, module)])
+    assert found and all(v.startswith("probe.py:") for v in found), found
