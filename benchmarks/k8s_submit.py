@@ -67,6 +67,7 @@ def main() -> int:
     from launcher_magic.core.jobdir import JobDir
     from launcher_magic.core.spec import LaunchOptions, build_spec
     from launcher_magic.engines.kubernetes.paddlejob import ClusterSettings, build_paddlejob
+    from workbench_contract.environment import NotebookContext
 
     bin_dir, error = k8s_plane.build_control_plane()
     if bin_dir is None:
@@ -98,9 +99,9 @@ def main() -> int:
 
         shell = get_ipython()
         shell.run_line_magic("load_ext", "launcher_magic")
-        from launcher_magic.kernel.magics import _engine
+        from launcher_magic.kernel.magics import launcher
 
-        engine = _engine("kubernetes", parent=shell)
+        engine = launcher(shell).engine("kubernetes")
         core_engine, _ = engine._api()
         rest = core_engine.api_client.rest_client
         counted = {"n": 0}
@@ -133,7 +134,7 @@ def main() -> int:
                     shell.run_line_magic("paddle_stop", job_id)
 
                 spec = build_spec(LaunchOptions(nodes=nodes, name=f"r{nodes}r{run}"), "x = 1\n",
-                                  os.environ)
+                                  NotebookContext.from_env())
                 manifest = build_paddlejob(spec, JobDir(work / "raw" / spec.job_id),
                                            ClusterSettings(namespace=tenant.namespace,
                                                            image=tenant.images[0].image))

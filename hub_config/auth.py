@@ -15,45 +15,51 @@ revokes admin at the next login.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
-import os
-import secrets
 from pathlib import Path
 from typing import Any
 
-import yaml
 from jupyterhub.auth import Authenticator
 from oauthenticator.generic import GenericOAuthenticator
 from tornado import web
 from traitlets import Bool, List, Unicode, default
-from traitlets.config import LoggingConfigurable
 
 from hub_config.policy import is_admin, no_tenant_message, user_tenants
-from hub_config.tenants import Tenants, shared_cache
+from hub_config.tenancy import Tenancy
+from hub_config.tenants import FileCache
 
-_HASH_NAME = "pbkdf2_sha256"
-_HASH_ITERATIONS = 200_000
+# The users file lives in `hub_config.users` (no hub dependencies, for `workbench up --add-user`);
+# these names stay importable from here.
+from hub_config.users import (
+    UsersFileError,
+    add_user,
+    hash_password,
+    load_users,
+    verify_password,
+)
+
+__all__ = [
+    "LocalGroupsAuthenticator",
+    "TenantAuthMixin",
+    "TenantOAuthenticator",
+    "UsersFileError",
+    "add_user",
+    "hash_password",
+    "load_users",
+    "verify_password",
+]
 
 
-class TenantAuthMixin(LoggingConfigurable):
+class TenantAuthMixin(Tenancy):
     """Tenant membership and admin-by-group, shared by both authenticators.
 
-    A LoggingConfigurable so that its traitlets are real (configurable) traits on both subclasses.
+    A LoggingConfigurable (through `Tenancy`, which brings `tenants_file` and `tenants()`) so that
+    its traitlets are real (configurable) traits on both subclasses.
     """
-
-    tenants_file = Unicode(
-        "tenants.yaml", help="""Path of the tenants file (see hub_config/tenants.example.yaml)."""
-    ).tag(config=True)
 
     extra_admin_groups = List(
         Unicode(),
         help="""Groups whose members are hub admins in addition to every tenant's admin_groups.""",
     ).tag(config=True)
-
-    def tenants(self) -> Tenants:
-        return shared_cache(self.tenants_file).get()
 
     def admin_by_group(self, username: str, groups: list[str]) -> bool:
         return is_admin(self.tenants(), groups, self.extra_admin_groups) or (
@@ -119,68 +125,6 @@ class TenantOAuthenticator(TenantAuthMixin, GenericOAuthenticator):
                                  bool(auth_model.get("admin")))
 
 
-def hash_password(password: str, *, salt: bytes | None = None) -> str:
-    """A salted PBKDF2 hash in the form `pbkdf2_sha256$<iterations>$<salt>$<hash>` (base64)."""
-    salt = salt or secrets.token_bytes(16)
-    digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, _HASH_ITERATIONS)
-    encode = base64.b64encode
-    return f"{_HASH_NAME}${_HASH_ITERATIONS}${encode(salt).decode()}${encode(digest).decode()}"
-
-
-def verify_password(password: str, stored: str) -> bool:
-    """Whether `password` matches a `hash_password` result (constant-time compare)."""
-    try:
-        name, iterations, salt, digest = stored.split("$")
-        if name != _HASH_NAME:
-            return False
-        expected = base64.b64decode(digest)
-        actual = hashlib.pbkdf2_hmac(
-            "sha256", password.encode(), base64.b64decode(salt), int(iterations)
-        )
-    except (ValueError, TypeError):
-        return False
-    return hmac.compare_digest(actual, expected)
-
-
-class UsersFileError(ValueError):
-    """The local users file is wrong; the message names the file and the user."""
-
-
-def load_users(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
-    """Read the local users file: `users: {name: {password: <hash>, groups: [..]}}`."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise UsersFileError(f"{path}: no such users file; `workbench up` creates one") from None
-    except yaml.YAMLError:
-        raise UsersFileError(f"{path}: not valid YAML; fix the syntax") from None
-    users = data.get("users") if isinstance(data, dict) else None
-    if not isinstance(users, dict):
-        raise UsersFileError(f"{path}: must have a 'users' mapping of name -> password, groups")
-    out = {}
-    for name, entry in users.items():
-        if not isinstance(entry, dict) or not isinstance(entry.get("password"), str):
-            raise UsersFileError(f"{path}: user {name!r}: field 'password' must be a hash string")
-        groups = entry.get("groups") or []
-        if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
-            raise UsersFileError(f"{path}: user {name!r}: field 'groups' must be a list of names")
-        out[str(name)] = {"password": entry["password"], "groups": list(groups)}
-    return out
-
-
-def add_user(path: str | os.PathLike[str], name: str, groups: list[str], password: str) -> None:
-    """Add or replace a user in the local users file (created with mode 0600 if missing)."""
-    path = Path(path)
-    users = load_users(path) if path.exists() else {}
-    users[name] = {"password": hash_password(password), "groups": list(groups)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write("# Local users of `workbench up`: password hashes and groups (decide tenants).\n")
-        yaml.safe_dump({"users": users}, out, sort_keys=True)
-
-
 class LocalGroupsAuthenticator(TenantAuthMixin, Authenticator):
     """Password login against a local users file; the file's groups decide the tenant."""
 
@@ -191,18 +135,14 @@ class LocalGroupsAuthenticator(TenantAuthMixin, Authenticator):
     # The groups come from our file, so they are the source of truth for JupyterHub groups.
     manage_groups = Bool(True).tag(config=True)
 
-    _users_cache: tuple[tuple[int, int], dict[str, dict[str, Any]]] | None = None
+    _users_cache: FileCache[dict[str, dict[str, Any]]] | None = None
 
     def users(self) -> dict[str, dict[str, Any]]:
-        """The users file, re-read only when it changed (by mtime and size)."""
-        try:
-            stat = os.stat(self.users_file)
-        except OSError:
-            return load_users(self.users_file)  # raises UsersFileError naming the file
-        key = (stat.st_mtime_ns, stat.st_size)
-        if self._users_cache is None or self._users_cache[0] != key:
-            self._users_cache = (key, load_users(self.users_file))
-        return self._users_cache[1]
+        """The users file, re-read only when it changed (by mtime and size); raises
+        UsersFileError naming the file when it is missing or malformed."""
+        if self._users_cache is None or self._users_cache.path != Path(self.users_file):
+            self._users_cache = FileCache(self.users_file, load_users)
+        return self._users_cache.get()
 
     async def authenticate(self, handler, data: dict[str, str]) -> dict[str, Any] | None:
         username = self.normalize_username(str(data.get("username", "")))

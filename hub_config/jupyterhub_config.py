@@ -111,6 +111,8 @@ def configure(c: Any, env: Mapping[str, str]) -> None:
     c.JupyterHub.cleanup_proxy = True
     # /hub/metrics for the operations dashboards; it requires the read:metrics scope.
     c.JupyterHub.authenticate_prometheus = True
+    # One setting for the authenticator and the spawner (both are `hub_config.tenancy.Tenancy`).
+    c.Tenancy.tenants_file = tenants_file
 
     auth = env.get("WORKBENCH_AUTH") or "local"
     if auth == "local":
@@ -134,19 +136,16 @@ def configure(c: Any, env: Mapping[str, str]) -> None:
     else:
         raise HubSettingsError(f"WORKBENCH_AUTH={auth!r}: use 'local' or 'oidc'")
     for cls in ("LocalGroupsAuthenticator", "TenantOAuthenticator"):
-        c[cls].tenants_file = tenants_file
         c[cls].extra_admin_groups = admin_groups
 
     spawner = env.get("WORKBENCH_SPAWNER") or "local"
     if spawner == "local":
         c.JupyterHub.spawner_class = "hub_config.local_spawner.TenantLocalSpawner"
-        c.TenantLocalSpawner.tenants_file = tenants_file
         c.TenantLocalSpawner.homes_dir = str(state / "home")
         # The hub's own interpreter: the single-user server sees the same packages (the magic).
         c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
     elif spawner == "kubernetes":
         c.JupyterHub.spawner_class = "hub_config.kube_spawner.TenantKubeSpawner"
-        c.TenantKubeSpawner.tenants_file = tenants_file
     else:
         raise HubSettingsError(f"WORKBENCH_SPAWNER={spawner!r}: use 'local' or 'kubernetes'")
     c.Spawner.default_url = "/lab"

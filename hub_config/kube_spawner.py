@@ -1,30 +1,35 @@
 """KubeSpawner for tenants: the notebook pod goes to the tenant's namespace, with the tenant's
 profiles and images only, the Pod Security `restricted` security context, and the environment the
-magic reads.
+magic reads (`hub_config.policy.notebook_context`: tenant, limits, images, uid/gid, node selector,
+and the claim of the user's storage, which job pods mount too).
 
-The pure builders (`build_profile_list`, `tenant_overrides`, `probes`, and the security contexts
-of `workbench_contract.pod_security`) make plain data and are tested as data; `TenantKubeSpawner` only
-wires them into KubeSpawner. The hub needs no cluster-wide rights: with `enable_user_namespaces`
+The pure builders (`build_profile_list`, `tenant_overrides`, `probes`, `shared_storage`,
+`kube_literal`, and the security contexts of `workbench_contract.pod_security`) make plain data and
+are tested as data; `TenantKubeSpawner` only wires them into KubeSpawner. The hub needs no cluster-wide rights: with `enable_user_namespaces`
 off, KubeSpawner keeps one pod watch per namespace, and each tenant namespace carries a
 RoleBinding for the hub (provisioned by an operator beforehand).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+import posixpath
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, ClassVar
 
 from kubespawner import KubeSpawner
 from tornado import web
-from traitlets import Integer, default, validate
+from traitlets import Integer, Unicode, default, validate
 
-from hub_config.policy import Choice, SpawnRefused, choose, profile_slug, server_env
+from hub_config.policy import Choice, SpawnRefused, choose, notebook_context, profile_slug
 from hub_config.tenant_spawner import TenantSpawnerMixin, http_error
 from hub_config.tenants import Tenant, parse_quantity
 from workbench_contract import labels
+from workbench_contract.environment import NotebookContext, Storage
 from workbench_contract.pod_security import restricted_security_contexts
+from workbench_contract.resources import GPU_RESOURCE
 
-GPU_RESOURCE = "nvidia.com/gpu"
+# Where Jupyter's docker-stacks images (and Zero to JupyterHub's storage settings) put the home.
+DEFAULT_HOME = "/home/jovyan"
 # The form posts `profile-option-<slug>--image` (and `...--image--unlisted-choice`); we accept
 # only the image option, and only values from the allowlist.
 _FORM_OPTION = "image"
@@ -90,6 +95,67 @@ def tenant_overrides(choice: Choice) -> dict[str, Any]:
     }
 
 
+def claim_mounts(volumes: Sequence[Mapping[str, Any]],
+                 volume_mounts: Sequence[Mapping[str, Any]]) -> list[Storage]:
+    """The notebook container's writable mounts of persistent volume claims, in mount order.
+
+    Takes KubeSpawner's `volumes` and `volume_mounts` as it renders them (lists, templates
+    expanded). Left out: other volume kinds, read-only mounts or claims (no job could write its
+    directory there) and `subPathExpr` mounts (a job pod could not reproduce the expansion).
+    """
+    claims = {}
+    for volume in volumes:
+        claim = volume.get("persistentVolumeClaim") or {}
+        if claim.get("claimName") and not claim.get("readOnly"):
+            claims[volume.get("name")] = claim["claimName"]
+    return [
+        Storage(claim=claims[mount["name"]], mount_path=posixpath.normpath(mount["mountPath"]),
+                sub_path=mount.get("subPath") or None)
+        for mount in volume_mounts
+        if mount.get("name") in claims and mount.get("mountPath")
+        and not mount.get("readOnly") and not mount.get("subPathExpr")
+    ]
+
+
+def holds(mount_path: str, path: str) -> bool:
+    """Whether a volume mounted at `mount_path` holds `path` (the same folder or one above)."""
+    mount_path, path = posixpath.normpath(mount_path), posixpath.normpath(path)
+    return mount_path == path or path.startswith(mount_path.rstrip("/") + "/")
+
+
+def shared_storage(volumes: Sequence[Mapping[str, Any]],
+                   volume_mounts: Sequence[Mapping[str, Any]],
+                   home: str = DEFAULT_HOME) -> Storage | None:
+    """The claim that job pods mount too, so that a job's directory is shared with the notebook.
+
+    The only writable claim mount (see `claim_mounts`) if there is one; among several, the one that
+    holds `home` (mounted at it or above it; the deepest such); otherwise None (no claim, or
+    several and none holds the home: which one the user's files are on cannot be told).
+    """
+    mounts = claim_mounts(volumes, volume_mounts)
+    if len(mounts) <= 1:
+        return mounts[0] if mounts else None
+    at_home = [m for m in mounts if holds(m.mount_path, home)]
+    return max(at_home, key=lambda m: len(m.mount_path)) if at_home else None
+
+
+def jobs_dir_on(storage: Storage, home: str = DEFAULT_HOME) -> str:
+    """Where job directories go on the shared claim: `~/jobs` when the claim holds the home (so
+    the user browses them in Jupyter), else `jobs` at the claim's mount."""
+    base = home if holds(storage.mount_path, home) else storage.mount_path
+    return posixpath.join(posixpath.normpath(base), "jobs")
+
+
+def kube_literal(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` as literal values for KubeSpawner's `environment`.
+
+    KubeSpawner expands `{username}`-style fields in every `environment` value with
+    `str.format`; a value with braces of its own (the node selector is JSON) would raise there or
+    change, so braces are doubled and come out of the expansion as they went in.
+    """
+    return {name: value.replace("{", "{{").replace("}", "}}") for name, value in env.items()}
+
+
 def form_options_to_policy(options: dict[str, Any]) -> dict[str, Any]:
     """Turn KubeSpawner form keys into the spawn options `policy.choose` understands.
 
@@ -121,10 +187,28 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
         config=True
     )
 
+    home_mount_path = Unicode(
+        DEFAULT_HOME,
+        help="""The notebook's home folder in the container. When several persistent volume
+        claims are mounted, the one mounted at this folder (or above it) is the user's storage,
+        which job pods mount too; job directories then go to its `jobs` folder.""",
+    ).tag(config=True)
+
+    # (home, claim mounts) combinations already warned about: the warning is about the operator's
+    # configuration, which is the same for every spawn.
+    _warned_storage: ClassVar[set[tuple[str, ...]]] = set()
+
     @validate("notebook_uid")
     def _uid_not_root(self, proposal):
         if proposal["value"] <= 0:
             raise ValueError("TenantKubeSpawner.notebook_uid must be a non-root UID (> 0)")
+        return proposal["value"]
+
+    @validate("home_mount_path")
+    def _home_is_absolute(self, proposal):
+        if not proposal["value"].startswith("/"):
+            raise ValueError("TenantKubeSpawner.home_mount_path must be an absolute path, like "
+                             f"{DEFAULT_HOME}")
         return proposal["value"]
 
     @default("profile_list")
@@ -178,8 +262,33 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
             labels.LABEL_USER: "{username}",
             labels.LABEL_COMPONENT: labels.COMPONENT_NOTEBOOK,
         }
-        self.environment = {
-            **self.environment,
-            **server_env(choice, self.user.name, engine="kubernetes"),
-        }
+        context = self.context_for(choice)
+        self.environment = {**self.environment, **kube_literal(context.to_env())}
         self.workbench_choice = choice
+        self.workbench_context = context
+
+    def context_for(self, choice: Choice) -> NotebookContext:
+        """What this notebook is told: the choice, its uid/gid, and the claim of its storage (from
+        this spawner's own `volumes` and `volume_mounts`, expanded as KubeSpawner renders them)."""
+        volumes = self._expand_all(self._sorted_dict_values(self.volumes)) or []
+        mounts = self._expand_all(self._sorted_dict_values(self.volume_mounts)) or []
+        storage = shared_storage(volumes, mounts, home=self.home_mount_path)
+        if storage is None:
+            self._warn_storage_unknown(claim_mounts(volumes, mounts))
+        return notebook_context(
+            choice, self.user.name, engine="kubernetes", storage=storage,
+            jobs_dir=jobs_dir_on(storage, self.home_mount_path) if storage else None,
+            uid=self.notebook_uid, gid=self.notebook_gid,
+        )
+
+    def _warn_storage_unknown(self, mounts: list[Storage]) -> None:
+        paths = tuple(m.mount_path for m in mounts)
+        key = (self.home_mount_path, *paths)
+        if not mounts or key in self._warned_storage:
+            return
+        self._warned_storage.add(key)
+        self.log.warning(
+            "Giving notebooks no shared storage for jobs: claims are mounted at %s, none at or "
+            "above the home %s; set TenantKubeSpawner.home_mount_path to the home folder",
+            ", ".join(paths), self.home_mount_path,
+        )

@@ -22,7 +22,7 @@ from typing import Any
 from jupyterhub.spawner import LocalProcessSpawner
 from traitlets import Unicode, default
 
-from hub_config.policy import Choice, SpawnRefused, choose, profile_slug, server_env
+from hub_config.policy import Choice, SpawnRefused, choose, notebook_context, profile_slug
 from hub_config.tenant_spawner import TenantSpawnerMixin, http_error
 from hub_config.tenants import Tenant, parse_quantity
 
@@ -159,8 +159,10 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
         self.cpu_guarantee = choice.profile.cpu.guarantee_value
         self.mem_limit = int(parse_quantity(choice.profile.memory.limit))
         self.mem_guarantee = int(parse_quantity(choice.profile.memory.guarantee))
-        self.environment = {
-            **self.environment,
-            **server_env(choice, self.user.name, engine="local", jobs_dir=str(home / "jobs")),
-        }
+        # Every server runs as the hub's own OS user here, so no uid/gid, and the home is a plain
+        # folder on this machine, not a claim: the local engine's jobs need no shared volume.
+        context = notebook_context(choice, self.user.name, engine="local",
+                                   jobs_dir=str(home / "jobs"))
+        self.environment = {**self.environment, **context.to_env()}
         self.workbench_choice = choice
+        self.workbench_context = context

@@ -1,5 +1,6 @@
 """Tenancy policy, as pure functions: which tenant a user is in, which profile and image a spawn
-request may use, and the environment a notebook server gets.
+request may use, and what a notebook server is told (`notebook_context`, whose `to_env()` is the
+server's environment; `workbench_contract.environment` reads it back on the notebook side).
 
 Both spawners (KubeSpawner in a cluster, the local process spawner of `workbench up`) call these,
 so the same request is refused or allowed the same way everywhere. Nothing here does I/O.
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hub_config.tenants import AllowedImage, Profile, Tenant, Tenants
-from workbench_contract import environment as env_names
+from workbench_contract.environment import Limits, NotebookContext, Storage
 
 SLUG_SEPARATOR = "--"
 # The keys a spawn request may carry. The KubeSpawner form adds `profile-option-...` keys, which
@@ -156,23 +157,33 @@ def _image(tenant: Tenant, wanted: Any) -> AllowedImage:
     )
 
 
-def server_env(choice: Choice, user: str, engine: str, jobs_dir: str | None = None) -> dict[str, str]:
-    """The environment the magic reads (names from `workbench_contract.environment`)."""
+def notebook_context(
+    choice: Choice, user: str, engine: str, *, jobs_dir: str | None = None,
+    storage: Storage | None = None, uid: int | None = None, gid: int | None = None,
+) -> NotebookContext:
+    """What a notebook server of this permitted choice is told (its environment is `to_env()`).
+
+    `engine` is the magic's default engine; `jobs_dir`, `storage`, `uid` and `gid` are what the
+    spawner knows of where and as whom the server runs (None: not set, the notebook side's
+    defaults apply). Job pods get the profile's node selector, so jobs land where the notebook
+    may run.
+    """
     tenant = choice.tenant
-    limits = env_names.Limits(
-        max_nodes=tenant.job_limits.max_nodes,
-        max_gpus_per_node=tenant.job_limits.max_gpus_per_node,
-        max_runtime_seconds=tenant.job_limits.max_runtime,
+    return NotebookContext(
+        engine=engine,
+        user=user,
+        tenant=tenant.name,
+        namespace=tenant.namespace,
+        image=choice.image.image,
+        allowed_images=tenant.image_refs,
+        limits=Limits(
+            max_nodes=tenant.job_limits.max_nodes,
+            max_gpus_per_node=tenant.job_limits.max_gpus_per_node,
+            max_runtime_seconds=tenant.job_limits.max_runtime,
+        ),
+        storage=storage,
+        uid=uid,
+        gid=gid,
+        node_selector=dict(choice.profile.node_selector),
+        jobs_dir=jobs_dir,
     )
-    env = {
-        env_names.ENGINE: engine,
-        env_names.TENANT: tenant.name,
-        env_names.NAMESPACE: tenant.namespace,
-        env_names.USER: user,
-        env_names.IMAGE: choice.image.image,
-        env_names.ALLOWED_IMAGES: ",".join(tenant.image_refs),
-        **limits.to_env(),
-    }
-    if jobs_dir:
-        env[env_names.JOBS_DIR] = jobs_dir
-    return env

@@ -19,18 +19,17 @@ operator's step (`workbench apply`): the hub itself needs no cluster-wide rights
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Sequence
 from typing import Any
 
 from hub_config.tenants import Tenant
 from workbench_contract import labels
+from workbench_contract.resources import GPU_RESOURCE, is_dns_label
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "paddle-workbench"
 FIELD_MANAGER = "paddle-workbench"
 
-GPU_RESOURCE = "nvidia.com/gpu"
 PADDLEJOB_GROUP = "kubeflow.org"
 PADDLEJOB_RESOURCE = "paddlejobs"
 
@@ -68,10 +67,6 @@ METADATA_ADDRESS = "169.254.169.254/32"
 # container that requests more than a default limit would be refused outright.
 DEFAULT_CPU_REQUEST = "100m"
 DEFAULT_MEMORY_REQUEST = "256Mi"
-
-
-# What Kubernetes accepts for namespace and service-account names (DNS-1123 label).
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 class ProvisioningError(ValueError):
@@ -267,7 +262,7 @@ def network_policies(tenant: Tenant, *, hub_namespace: str,
 
 
 def _check_name(value: str, what: str) -> str:
-    if not isinstance(value, str) or not _DNS_LABEL.match(value):
+    if not is_dns_label(value):
         raise ProvisioningError(
             f"{what} {value!r} is not a DNS-1123 label; use lowercase letters, digits and '-'"
         )

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from hub_config.cli import CommandError
+from hub_config.cli import CommandError, require_extra
 from hub_config.cli.provisioning import (
     DEFAULT_API_SERVER_CIDRS,
     ProvisioningError,
@@ -99,11 +99,8 @@ def run_render(args) -> int:
 
 
 def _client(kubeconfig: str | None):
-    try:
-        from kubernetes import client, config
-    except ImportError:
-        raise CommandError("apply needs the kubernetes package: "
-                           "pip install 'paddle-workbench[hub]'") from None
+    from kubernetes import client, config
+
     configuration = client.Configuration()
     try:
         config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
@@ -117,6 +114,7 @@ def _client(kubeconfig: str | None):
 
 
 def run_apply(args) -> int:
+    require_extra("hub", "kubernetes")
     from hub_config.cli.k8s_apply import ApplyError, apply_objects, summary_table
 
     objects = render_objects(args)

@@ -23,9 +23,9 @@ import sys
 from pathlib import Path
 
 from hub_config import jupyterhub_config
-from hub_config.auth import add_user, load_users
-from hub_config.cli import CommandError
+from hub_config.cli import CommandError, require_extra
 from hub_config.tenants import TenantsFileError, load_tenants
+from hub_config.users import add_user, load_users
 
 CONFIG_FILE = Path(jupyterhub_config.__file__).resolve()
 # How long each stop signal gets before the next, harder one (the hub stops servers first).
@@ -109,6 +109,9 @@ def stop(process: subprocess.Popen) -> int:
 
 
 def run(args) -> int:
+    if not args.add_user:
+        # Before any state is written: without JupyterHub there is nothing to start.
+        require_extra("hub", "jupyterhub")
     state_dir = Path(args.state_dir).resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     tenants_file = tenants_path(state_dir, args.tenants)

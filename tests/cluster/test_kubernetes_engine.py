@@ -4,6 +4,10 @@ A real kernel holds tenant A's notebook service-account token (a TokenRequest to
 kubeconfig) and runs `%%paddle_launch --engine kubernetes`: the PaddleJob goes through RBAC,
 Pod Security `restricted`, quota and the training-operator, which makes the worker pods that
 KWOK runs. Nothing here talks to the API server as admin except to set up and to look.
+
+The kernel's environment is the one the hub's own `TenantKubeSpawner` renders into the notebook
+pod (tests/hub_config/hub_env.py), never one written here by hand: that is the contract between
+the hub and the engine, and these tests take each side's real output.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.hub_config.hub_env import notebook_env
 from tests.launcher_magic.support import KernelSession, wait_until
 
 EXAMPLE_TENANTS = Path(__file__).parents[2] / "hub_config" / "tenants.example.yaml"
@@ -39,31 +44,34 @@ def tenant(control_plane):
 
 @pytest.fixture
 def kernel_for(control_plane, tmp_path):
-    """Start a kernel as tenant A's notebook would run: the hub's environment and its token."""
+    """Start a kernel as tenant A's notebook would run: the hub's environment and its token.
+
+    `storage`: the hub's spawner mounts a claim per user at the notebook's home (`tmp_path`
+    stands in for /home/jovyan), as Zero to JupyterHub's `singleuser.storage` configures it.
+    """
     from jupyter_client.manager import start_new_kernel
 
+    pytest.importorskip("kubespawner", reason="jupyterhub-kubespawner is not installed (hub extra)")
     started = []
 
-    def start(tenant, annotations: dict | None = None) -> KernelSession:
+    def start(tenant, annotations: dict | None = None, *, uid: int = 1000, gid: int = 100,
+              storage: bool = False) -> KernelSession:
         # A real token of the tenant's notebook service account, as the hub mounts it.
         kubeconfig = control_plane.service_account_kubeconfig(tenant.namespace,
                                                               tenant.service_account)
-        jobs = tmp_path / "jobs"
-        jobs.mkdir(exist_ok=True)
+        volumes, mounts = [], []
+        if storage:
+            volumes = [{"name": "volume-{username}",
+                        "persistentVolumeClaim": {"claimName": "claim-{username}"}}]
+            mounts = [{"name": "volume-{username}", "mountPath": str(tmp_path)}]
+        hub = notebook_env(tenant, "ada", uid=uid, gid=gid, volumes=volumes,
+                           volume_mounts=mounts, home_mount_path=str(tmp_path))
         env = {k: v for k, v in os.environ.items() if not k.startswith("PADDLE_WORKBENCH_")}
-        env.update({
-            "KUBECONFIG": str(kubeconfig),
-            "PADDLE_WORKBENCH_ENGINE": "kubernetes",
-            "PADDLE_WORKBENCH_JOBS_DIR": str(jobs),
-            "PADDLE_WORKBENCH_TENANT": tenant.name,
-            "PADDLE_WORKBENCH_NAMESPACE": tenant.namespace,
-            "PADDLE_WORKBENCH_USER": "ada",
-            "PADDLE_WORKBENCH_IMAGE": tenant.images[0].image,
-            "PADDLE_WORKBENCH_MAX_NODES": str(tenant.job_limits.max_nodes),
-            "PADDLE_WORKBENCH_MAX_GPUS_PER_NODE": str(tenant.job_limits.max_gpus_per_node),
-            "PADDLE_WORKBENCH_MAX_RUNTIME_SECONDS": str(tenant.job_limits.max_runtime),
-            "PADDLE_WORKBENCH_PANEL": "text",
-        })
+        env.update(hub)
+        # Where the local spawner would put the jobs when the hub mounts no claim.
+        env.setdefault("PADDLE_WORKBENCH_JOBS_DIR", str(tmp_path / "jobs"))
+        env.update({"KUBECONFIG": str(kubeconfig), "PADDLE_WORKBENCH_PANEL": "text"})
+        (tmp_path / "jobs").mkdir(exist_ok=True)
         manager, kc = start_new_kernel(kernel_name="python3", env=env, cwd=str(tmp_path))
         session = KernelSession(manager, kc)
         started.append(session)
@@ -133,6 +141,59 @@ def test_magic_runs_a_paddlejob_to_success(control_plane, tenant, kernel_for, tm
     assert paddlejob["spec"]["runPolicy"]["backoffLimit"] == 0
     listing = kernel.run("%paddle_jobs")
     assert job_id in listing.text and "kubernetes" in listing.text
+
+
+@pytest.fixture
+def user_claim(control_plane, tenant):
+    """Ada's claim in the tenant's namespace, bound to a volume of its own (as a provisioner
+    would make it); the volume (cluster-wide) is deleted afterwards."""
+    core, _ = _admin(control_plane)
+    namespace, name = tenant.namespace, "claim-ada"
+    volume = f"pv-{namespace}-{name}"
+    core.create_persistent_volume({
+        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": volume},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"],
+                 "persistentVolumeReclaimPolicy": "Delete", "storageClassName": "",
+                 "hostPath": {"path": f"/srv/workbench-test/{volume}"},
+                 "claimRef": {"namespace": namespace, "name": name}}})
+    core.create_namespaced_persistent_volume_claim(namespace, {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
+        "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "",
+                 "volumeName": volume, "resources": {"requests": {"storage": "1Gi"}}}})
+    assert wait_until(lambda: core.read_namespaced_persistent_volume_claim(
+        name, namespace).status.phase == "Bound", timeout=60), "the claim was never bound"
+    yield name
+    core.delete_persistent_volume(volume)
+
+
+@pytest.mark.parametrize("uid", [1000, 2345])
+def test_job_pods_mount_the_users_claim_and_run_as_the_notebook_user(
+        control_plane, tenant, user_claim, kernel_for, tmp_path, uid):
+    """The hub's spawner says which claim holds the user's home, where it is mounted and which
+    uid/gid the notebook runs as; every worker pod of the user's job mounts the same claim at the
+    same path (so `main.py` and the job directory are there) and runs as the same user."""
+    kernel = kernel_for(tenant, {OUTCOME: "succeeded"}, uid=uid, gid=100, storage=True)
+    result = kernel.run("import os; print(sorted((k, v) for k, v in os.environ.items() "
+                        "if k.startswith('PADDLE_WORKBENCH_STORAGE')))")
+    assert "('PADDLE_WORKBENCH_STORAGE_CLAIM', 'claim-ada')" in result.text, result.text
+    result = kernel.run("%%paddle_launch --nodes 2 --name shared\nprint('hi')\n", timeout=300)
+    assert result.error is None, result.text
+    assert "Succeeded" in result.text, result.text
+
+    job_id = _job_id(tmp_path, "shared")
+    pods = _pods(control_plane, tenant, job_id)
+    assert len(pods) == 2
+    for pod in pods:
+        (container,) = pod.spec.containers
+        (volume,) = pod.spec.volumes
+        assert volume.persistent_volume_claim.claim_name == user_claim
+        (mount,) = container.volume_mounts
+        assert (mount.name, mount.mount_path) == (volume.name, str(tmp_path))
+        assert container.command[-1] == str(tmp_path / "jobs" / job_id / "main.py")
+        assert container.working_dir == str(tmp_path / "jobs" / job_id)
+        assert pod.spec.security_context.run_as_user == uid
+        assert pod.spec.security_context.run_as_group == 100
+        assert container.security_context.run_as_user == uid
 
 
 def _fail_pod(plane, tenant, pod: str, exit_code: int) -> None:

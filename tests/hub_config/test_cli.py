@@ -1,6 +1,7 @@
 """`workbench` as a user runs it: bad input gives exit code 2 and one clear line, never a traceback,
 both through the installed entry point's `main` and through `python -m hub_config.cli.main` (where the
-module runs as `__main__`, so the commands' error class must not be defined in it)."""
+module runs as `__main__`, so the commands' error class must not be defined in it). With the base
+install alone (no extras), the help works and a command that needs an extra names it in one line."""
 
 from __future__ import annotations
 
@@ -65,3 +66,80 @@ def test_main_reports_user_errors_in_one_line(tmp_path: Path, capsys, argv, says
     assert len(err.strip().splitlines()) == 1
     for part in _fill(says, tmp_path):
         assert part in err
+
+
+# What `pip install paddle-workbench` (no extras) lacks. A `sitecustomize` on the child's path
+# makes these imports fail as they would there, before any workbench code runs.
+EXTRAS_ONLY = ("jupyterhub", "tornado", "kubespawner", "oauthenticator", "kubernetes",
+               "kubernetes_asyncio", "jupyter_server", "paddle", "visualdl")
+NO_EXTRAS = f"""
+import sys
+
+BLOCKED = {set(EXTRAS_ONLY)!r}
+
+
+class NoExtras:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, NoExtras())
+for loaded in [m for m in sys.modules if m.partition(".")[0] in BLOCKED]:
+    del sys.modules[loaded]
+"""
+COMMANDS = ("up", "images", "render", "apply")
+
+
+def _without_extras(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess:
+    site = tmp_path / "no-extras"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(NO_EXTRAS)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(REPO)])}
+    return subprocess.run([sys.executable, "-m", "hub_config.cli.main", *argv], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_the_simulation_really_hides_the_extras(tmp_path: Path) -> None:
+    site = tmp_path / "no-extras"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(NO_EXTRAS)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    probe = subprocess.run([sys.executable, "-c", "import tornado"], env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert probe.returncode == 1 and "ModuleNotFoundError" in probe.stderr
+
+
+@pytest.mark.parametrize("argv", [["--help"], *([c, "--help"] for c in COMMANDS),
+                                  ["images", "check", "--help"]],
+                         ids=["workbench", *COMMANDS, "images-check"])
+def test_help_works_with_the_base_install_alone(tmp_path: Path, argv) -> None:
+    result = _without_extras(tmp_path, *argv)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert result.stdout.startswith("usage: workbench")
+    if argv == ["--help"]:
+        for command in COMMANDS:
+            assert f"    {command} " in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize(("argv", "command"), [
+    (["up", "--state-dir", "state"], "up"),
+    (["apply", "--tenants", str(REPO / "hub_config" / "tenants.example.yaml")], "apply"),
+], ids=["up", "apply"])
+def test_a_command_that_needs_an_extra_names_it(tmp_path: Path, argv, command) -> None:
+    result = _without_extras(tmp_path, *argv)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"workbench {command}: needs the hub extra: pip install 'paddle-workbench[hub]'"]
+    assert not (tmp_path / "state").exists()  # refused before any state was written
+
+
+def test_adding_a_local_user_needs_no_extra(tmp_path: Path) -> None:
+    result = _without_extras(tmp_path, "up", "--state-dir", "state", "--add-user", "Ada",
+                             "--groups", "students", "--password", "pw")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Added ada (groups students)")
+    assert "ada:" in (tmp_path / "state" / "users.yaml").read_text()

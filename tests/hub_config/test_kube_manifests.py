@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -14,59 +13,27 @@ kubernetes_validate = pytest.importorskip(
     "kubernetes_validate", reason="kubernetes-validate is not installed (test extra)"
 )
 
-from kubernetes_asyncio.client import ApiClient  # noqa: E402
 from tornado import web  # noqa: E402
 
-from hub_config.kube_spawner import GPU_RESOURCE, TenantKubeSpawner  # noqa: E402
+from hub_config.kube_spawner import TenantKubeSpawner  # noqa: E402
 from hub_config.policy import profile_slug  # noqa: E402
 from hub_config.tenants import load_tenants, parse_quantity  # noqa: E402
 from workbench_contract import environment as names  # noqa: E402
 from workbench_contract import labels  # noqa: E402
 from workbench_contract.pod_security import restricted_security_contexts  # noqa: E402
+from workbench_contract.resources import GPU_RESOURCE  # noqa: E402
+
+from .hub_env import container_env, fake_user, offline_kubeconfig, render_pod  # noqa: E402
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "hub_config" / "tenants.example.yaml"
 TENANTS = load_tenants(EXAMPLE)
 CASES = [(t, p) for t in TENANTS.tenants for p in t.profiles]
 KUBERNETES_VERSION = "1.30.0"
 
-# KubeSpawner reads a kube config when constructed; this one points nowhere and is never used
-# (rendering a manifest makes no API call).
-KUBECONFIG = """apiVersion: v1
-kind: Config
-clusters: [{name: none, cluster: {server: "https://127.0.0.1:9"}}]
-users: [{name: none, user: {token: unused}}]
-contexts: [{name: none, context: {cluster: none, user: none}}]
-current-context: none
-"""
 
-
-@pytest.fixture(autouse=True)
-def offline_kubeconfig(tmp_path, monkeypatch):
-    path = tmp_path / "kubeconfig"
-    path.write_text(KUBECONFIG)
-    # kubernetes_asyncio reads $KUBECONFIG at import time, so patch its resolved default too.
-    import kubernetes_asyncio.config.kube_config as kube_config
-
-    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(path))
-    monkeypatch.setenv("KUBECONFIG", str(path))
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-
-
-def fake_user(name: str, groups: list[str]) -> SimpleNamespace:
-    """The few attributes of a hub user that KubeSpawner reads (no hub database here)."""
-    return SimpleNamespace(name=name, id=7, url=f"/user/{name}/", escaped_name=name,
-                           groups=[SimpleNamespace(name=g) for g in groups])
-
-
-def render(groups: list[str], options: dict, name: str = "ann@example.org") -> tuple[dict, object]:
-    async def go():
-        spawner = TenantKubeSpawner(_mock=True, user=fake_user(name, groups),
-                                    tenants_file=str(EXAMPLE))
-        spawner.user_options = options
-        await spawner.load_user_options()
-        pod = await spawner.get_pod_manifest()
-        return ApiClient().sanitize_for_serialization(pod), spawner
-    return asyncio.run(go())
+def render(groups: list[str], options: dict, name: str = "ann@example.org", **traits
+           ) -> tuple[dict, TenantKubeSpawner]:
+    return render_pod(EXAMPLE, name, groups, options, **traits)
 
 
 @pytest.mark.parametrize("tenant, profile", CASES, ids=[f"{t.name}-{p.name}" for t, p in CASES])
@@ -106,7 +73,7 @@ def test_pod_manifest_per_tenant_and_profile(tenant, profile):
     assert spec.get("nodeSelector", {}) == dict(profile.node_selector)
     assert spec.get("tolerations", []) == [dict(t) for t in profile.tolerations]
 
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = container_env(pod)
     assert env[names.TENANT] == tenant.name
     assert env[names.NAMESPACE] == tenant.namespace
     assert env[names.ENGINE] == "kubernetes"
@@ -141,29 +108,18 @@ def test_refused_before_any_pod_is_built(groups, options, status, message):
 
 
 def test_operator_config_cannot_weaken_the_security_context():
-    async def go():
-        spawner = TenantKubeSpawner(_mock=True, user=fake_user("ann", ["students"]),
-                                    tenants_file=str(EXAMPLE), privileged=True,
-                                    allow_privilege_escalation=True,
-                                    container_security_context={"runAsUser": 0})
-        await spawner.load_user_options()
-        return ApiClient().sanitize_for_serialization(await spawner.get_pod_manifest())
-    pod = asyncio.run(go())
+    pod, _ = render(["students"], {}, "ann", privileged=True, allow_privilege_escalation=True,
+                    container_security_context={"runAsUser": 0})
     csc = pod["spec"]["containers"][0]["securityContext"]
     assert csc["runAsUser"] == 1000 and not csc["privileged"]
     assert csc["allowPrivilegeEscalation"] is False
 
 
 def test_privileged_init_container_is_refused():
-    async def go():
-        spawner = TenantKubeSpawner(
-            _mock=True, user=fake_user("ann", ["students"]), tenants_file=str(EXAMPLE),
-            init_containers=[{"name": "block-metadata", "image": "busybox",
-                              "securityContext": {"privileged": True}}],
-        )
-        await spawner.load_user_options()
     with pytest.raises(web.HTTPError, match="privileged or root init container"):
-        asyncio.run(go())
+        render(["students"], {}, "ann",
+               init_containers=[{"name": "block-metadata", "image": "busybox",
+                                 "securityContext": {"privileged": True}}])
 
 
 def test_profile_list_offers_only_the_users_tenants():
@@ -171,7 +127,8 @@ def test_profile_list_offers_only_the_users_tenants():
         spawner = TenantKubeSpawner(_mock=True, user=fake_user("ann", ["students"]),
                                     tenants_file=str(EXAMPLE))
         return spawner.profile_list(spawner)
-    profiles = asyncio.run(go())
+    with offline_kubeconfig():
+        profiles = asyncio.run(go())
     assert [p["slug"] for p in profiles] == ["classroom--cpu-tiny"]
     image_option = profiles[0]["profile_options"]["image"]
     assert image_option["unlisted_choice"] == {"enabled": False}

@@ -1,4 +1,5 @@
-"""Tenancy policy as data: tenant choice, image allowlist, spawn options and the server env."""
+"""Tenancy policy as data: tenant choice, image allowlist, spawn options and what a notebook is
+told (the notebook context)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hub_config.policy import SpawnRefused, choose, is_admin, server_env
+from hub_config.policy import SpawnRefused, choose, is_admin, notebook_context
 from hub_config.services.idle_culler import NEVER, culler_services
 from hub_config.tenants import Tenants, load_tenants
 from workbench_contract import environment as names
@@ -63,17 +64,37 @@ def test_admins_by_group(tenants):
     assert is_admin(tenants, ["ops"], extra_admin_groups=["ops"])
 
 
-def test_server_env_is_the_magic_contract(tenants):
-    choice = choose(tenants, "ann", ["students"], {})
-    env = server_env(choice, "ann", engine="local", jobs_dir="/h/jobs")
-    assert env[names.TENANT] == "classroom"
-    assert env[names.NAMESPACE] == "wb-classroom"
-    assert env[names.ENGINE] == "local"
-    assert env[names.USER] == "ann"
-    assert env[names.JOBS_DIR] == "/h/jobs"
-    assert env[names.ALLOWED_IMAGES].split(",") == list(choice.tenant.image_refs)
-    limits = names.Limits.from_env(env)  # what the magic will read back
-    assert limits == names.Limits(max_nodes=2, max_gpus_per_node=0, max_runtime_seconds=3600)
+# (id, groups, profile slug, notebook_context keywords, fields of the context that follow)
+CONTEXTS = [
+    ("local-classroom", ["students"], "classroom--cpu-tiny",
+     {"engine": "local", "jobs_dir": "/h/jobs"},
+     {"tenant": "classroom", "namespace": "wb-classroom", "engine": "local", "jobs_dir": "/h/jobs",
+      "limits": names.Limits(max_nodes=2, max_gpus_per_node=0, max_runtime_seconds=3600),
+      "node_selector": {}, "storage": None, "uid": None, "gid": None}),
+    ("kube-vision-gpu", ["vision-team"], "vision--gpu-small",
+     {"engine": "kubernetes", "jobs_dir": "/home/jovyan/jobs", "uid": 2345, "gid": 100,
+      "storage": names.Storage("claim-ann", "/home/jovyan")},
+     {"tenant": "vision", "namespace": "wb-vision", "engine": "kubernetes",
+      "limits": names.Limits(max_nodes=4, max_gpus_per_node=8, max_runtime_seconds=86400),
+      "node_selector": {"nvidia.com/gpu.product": "NVIDIA-H100"}, "uid": 2345, "gid": 100,
+      "storage": names.Storage("claim-ann", "/home/jovyan")}),
+]
+
+
+@pytest.mark.parametrize(("groups", "slug", "given", "expected"), [c[1:] for c in CONTEXTS],
+                         ids=[c[0] for c in CONTEXTS])
+def test_notebook_context_is_the_contract_and_round_trips(tenants, groups, slug, given, expected):
+    choice = choose(tenants, "ann", groups, {"profile": slug})
+    given = dict(given)
+    engine = given.pop("engine")
+    context = notebook_context(choice, "ann", engine, **given)
+    for name, value in expected.items():
+        assert getattr(context, name) == value, name
+    assert context.user == "ann"
+    assert context.image == choice.image.image
+    assert context.allowed_images == choice.tenant.image_refs
+    # What the notebook side reads back from the environment is what the hub decided.
+    assert names.NotebookContext.from_env(context.to_env()) == context
 
 
 def test_one_culler_per_tenant_confined_to_its_groups(tenants):

@@ -29,6 +29,8 @@ from hub_config.cli.provisioning import (
 from hub_config.tenants import load_tenants
 from workbench_contract import labels
 
+from .hub_env import OFFLINE_KUBECONFIG
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "hub_config" / "tenants.example.yaml"
 TENANTS = load_tenants(EXAMPLE)
 VISION = TENANTS.get("vision")
@@ -234,15 +236,6 @@ def test_render_reads_the_tenants_file_from_the_environment(capsys, monkeypatch)
     names = {d["metadata"]["namespace"] for d in yaml.safe_load_all(capsys.readouterr().out)
              if d["kind"] != "Namespace"}
     assert names == {"wb-vision"}
-
-
-OFFLINE_KUBECONFIG = """apiVersion: v1
-kind: Config
-clusters: [{name: none, cluster: {server: "https://127.0.0.1:9"}}]
-users: [{name: none, user: {token: unused}}]
-contexts: [{name: none, context: {cluster: none, user: none}}]
-current-context: none
-"""
 
 
 @pytest.mark.parametrize("argv, expected", [

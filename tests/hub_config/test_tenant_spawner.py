@@ -1,5 +1,6 @@
 """What both spawners share (hub_config.tenant_spawner): the configurable tenants file, re-read
-only when it changes, and the hub user's groups as the policy expects them."""
+only when it changes, set once for spawner and authenticator (`Tenancy`), and the hub user's
+groups as the policy expects them."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from types import SimpleNamespace
 import pytest
 from traitlets.config import Config
 
+from hub_config import jupyterhub_config
+from hub_config.auth import LocalGroupsAuthenticator
 from hub_config.local_spawner import TenantLocalSpawner
 from hub_config.tenant_spawner import TenantSpawnerMixin
 from hub_config.tenants import TenantsFileError
@@ -49,3 +52,27 @@ def test_each_spawner_is_configured_by_its_own_name() -> None:
                                reason="jupyterhub-kubespawner is not installed (hub extra)")
     assert "tenants_file" in kube.TenantKubeSpawner.class_trait_names(config=True)
     assert kube.TenantKubeSpawner.class_traits()["tenants_file"].default() == "tenants.yaml"
+
+
+def test_one_tenancy_setting_configures_spawner_and_authenticator() -> None:
+    config = Config()
+    config.Tenancy.tenants_file = "/etc/workbench/tenants.yaml"
+    assert TenantLocalSpawner(config=config).tenants_file == "/etc/workbench/tenants.yaml"
+    assert LocalGroupsAuthenticator(config=config).tenants_file == "/etc/workbench/tenants.yaml"
+    # A class's own section still wins, for that class alone.
+    config.TenantLocalSpawner.tenants_file = "/srv/spawner-tenants.yaml"
+    assert TenantLocalSpawner(config=config).tenants_file == "/srv/spawner-tenants.yaml"
+    assert LocalGroupsAuthenticator(config=config).tenants_file == "/etc/workbench/tenants.yaml"
+
+
+def test_the_hub_config_sets_the_tenants_file_once(tmp_path: Path) -> None:
+    tenants = tmp_path / "tenants.yaml"
+    shutil.copyfile(EXAMPLE, tenants)
+    config = Config()
+    jupyterhub_config.configure(config, {
+        "WORKBENCH_STATE_DIR": str(tmp_path / "state"), "WORKBENCH_TENANTS_FILE": str(tenants),
+        "WORKBENCH_PROXY_COMMAND": "/bin/true", "WORKBENCH_CULLER": "0",
+    })
+    assert config.Tenancy.tenants_file == str(tenants)
+    assert TenantLocalSpawner(config=config).tenants_file == str(tenants)
+    assert LocalGroupsAuthenticator(config=config).tenants_file == str(tenants)
