@@ -24,9 +24,10 @@ The app itself is VisualDL's (`visualdl.server.app.create_app`), with `public_pa
 prefix under which the proxy exposes it, so its pages, assets and API resolve through the proxy.
 
 Lifetime. The proxy's board is started and stopped by jupyter-server-proxy. A `%visualdl` board is
-started by a kernel with `--owner-pid <kernel pid>` and exits by itself once that process is gone,
-however it died (SIGKILL too): a daemon thread checks every `OWNER_POLL` seconds. SIGINT ends the
-board at once (the first step of the kernel's stop); it only reads logs, so it has nothing to save.
+started by a kernel with `--lifeline FD`: the read end of a pipe whose only write end the kernel
+holds. However the kernel ends (SIGKILL too), the kernel's end closes, the board's read returns
+end-of-file at once and the board exits. SIGINT ends the board at once too (the first step of the
+kernel's stop); it only reads logs, so it has nothing to save.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlencode
@@ -46,8 +46,6 @@ from workbench_contract.visualdl import SERVER_MODULE, TOKEN_ENV, TOKEN_HEADER, 
 
 # Framing only from the user's own server origin; never from anywhere else (and never `*`).
 FRAME_ANCESTORS = "frame-ancestors 'self'"
-# Seconds between two looks at the owner: a board outlives its kernel by about this long.
-OWNER_POLL = 0.5
 REFUSED = ("This VisualDL board answers only its owner's links: open it from your notebook "
            "(%visualdl) or from your server's VisualDL launcher.")
 
@@ -132,56 +130,24 @@ def create_app(logdirs: Sequence[str], public_path: str, port: int, cache_timeou
     return app
 
 
-def _proc_stat(pid: int) -> list[str] | None:
-    """Fields of /proc/<pid>/stat after the command name (state first), or None if unreadable."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name may hold spaces and parentheses: split after the last ')'.
-    return stat[stat.rfind(")") + 2:].split()
+def watch_lifeline(fd: int) -> threading.Thread:
+    """Exit this process, status 0, once the pipe `fd` reads end-of-file: its write end, held only
+    by the process that started the board, has closed because that process is gone.
 
-
-def owner_alive(pid: int, started: str | None = None) -> bool:
-    """Whether process `pid` lives (a zombie does not) and, given `started` (its start time as
-    /proc reports it), is still the same process rather than a later one that reused the pid."""
-    fields = _proc_stat(pid)
-    if fields is None:
-        if Path("/proc/self/stat").exists():
-            return False  # /proc works here, so there is no such process
-        try:  # no /proc (not Linux): existence is all that can be told
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    return fields[0] not in ("Z", "X") and (started is None or fields[19] == started)
-
-
-def watch_owner(pid: int, interval: float = OWNER_POLL) -> threading.Thread:
-    """Exit this process, status 0, once process `pid` is gone; checks every `interval` seconds.
-
-    Gone means: it no longer lives (see `owner_alive`), or, when it was this process's parent,
-    this process was re-parented, which shows at once even while the dead owner is an unreaped
-    zombie. Exiting is `os._exit` from the watching thread, after flushing the output: the main
-    thread may be busy serving a request, and the board holds nothing that needs saving.
+    Exiting is `os._exit` from the watching thread, after flushing the output: the main thread
+    may be busy serving a request, and the board holds nothing that needs saving.
     """
-    fields = _proc_stat(pid)
-    started = fields[19] if fields else None
-    child_of_owner = os.getppid() == pid
-
-    def gone() -> bool:
-        return (child_of_owner and os.getppid() != pid) or not owner_alive(pid, started)
-
     def watch() -> None:
-        while not gone():
-            time.sleep(interval)
-        print(f"VisualDL board: its owner (pid {pid}) has gone; stopping", flush=True)
+        try:
+            while os.read(fd, 64):
+                pass  # nothing is ever written; a byte would only mean "still here"
+        except OSError:
+            pass
+        print("VisualDL board: the kernel that started it has gone; stopping", flush=True)
         sys.stderr.flush()
         os._exit(0)
 
-    thread = threading.Thread(target=watch, name="visualdl-owner-watch", daemon=True)
+    thread = threading.Thread(target=watch, name="visualdl-lifeline", daemon=True)
     thread.start()
     return thread
 
@@ -198,8 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the URL prefix the proxy serves the board under")
     parser.add_argument("--cache-timeout", type=float, default=2.0,
                         help="seconds VisualDL caches what it read (low: live charts)")
-    parser.add_argument("--owner-pid", type=int, default=None,
-                        help="exit once this process (the kernel that started the board) is gone")
+    parser.add_argument("--lifeline", type=int, default=None, metavar="FD",
+                        help="a pipe's read end; exit when it closes (its starter is gone)")
     return parser
 
 
@@ -212,11 +178,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(err))
     if not 0 < args.port < 65536:
         parser.error(f"--port {args.port}: use a port between 1 and 65535")
-    if args.owner_pid is not None:
-        if args.owner_pid <= 0:
-            parser.error(f"--owner-pid {args.owner_pid}: give the pid of the owning process")
+    if args.lifeline is not None:
+        try:
+            os.fstat(args.lifeline)
+        except OSError:
+            parser.error(f"--lifeline {args.lifeline}: no such open file descriptor")
         # Before the slow imports, so a kernel that dies while its board starts leaves nothing.
-        watch_owner(args.owner_pid)
+        watch_lifeline(args.lifeline)
     for logdir in args.logdir:
         # A new user has no jobs yet; an empty board beats a board that will not start.
         Path(logdir).expanduser().mkdir(parents=True, exist_ok=True)

@@ -17,9 +17,9 @@ Where the board is reached (`board_url`), first match wins:
 
 Lifetime: a board belongs to the kernel that started it and stops when that kernel exits, however
 it dies (SIGKILL too), so nothing outlives the notebook that asked for it: the kernel stops its
-boards when it exits, and each board is given `--owner-pid <kernel pid>` and exits by itself once
-that process is gone (the board watches; nothing runs in the child between fork and exec, which is
-unsafe in a kernel with threads).
+boards when it exits, and each board gets the read end of a pipe whose write end only the kernel
+holds (`--lifeline`); when the kernel is gone the pipe closes and the board exits at once. Nothing
+runs in the child between fork and exec, which is unsafe in a kernel with threads.
 """
 
 from __future__ import annotations
@@ -132,14 +132,15 @@ def public_path_of(url: str) -> str:
 
 
 def server_command(python: str, logdir: Path | str, port: int, public_path: str,
-                   owner_pid: int | None = None) -> list[str]:
+                   lifeline: int | None = None) -> list[str]:
     """argv of a board over `logdir` on 127.0.0.1:`port` under `public_path`.
 
-    With `owner_pid`, the board exits by itself once that process is gone.
+    With `lifeline` (a pipe's read end, passed to the board), the board exits once the pipe's
+    write end closes.
     """
     argv = [python, "-m", SERVER_MODULE, "--logdir", str(logdir),
             "--port", str(port), "--public-path", public_path]
-    return argv + (["--owner-pid", str(owner_pid)] if owner_pid else [])
+    return argv + (["--lifeline", str(lifeline)] if lifeline is not None else [])
 
 
 def embed_html(link: str, height: int = 600, title: str = "VisualDL") -> str:
@@ -231,8 +232,17 @@ def _write_record(folder: Path, instance: BoardInstance) -> None:
     os.replace(staging, target)
 
 
-# Boards this process started, by pid.
+# Boards this process started, by pid, and the write ends of their lifelines.
 _OWNED: dict[int, subprocess.Popen] = {}
+_LIFELINES: dict[int, int] = {}
+
+
+def _let_go(pid: int) -> subprocess.Popen | None:
+    """Forget a board this process started; closing its lifeline tells it to exit."""
+    keep = _LIFELINES.pop(pid, None)
+    if keep is not None:
+        os.close(keep)
+    return _OWNED.pop(pid, None)
 
 
 def start(logdir: Path | str, *, env: Mapping[str, str] | None = None,
@@ -259,19 +269,29 @@ def start(logdir: Path | str, *, env: Mapping[str, str] | None = None,
     url = board_url(port, env, base)
     public_path = public_path_of(url)
     owner_pid = os.getpid()
-    argv = server_command(python or sys.executable, logdir, port, public_path, owner_pid)
+    # The board's lifeline: it holds the read end; the write end stays here and is inherited by
+    # nothing (os.pipe makes both ends close-on-exec; pass_fds hands over the read end alone).
+    lifeline, keep = os.pipe()
+    argv = server_command(python or sys.executable, logdir, port, public_path, lifeline)
     token = secrets.token_hex(24)
     log_path = folder / f"{record_key(logdir, url)}.log"
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with open(log_path, "wb") as log:
-        # Its own session: a Ctrl-C in the notebook interrupts the kernel, not the board, and
-        # its pid is its process group's, which is how `stop` stops it.
-        process = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env={**os.environ, **dict(env), TOKEN_ENV: token},
-        )
+    try:
+        with open(log_path, "wb") as log:
+            # Its own session: a Ctrl-C in the notebook interrupts the kernel, not the board, and
+            # its pid is its process group's, which is how `stop` stops it.
+            process = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, pass_fds=(lifeline,),
+                env={**os.environ, **dict(env), TOKEN_ENV: token},
+            )
+    except BaseException:
+        os.close(keep)
+        raise
+    finally:
+        os.close(lifeline)
     _OWNED[process.pid] = process
+    _LIFELINES[process.pid] = keep
     instance = BoardInstance(
         logdir=str(logdir), port=port, pid=process.pid, url=url, public_path=public_path,
         owner_pid=owner_pid, started_at=time.time(), token=token,
@@ -279,7 +299,7 @@ def start(logdir: Path | str, *, env: Mapping[str, str] | None = None,
     deadline = time.monotonic() + timeout
     while not _answers(instance):
         if process.poll() is not None:
-            _OWNED.pop(process.pid, None)
+            _let_go(process.pid)
             tail = log_path.read_text(errors="replace")[-1500:]
             raise VisualDLError(f"VisualDL exited with status {process.returncode}:\n{tail}")
         if time.monotonic() > deadline:
@@ -308,7 +328,7 @@ def stop(instance: BoardInstance, folder: Path | None = None) -> None:
     SIGINT to it, then SIGTERM and SIGKILL to its group (`STOP_TIMEOUTS`). A board this process
     started is also reaped. May be called for a board another kernel started.
     """
-    process = _OWNED.pop(instance.pid, None)
+    process = _let_go(instance.pid)
     stop_groups([instance.pid], STOP_TIMEOUTS, leaders=[process] if process is not None else [])
     if process is not None:
         try:  # it may have exited before the stop: collect it all the same

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from extensions import visualdl_server
 from launcher_magic.core.processes import pid_alive
 from launcher_magic.kernel import visualdl as boards
 
@@ -26,7 +25,7 @@ board = boards.start(sys.argv[1], env={}).instance
 print(board.pid, flush=True)
 time.sleep(600)
 """
-# Generous: the board looks every OWNER_POLL seconds, but this machine may be busy.
+# The board learns at once (its lifeline closes); generous for a busy machine.
 GONE_WITHIN = 30.0
 
 
@@ -48,8 +47,8 @@ class _Refused(Exception):
     """Raised by the stand-in Popen, so nothing is started."""
 
 
-def test_start_runs_nothing_in_the_child_before_exec_and_names_its_owner(tmp_path, runtime_dir,
-                                                                          monkeypatch):
+def test_start_runs_nothing_in_the_child_before_exec_and_hands_over_a_lifeline(
+        tmp_path, runtime_dir, monkeypatch):
     seen = {}
 
     def popen(argv, **kwargs):
@@ -64,21 +63,9 @@ def test_start_runs_nothing_in_the_child_before_exec_and_names_its_owner(tmp_pat
     assert seen["kwargs"].get("preexec_fn") is None
     assert seen["kwargs"]["start_new_session"] is True  # its pid is its group's: how it is stopped
     argv = seen["argv"]
-    assert argv[argv.index("--owner-pid") + 1] == str(os.getpid())
-
-
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
-def test_owner_alive_tells_a_dead_owner_even_while_it_is_a_zombie():
-    assert visualdl_server.owner_alive(os.getpid())
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    try:
-        assert _wait_until(lambda: _state(child.pid) == "Z", 30), "the child did not exit"
-        assert not visualdl_server.owner_alive(child.pid)  # exited, not yet reaped
-    finally:
-        child.wait()
-    assert not visualdl_server.owner_alive(child.pid)  # reaped: no such process
-    # the same pid, a different process (the pid was reused): not the owner
-    assert not visualdl_server.owner_alive(os.getpid(), started="0")
+    lifeline = int(argv[argv.index("--lifeline") + 1])
+    assert seen["kwargs"]["pass_fds"] == (lifeline,)  # the read end, and nothing else
+    assert boards._LIFELINES == {}  # the refused start kept no write end open
 
 
 @requires_visualdl
@@ -104,14 +91,17 @@ def test_a_board_goes_when_the_kernel_that_started_it_is_killed(tmp_path, runtim
         owner.stdout.close()
     # what it said on the way out, in the log its owner gave it
     (log,) = (runtime_dir / boards.RECORDS_FOLDER).glob("*.log")
-    assert f"its owner (pid {owner.pid}) has gone" in log.read_text()
+    assert "the kernel that started it has gone" in log.read_text()
 
 
-def test_a_board_started_for_a_process_already_gone_does_not_stay(tmp_path):
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
+def test_a_board_whose_lifeline_is_already_closed_does_not_stay(tmp_path):
+    lifeline, keep = os.pipe()
+    os.close(keep)  # its starter is gone before the board runs
     argv = boards.server_command(sys.executable, tmp_path, boards._free_port(), "/visualdl",
-                                 owner_pid=gone.pid)
-    board = subprocess.run(argv, capture_output=True, text=True, timeout=GONE_WITHIN * 2,
-                           start_new_session=True)
+                                 lifeline=lifeline)
+    try:
+        board = subprocess.run(argv, capture_output=True, text=True, timeout=GONE_WITHIN * 2,
+                               start_new_session=True, pass_fds=(lifeline,))
+    finally:
+        os.close(lifeline)
     assert board.returncode == 0 and "has gone" in board.stdout

@@ -6,7 +6,6 @@ from __future__ import annotations
 import ast
 import json
 import os
-import signal
 import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
@@ -74,8 +73,8 @@ def test_server_command_runs_the_workbench_board():
     argv = boards.server_command("/py", "/data/logs", 8123, "/user/a/proxy/absolute/8123")
     assert argv == ["/py", "-m", "extensions.visualdl_server", "--logdir", "/data/logs",
                     "--port", "8123", "--public-path", "/user/a/proxy/absolute/8123"]
-    owned = boards.server_command("/py", "/data/logs", 8123, "/p", owner_pid=4242)
-    assert owned == argv[:-1] + ["/p", "--owner-pid", "4242"]
+    owned = boards.server_command("/py", "/data/logs", 8123, "/p", lifeline=7)
+    assert owned == argv[:-1] + ["/p", "--lifeline", "7"]
 
 
 def test_proxy_entry_serves_the_jobs_root_under_its_own_prefix():
@@ -87,7 +86,7 @@ def test_proxy_entry_serves_the_jobs_root_under_its_own_prefix():
     # VisualDL must serve under exactly the path the proxy forwards whole (absolute_url).
     assert command[command.index("--public-path") + 1] == "{base_url}visualdl"
     # jupyter-server-proxy owns this board's lifetime: it watches no other process
-    assert "--owner-pid" not in command
+    assert "--lifeline" not in command
     assert config["absolute_url"] is True
     # the board's key reaches the board and every request this route forwards, nothing else
     assert config["environment"] == {visualdl_server.TOKEN_ENV: "k3y"}
@@ -185,8 +184,9 @@ def test_board_serves_the_scalars_and_is_reused_then_stopped(tmp_path, runtime_d
     process = boards._OWNED[board.pid]
     boards.stop(board)
     assert not pid_alive(board.pid) and not record.exists()
-    # the first step of the stop ended it: the escalation is for a board that hangs
-    assert process.returncode == -signal.SIGINT
+    # closing its lifeline ended it cleanly, before any signal: the escalation is for a board
+    # that hangs
+    assert process.returncode == 0
 
 
 @requires_visualdl
