@@ -14,6 +14,8 @@
         ranks/attempt-<a>/rank-<r>.json                    each rank's own record of how it ended
         checkpoints/           written by launcher_magic.checkpoint
         visualdl/              VisualDL logs
+        progress.json          rank 0's progress: step, total, throughput, last scalars
+        push.pkl, pull.pkl     variables sent in with --push, rank 0's results for --pull
 
 A job directory appears whole or not at all: it is built under a hidden name and renamed.
 """
@@ -35,7 +37,8 @@ from workbench_contract.environment import jobs_root
 # What a job directory holds of its own: `--files` may not bring anything of these names.
 RESERVED_NAMES = frozenset({
     "spec.json", "cell.py", "main.py", "status.json", "supervisor.pid", "supervisor.log", "logs",
-    "ranks", "checkpoints", "visualdl", "launcher_magic", "workbench_contract",
+    "ranks", "checkpoints", "visualdl", "launcher_magic", "workbench_contract", "push.pkl",
+    "pull.pkl", "progress.json",
 })
 
 MAIN_SCRIPT = """\

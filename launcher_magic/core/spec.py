@@ -60,6 +60,11 @@ class JobSpec:
     files: tuple[str, ...] = ()
     visualdl: bool = False
     created_at: float = 0.0
+    # The job outlives the kernel that started it (`--keep`).
+    keep: bool = False
+    # Notebook variables sent into every rank (`--push`), and rank 0's values brought back (`--pull`).
+    push: tuple[str, ...] = ()
+    pull: tuple[str, ...] = ()
 
     @property
     def world_size(self) -> int:
@@ -68,7 +73,8 @@ class JobSpec:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["env"] = dict(self.env)
-        data["files"] = list(self.files)
+        for key in ("files", "push", "pull"):
+            data[key] = list(getattr(self, key))
         return data
 
     @classmethod
@@ -81,7 +87,8 @@ class JobSpec:
             **{k: v for k, v in dict(data.get("resources") or {}).items() if k in res_known}
         )
         values["env"] = dict(values.get("env") or {})
-        values["files"] = tuple(values.get("files") or ())
+        for key in ("files", "push", "pull"):
+            values[key] = tuple(values.get(key) or ())
         return cls(**values)
 
 
@@ -103,6 +110,10 @@ class LaunchOptions:
     files: tuple[str, ...] = ()
     visualdl: bool = False
     detach: bool = False
+    keep: bool = False
+    new: bool = False
+    push: str | None = None
+    pull: str | None = None
 
     @classmethod
     def from_namespace(cls, args) -> LaunchOptions:
@@ -133,6 +144,22 @@ def parse_duration(raw: str) -> int:
     if value <= 0:
         raise SpecError(f"--timeout {raw!r} must be positive")
     return value
+
+
+def parse_names(flag: str, raw: str | None) -> tuple[str, ...]:
+    """`a,b` (from --push/--pull) as variable names, in order, each once."""
+    names: list[str] = []
+    for name in (raw or "").split(","):
+        name = name.strip()
+        if not name:
+            continue
+        if not name.isidentifier():
+            raise SpecError(f"{flag} {name!r} is not a variable name; give names like a,b")
+        if name not in names:
+            names.append(name)
+    if raw is not None and not names:
+        raise SpecError(f"{flag} needs variable names, like {flag} a,b")
+    return tuple(names)
 
 
 def parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -209,6 +236,9 @@ def build_spec(
         files=tuple(options.files),
         visualdl=options.visualdl,
         created_at=created,
+        keep=options.keep,
+        push=parse_names("--push", options.push),
+        pull=parse_names("--pull", options.pull),
     )
 
 

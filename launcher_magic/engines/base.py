@@ -19,8 +19,11 @@ refreshes from its own); `submit`, `stop`, `follow_log` and `shutdown` from one 
 
 from __future__ import annotations
 
+import codecs
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 from traitlets.config import LoggingConfigurable
@@ -37,6 +40,30 @@ class EngineError(RuntimeError):
 
 class EngineUnavailable(EngineError):
     """The engine cannot run jobs here; the message says what is missing."""
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    """What one job held, as an engine can tell of any job of the tenant: the input of its
+    GPU-hours (nodes x GPUs per node x the time from `started_at` to `finished_at`)."""
+
+    job_id: str
+    user: str
+    nodes: int
+    gpus_per_node: int
+    started_at: float | None
+    finished_at: float | None = None  # None: it still holds its nodes
+    tenant: str | None = None
+
+
+@dataclass(frozen=True)
+class TenantUsage:
+    """The jobs of the whole tenant an engine can see; `caveat` says, for the user, which jobs
+    the records leave out ("" when none)."""
+
+    tenant: str | None
+    records: tuple[UsageRecord, ...]
+    caveat: str = ""
 
 
 class Engine(LoggingConfigurable):
@@ -100,17 +127,30 @@ class Engine(LoggingConfigurable):
         return tail_lines(self._rank_log(job, rank, status), count)
 
     def follow_log(self, job: JobHandle, rank: int, poll: float = 0.5) -> Iterator[str]:
-        """Yield what `rank` writes from now on, until the job ends. Raises: EngineError."""
-        path = self._rank_log(job, rank, self.status(job))
-        position = path.stat().st_size if path.exists() else 0
+        """Yield what `rank` writes from now on, until the job ends, across restarts.
+
+        The default follows the rank's log file in the job directory. When the job restarts it
+        yields the rest of the old attempt's file, a line `== restart <n>: attempt <n+1> ==` and
+        the new attempt's file from its start (one such line per restart, none skipped). It
+        returns once the job is terminal and the last attempt's file is drained.
+        Raises: EngineError.
+        """
+        status = self.status(job)
+        attempt = status.restarts
+        path = self._rank_log(job, rank, status)
+        log = _Tail(path, path.stat().st_size if path.exists() else 0)
         while True:
-            if path.exists() and path.stat().st_size > position:
-                with open(path, "rb") as handle:
-                    handle.seek(position)
-                    chunk = handle.read()
-                position += len(chunk)
-                yield chunk.decode("utf-8", errors="replace")
-            elif self.status(job).state.is_terminal():
+            # Status first, then the file: whatever the rank wrote before the job ended (or
+            # restarted) is in the file by the time that status is seen, so it is drained.
+            status = self.status(job)
+            chunk = log.read()
+            if chunk:
+                yield chunk
+            elif attempt < status.restarts:
+                attempt += 1
+                log = _Tail(job.dir.rank_log(attempt, rank, job.spec.resources.nproc_per_node))
+                yield f"== restart {attempt}: attempt {attempt + 1} ==\n"
+            elif status.state.is_terminal():
                 return
             else:
                 time.sleep(poll)
@@ -118,3 +158,30 @@ class Engine(LoggingConfigurable):
     @staticmethod
     def _rank_log(job: JobHandle, rank: int, status: JobStatus):
         return job.dir.rank_log(status.restarts, rank, job.spec.resources.nproc_per_node)
+
+    def tenant_usage(self, since: float | None) -> TenantUsage | None:
+        """What every job of the user's tenant held since `since` (None: as far back as the
+        engine knows), for the tenant's GPU-hours; None where the engine cannot see other users'
+        jobs (the default). Jobs that ended before `since` may be left out.
+
+        Raises: EngineError.
+        """
+        return None
+
+
+class _Tail:
+    """New text of a file that may not exist yet, decoded without splitting a character."""
+
+    def __init__(self, path: Path, position: int = 0):
+        self.path, self.position = path, position
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def read(self) -> str:
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(self.position)
+                data = handle.read()
+        except FileNotFoundError:
+            return ""
+        self.position += len(data)
+        return self._decoder.decode(data)

@@ -22,12 +22,19 @@ from pathlib import Path
 from launcher_magic.core.jobdir import RESERVED_NAMES, JobDir, JobHandle, jobs_root, resolve
 from launcher_magic.core.spec import JobSpec, LaunchOptions, SpecError, build_spec
 from launcher_magic.core.status import JobState, JobStatus
+from launcher_magic.core.transfer import (
+    DEFAULT_PUSH_LIMIT,
+    TransferError,
+    pack_push,
+    read_pull,
+    write_push,
+)
 from launcher_magic.engines import Engine, EngineError, load_engine
 from workbench_contract.environment import HubSettingError, NotebookContext
 
 # What a launch or a lookup raises for a user or operator to act on: the magics turn these into
 # one line (a UsageError), never a traceback.
-USER_ERRORS = (SpecError, EngineError, HubSettingError, LookupError)
+USER_ERRORS = (SpecError, EngineError, HubSettingError, LookupError, TransferError)
 
 
 def check_files(paths: tuple[str, ...]) -> list[Path]:
@@ -76,22 +83,49 @@ class Launcher:
         engine.context = context
         return engine
 
-    def launch(self, options: LaunchOptions, cell: str) -> JobHandle:
+    def launch(self, options: LaunchOptions, cell: str, *,
+               namespace: Mapping[str, object] | None = None,
+               push_limit: int = DEFAULT_PUSH_LIMIT) -> JobHandle:
         """Validate, preflight, create the job directory and submit; returns once the job is on
-        its way. Raises one of USER_ERRORS with nothing created, or re-raises anything else
-        after undoing what was done."""
+        its way. `namespace` holds the variables `--push` names (the notebook's).
+
+        Raises one of USER_ERRORS with nothing created, or re-raises anything else after undoing
+        what was done.
+        """
         spec = build_spec(options, cell, self.context())
         files = check_files(options.files)
+        pushed = pack_push(spec.push, namespace or {}, push_limit) if spec.push else None
+        if not options.new:
+            self._refuse_a_second_copy(spec)
         engine = self.engine(spec.engine)
         engine.preflight(spec)
         job = JobHandle(spec, JobDir.create(self.root(), spec, cell, files))
         try:
+            if pushed is not None:
+                write_push(job.dir.path, pushed)
             engine.submit(job)
         except BaseException:
             self._abandon(engine, job)
             raise
         self.session_jobs[spec.job_id] = job
         return job
+
+    def _refuse_a_second_copy(self, spec: JobSpec) -> None:
+        """A job of this name still running (from this kernel or an earlier one) is not started
+        again by accident: say what runs and what the user can do."""
+        try:
+            running = self.lookup(spec.name)
+        except LookupError:
+            return
+        try:
+            state = self.status(running).state
+        except USER_ERRORS:
+            return  # its engine cannot tell (gone, unreachable): nothing to protect
+        if not state.is_terminal():
+            raise AlreadyRunning(
+                f"job {running.job_id} ({spec.name}) is still {state.value}: "
+                f"%paddle_attach {running.job_id} shows it, %paddle_stop {running.job_id} stops "
+                "it, or add --new to start another one anyway")
 
     def _abandon(self, engine: Engine, job: JobHandle) -> None:
         """Undo a submit that failed part-way: stop whatever started, remove the directory."""
@@ -117,9 +151,12 @@ class Launcher:
         return self.engine(job.spec.engine).stop(job)
 
     def shutdown(self) -> None:
-        """The kernel is exiting: each engine ends the jobs this kernel started, without waiting."""
+        """The kernel is exiting: each engine ends the jobs this kernel started (but those
+        launched with --keep), without waiting."""
         by_engine: dict[str, list[JobHandle]] = {}
         for job in list(self.session_jobs.values()):
+            if job.spec.keep:
+                continue
             last = job.dir.read_status() if job.dir.path.exists() else None
             if last is None or not last.state.is_terminal():
                 by_engine.setdefault(job.spec.engine, []).append(job)
@@ -129,15 +166,24 @@ class Launcher:
                 engine.shutdown(jobs)
 
 
+class AlreadyRunning(SpecError):
+    """A job of the same name is still running; the message says how to attach, stop, or start
+    another anyway."""
+
+
 class Job:
-    """A job started from this notebook, as `%%paddle_launch --detach` returns it.
+    """A job started from this notebook, as `%%paddle_launch --detach` (or `--keep`) and
+    `%paddle_attach` return it.
 
     `job.state`, `job.status()`, `job.logs(rank=0, tail=50)`, `job.wait(timeout=None)`,
-    `job.stop()`. The job still ends with the kernel that started it.
+    `job.stop()`, `job.attach()` (the live panel, here), `job.result()` (the `--pull` variables).
+    A job launched without `--keep` still ends with the kernel that started it.
     """
 
-    def __init__(self, launcher: Launcher, handle: JobHandle):
+    def __init__(self, launcher: Launcher, handle: JobHandle,
+                 namespace: dict[str, object] | None = None):
         self._launcher = launcher
+        self._namespace = namespace
         self.handle = handle
 
     @property
@@ -175,6 +221,32 @@ class Job:
                 break
             time.sleep(engine.poll_interval)
         return status
+
+    def attach(self) -> None:
+        """Show the job's live panel in this cell's output."""
+        from launcher_magic.kernel.watch import show
+
+        show(self.handle, self._launcher.engine(self.spec.engine))
+
+    def result(self) -> dict[str, object]:
+        """Rank 0's values of the `--pull` names, once the job has Succeeded; they are also put
+        into the notebook's variables.
+
+        Raises:
+            TransferError: the job did not succeed, pulled nothing, or lacked a name.
+        """
+        if not self.spec.pull:
+            raise TransferError(f"job {self.job_id} was launched without --pull: nothing to bring "
+                                "back")
+        state = self.state
+        if state != JobState.SUCCEEDED:
+            raise TransferError(
+                f"--pull: job {self.job_id} is {state.value}, so there is nothing to pull"
+                + ("" if not state.is_terminal() else f"; see %paddle_logs {self.job_id}"))
+        values = read_pull(self.handle.dir.path, self.spec.pull)
+        if self._namespace is not None:
+            self._namespace.update(values)
+        return values
 
     def __repr__(self) -> str:
         return f"<Job {self.job_id} ({self.spec.engine}): {self.state.value}>"

@@ -7,20 +7,23 @@ and hand the work to the spec builder, the job directory, an engine and the pane
 from __future__ import annotations
 
 import atexit
-import threading
 import time
 from pathlib import Path
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from traitlets import Integer
 
-from launcher_magic.core.jobdir import JobHandle, list_jobs
-from launcher_magic.core.spec import LaunchOptions
+from launcher_magic.core.jobdir import JobHandle
+from launcher_magic.core.spec import LaunchOptions, SpecError
 from launcher_magic.core.status import JobState, JobStatus
+from launcher_magic.core.transfer import DEFAULT_PUSH_LIMIT
 from launcher_magic.engines import Engine, available_engines
+from launcher_magic.kernel import history
 from launcher_magic.kernel.launch import USER_ERRORS, Job, Launcher
-from launcher_magic.kernel.panel import JobPanel, format_elapsed
+from launcher_magic.kernel.panel import widgets_available
+from launcher_magic.kernel.watch import show, wait
 
 # The kernel's launcher: the jobs it started end with it (see stop_session_jobs).
 _LAUNCHER: Launcher | None = None
@@ -43,16 +46,13 @@ def stop_session_jobs() -> None:
 atexit.register(stop_session_jobs)
 
 
-def make_panel(job: JobHandle, engine: Engine) -> JobPanel:
-    """The live panel of `job`, reading it through its engine."""
-    return JobPanel(job.spec, job.dir, lambda: engine.status(job),
-                    tail=lambda rank, lines, status: engine.log_lines(job, rank, lines, status),
-                    on_stop=lambda: engine.stop(job), notes=engine.notes(job.spec))
-
-
 @magics_class
 class PaddleMagics(Magics):
     """Registered by `%load_ext launcher_magic`."""
+
+    push_limit = Integer(
+        DEFAULT_PUSH_LIMIT, help="Largest --push, in bytes once pickled."
+    ).tag(config=True)
 
     @magic_arguments()
     @argument("--nodes", type=int, default=1, help="number of nodes (process groups or pods)")
@@ -72,8 +72,16 @@ class PaddleMagics(Magics):
               help="environment variable for every rank (repeatable)")
     @argument("--files", nargs="+", default=[], metavar="PATH",
               help="files or folders copied beside the cell into the job directory")
+    @argument("--push", default=None, metavar="A,B",
+              help="notebook variables put into every rank's globals before the cell runs")
+    @argument("--pull", default=None, metavar="C,D",
+              help="variables rank 0 sends back into the notebook when the job succeeds")
     @argument("--detach", action="store_true",
-              help="return a handle to the job at once; the panel keeps updating")
+              help="return a handle to the job at once; the job still ends with this kernel")
+    @argument("--keep", action="store_true",
+              help="like --detach, and the job outlives this kernel (%%paddle_attach it later)")
+    @argument("--new", action="store_true",
+              help="start even if a job of this name is still running")
     @argument("--visualdl", action="store_true", help="log scalars for VisualDL")
     @cell_magic
     def paddle_launch(self, line: str, cell: str):
@@ -81,58 +89,110 @@ class PaddleMagics(Magics):
         options = LaunchOptions.from_namespace(parse_argstring(self.paddle_launch, line))
         jobs = launcher(self.shell)
         try:
-            job = jobs.launch(options, cell)
+            job = jobs.launch(options, cell, namespace=self.shell.user_ns,
+                              push_limit=self.push_limit)
             engine = jobs.engine(job.spec.engine)
         except USER_ERRORS as err:
             raise UsageError(str(err)) from None
-        panel = make_panel(job, engine)
-        panel.show()
-        if options.detach:
-            threading.Thread(target=_follow, args=(panel, engine.poll_interval), daemon=True,
-                             name=f"panel-{job.job_id}").start()
-            return Job(jobs, job)
+        if options.detach or options.keep:
+            show(job, engine)
+            return Job(jobs, job, namespace=self.shell.user_ns)
+        panel = show(job, engine, follow=False)
         try:
-            _wait(panel, engine.poll_interval)
+            wait(panel, engine.poll_interval)
         except KeyboardInterrupt:
             engine.stop(job)
             panel.refresh(force=True)
             print(f"Interrupted: job {job.job_id} was stopped.")
+            return None
+        if job.spec.pull:
+            self._pull(Job(jobs, job, namespace=self.shell.user_ns))
         return None
 
+    def _pull(self, job: Job) -> None:
+        try:
+            pulled = job.result()
+        except USER_ERRORS as err:
+            raise UsageError(str(err)) from None
+        print(f"Pulled {', '.join(pulled)} from rank 0 of {job.job_id}.")
+
+    @magic_arguments()
+    @argument("job", help="job id, or a job name (its newest job)")
+    @argument("--wait", action="store_true",
+              help="keep the cell busy until the job ends (Ctrl-C detaches; the job goes on)")
+    @line_magic
+    def paddle_attach(self, line: str = ""):
+        """Show the live panel of a job again, in this kernel: `%paddle_attach JOB [--wait]`.
+
+        Returns the job's handle (see `%%paddle_launch --detach`).
+        """
+        args = parse_argstring(self.paddle_attach, line)
+        job, engine, _ = self._lookup(args.job)
+        handle = Job(launcher(self.shell), job, namespace=self.shell.user_ns)
+        panel = show(job, engine, follow=not args.wait)
+        try:
+            if args.wait:
+                wait(panel, engine.poll_interval)
+        except KeyboardInterrupt:
+            print(f"Detached from job {job.job_id}; it goes on (%paddle_attach {job.job_id}).")
+        return handle
+
+    @magic_arguments()
+    @argument("--since", default=None, metavar="PERIOD",
+              help="only jobs that ran in the last PERIOD (7d, 24h, 90m), and GPU-hours over it")
+    @argument("--all", action="store_true",
+              help="GPU-hours of each user of your tenant, where the engine can list them")
     @line_magic
     def paddle_jobs(self, line: str = ""):
-        """List your jobs: name, engine, state, nodes, age."""
-        if line.strip():
-            raise UsageError("%paddle_jobs takes no arguments")
-        jobs = launcher(self.shell)
-        rows, notes = [], []
-        now = time.time()
-        for path in list_jobs(jobs.root()):
-            try:
-                job = JobHandle.open(path.path)
-                engine = jobs.engine(job.spec.engine)
-                status = engine.status(job)
-            except (OSError, ValueError, *USER_ERRORS):
-                continue
-            rows.append((job.job_id, job.spec.engine, status.state.value, str(job.spec.nodes),
-                         format_elapsed(now - job.spec.created_at) + " ago"))
-            notes += [f"{job.job_id}: {note}" for note in engine.notes(job.spec)]
-        if not rows:
-            print(f"No jobs yet in {jobs.root()}.")
+        """Your jobs and what they cost: `%paddle_jobs [--since 7d] [--all]`.
+
+        A row per job (state, start, duration, nodes x GPUs, GPU-hours, restarts, last
+        checkpoint; with widgets, Logs / Attach / Stop buttons), then the GPU-hours of the period:
+        yours, and your tenant's where the engine can list its jobs. GPU-hours are what a job held:
+        nodes x GPUs per node x its runtime.
+        """
+        try:
+            args = parse_argstring(self.paddle_jobs, line)
+        except UsageError as err:
+            raise UsageError(
+                f"%paddle_jobs takes no arguments other than --since PERIOD and --all: {err}"
+            ) from None
+        jobs, now = launcher(self.shell), time.time()
+        try:
+            since = None if args.since is None else history.parse_since(args.since, now)
+            user = jobs.context().user
+        except (SpecError, *USER_ERRORS) as err:
+            raise UsageError(str(err)) from None
+        rows = [row for row in history.read_rows(jobs, now) if row.ran_since(since, now)]
+        usage, why = history.read_tenant_usage(jobs, since)
+        summary = history.summarize(rows, usage, user=user, since=since, now=now, caveat=why,
+                                    period=history.period_label(args.since, since))
+        if rows and widgets_available():
+            from IPython.display import display
+
+            view = history.HistoryView(rows, summary, history.job_actions(
+                jobs, self.shell.run_line_magic), per_user=args.all)
+            display(view.bundle(), raw=True)
             return None
-        _print_table(("job", "engine", "state", "nodes", "age"), rows)
-        for note in notes:
-            print(f"note: {note}")
+        empty = (f"No jobs yet in {jobs.root()}." if since is None
+                 else f"No jobs ran {summary.period} in {jobs.root()}.")
+        print(history.render_text(rows, summary, per_user=args.all, empty=empty))
         return None
 
     @magic_arguments()
     @argument("job", help="job id, or a job name (its newest job)")
     @argument("--rank", type=int, default=None, help="which rank (default: the failed one, or 0)")
     @argument("--tail", type=int, default=50, help="how many lines")
-    @argument("--follow", action="store_true", help="keep printing until the job ends")
+    @argument("--follow", action="store_true",
+              help="keep printing until the job ends, across restarts (Ctrl-C: stop following)")
     @line_magic
     def paddle_logs(self, line: str = ""):
-        """Show a rank's log: `%paddle_logs JOB [--rank N] [--tail K] [--follow]`."""
+        """Show a rank's log: `%paddle_logs JOB [--rank N] [--tail K] [--follow]`.
+
+        `--follow` prints what the rank writes from then on, through each restart of the job
+        (a `== restart <n>: attempt <n+1> ==` line where the local engine starts a new attempt),
+        and ends with `== job ended: <state> ==`. Interrupting stops following, not the job.
+        """
         args = parse_argstring(self.paddle_logs, line)
         job, engine, status = self._lookup(args.job)
         rank = args.rank if args.rank is not None else (status.failed_rank or 0)
@@ -150,7 +210,10 @@ class PaddleMagics(Magics):
                 for chunk in engine.follow_log(job, rank):
                     print(chunk, end="", flush=True)
             except KeyboardInterrupt:
+                print(f"\n== stopped following; job {job.job_id} goes on ==")
                 return None
+            except USER_ERRORS as err:
+                raise UsageError(str(err)) from None
             print(f"== job ended: {engine.status(job).state.value} ==")
         return None
 
@@ -214,48 +277,6 @@ class PaddleMagics(Magics):
             return job, engine, engine.status(job)
         except USER_ERRORS as err:
             raise UsageError(str(err)) from None
-
-
-def _wait(panel: JobPanel, interval: float) -> JobStatus:
-    """Refresh the panel until the job ends, letting widget events (the Stop button) through."""
-    poll = _ui_poller()
-    while True:
-        status = panel.refresh()
-        if status.state.is_terminal():
-            return status
-        poll(interval)
-
-
-def _follow(panel: JobPanel, interval: float) -> None:
-    while not panel.refresh().state.is_terminal():
-        time.sleep(interval)
-
-
-def _ui_poller():
-    """A `wait(seconds)` that processes widget messages meanwhile, where a kernel allows it."""
-    try:
-        from IPython import get_ipython
-        from jupyter_ui_poll import ui_events
-
-        if getattr(get_ipython(), "kernel", None) is None:
-            raise ImportError
-    except ImportError:
-        return time.sleep
-
-    def wait(seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        with ui_events() as process:
-            while time.monotonic() < deadline:
-                process(20)
-                time.sleep(0.05)
-
-    return wait
-
-
-def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=True)]
-    for row in (header, *rows):
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
 __all__ = ["PaddleMagics", "stop_session_jobs", "JobState"]

@@ -1,26 +1,30 @@
 """The job panel: live widgets where a widget frontend exists, text everywhere else.
 
-The panel has two outputs. A live ipywidgets view (state, a row per rank, a log tail with a rank
-selector, a Stop button) and a summary (HTML with a text/plain twin) that is rewritten in place on
-every change of state, so the saved notebook keeps a readable final state even where widgets do
-not render (nbconvert, GitHub, terminal IPython). Rendering is pure: `PanelView -> str`.
+The panel has two outputs. A live ipywidgets view (state, a progress bar when the job reports
+progress, a row per rank, a log tail with a rank selector, a Stop button) and a summary (HTML with
+a text/plain twin) that is rewritten in place on every change of state, so the saved notebook
+keeps a readable final state, progress figures included, even where widgets do not render
+(nbconvert, GitHub, terminal IPython). Rendering is pure: `PanelView -> str`.
 """
 
 from __future__ import annotations
 
 import html
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from launcher_magic.core.jobdir import JobDir
+from launcher_magic.core.progress import Progress, eta_seconds, percent, read_progress
 from launcher_magic.core.spec import JobSpec
 from launcher_magic.core.status import JobState, JobStatus
 from launcher_magic.training.checkpoint import latest_step
 from workbench_contract import environment as wbenv
 
 LOG_LINES = 20
+MAX_SCALARS = 3  # last scalars on the progress line: the loss and two more
 STATE_COLOURS = {
     JobState.PENDING: "#6b7280", JobState.RUNNING: "#2563eb", JobState.RESTARTING: "#d97706",
     JobState.STOPPING: "#d97706", JobState.SUCCEEDED: "#16a34a", JobState.FAILED: "#dc2626",
@@ -39,6 +43,7 @@ class PanelView:
     checkpoint_step: int | None
     now: float
     notes: tuple[str, ...] = ()  # what the engine does not honour of the spec
+    progress: Progress | None = None  # None: the job's code reports no progress
 
     @classmethod
     def read(cls, spec: JobSpec, job: JobDir, status: JobStatus,
@@ -48,7 +53,7 @@ class PanelView:
         rank = log_rank if log_rank is not None else (status.failed_rank or 0)
         return cls(spec=spec, status=status, log_rank=rank, log_lines=tuple(tail(rank, lines)),
                    checkpoint_step=latest_step(job.checkpoints_dir), now=time.time(),
-                   notes=tuple(notes))
+                   notes=tuple(notes), progress=read_progress(job.path))
 
 
 def format_elapsed(seconds: float) -> str:
@@ -73,12 +78,44 @@ def _facts(view: PanelView) -> list[tuple[str, str]]:
     ]
 
 
+def format_rate(steps_per_second: float) -> str:
+    """Three significant figures or so, never an exponent: 0.123, 1.23, 12.3, 123."""
+    rate = steps_per_second
+    return f"{rate:.0f}" if rate >= 100 else f"{rate:.1f}" if rate >= 10 else f"{rate:.2f}"
+
+
+def progress_figures(view: PanelView) -> list[str]:
+    """What the progress line says: steps, percent, steps/s, ETA, last scalars ([]: no progress).
+
+    The ETA is shown while the job runs only: once it has ended there is nothing left to wait
+    for, and while it restarts the rate is the previous attempt's.
+    """
+    progress = view.progress
+    if progress is None:
+        return []
+    done = percent(progress)
+    figures = [f"step {progress.step}" if done is None
+               else f"{progress.step}/{progress.total} ({int(done)}%)"]
+    if progress.steps_per_second:
+        figures.append(f"{format_rate(progress.steps_per_second)} steps/s")
+    eta = eta_seconds(progress, view.now)
+    if eta is not None and view.status.state == JobState.RUNNING:
+        # Rounded up: "ETA 0:00" would claim the job is done while a step is still left.
+        figures.append(f"ETA {format_elapsed(math.ceil(eta))}")
+    # The loss first (what people watch), then the others in the order they were logged.
+    names = sorted(progress.scalars, key=lambda name: name != "loss")[:MAX_SCALARS]
+    figures += [f"{name} {progress.scalars[name]:.4g}" for name in names]
+    return figures
+
+
 def render_text(view: PanelView, with_log: bool = True) -> str:
     """The panel as plain text (terminal IPython, nbconvert, the saved notebook's text)."""
     status = view.status
     lines = [f"Paddle job {status.job_id}: {status.state.value}"
              + (f" - {status.message}" if status.message else "")]
     lines.append("  " + ", ".join(f"{k}: {v}" for k, v in _facts(view)))
+    if figures := progress_figures(view):
+        lines.append("  progress: " + ", ".join(figures))
     lines.extend(f"  note: {note}" for note in view.notes)
     for rank in status.ranks:
         code = "" if rank.exit_code is None else f" exit {rank.exit_code}"
@@ -102,6 +139,24 @@ def render_header_html(view: PanelView) -> str:
             f"<div>{facts}</div>{notes}")
 
 
+def render_progress_html(view: PanelView) -> str:
+    """A progress bar (plain HTML and CSS) with its figures; "" when the job reports none."""
+    figures = progress_figures(view)
+    if not figures:
+        return ""
+    done = percent(view.progress)
+    bar = ""
+    if done is not None:
+        bar = (f'<div role="progressbar" aria-valuemin="0" aria-valuemax="100" '
+               f'aria-valuenow="{int(done)}" style="display:inline-block;vertical-align:middle;'
+               f'width:16em;height:0.8em;margin-right:0.6em;background:#e5e7eb;'
+               f'border-radius:0.4em;overflow:hidden"><div style="width:{done:.1f}%;height:100%;'
+               f'background:{STATE_COLOURS[view.status.state]}"></div></div>')
+    text = " &middot; ".join(html.escape(figure) for figure in figures)
+    return (f'<div class="paddle-job-progress">{bar}'
+            f'<span style="vertical-align:middle">progress: {text}</span></div>')
+
+
 def render_ranks_html(view: PanelView) -> str:
     """One table row per rank: node, state, exit code, error."""
     esc = html.escape
@@ -123,7 +178,8 @@ def render_log_html(view: PanelView) -> str:
 
 def render_html(view: PanelView, with_log: bool = True) -> str:
     """The panel as self-contained HTML (no scripts), for the notebook's saved summary."""
-    parts = ['<div class="paddle-job-panel">', render_header_html(view), render_ranks_html(view)]
+    parts = ['<div class="paddle-job-panel">', render_header_html(view),
+             render_progress_html(view), render_ranks_html(view)]
     if with_log and view.log_lines:
         parts += [f"<div>last lines of rank {view.log_rank}:</div>", render_log_html(view)]
     parts.append("</div>")
@@ -215,7 +271,13 @@ class JobPanel:
         self._stop = w.Button(description="Stop", button_style="danger", icon="stop")
         self._stop.on_click(self._stop_clicked)
         self._log = w.HTML()
-        children = [self._header, self._ranks, w.HBox([self._rank_picker, self._stop]), self._log]
+        # Hidden until the job reports progress (a job that reports none shows elapsed time).
+        self._bar = w.IntProgress(min=0, max=1, value=0, layout=w.Layout(width="16em"))
+        self._bar_label = w.Label()
+        self._progress_box = w.HBox([self._bar, self._bar_label],
+                                    layout=w.Layout(display="none"))
+        children = [self._header, self._progress_box, self._ranks,
+                    w.HBox([self._rank_picker, self._stop]), self._log]
         if self.spec.visualdl:
             # The job's VisualDL board, open by default (the user asked for --visualdl) and
             # collapsible; it is started when the panel is shown (see _show_board).
@@ -305,11 +367,28 @@ class JobPanel:
         self._header.value = render_header_html(view)
         self._ranks.value = render_ranks_html(view)
         self._log.value = render_log_html(view)
+        self._draw_progress(view)
         if view.status.state.is_terminal():
             self._stop.disabled = True
             self._stop.description = view.status.state.value
-            # The final summary below now shows state and ranks; do not show them twice.
+            # The final summary below now shows state, progress and ranks; not twice.
             self._header.layout.display = self._ranks.layout.display = "none"
+            self._progress_box.layout.display = "none"
+
+    def _draw_progress(self, view: PanelView) -> None:
+        figures = progress_figures(view)
+        if not figures:
+            self._progress_box.layout.display = "none"
+            return
+        progress, done = view.progress, percent(view.progress)
+        self._progress_box.layout.display = None
+        self._bar.layout.display = "none" if done is None else None
+        if done is not None:
+            self._bar.max = progress.total  # before the value, which is clamped to max
+            self._bar.value = min(progress.step, progress.total)
+        self._bar.bar_style = {JobState.SUCCEEDED: "success",
+                               JobState.FAILED: "danger"}.get(view.status.state, "")
+        self._bar_label.value = "progress: " + ", ".join(figures)
 
     def _print_text(self, view: PanelView) -> None:
         final = view.status.state.is_terminal()

@@ -11,6 +11,7 @@ Inside a `%%paddle_launch` cell::
 Rank 0 writes `checkpoints/step-<n>/` (model, optimizer, metadata) into a hidden folder and renames
 it into place, so a reader sees whole checkpoints only; it keeps the last `keep`. Every rank loads
 the newest one on start. The directory defaults to the job's (PADDLE_WORKBENCH_CHECKPOINT_DIR).
+`steps(N)` also reports the loop's progress (step, N, steps/s) for the job panel, from rank 0.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from launcher_magic.core.progress import progress_writer
 from workbench_contract import environment as wbenv
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -119,10 +121,21 @@ class Checkpointer:
         return final
 
     def steps(self, total: int) -> Iterator[int]:
-        """Yield step indices from the restored position to `total`, saving as they complete."""
+        """Yield step indices from the restored position to `total`, saving as they complete.
+
+        On rank 0 of a job it also reports each completed step, `total` and where this attempt
+        resumed to the job's progress file (`launcher_magic.core.progress`), for the panel's
+        progress bar and ETA.
+        """
         start = self.restore()
+        progress = progress_writer()
+        if progress is not None:
+            progress.begin(start, total)
         for step in range(start, total):
             yield step
             done = step + 1
             if done % self.every == 0 or done == total:
                 self.save(done)
+            if progress is not None:
+                # After the save: 100 % means the last checkpoint is on disk too.
+                progress.step(done, total)

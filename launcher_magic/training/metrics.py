@@ -15,6 +15,8 @@ It writes `train/loss`, `train/step_time` (seconds between two `log` calls) and
 the job's VisualDL folder (PADDLE_WORKBENCH_VISUALDL_DIR), with the job id as the run's name, so the
 job panel's board and the `visualdl` board over all jobs show it. On other ranks it does nothing,
 so the same cell runs on every rank. Records are flushed every `flush_secs`, so charts are live.
+The last value of each scalar you pass also goes to the job's progress file, so the job panel
+shows the last loss beside its progress bar (without `Checkpointer.steps`, `step` counts steps).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from collections.abc import Mapping
 from numbers import Real
 from pathlib import Path
 
+from launcher_magic.core.progress import progress_writer
 from workbench_contract import environment as wbenv
 
 PREFIX = "train/"
@@ -72,6 +75,7 @@ class ScalarLogger:
         self.logdir = Path(logdir) if logdir is not None else _default_logdir(env)
         self._last: float | None = None
         self._writer = None
+        self._progress = progress_writer(env) if self.rank == 0 else None
         if self.rank != 0:
             return
         try:
@@ -106,6 +110,7 @@ class ScalarLogger:
             if not isinstance(value, Real):
                 raise TypeError(f"ScalarLogger.log: {name}={value!r} is not a number; pass "
                                 f"float(...) of it")
+        mine = dict(values)  # what the user passed, for the panel (not the derived timings)
         if self._last is not None:
             # The first call has no previous step to time against.
             step_time = now - self._last
@@ -115,6 +120,8 @@ class ScalarLogger:
         self._last = now
         if self._writer is None:
             return {}
+        if self._progress is not None:
+            self._progress.scalars(mine, step=int(step))
         written = {}
         for name, value in values.items():
             value = float(value)
@@ -132,6 +139,8 @@ class ScalarLogger:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+            if self._progress is not None:
+                self._progress.flush()
 
     def __enter__(self) -> ScalarLogger:
         return self

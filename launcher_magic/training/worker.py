@@ -8,6 +8,10 @@ Rendezvous without waiting: Paddle's non-zero ranks connect to rank 0's TCP stor
 listening yet, retry only every few seconds. Each rank imports paddle first (the cell would do so
 anyway) and ranks other than 0 wait until rank 0's store accepts connections, polling quickly, so
 their first connect succeeds. Nothing the training computes changes.
+
+Variables: what the notebook pushed (`--push`) is in the cell's globals when it starts; when the
+cell ends well, rank 0 saves its values of the pulled names (`--pull`) for the kernel (see
+`launcher_magic.core.transfer`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 
 from launcher_magic.core.jobdir import JobDir, atomic_write_json
 from launcher_magic.core.status import RankState
+from launcher_magic.core.transfer import read_push, write_pull
 from workbench_contract import environment as wbenv
 
 STORE_WAIT_SECONDS = 120.0
@@ -78,10 +83,14 @@ def main(main_path: str) -> None:
 
     code, error, state = 0, None, RankState.SUCCEEDED
     try:
+        spec = job.read_spec()
+        pushed = read_push(job.path) if spec.push else {}
         _prepare_rendezvous(rank)
         sys.argv = [str(job.cell_path)]
         sys.path.insert(0, str(job.path))
-        runpy.run_path(str(job.cell_path), run_name="__main__")
+        names = runpy.run_path(str(job.cell_path), init_globals=pushed, run_name="__main__")
+        if spec.pull and rank == 0:
+            write_pull(job.path, spec.pull, names)
     except SystemExit as exc:
         if exc.code not in (None, 0):
             code = exc.code if isinstance(exc.code, int) else 1

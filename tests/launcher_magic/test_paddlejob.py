@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import jsonschema
@@ -15,7 +16,10 @@ from launcher_magic.engines.kubernetes.paddlejob import (
     ClusterSettings,
     build_paddlejob,
     check_quota,
+    env_secret,
+    env_secret_name,
     exits_from_events,
+    owned_by,
     status_from_cluster,
 )
 from workbench_contract.environment import NotebookContext, Storage
@@ -65,7 +69,10 @@ def test_paddlejob_is_collective_with_the_job_contract():
     assert not {"PADDLE_MASTER", "PADDLE_NNODES", "PADDLE_JOB_ID"} & set(env)  # the operator's
     assert env["PADDLE_WORKBENCH_NODE_RANK"]["valueFrom"]["fieldRef"]["fieldPath"] == (
         "metadata.labels['training.kubeflow.org/replica-index']")
-    assert env["LR"]["value"] == "0.1"
+    # --env values live in the job's Secret, not in the PaddleJob colleagues may read.
+    assert env["LR"] == {"name": "LR", "valueFrom": {"secretKeyRef": {
+        "name": "ada-example-org.job-a1b2c3-env", "key": "LR"}}}
+    assert "0.1" not in repr(manifest)
     assert env["PADDLE_WORKBENCH_JOB_DIR"]["value"] == str(job.path)
     assert container["resources"]["limits"] == {"cpu": "4", "memory": "16Gi",
                                                 "nvidia.com/gpu": "1"}
@@ -76,6 +83,38 @@ def test_paddlejob_is_collective_with_the_job_contract():
     assert container["workingDir"] == str(job.path)
     assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert pod["automountServiceAccountToken"] is False
+
+
+def test_env_values_go_into_a_secret_of_the_user_that_the_job_owns():
+    spec, _, manifest = _job(env=("API_KEY=s3cret", "LR=0.1"))
+    secret = env_secret(spec, CLUSTER)
+    assert secret["metadata"] == {"name": "ada-example-org.job-a1b2c3-env",
+                                  "namespace": "wb-vision",
+                                  "labels": manifest["metadata"]["labels"]}
+    assert secret["type"] == "Opaque"
+    assert secret["stringData"] == {"API_KEY": "s3cret", "LR": "0.1"}
+    (container,) = manifest["spec"]["paddleReplicaSpecs"]["Worker"]["template"]["spec"][
+        "containers"]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]
+            if "secretKeyRef" in e.get("valueFrom", {})}
+    assert refs == {k: {"name": secret["metadata"]["name"], "key": k} for k in ("API_KEY", "LR")}
+    assert "s3cret" not in repr(manifest)
+    # No --env, no Secret.
+    assert env_secret(_job()[0], CLUSTER) is None
+    created = {**manifest, "metadata": {**manifest["metadata"], "uid": "u-1"}}
+    assert owned_by(created) == {"metadata": {"ownerReferences": [{
+        "apiVersion": "kubeflow.org/v1", "kind": "PaddleJob", "name": "job-a1b2c3",
+        "uid": "u-1"}]}}
+
+
+@pytest.mark.parametrize("user, name", [
+    ("ada", "ada.job-a1b2c3-env"),  # the hub's label-safe name: the policy's `<user>.` prefix
+    ("Ada_Lovelace@x.org", "ada-lovelace-x-org.job-a1b2c3-env"),  # still a valid Secret name
+    ("", "job-a1b2c3-env"),
+], ids=["hub-user", "raw-name", "no-user"])
+def test_env_secret_name_starts_with_the_user(user, name):
+    spec, _, _ = _job()
+    assert env_secret_name(replace(spec, user=user)) == name
 
 
 def test_paddlejob_pods_are_pod_security_restricted():

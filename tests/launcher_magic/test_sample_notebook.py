@@ -33,13 +33,21 @@ def test_sample_notebook_runs_and_keeps_a_readable_final_state(tmp_path, monkeyp
     NotebookClient(notebook, timeout=600, kernel_name="python3",
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
 
-    launch, listing, logs = (c for c in notebook.cells
-                             if c.cell_type == "code" and "paddle" in c.source and
-                             "load_ext" not in c.source)
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+
+    def cell(start: str):
+        (found,) = [c for c in code if c.source.startswith(start)]
+        return found
+
+    launch, pulled = cell("%%paddle_launch"), cell("for name, value in weights.items()")
+    listing, logs = cell("%paddle_jobs"), cell("%paddle_logs")
     # The saved notebook shows the final state as HTML and text, not only as a live widget.
     html = [o["data"]["text/html"] for o in launch.outputs if "text/html" in o.get("data", {})]
     assert any("Succeeded" in h for h in html), launch.outputs
     assert "Succeeded" in _text(launch)
+    assert "progress: 60/60 (100%)" in _text(launch)  # the progress bar's final figures
+    assert "Pulled weights from rank 0" in _text(launch)
+    assert "pulled 0.weight (16, 32)" in _text(pulled)  # the trained weights, in this kernel
     assert "quickstart-" in _text(listing) and "Succeeded" in _text(listing)
     assert "world size 2" in _text(logs)
 

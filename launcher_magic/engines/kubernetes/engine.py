@@ -11,6 +11,7 @@ the status mapping are pure (`paddlejob`); this module is the API I/O around the
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -23,21 +24,35 @@ from urllib3.exceptions import HTTPError
 from launcher_magic.core.jobdir import JobHandle
 from launcher_magic.core.spec import JobSpec, SpecError
 from launcher_magic.core.status import JobState, JobStatus, RankState, RankStatus
-from launcher_magic.engines.base import Engine, EngineError, EngineUnavailable
+from launcher_magic.engines.base import (
+    Engine,
+    EngineError,
+    EngineUnavailable,
+    TenantUsage,
+    UsageRecord,
+)
 from launcher_magic.engines.kubernetes.paddlejob import (
     CONTAINER,
+    GPU,
     GROUP,
     JOB_NAME_LABEL,
     KIND,
     PLURAL,
     VERSION,
     ClusterSettings,
+    _timestamp,
     build_paddlejob,
     check_quota,
+    env_secret,
+    env_secret_name,
+    label_value,
+    owned_by,
     status_from_cluster,
 )
 from workbench_contract import environment as wbenv
+from workbench_contract.labels import LABEL_JOB, LABEL_TENANT, LABEL_USER
 from workbench_contract.pod_security import DEFAULT_GID, DEFAULT_UID
+from workbench_contract.resources import parse_quantity
 
 IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 
@@ -77,6 +92,41 @@ def _stream_lines(response) -> Iterator[str]:
             yield line.decode("utf-8", errors="replace")
     if pending:
         yield pending.decode("utf-8", errors="replace")
+
+
+def _policy_refusal(err) -> str:
+    """What an admission policy said when it refused a request ("" for other refusals): the
+    rule and what to change, without the API server's preamble."""
+    try:
+        message = json.loads(err.body or "{}").get("message") or ""
+    except (TypeError, ValueError):
+        return ""
+    _, found, said = message.partition("denied request: ")
+    return said.strip() if found else ""
+
+
+def usage_from_paddlejob(paddlejob: dict) -> UsageRecord:
+    """What a PaddleJob of the workbench held: its Worker replicas, the GPU limit of their
+    container, and its start and end as the operator (or its deletion) recorded them."""
+    metadata = paddlejob.get("metadata") or {}
+    labels = metadata.get("labels") or {}
+    worker = ((paddlejob.get("spec") or {}).get("paddleReplicaSpecs") or {}).get("Worker") or {}
+    containers = (((worker.get("template") or {}).get("spec") or {}).get("containers") or [])
+    limits = next((((c.get("resources") or {}).get("limits") or {}) for c in containers
+                   if c.get("name") == CONTAINER), {})
+    status = paddlejob.get("status") or {}
+    finished = _timestamp(status.get("completionTime"))
+    for condition in status.get("conditions") or []:
+        if condition.get("type") in ("Succeeded", "Failed") and condition.get("status") == "True":
+            finished = finished or _timestamp(condition.get("lastTransitionTime"))
+    # A stopped job is deleted: it held its nodes until then.
+    finished = finished or _timestamp(metadata.get("deletionTimestamp"))
+    return UsageRecord(
+        job_id=labels.get(LABEL_JOB) or metadata.get("name", ""),
+        user=labels.get(LABEL_USER, ""), tenant=labels.get(LABEL_TENANT),
+        nodes=int(worker.get("replicas") or 1),
+        gpus_per_node=int(parse_quantity(str(limits.get(GPU, "0")))),
+        started_at=_timestamp(status.get("startTime")), finished_at=finished)
 
 
 class KubernetesEngine(Engine):
@@ -156,6 +206,10 @@ class KubernetesEngine(Engine):
         except ApiException as err:
             if missing_ok and err.status == 404:
                 return None
+            policy = _policy_refusal(err)
+            if policy:  # the tenant's admission policy: its rule says what to change
+                raise EngineError(f"{action} was refused by your tenant's policy ({err.status}): "
+                                  f"{policy}") from None
             if err.status == 403:
                 raise EngineError(
                     f"{action} was refused (403 Forbidden): your tenant's service account may not "
@@ -202,13 +256,22 @@ class KubernetesEngine(Engine):
     def submit(self, job: JobHandle) -> None:
         spec = job.spec
         settings = self.settings(spec)
-        _, custom = self._api()
+        core, custom = self._api()
         manifest = build_paddlejob(spec, job.dir, settings)
+        secret, secret_name = env_secret(spec, settings), env_secret_name(spec)
         try:
-            self._call(f"creating PaddleJob {spec.job_id}", custom.create_namespaced_custom_object,
-                       GROUP, VERSION, settings.namespace, PLURAL, manifest)
-        except EngineError:
-            # A request that timed out may still have created the job: take it back.
+            if secret is not None:  # first, so the workers find their environment at start
+                self._call(f"creating Secret {secret_name}", core.create_namespaced_secret,
+                           settings.namespace, secret)
+            created = self._call(f"creating PaddleJob {spec.job_id}",
+                                 custom.create_namespaced_custom_object, GROUP, VERSION,
+                                 settings.namespace, PLURAL, manifest)
+            if secret is not None:  # the Secret now goes with the job
+                self._call(f"giving Secret {secret_name} to its PaddleJob",
+                           core.patch_namespaced_secret, secret_name, settings.namespace,
+                           owned_by(created))
+        except BaseException:
+            # A request that timed out may still have created the job: take it all back.
             self._delete(spec, missing_ok=True, quiet=True)
             raise
         self.log.info("Created PaddleJob %s/%s", settings.namespace, spec.job_id)
@@ -250,6 +313,11 @@ class KubernetesEngine(Engine):
             self._call(f"deleting PaddleJob {spec.job_id}", custom.delete_namespaced_custom_object,
                        GROUP, VERSION, spec.namespace, PLURAL, spec.job_id,
                        propagation_policy="Foreground", missing_ok=missing_ok)
+            if spec.env:  # gone with its job, unless the job never became its owner
+                core, _ = self._api()
+                self._call(f"deleting Secret {env_secret_name(spec)}",
+                           core.delete_namespaced_secret, env_secret_name(spec), spec.namespace,
+                           missing_ok=True)
         except EngineError as err:
             if not quiet:
                 raise
@@ -275,6 +343,26 @@ class KubernetesEngine(Engine):
         """Delete each job (its pods follow); the kernel's exit does not wait for them to go."""
         for job in jobs:
             self._delete(job.spec, quiet=True)
+
+    def tenant_usage(self, since: float | None) -> TenantUsage | None:
+        """The workbench's PaddleJobs in the tenant's namespace, which the notebook's service
+        account may list. Others' jobs count while the cluster keeps them: a stopped job is
+        deleted at once, a finished one `ttl_seconds_after_finished` after it ends."""
+        namespace, tenant = self.context.namespace, self.context.tenant
+        if not namespace:
+            return None
+        selector = LABEL_JOB + (f",{LABEL_TENANT}={label_value(tenant)}" if tenant else "")
+        _, custom = self._api()
+        listed = self._call(f"listing the PaddleJobs of namespace {namespace}",
+                            custom.list_namespaced_custom_object, GROUP, VERSION, namespace,
+                            PLURAL, label_selector=selector)
+        records = [usage_from_paddlejob(item) for item in listed.get("items") or []]
+        records = tuple(r for r in records if since is None or r.finished_at is None
+                        or r.finished_at >= since)
+        hours = self.ttl_seconds_after_finished / 3600
+        return TenantUsage(tenant, records, caveat=(
+            "other users' jobs count while the cluster keeps them: a stopped job is deleted at "
+            f"once, a finished one {hours:g} h after it ends"))
 
     def _pod(self, job: JobHandle, rank: int) -> str:
         return f"{job.job_id}-worker-{rank // job.spec.resources.nproc_per_node}"

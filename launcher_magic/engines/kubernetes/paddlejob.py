@@ -4,6 +4,12 @@ A job is a `kubeflow.org/v1 PaddleJob` in collective mode (Worker replicas = nod
 training-operator gives each worker pod `PADDLE_MASTER`, `PADDLE_NNODES`, `PADDLE_JOB_ID` and
 `PYTHONUNBUFFERED`; every worker runs the same `paddle.distributed.launch <job dir>/main.py` as the
 local engine, with the user's storage mounted at the notebook's path so the job directory is shared.
+
+No value of the user's `--env` is written into the PaddleJob, which the tenant's other users may
+read: they go into a Secret of the job (`env_secret`, named `<user>.<job-id>-env`, which the
+tenant's admission policy lets only this user create and only this user's jobs read) and the
+workers read them with `secretKeyRef`. After the PaddleJob is created it becomes the Secret's
+owner (`owned_by`), so the Secret goes with the job.
 """
 
 from __future__ import annotations
@@ -63,6 +69,33 @@ def label_value(value: str) -> str:
     return cleaned.strip("-_.") or "none"
 
 
+def env_secret_name(spec: JobSpec) -> str:
+    """The Secret holding the job's `--env` values: `<user>.<job-id>-env`. The API server lets a
+    user create, and their jobs read, only Secrets that start with their user name and a dot
+    (`hub_config.cli.admission`); the user is the hub's label-safe name, which this keeps."""
+    owner = re.sub(r"[^a-z0-9-]", "-", label_value(spec.user).lower()).strip("-")
+    return f"{owner}.{spec.job_id}-env" if spec.user and owner else f"{spec.job_id}-env"
+
+
+def env_secret(spec: JobSpec, cluster: ClusterSettings) -> dict[str, Any] | None:
+    """The Secret of the job's `--env` values, labelled like the job; None without `--env`."""
+    if not spec.env:
+        return None
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": env_secret_name(spec), "namespace": cluster.namespace,
+                         "labels": job_labels(spec)},
+            "stringData": dict(spec.env)}
+
+
+def owned_by(paddlejob: Mapping[str, Any]) -> dict[str, Any]:
+    """A patch that makes the created `paddlejob` the owner of an object (its env Secret), so
+    the garbage collector deletes the object with the job."""
+    meta = paddlejob["metadata"]
+    return {"metadata": {"ownerReferences": [{
+        "apiVersion": paddlejob.get("apiVersion", f"{GROUP}/{VERSION}"),
+        "kind": paddlejob.get("kind", KIND), "name": meta["name"], "uid": meta["uid"]}]}}
+
+
 def job_labels(spec: JobSpec) -> dict[str, str]:
     labels = {LABEL_JOB: spec.job_id, LABEL_COMPONENT: COMPONENT_JOB_WORKER}
     if spec.tenant:
@@ -89,7 +122,9 @@ def build_paddlejob(spec: JobSpec, job: JobDir, cluster: ClusterSettings) -> dic
     devices = list(range(spec.resources.gpus_per_node))
     argv, env = node_command(spec, job, node=node_ref, attempt=0, master="",
                              python=cluster.python, devices=devices)
-    env_list = [{"name": k, "value": v} for k, v in sorted(env.items())
+    secret = env_secret_name(spec)
+    env_list = [{"name": k, "valueFrom": {"secretKeyRef": {"name": secret, "key": k}}}
+                if k in spec.env else {"name": k, "value": v} for k, v in sorted(env.items())
                 if k not in OPERATOR_ENV and k != wbenv.NODE_RANK]
     env_list.append({"name": wbenv.NODE_RANK, "valueFrom": {"fieldRef": {
         "fieldPath": f"metadata.labels['{REPLICA_INDEX_LABEL}']"}}})

@@ -4,7 +4,8 @@ The supervisor (`launcher_magic.engines.local.supervisor`) owns the job's proces
 the one writer of the job's `status.json`; this engine starts it, records its pid (with the
 process's start time, so a recycled pid is never mistaken for it) in `supervisor.pid`, reads the
 status it writes, and stops it. The supervisor watches the kernel that started it, so a job never
-outlives its kernel, whether the kernel shut down cleanly or was killed.
+outlives its kernel, whether the kernel shut down cleanly or was killed, unless it was launched with
+`--keep`: then the supervisor does not watch the kernel and any kernel of the user may attach.
 
 When the supervisor is gone without having written a final state (it was killed), the engine
 stops whatever is left of the job's process groups and reports the job Failed (or Stopped, when it
@@ -126,10 +127,11 @@ class LocalEngine(Engine):
         devices = self._devices(job.spec)
         argv = [
             self.python, "-m", "launcher_magic.engines.local.supervisor", str(job.dir.path),
-            "--owner-pid", str(os.getpid()),
             "--interrupt-timeout", str(self.interrupt_timeout),
             "--terminate-timeout", str(self.terminate_timeout),
         ]
+        if not job.spec.keep:  # the supervisor ends the job when this kernel is gone
+            argv += ["--owner-pid", str(os.getpid())]
         if any(devices):
             argv += ["--devices", ";".join(",".join(map(str, d)) for d in devices)]
         try:
