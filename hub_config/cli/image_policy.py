@@ -169,21 +169,8 @@ def check_dockerfile(
         if ins.keyword == "FROM":
             image, alias = _from_parts(ins.value)
             final_from_line, final_user = ins.line, None
-            if image.lower() in stages or image == "scratch":
-                pass  # a previous stage or the empty image: nothing to pin
-            elif "$" in image:
-                violation(ins.line, "from-arg",
-                          f"FROM {image} uses a build argument; write the image with its "
-                          "@sha256 digest literally so the pin is reviewable")
-            else:
-                if _tag_of(image) == "latest":
-                    violation(ins.line, "from-latest",
-                              f"FROM {image} uses the 'latest' tag; name the release tag "
-                              "(e.g. 3.11-slim-bookworm) and pin it by digest")
-                if not _DIGEST.search(image):
-                    violation(ins.line, "from-digest",
-                              f"FROM {image} is not pinned by digest; append "
-                              "@sha256:<digest> (images/build.sh pin <image> prints it)")
+            for rule, message in _from_violations(image, stages):
+                violation(ins.line, rule, message)
             if alias:
                 stages.add(alias)
         elif ins.keyword == "USER":
@@ -210,6 +197,23 @@ def check_dockerfile(
                       f"the final USER is {user!r} (root); end with 'USER 1000:100' "
                       "(the notebook user)")
     return sorted(found, key=lambda v: (v.line, v.rule))
+
+
+def _from_violations(image: str, stages: set[str]) -> list[tuple[str, str]]:
+    """(rule, message) of what a FROM of `image` breaks; `stages` are the earlier stages' names."""
+    if image.lower() in stages or image == "scratch":
+        return []  # a previous stage or the empty image: nothing to pin
+    if "$" in image:
+        return [("from-arg", f"FROM {image} uses a build argument; write the image with its "
+                             "@sha256 digest literally so the pin is reviewable")]
+    found = []
+    if _tag_of(image) == "latest":
+        found.append(("from-latest", f"FROM {image} uses the 'latest' tag; name the release tag "
+                                     "(e.g. 3.11-slim-bookworm) and pin it by digest"))
+    if not _DIGEST.search(image):
+        found.append(("from-digest", f"FROM {image} is not pinned by digest; append "
+                                     "@sha256:<digest> (images/build.sh pin <image> prints it)"))
+    return found
 
 
 def _record_copy(value: str, copies: dict[str, str]) -> None:

@@ -268,30 +268,12 @@ def start(logdir: Path | str, *, env: Mapping[str, str] | None = None,
     port = _free_port()
     url = board_url(port, env, base)
     public_path = public_path_of(url)
-    owner_pid = os.getpid()
-    # The board's lifeline: it holds the read end; the write end stays here and is inherited by
-    # nothing (os.pipe makes both ends close-on-exec; pass_fds hands over the read end alone).
-    lifeline, keep = os.pipe()
-    argv = server_command(python or sys.executable, logdir, port, public_path, lifeline)
     token = secrets.token_hex(24)
     log_path = folder / f"{record_key(logdir, url)}.log"
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        with open(log_path, "wb") as log:
-            # Its own session: a Ctrl-C in the notebook interrupts the kernel, not the board, and
-            # its pid is its process group's, which is how `stop` stops it.
-            process = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, pass_fds=(lifeline,),
-                env={**os.environ, **dict(env), TOKEN_ENV: token},
-            )
-    except BaseException:
-        os.close(keep)
-        raise
-    finally:
-        os.close(lifeline)
-    _OWNED[process.pid] = process
-    _LIFELINES[process.pid] = keep
+    process = _spawn(python or sys.executable, logdir, port, public_path,
+                     {**os.environ, **dict(env), TOKEN_ENV: token}, log_path)
+    owner_pid = os.getpid()
     instance = BoardInstance(
         logdir=str(logdir), port=port, pid=process.pid, url=url, public_path=public_path,
         owner_pid=owner_pid, started_at=time.time(), token=token,
@@ -308,6 +290,31 @@ def start(logdir: Path | str, *, env: Mapping[str, str] | None = None,
         time.sleep(0.2)
     _write_record(folder, instance)
     return StartResult(instance, reused=False)
+
+
+def _spawn(python: str, logdir: Path, port: int, public_path: str, env: Mapping[str, str],
+           log_path: Path) -> subprocess.Popen:
+    """Start the board's process, with its lifeline: the board holds the pipe's read end, the
+    write end stays here and is inherited by nothing (os.pipe makes both ends close-on-exec;
+    pass_fds hands over the read end alone)."""
+    lifeline, keep = os.pipe()
+    argv = server_command(python, logdir, port, public_path, lifeline)
+    try:
+        with open(log_path, "wb") as log:
+            # Its own session: a Ctrl-C in the notebook interrupts the kernel, not the board, and
+            # its pid is its process group's, which is how `stop` stops it.
+            process = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, pass_fds=(lifeline,), env=dict(env),
+            )
+    except BaseException:
+        os.close(keep)
+        raise
+    finally:
+        os.close(lifeline)
+    _OWNED[process.pid] = process
+    _LIFELINES[process.pid] = keep
+    return process
 
 
 def _check_installed() -> None:
