@@ -1,20 +1,40 @@
-"""Login: who you are decides your tenant.
+"""Login: who you are decides your tenant, and what you may administer.
 
 Two authenticators share one rule (`TenantAuthMixin`): the identity provider's groups become
 JupyterHub groups (`manage_groups`), a user in no tenant is refused at login with a page that says
-so (and the spawners refuse such users too, in case groups or tenants change later), and members
-of any tenant's `admin_groups` (or of `extra_admin_groups`) are hub admins; leaving the group
-revokes admin at the next login.
+so (and the spawners refuse such users too, in case groups or tenants change later).
+
+Who administers what:
+- Members of a tenant's `admin_groups` administer that tenant only: `tenant_admin_roles` builds one
+  JupyterHub role per tenant (`tenant-admin-<tenant>`) whose scopes are filtered to the tenant's
+  groups (`admin:servers!group=...`, `access:servers!group=...`, `read:users!group=...`,
+  `list:users!group=...`, plus the admin page itself), assigned to the tenant's admin groups. The
+  hub config puts them into `c.JupyterHub.load_roles`.
+- Full hub admins are only the operator's admin groups (`extra_admin_groups`,
+  `WORKBENCH_ADMIN_GROUPS`) and `admin_users`; the `admin` flag follows them at every login and
+  refresh, so leaving the group revokes it.
+- JupyterHub loads roles at start only. Group *membership* follows the identity provider at each
+  refresh (below); an edit of the tenants file that changes a tenant's groups or admin_groups
+  changes logins and spawns at once, but the admin roles only at the next hub restart (the
+  authenticator logs a warning naming the roles until then).
+
+Freshness: groups are refreshed from the source of truth before every spawn (`refresh_pre_spawn`)
+and whenever they are older than `auth_refresh_age` (300 s). A spawn is refused (403) when that
+refresh fails (the provider revoked the user's tokens, or the users file is broken), even for API
+requests, where JupyterHub would otherwise go on with the groups it had.
 
 - `TenantOAuthenticator`: OAuthenticator's GenericOAuthenticator against an OIDC provider; the
-  groups claim (`groups_claim`) is read from the userinfo response.
+  groups claim (`groups_claim`) is read from the userinfo response. Auth state is on (the tokens,
+  encrypted with `JUPYTERHUB_CRYPT_KEY`, are what lets the hub ask the provider again without a
+  login), and the username is the immutable `sub` claim unless the operator names another.
 - `LocalGroupsAuthenticator`: for one machine and teaching (`workbench up`), no identity provider:
-  a local users file maps each user to a salted password hash and groups.
+  a local users file maps each user to a salted password hash and groups; a refresh re-reads it.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +43,9 @@ from oauthenticator.generic import GenericOAuthenticator
 from tornado import web
 from traitlets import Bool, List, Unicode, default
 
-from hub_config.policy import is_admin, no_tenant_message, user_tenants
+from hub_config.policy import no_tenant_message, user_tenants
 from hub_config.tenancy import Tenancy
-from hub_config.tenants import FileCache
+from hub_config.tenants import FileCache, Tenants, TenantsFileError
 
 # The users file lives in `hub_config.users` (no hub dependencies, for `workbench up --add-user`);
 # these names stay importable from here.
@@ -38,6 +58,8 @@ from hub_config.users import (
 )
 
 __all__ = [
+    "TENANT_ADMIN_ROLE_PREFIX",
+    "TENANT_ADMIN_SCOPES",
     "LocalGroupsAuthenticator",
     "TenantAuthMixin",
     "TenantOAuthenticator",
@@ -45,39 +67,159 @@ __all__ = [
     "add_user",
     "hash_password",
     "load_users",
+    "roles_drift",
+    "tenant_admin_roles",
     "verify_password",
 ]
 
+TENANT_ADMIN_ROLE_PREFIX = "tenant-admin-"
+# What a tenant's admins may do, each scope filtered to the tenant's groups: see, list, start,
+# stop and open the servers of the tenant's users. Not `admin:users` (which makes admins and
+# reads auth state), not `tokens`, not `groups`: those would reach beyond the tenant.
+TENANT_ADMIN_SCOPES = ("admin:servers", "access:servers", "read:users", "list:users")
+# The admin page grants no action by itself; every call it makes is checked against the scopes.
+_ADMIN_PAGE = "admin-ui"
+# Shown when a spawn needs groups the source of truth could not confirm just now.
+UNCONFIRMED_MESSAGE = (
+    "{user}: your sign-in could not be confirmed with the identity provider just now, so no "
+    "server can be started. Log out and sign in again."
+)
+
+
+def tenant_admin_roles(tenants: Tenants) -> list[dict[str, Any]]:
+    """JupyterHub roles (`c.JupyterHub.load_roles` entries) that make each tenant's admin groups
+    administrators of that tenant's users only.
+
+    One role per tenant that has `admin_groups`, named `tenant-admin-<tenant>`, holding
+    `TENANT_ADMIN_SCOPES` each filtered to every one of the tenant's `groups`
+    (`admin:servers!group=vision-team`) and `admin-ui`, assigned to the tenant's admin groups.
+    Those are JupyterHub groups kept in step with the identity provider (`manage_groups`), so who
+    holds the role follows the provider; the role's scopes follow the tenants file when the hub
+    starts. A user in two tenants is administered by the admins of both. Pure: no I/O.
+    """
+    roles = []
+    for tenant in tenants.tenants:
+        if not tenant.admin_groups:
+            continue
+        filtered = [f"{scope}!group={group}" for scope in TENANT_ADMIN_SCOPES
+                    for group in tenant.groups]
+        roles.append({
+            "name": f"{TENANT_ADMIN_ROLE_PREFIX}{tenant.name}",
+            "description": f"Administer the users and servers of tenant {tenant.name} only",
+            "scopes": [_ADMIN_PAGE, *filtered],
+            "groups": list(tenant.admin_groups),
+        })
+    return roles
+
+
+def roles_drift(loaded: Iterable[Mapping[str, Any]],
+                current: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Names of tenant admin roles that differ between the roles the hub loaded at start and
+    those the tenants file gives now (added, removed, or other scopes or groups), sorted."""
+    def by_name(roles: Iterable[Mapping[str, Any]]) -> dict[str, tuple]:
+        return {
+            r["name"]: (sorted(r.get("scopes") or []), sorted(r.get("groups") or []))
+            for r in roles if str(r.get("name", "")).startswith(TENANT_ADMIN_ROLE_PREFIX)
+        }
+
+    before, now = by_name(loaded), by_name(current)
+    return sorted(name for name in before.keys() | now.keys() if before.get(name) != now.get(name))
+
 
 class TenantAuthMixin(Tenancy):
-    """Tenant membership and admin-by-group, shared by both authenticators.
+    """Tenant membership, operator admins and refresh bookkeeping, shared by both authenticators.
 
     A LoggingConfigurable (through `Tenancy`, which brings `tenants_file` and `tenants()`) so that
-    its traitlets are real (configurable) traits on both subclasses.
+    its traitlets are real (configurable) traits on both subclasses. Mixed in before the
+    Authenticator class: its `pre_spawn_start` and `run_post_auth_hook` call `super()`.
     """
 
     extra_admin_groups = List(
         Unicode(),
-        help="""Groups whose members are hub admins in addition to every tenant's admin_groups.""",
+        help="""The operator's admin groups: their members are full hub admins (every tenant).
+        A tenant's own admin_groups administer that tenant only (see `tenant_admin_roles`).""",
     ).tag(config=True)
 
-    def admin_by_group(self, username: str, groups: list[str]) -> bool:
-        return is_admin(self.tenants(), groups, self.extra_admin_groups) or (
+    def admin_by_group(self, username: str, groups: Sequence[str]) -> bool:
+        """Full hub admin: in one of the operator's admin groups, or in `admin_users`."""
+        return bool(set(self.extra_admin_groups).intersection(groups)) or (
             username in self.admin_users
         )
 
     def check_tenant(self, username: str, groups: list[str], admin: bool) -> bool:
-        """True for tenant members and admins; otherwise a 403 page that says why."""
-        if admin or user_tenants(self.tenants(), groups):
+        """True for tenant members, tenant admins and hub admins; otherwise a 403 page that says
+        why."""
+        tenants = self.tenants()
+        self.warn_if_roles_changed(tenants)
+        if admin or user_tenants(tenants, groups) or tenants.admin_groups.intersection(groups):
             return True
         self.log.warning("Refusing login of %s: no tenant for groups %s", username, groups)
         error = web.HTTPError(403, "%s", no_tenant_message(username, groups))
         error.jupyterhub_message = no_tenant_message(username, groups)  # type: ignore[attr-defined]
         raise error
 
+    def warn_if_roles_changed(self, tenants: Tenants) -> None:
+        """Log once per change when the tenants file no longer gives the admin roles the hub
+        loaded at start (JupyterHub loads roles at start only)."""
+        loaded = getattr(self.parent, "load_roles", None)
+        if loaded is None:
+            return
+        changed = roles_drift(loaded, tenant_admin_roles(tenants))
+        if changed and changed != getattr(self, "_roles_drift_warned", None):
+            self.log.warning(
+                "The tenants file %s changes the tenant admin roles %s; roles are loaded when the "
+                "hub starts, so they still hold their old scopes and groups: restart the hub",
+                self.tenants_file, ", ".join(changed),
+            )
+        self._roles_drift_warned = changed
+
+    # --- refresh bookkeeping -------------------------------------------------------------------
+
+    def _unconfirmed(self) -> set[str]:
+        if not hasattr(self, "_unconfirmed_users"):
+            self._unconfirmed_users: set[str] = set()
+        return self._unconfirmed_users
+
+    def note_refresh(self, username: str, refreshed: Any) -> Any:
+        """Record whether the last refresh of a user confirmed them (anything but False), and
+        return `refreshed` unchanged; `pre_spawn_start` refuses users it did not confirm."""
+        if refreshed is False:
+            self._unconfirmed().add(username)
+        else:
+            self._unconfirmed().discard(username)
+        try:
+            self.warn_if_roles_changed(self.tenants())
+        except TenantsFileError:
+            pass  # the spawn that follows reports a broken tenants file itself
+        return refreshed
+
+    async def run_post_auth_hook(self, handler, auth_model):
+        # A completed login confirms the user afresh.
+        self._unconfirmed().discard(auth_model["name"])
+        return await super().run_post_auth_hook(handler, auth_model)
+
+    def pre_spawn_start(self, user, spawner):
+        """Refuse (403) a spawn whose forced refresh failed: JupyterHub goes on with the groups it
+        had for API and cross-user requests, but a new server must rest on confirmed groups."""
+        if user.name in self._unconfirmed():
+            message = UNCONFIRMED_MESSAGE.format(user=user.name)
+            self.log.warning("Refusing spawn for %s: the last refresh did not confirm them",
+                             user.name)
+            error = web.HTTPError(403, "%s", message)
+            error.jupyterhub_message = message  # type: ignore[attr-defined]
+            raise error
+        return super().pre_spawn_start(user, spawner)
+
 
 class TenantOAuthenticator(TenantAuthMixin, GenericOAuthenticator):
-    """GenericOAuthenticator (OIDC) whose groups claim decides the tenant."""
+    """GenericOAuthenticator (OIDC) whose groups claim decides the tenant.
+
+    Defaults that differ from OAuthenticator's: `enable_auth_state` (the hub needs the user's
+    tokens to ask the provider again; JupyterHub refuses to start without `JUPYTERHUB_CRYPT_KEY`
+    then), `refresh_pre_spawn`, `manage_groups`, and `username_claim = "sub"`: the subject is the
+    one claim OIDC promises never to change or reassign, where `preferred_username` or `email`
+    may be editable by the user at some providers (and so let one user become another).
+    """
 
     groups_claim = Unicode(
         "groups", help="""Claim of the userinfo response that lists the user's groups."""
@@ -85,6 +227,14 @@ class TenantOAuthenticator(TenantAuthMixin, GenericOAuthenticator):
 
     @default("manage_groups")
     def _manage_groups_default(self) -> bool:
+        return True
+
+    @default("enable_auth_state")
+    def _enable_auth_state_default(self) -> bool:
+        return True
+
+    @default("refresh_pre_spawn")
+    def _refresh_pre_spawn_default(self) -> bool:
         return True
 
     @default("auth_state_groups_key")
@@ -98,7 +248,7 @@ class TenantOAuthenticator(TenantAuthMixin, GenericOAuthenticator):
 
     @default("username_claim")
     def _username_claim_default(self) -> str:
-        return "preferred_username"
+        return "sub"
 
     async def get_user_groups(self, auth_state: dict) -> set[str]:
         # A provider that omits the claim for a user with no groups means "no groups", not an
@@ -124,9 +274,21 @@ class TenantOAuthenticator(TenantAuthMixin, GenericOAuthenticator):
         return self.check_tenant(username, list(auth_model.get("groups") or []),
                                  bool(auth_model.get("admin")))
 
+    async def refresh_user(self, user, handler=None, **kwargs):
+        """OAuthenticator's refresh (userinfo with the stored access token, else the refresh
+        token): a dict with the user's current groups and admin flag, or False when the provider
+        no longer vouches for the user. Recorded for `pre_spawn_start`."""
+        refreshed = await super().refresh_user(user, handler, **kwargs)
+        return self.note_refresh(user.name, refreshed)
+
 
 class LocalGroupsAuthenticator(TenantAuthMixin, Authenticator):
-    """Password login against a local users file; the file's groups decide the tenant."""
+    """Password login against a local users file; the file's groups decide the tenant.
+
+    A refresh (before each spawn, and after `auth_refresh_age`) re-reads the user's groups from the
+    file, so an edit of the file takes effect without a new login; a user no longer in the file
+    has no groups.
+    """
 
     users_file = Unicode(
         "users.yaml", help="""Local users file: name -> password hash and groups."""
@@ -136,6 +298,10 @@ class LocalGroupsAuthenticator(TenantAuthMixin, Authenticator):
     manage_groups = Bool(True).tag(config=True)
 
     _users_cache: FileCache[dict[str, dict[str, Any]]] | None = None
+
+    @default("refresh_pre_spawn")
+    def _refresh_pre_spawn_default(self) -> bool:
+        return True
 
     def users(self) -> dict[str, dict[str, Any]]:
         """The users file, re-read only when it changed (by mtime and size); raises
@@ -163,3 +329,16 @@ class LocalGroupsAuthenticator(TenantAuthMixin, Authenticator):
             return True
         return self.check_tenant(username, list(authentication.get("groups") or []),
                                  bool(authentication.get("admin")))
+
+    async def refresh_user(self, user, handler=None):
+        """The user's groups and admin flag as the users file says now (no groups when the user
+        is no longer in it); False, recorded for `pre_spawn_start`, when the file is broken."""
+        try:
+            entry = self.users().get(user.name)
+        except UsersFileError as err:
+            self.log.error("Cannot refresh the groups of %s: %s", user.name, err)
+            return self.note_refresh(user.name, False)
+        groups = list(entry["groups"]) if entry else []
+        return self.note_refresh(
+            user.name, {"groups": groups, "admin": self.admin_by_group(user.name, groups)}
+        )

@@ -4,8 +4,10 @@ Settings come from the environment, so `workbench up`, the tests and a deploymen
 one file; the classes' own traitlets stay open to an operator's extra config file
 (`WORKBENCH_EXTRA_CONFIG`, loaded last). Environment variables:
 
-- `WORKBENCH_STATE_DIR`: all hub state (database, cookie secret, homes, users file);
+- `WORKBENCH_STATE_DIR`: all hub state (database, cookie secret, users file);
   default `.workbench` in the current directory.
+- `WORKBENCH_HOMES_DIR`: with the local spawner as root, where users' accounts get their homes
+  (default `/home`).
 - `WORKBENCH_TENANTS_FILE`: the tenants file; default `<state>/tenants.yaml` if present, else the
   example shipped in `hub_config/`.
 - `WORKBENCH_AUTH`: `local` (users file, default) or `oidc` (an OIDC provider, below).
@@ -18,8 +20,13 @@ one file; the classes' own traitlets stay open to an operator's extra config fil
 - `WORKBENCH_OIDC_ISSUER`, `WORKBENCH_OIDC_CLIENT_ID`, `WORKBENCH_OIDC_CLIENT_SECRET`,
   `WORKBENCH_OIDC_CALLBACK_URL` (default `<bind url>/hub/oauth_callback`),
   `WORKBENCH_OIDC_GROUPS_CLAIM` (default `groups`), `WORKBENCH_OIDC_USERNAME_CLAIM`
-  (default `preferred_username`). The issuer's discovery document supplies the endpoints.
-- `WORKBENCH_ADMIN_GROUPS`: comma-separated groups that are admins besides tenants' admin_groups.
+  (default `sub`, the one claim OIDC promises never changes; name another immutable one if
+  yours must be readable). The issuer's discovery document supplies the endpoints.
+  `JUPYTERHUB_CRYPT_KEY` (JupyterHub's own variable) is required with `oidc`: the hub keeps each
+  user's tokens, encrypted with it, to refresh their groups from the provider before every spawn.
+- `WORKBENCH_ADMIN_GROUPS`: comma-separated operator groups whose members are full hub admins. A
+  tenant's own `admin_groups` get a role confined to that tenant's groups
+  (`hub_config.auth.tenant_admin_roles`), loaded when the hub starts.
 - `WORKBENCH_CULLER` (`1` default, `0` off) and `WORKBENCH_CULL_EVERY` (seconds).
 """
 
@@ -47,6 +54,23 @@ def _require(env: Mapping[str, str], name: str) -> str:
     if not value:
         raise HubSettingsError(f"{name} is not set; set it to use WORKBENCH_AUTH=oidc")
     return value
+
+
+def _require_crypt_key(env: Mapping[str, str]) -> None:
+    """WORKBENCH_AUTH=oidc keeps auth state, which JupyterHub encrypts with JUPYTERHUB_CRYPT_KEY.
+
+    Without auth state the hub could not refresh anyone's groups (OAuthenticator's refresh needs
+    the stored tokens), so a user removed from a tenant at the provider would keep it until their
+    next login; refusing to start is the safe answer. JupyterHub itself would also exit, with a
+    message that does not say why the workbench needs the key.
+    """
+    if not env.get("JUPYTERHUB_CRYPT_KEY", "").strip():
+        raise HubSettingsError(
+            "JUPYTERHUB_CRYPT_KEY is not set; WORKBENCH_AUTH=oidc keeps each user's tokens, "
+            "encrypted with it, to refresh their groups from the identity provider before every "
+            "spawn. Set it to 32 random bytes, hex-encoded (`openssl rand -hex 32`), and keep it: "
+            "a new key forces every user to log in again"
+        )
 
 
 def proxy_command(env: Mapping[str, str]) -> str:
@@ -87,6 +111,7 @@ def oidc_endpoints(issuer: str) -> dict[str, str]:
 
 def configure(c: Any, env: Mapping[str, str]) -> None:
     """Fill a traitlets config object `c` from the WORKBENCH_* settings in `env`."""
+    from hub_config.auth import tenant_admin_roles
     from hub_config.services.idle_culler import culler_services
     from hub_config.tenants import load_tenants
 
@@ -121,6 +146,7 @@ def configure(c: Any, env: Mapping[str, str]) -> None:
             state / "users.yaml"
         )
     elif auth == "oidc":
+        _require_crypt_key(env)
         c.JupyterHub.authenticator_class = "hub_config.auth.TenantOAuthenticator"
         oidc = c.TenantOAuthenticator
         for key, value in oidc_endpoints(_require(env, "WORKBENCH_OIDC_ISSUER")).items():
@@ -131,7 +157,7 @@ def configure(c: Any, env: Mapping[str, str]) -> None:
             bind_url.rstrip("/") + "/hub/oauth_callback"
         )
         oidc.groups_claim = env.get("WORKBENCH_OIDC_GROUPS_CLAIM") or "groups"
-        oidc.username_claim = env.get("WORKBENCH_OIDC_USERNAME_CLAIM") or "preferred_username"
+        oidc.username_claim = env.get("WORKBENCH_OIDC_USERNAME_CLAIM") or "sub"
         oidc.login_service = "your identity provider"
     else:
         raise HubSettingsError(f"WORKBENCH_AUTH={auth!r}: use 'local' or 'oidc'")
@@ -141,7 +167,14 @@ def configure(c: Any, env: Mapping[str, str]) -> None:
     spawner = env.get("WORKBENCH_SPAWNER") or "local"
     if spawner == "local":
         c.JupyterHub.spawner_class = "hub_config.local_spawner.TenantLocalSpawner"
-        c.TenantLocalSpawner.homes_dir = str(state / "home")
+        # One machine (`workbench up`): as root, every user is a system account of their own
+        # with a home under WORKBENCH_HOMES_DIR (hub_config.local_spawner); homes that earlier
+        # versions kept in the state folder move into the accounts' homes.
+        c.TenantLocalSpawner.homes_dir = env.get("WORKBENCH_HOMES_DIR") or "/home"
+        c.TenantLocalSpawner.legacy_homes_dir = str(state / "home")
+        # The hub's state (database, cookie secret, users file) is the hub's alone; `workbench
+        # up` also starts the hub with umask 077, so its files are 0600 too.
+        state.chmod(0o700)
         # The hub's own interpreter: the single-user server sees the same packages (the magic).
         c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
     elif spawner == "kubernetes":
@@ -153,12 +186,17 @@ def configure(c: Any, env: Mapping[str, str]) -> None:
     c.Spawner.start_timeout = 120
     c.Spawner.http_timeout = 90
 
+    # Tenant admins administer their tenant only. JupyterHub loads roles when it starts, so an
+    # edit of the tenants file changes these roles at the next start (the authenticator warns).
+    roles = tenant_admin_roles(tenants)
     if (env.get("WORKBENCH_CULLER") or "1") != "0":
         every = env.get("WORKBENCH_CULL_EVERY")
-        services, roles = culler_services(tenants, cull_every=int(every) if every else None)
-        # Ours are the only services and roles; an operator's extra config may add more.
+        services, culler_roles = culler_services(tenants, cull_every=int(every) if every else None)
+        # Ours are the only services; an operator's extra config may add more.
         c.JupyterHub.services = services
-        c.JupyterHub.load_roles = roles
+        roles += culler_roles
+    # Ours are the only roles; an operator's extra config may add more.
+    c.JupyterHub.load_roles = roles
 
     extra = env.get("WORKBENCH_EXTRA_CONFIG")
     if extra:

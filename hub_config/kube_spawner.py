@@ -3,15 +3,24 @@ profiles and images only, the Pod Security `restricted` security context, and th
 magic reads (`hub_config.policy.notebook_context`: tenant, limits, images, uid/gid, node selector,
 and the claim of the user's storage, which job pods mount too).
 
+Each user's notebook runs as their own service account (`<service_account>-<user>`, made with
+its RoleBinding by the hub before the pod, `hub_config.cli.provisioning.user_identity`), so the
+API server tells users apart and its admission policies hold each to their own jobs. No secret
+sits in the pod spec, which colleagues may read: the hub token reaches the server through a
+Secret of its own (`<pod>-token`, owned by the pod, so it goes with it), referenced by
+`secretKeyRef`.
+
 The pure builders (`build_profile_list`, `tenant_overrides`, `probes`, `shared_storage`,
-`kube_literal`, and the security contexts of `workbench_contract.pod_security`) make plain data and
-are tested as data; `TenantKubeSpawner` only wires them into KubeSpawner. The hub needs no cluster-wide rights: with `enable_user_namespaces`
-off, KubeSpawner keeps one pod watch per namespace, and each tenant namespace carries a
-RoleBinding for the hub (provisioned by an operator beforehand).
+`kube_literal`, `hub_token_from_secret`, `token_secret`, and the security contexts of
+`workbench_contract.pod_security`) make plain data and are tested as data; `TenantKubeSpawner`
+only wires them into KubeSpawner. The hub needs no cluster-wide rights: with
+`enable_user_namespaces` off, KubeSpawner keeps one pod watch per namespace, and each tenant
+namespace carries a RoleBinding for the hub (provisioned by an operator beforehand).
 """
 
 from __future__ import annotations
 
+import asyncio
 import posixpath
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
@@ -20,6 +29,7 @@ from kubespawner import KubeSpawner
 from tornado import web
 from traitlets import Integer, Unicode, default, validate
 
+from hub_config.cli.provisioning import user_identity, user_service_account
 from hub_config.policy import Choice, SpawnRefused, choose, notebook_context, profile_slug
 from hub_config.tenant_spawner import TenantSpawnerMixin, http_error
 from hub_config.tenants import Tenant, parse_quantity
@@ -33,6 +43,9 @@ DEFAULT_HOME = "/home/jovyan"
 # The form posts `profile-option-<slug>--image` (and `...--image--unlisted-choice`); we accept
 # only the image option, and only values from the allowlist.
 _FORM_OPTION = "image"
+# JupyterHub puts the server's hub token in these (the second for old single-user servers).
+HUB_TOKEN_ENV = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN")
+TOKEN_KEY = "token"
 
 
 def build_profile_list(tenants: Iterable[Tenant]) -> list[dict[str, Any]]:
@@ -74,14 +87,16 @@ def probes(base_path: str, port: int) -> dict[str, Any]:
     }
 
 
-def tenant_overrides(choice: Choice) -> dict[str, Any]:
-    """KubeSpawner attribute values for a permitted choice: where, how big, which image."""
+def tenant_overrides(choice: Choice, user: str) -> dict[str, Any]:
+    """KubeSpawner attribute values for a permitted choice of `user` (KubeSpawner's
+    `{username}`): where, as whom, how big, which image."""
     tenant, profile = choice.tenant, choice.profile
     gpus = {GPU_RESOURCE: str(profile.gpus)} if profile.gpus else {}
     return {
         "namespace": tenant.namespace,
-        "service_account": tenant.service_account,
-        # The magic's Kubernetes engine creates PaddleJobs with this account's token.
+        # The user's own account: the magic's kubernetes engine creates PaddleJobs with its
+        # token, and the API server's policies know whose jobs they are by it.
+        "service_account": user_service_account(tenant, user),
         "automount_service_account_token": True,
         "image": choice.image.image,
         "cpu_guarantee": profile.cpu.guarantee_value,
@@ -154,6 +169,29 @@ def kube_literal(env: Mapping[str, str]) -> dict[str, str]:
     change, so braces are doubled and come out of the expansion as they went in.
     """
     return {name: value.replace("{", "{{").replace("}", "}}") for name, value in env.items()}
+
+
+def token_secret_name(pod_name: str) -> str:
+    """The Secret holding the hub token of the server in pod `pod_name`."""
+    return f"{pod_name}-token"
+
+
+def hub_token_from_secret(env: Mapping[str, Any], token: str, secret: str) -> dict[str, Any]:
+    """`env` (KubeSpawner's `get_env()`) with the hub token taken from Secret `secret` instead
+    of written in: the variables of `HUB_TOKEN_ENV`, and any other whose value is the token,
+    become `secretKeyRef`s (KubeSpawner turns a dict value into an EnvVar as it is)."""
+    ref = {"valueFrom": {"secretKeyRef": {"name": secret, "key": TOKEN_KEY}}}
+    return {name: dict(ref) if name in HUB_TOKEN_ENV or (token and value == token) else value
+            for name, value in env.items()}
+
+
+def token_secret(name: str, namespace: str, token: str, owner_labels: Mapping[str, str]
+                 ) -> dict[str, Any]:
+    """The Secret holding a server's hub token. Only the hub writes it and nobody's Role may
+    read Secrets; the kubelet hands it to the server's container."""
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": name, "namespace": namespace, "labels": dict(owner_labels)},
+            "stringData": {TOKEN_KEY: token}}
 
 
 def form_options_to_policy(options: dict[str, Any]) -> dict[str, Any]:
@@ -238,7 +276,7 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
             "Spawning %s in tenant %s (namespace %s, profile %s)",
             self.user.name, choice.tenant.name, choice.tenant.namespace, choice.profile.name,
         )
-        self._apply_overrides(tenant_overrides(choice))
+        self._apply_overrides(tenant_overrides(choice, self.user_label))
         self.dns_name = self.dns_name_template.format(namespace=self.namespace, name=self.pod_name)
         pod_sc, container_sc = restricted_security_contexts(self.notebook_uid, self.notebook_gid)
         self.uid, self.gid, self.fs_gid = self.notebook_uid, self.notebook_gid, self.notebook_gid
@@ -275,8 +313,10 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
         storage = shared_storage(volumes, mounts, home=self.home_mount_path)
         if storage is None:
             self._warn_storage_unknown(claim_mounts(volumes, mounts))
+        # The user by their label-safe name: the one their account, their claim and the labels
+        # of their pods and jobs carry, which the API server's policies compare.
         return notebook_context(
-            choice, self.user.name, engine="kubernetes", storage=storage,
+            choice, self.user_label, engine="kubernetes", storage=storage,
             jobs_dir=jobs_dir_on(storage, self.home_mount_path) if storage else None,
             uid=self.notebook_uid, gid=self.notebook_gid,
         )
@@ -292,3 +332,96 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
             "above the home %s; set TenantKubeSpawner.home_mount_path to the home folder",
             ", ".join(paths), self.home_mount_path,
         )
+
+    # -- per-user identity and the hub token's Secret (API I/O) ---------------------------------
+
+    @property
+    def user_label(self) -> str:
+        """KubeSpawner's label-safe `{username}`: the user label of the user's pods and jobs,
+        the suffix of their service account, the name their claim and Secrets start with."""
+        return self._expand_user_properties("{username}")
+
+    def get_env(self) -> dict[str, Any]:
+        """KubeSpawner's environment, with the hub token read from the server's Secret: pod
+        specs are readable by the tenant's users, Secrets are not."""
+        return hub_token_from_secret(super().get_env(), self.api_token,
+                                     token_secret_name(self.pod_name))
+
+    async def _make_create_pod_request(self, pod, request_timeout):
+        """Create the pod (KubeSpawner 7's step, retried while it returns False), after what it
+        needs: the user's own service account with its RoleBinding, and the Secret with this
+        start's hub token; then make the pod the Secret's owner, so that it goes with the pod.
+
+        Raises what the API server answers other than 409 (say, 403 when the tenant was
+        provisioned without the hub's rights to do this: run `workbench apply`).
+        """
+        try:
+            await asyncio.wait_for(self._ensure_identity(), request_timeout)
+            await asyncio.wait_for(self._put_token_secret(), request_timeout)
+        except asyncio.TimeoutError:
+            return False  # KubeSpawner's contract: try again
+        created = await super()._make_create_pod_request(pod, request_timeout)
+        if created:
+            await self._give_token_secret_to(pod.metadata.name, request_timeout)
+        return created
+
+    async def _create(self, what: str, create, body: dict[str, Any]) -> bool:
+        """Create `body` with `create(namespace, body)`: True if made now, False if it existed."""
+        from kubernetes_asyncio.client.exceptions import ApiException
+
+        try:
+            await create(self.namespace, body)
+        except ApiException as err:
+            if err.status == 409:
+                return False
+            self.log.error("Could not create %s %s in %s: %s %s", what,
+                           body["metadata"]["name"], self.namespace, err.status, err.reason)
+            raise
+        self.log.info("Created %s %s/%s", what, self.namespace, body["metadata"]["name"])
+        return True
+
+    async def _ensure_identity(self) -> None:
+        from kubernetes_asyncio.client import RbacAuthorizationV1Api
+
+        rbac = RbacAuthorizationV1Api(self.api.api_client)
+        account, binding = user_identity(self.workbench_choice.tenant, self.user_label)
+        await self._create("service account", self.api.create_namespaced_service_account,
+                           account)
+        await self._create("role binding", rbac.create_namespaced_role_binding, binding)
+
+    async def _put_token_secret(self) -> None:
+        from kubernetes_asyncio.client.exceptions import ApiException
+
+        name = token_secret_name(self.pod_name)
+        owner_labels = {labels.LABEL_TENANT: self.workbench_choice.tenant.name,
+                        labels.LABEL_USER: self.user_label,
+                        labels.LABEL_COMPONENT: labels.COMPONENT_NOTEBOOK}
+        secret = token_secret(name, self.namespace, self.api_token, owner_labels)
+        if await self._create("secret", self.api.create_namespaced_secret, secret):
+            return
+        # Left by an earlier start: this start's token, and no owner (that pod is gone).
+        try:
+            await self.api.patch_namespaced_secret(name, self.namespace, {
+                "metadata": {"ownerReferences": None}, "stringData": secret["stringData"]})
+        except ApiException as err:
+            if err.status != 404:  # the garbage collector took it just now
+                raise
+            await self._create("secret", self.api.create_namespaced_secret, secret)
+
+    async def _give_token_secret_to(self, pod_name: str, request_timeout: float) -> None:
+        """Make the pod the owner of its token Secret. A failure is logged, not raised: the
+        server runs; its Secret then stays until the next start replaces it."""
+        from kubernetes_asyncio.client.exceptions import ApiException
+
+        name = token_secret_name(pod_name)
+        try:
+            pod = await asyncio.wait_for(
+                self.api.read_namespaced_pod(pod_name, self.namespace), request_timeout)
+            owner = {"apiVersion": "v1", "kind": "Pod", "name": pod_name,
+                     "uid": pod.metadata.uid}
+            await asyncio.wait_for(self.api.patch_namespaced_secret(
+                name, self.namespace, {"metadata": {"ownerReferences": [owner]}}),
+                request_timeout)
+        except (ApiException, asyncio.TimeoutError) as err:
+            self.log.warning("Could not make pod %s the owner of secret %s: %s", pod_name,
+                             name, getattr(err, "status", type(err).__name__))

@@ -5,6 +5,9 @@
 #   images/build.sh check             the image policy over images/ (no docker needed)
 #   images/build.sh build cpu|gpu     wheel of this commit + docker build, tagged with the commit
 #   images/build.sh scan cpu|gpu      trivy: fail on HIGH or CRITICAL vulnerabilities
+#   images/build.sh login             docker login to $REGISTRY with $REGISTRY_USER and
+#                                     $REGISTRY_PASSWORD from the environment (password on stdin)
+#   images/build.sh logout            forget the registry credential again
 #   images/build.sh push cpu|gpu      push, then print the digest reference for tenants.yaml
 #   images/build.sh all cpu|gpu       check, build, scan, push (stops at the first failure)
 #   images/build.sh pin IMAGE:TAG     print IMAGE:TAG@sha256:... for a FROM line
@@ -44,6 +47,18 @@ scan() {
   trivy image --exit-code 1 --severity HIGH,CRITICAL --no-progress "$(image_ref "$v")"
 }
 
+login() {
+  : "${REGISTRY_USER:?set REGISTRY_USER (the pipeline passes it from its secrets)}"
+  : "${REGISTRY_PASSWORD:?set REGISTRY_PASSWORD (the pipeline passes it from its secrets)}"
+  # The password goes from the environment to docker's stdin: never into a command line (ps,
+  # /proc/*/cmdline), and a here-string is not echoed by `set -x` as printf's arguments would be.
+  docker login "${REGISTRY%%/*}" --username "$REGISTRY_USER" --password-stdin <<<"$REGISTRY_PASSWORD"
+}
+
+logout() {
+  docker logout "${REGISTRY%%/*}"
+}
+
 push() {
   local v ref digest; v=$(variant "$1"); ref=$(image_ref "$v")
   docker push "$ref" >/dev/null
@@ -61,8 +76,10 @@ case "${1:-}" in
   check) check ;;
   build) build "${2:-}" ;;
   scan) scan "${2:-}" ;;
+  login) login ;;
+  logout) logout ;;
   push) push "${2:-}" ;;
   all) check && build "${2:-}" && scan "${2:-}" && push "${2:-}" ;;
   pin) pin "${2:-}" ;;
-  *) sed -n '2,12p' "$0"; exit 2 ;;
+  *) sed -n '2,15p' "$0"; exit 2 ;;
 esac

@@ -24,15 +24,57 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
-# The virtual environment, reinstalled when pyproject.toml changes.
+# The virtual environment, reinstalled when pyproject.toml changes, and also when a package in it
+# is below the project's requirements (an old .venv, a hand downgrade): the floors exclude
+# versions with published advisories, so "installed" is not enough.
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip
 fi
+below_floors() {
+  # Prints each requirement of the installed project that the environment does not satisfy
+  # ("missing" for a project that is not installed at all). No network.
+  "$VENV/bin/python" - <<'PY' 2>/dev/null || echo "unknown (cannot check)"
+from importlib import metadata
+from packaging.requirements import Requirement
+try:
+    requires = metadata.requires("paddle-workbench") or []
+except metadata.PackageNotFoundError:
+    print("paddle-workbench (missing)")
+    raise SystemExit
+extras = ("", "all", "test", "paddle", "notebook", "hub")
+for text in requires:
+    req = Requirement(text)
+    if req.name == "paddle-workbench" or (
+            req.marker and not any(req.marker.evaluate({"extra": e}) for e in extras)):
+        continue
+    try:
+        version = metadata.version(req.name)
+    except metadata.PackageNotFoundError:
+        print(f"{req.name} (missing)")
+        continue
+    if not req.specifier.contains(version, prereleases=True):
+        print(f"{req.name} {version} (needs {req.specifier})")
+PY
+}
 stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ -f "$stamp" ]; then
+  below=$(below_floors)
+  if [ -n "$below" ]; then
+    echo "setup: below the project's requirements, upgrading:" $below
+    rm -f "$stamp"
+  fi
+fi
 if [ ! -f "$stamp" ]; then
   echo "setup: installing the project into $VENV"
-  "$VENV/bin/pip" install -q -e ".[all,test]"
+  # pip's default strategy (only-if-needed) upgrades exactly the packages whose installed version
+  # is below a requirement, which is what the floors need; said here so no one changes it.
+  "$VENV/bin/pip" install -q --upgrade-strategy only-if-needed -e ".[all,test]"
+  below=$(below_floors)
+  if [ -n "$below" ]; then
+    echo "setup: still below the project's requirements after installing: $below" >&2
+    exit 1
+  fi
   rm -f "$VENV"/.installed-*
   touch "$stamp"
 fi

@@ -47,9 +47,14 @@ class Kind:
         return f"{self.collection(namespace)}/{name}"
 
 
-# In apply order; prune deletes in the reverse order.
+# In apply order (the admission policies before anything that lets a user in); prune goes
+# through them in the same order, Namespace first, so a pruned namespace's contents are skipped.
 KINDS = (
     Kind("v1", "Namespace", "namespaces", False),
+    Kind("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy",
+         "validatingadmissionpolicies", False),
+    Kind("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding",
+         "validatingadmissionpolicybindings", False),
     Kind("v1", "ServiceAccount", "serviceaccounts", True),
     Kind("rbac.authorization.k8s.io/v1", "Role", "roles", True),
     Kind("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings", True),
@@ -137,8 +142,9 @@ def _refusal(method: str, path: str, status: int, text: str) -> str:
         return (f"the API server did not accept the credentials ({message}); "
                 "check --kubeconfig")
     if status == 403:
-        return (f"forbidden: {message}; apply needs rights to create namespaces, RBAC objects, "
-                "quotas and network policies (a cluster operator's kubeconfig)")
+        return (f"forbidden: {message}; apply needs rights to create namespaces, admission "
+                "policies, RBAC objects, quotas and network policies (a cluster operator's "
+                "kubeconfig)")
     return f"{method} {path} refused ({status}): {message}"
 
 

@@ -4,16 +4,26 @@
 the hub can spawn there and the magic can submit PaddleJobs there:
 
 1. the Namespace, with Pod Security `restricted` enforced (and audited and warned);
-2. the notebook ServiceAccount, its Role (`notebook_role_rules()`) and RoleBinding;
-3. a Role and RoleBinding for the hub's service account (what KubeSpawner needs, nothing more);
-4. the ResourceQuota (GPUs, CPU, memory, pods, PaddleJobs) and a LimitRange that gives
-   containers without requests default ones, so that the quota still admits them;
-5. NetworkPolicies: default deny both ways; notebooks reachable only from the hub and proxy;
-   job pods reach each other; DNS; the API server; never the cloud metadata address.
+2. the tenant's ValidatingAdmissionPolicies and their bindings (`hub_config.cli.admission`:
+   images, nodes, GPUs, CPU and memory, deadline, priority class, owner, claim, Secrets), so the
+   API server, not the user's kernel, holds every job to the tenant's limits; they come before
+   anything that lets a user in;
+3. the notebook Role (`notebook_role_rules()`), bound by the hub at each spawn to the user's own
+   service account (`user_identity`), so the API server can tell users apart;
+4. a Role and RoleBinding for the hub's service account (what KubeSpawner needs, plus making
+   those per-user accounts and the Secret that holds the server's hub token);
+5. the ResourceQuota (GPUs; CPU and memory, requests and limits; ephemeral storage; pods;
+   PaddleJobs) and a LimitRange with the tenant's default requests and limits (its first
+   profile's) and maximums, so no container goes unlimited;
+6. NetworkPolicies: default deny both ways; notebooks reachable only from the hub and proxy;
+   job pods reach each other; DNS; the API server only at the addresses the operator names;
+   never the cloud metadata address.
 
 Every builder is pure (tenant in, dict out) and every object carries `MANAGED_BY_LABEL` and the
-tenant label, which is how `hub_config.cli.k8s_apply` finds what it may prune. Provisioning is an
-operator's step (`workbench apply`): the hub itself needs no cluster-wide rights.
+tenant label, which is how `hub_config.cli.k8s_apply` finds what it may prune (the admission
+policies are cluster-scoped and found the same way). The per-user accounts the hub makes carry
+the tenant and user labels but not `MANAGED_BY_LABEL`: prune never deletes them. Provisioning is
+an operator's step (`workbench apply`): the hub itself needs no cluster-wide rights.
 """
 
 from __future__ import annotations
@@ -22,9 +32,10 @@ import ipaddress
 from collections.abc import Sequence
 from typing import Any
 
+from hub_config.cli.admission import admission_policies, user_account_prefix
 from hub_config.tenants import Tenant
 from workbench_contract import labels
-from workbench_contract.resources import GPU_RESOURCE, is_dns_label
+from workbench_contract.resources import GPU_RESOURCE, is_dns_label, parse_quantity
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "paddle-workbench"
@@ -56,17 +67,20 @@ DNS_PORT = 53
 # `kubernetes` Service on 443, which kube-proxy rewrites to the API server's own port (often
 # 6443) before NetworkPolicy is evaluated, so both ports are allowed.
 API_SERVER_PORTS = (443, 6443)
-# Anywhere (minus the metadata address) until the operator names the API server's addresses.
-DEFAULT_API_SERVER_CIDRS = ("0.0.0.0/0",)
+# Nowhere until the operator names the API server's addresses (`--api-server-cidr`): a default
+# of "anywhere on 443" would open notebooks to the whole internet over TLS.
+DEFAULT_API_SERVER_CIDRS: tuple[str, ...] = ()
+# A narrower prefix than this is not "the API server's address" but a large part of the internet.
+MIN_API_SERVER_PREFIX = 8
 # The cloud instance-metadata service hands out node credentials; no tenant pod may reach it.
 METADATA_ADDRESS = "169.254.169.254/32"
 
-# Requests given to a container that states none. The quota counts requests.cpu and
-# requests.memory, and the API server refuses a pod without them in a quota'd namespace; with
-# these defaults a bare container is still admitted (and counted). No default *limits*: a
-# container that requests more than a default limit would be refused outright.
-DEFAULT_CPU_REQUEST = "100m"
-DEFAULT_MEMORY_REQUEST = "256Mi"
+# Ephemeral storage (what a container writes outside its volumes) of a container that states
+# none, and the most any container may have. The quota counts it too, so a full node's disk
+# cannot be taken by one job; users keep their data on their claim.
+DEFAULT_EPHEMERAL_REQUEST_GI = 1
+DEFAULT_EPHEMERAL_LIMIT_GI = 10
+EPHEMERAL = "ephemeral-storage"
 
 
 class ProvisioningError(ValueError):
@@ -92,10 +106,28 @@ def namespace(tenant: Tenant) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
 
 
-def notebook_service_account(tenant: Tenant) -> dict[str, Any]:
-    """The account notebook pods run as (the hub mounts its token for the kubernetes engine)."""
-    return {"apiVersion": "v1", "kind": "ServiceAccount",
-            "metadata": _meta(tenant, tenant.service_account)}
+def user_service_account(tenant: Tenant, user: str) -> str:
+    """The name of `user`'s own service account in the tenant's namespace, which their notebook
+    runs as; `user` is KubeSpawner's `{username}` (a DNS label, the value of the user label).
+    The admission policies read the user back from this name (`admission.user_account_prefix`)."""
+    return f"{user_account_prefix(tenant)}{user}"
+
+
+def user_identity(tenant: Tenant, user: str) -> list[dict[str, Any]]:
+    """`user`'s service account and the RoleBinding of the notebook Role to it, which the hub
+    creates at a spawn (`hub_config.kube_spawner`). Labelled with the tenant and the user, not as
+    ours: `workbench apply --prune` leaves them alone (they go with the namespace)."""
+    account = user_service_account(tenant, user)
+    meta = {"name": account, "namespace": tenant.namespace,
+            "labels": {labels.LABEL_TENANT: tenant.name, labels.LABEL_USER: user}}
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta,
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                     "name": NOTEBOOK_ROLE},
+         "subjects": [{"kind": "ServiceAccount", "name": account,
+                       "namespace": tenant.namespace}]},
+    ]
 
 
 def notebook_role_rules() -> list[dict[str, Any]]:
@@ -103,8 +135,11 @@ def notebook_role_rules() -> list[dict[str, Any]]:
 
     The kubernetes engine creates, lists, watches and deletes PaddleJobs, follows the pods the
     operator makes from them (status, logs, events) and reads the ResourceQuota for its
-    preflight. No secrets, no direct pod creation (jobs go through the operator, whose pods the
-    quota and Pod Security still check), no RBAC objects, and never a wildcard.
+    preflight. It creates a Secret for a job's `--env` values, gives it the job as owner (patch)
+    and deletes it when a submit fails; the admission policies hold each user to their own
+    jobs and Secrets. It never reads a Secret (get, list, watch), creates no pod directly (jobs
+    go through the operator, whose pods the quota, Pod Security and the policies still check),
+    touches no RBAC object, and no rule is a wildcard.
     """
     return [
         {"apiGroups": [PADDLEJOB_GROUP], "resources": [PADDLEJOB_RESOURCE],
@@ -113,20 +148,29 @@ def notebook_role_rules() -> list[dict[str, Any]]:
         {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": [""], "resources": ["resourcequotas"], "verbs": ["get", "list"]},
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "patch", "delete"]},
     ]
 
 
 def hub_role_rules() -> list[dict[str, Any]]:
-    """What the hub's KubeSpawner needs in a tenant namespace (pods, home volumes, events).
+    """What the hub's KubeSpawner needs in a tenant namespace.
 
-    Services and secrets are left out: KubeSpawner makes them only with `internal_ssl` or
-    `services_enabled`, which the workbench does not use; granting secrets would let the hub
-    read anything stored in the tenant's namespace.
+    Pods, home volumes and events, as KubeSpawner uses them; each user's service account and its
+    RoleBinding (`user_identity`), where `bind` on the notebook Role alone lets the hub grant
+    that Role and no other; and the Secret holding a server's hub token, which it creates and
+    updates but never reads (get, list, watch). Services are left out: KubeSpawner makes them
+    only with `internal_ssl` or `services_enabled`, which the workbench does not use.
     """
     return [
         {"apiGroups": [""], "resources": ["pods", "persistentvolumeclaims"],
          "verbs": ["get", "list", "watch", "create", "delete"]},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["create"]},
+        {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["rolebindings"],
+         "verbs": ["create"]},
+        {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles"], "verbs": ["bind"],
+         "resourceNames": [NOTEBOOK_ROLE]},
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "patch"]},
     ]
 
 
@@ -151,10 +195,6 @@ def notebook_role(tenant: Tenant) -> dict[str, Any]:
     return _role(tenant, NOTEBOOK_ROLE, notebook_role_rules())
 
 
-def notebook_role_binding(tenant: Tenant) -> dict[str, Any]:
-    return _role_binding(tenant, NOTEBOOK_ROLE, tenant.namespace, tenant.service_account)
-
-
 def hub_role(tenant: Tenant) -> dict[str, Any]:
     return _role(tenant, HUB_ROLE, hub_role_rules())
 
@@ -164,13 +204,19 @@ def hub_role_binding(tenant: Tenant, hub_namespace: str, hub_service_account: st
 
 
 def resource_quota(tenant: Tenant) -> dict[str, Any]:
-    """The tenant's quota. Extended resources (GPUs) can only be quota'd as `requests.*`; the
-    API server forbids overcommitting them, so requests always equal limits anyway."""
+    """The tenant's quota, on requests and on limits, so that neither can be overcommitted past
+    it. Extended resources (GPUs) can only be quota'd as `requests.*`; the API server forbids
+    overcommitting them, so their requests always equal their limits anyway. Ephemeral storage:
+    every pod's worth of the default (a container may have no more, see `limit_range`)."""
     quota = tenant.quota
     hard = {
         f"requests.{GPU_RESOURCE}": str(quota.gpus),
         "requests.cpu": str(quota.cpu),
         "requests.memory": str(quota.memory),
+        "limits.cpu": str(quota.cpu),
+        "limits.memory": str(quota.memory),
+        f"requests.{EPHEMERAL}": f"{quota.pods * DEFAULT_EPHEMERAL_REQUEST_GI}Gi",
+        f"limits.{EPHEMERAL}": f"{quota.pods * DEFAULT_EPHEMERAL_LIMIT_GI}Gi",
         "pods": str(quota.pods),
         f"count/{PADDLEJOB_RESOURCE}.{PADDLEJOB_GROUP}": str(quota.jobs),
     }
@@ -178,12 +224,36 @@ def resource_quota(tenant: Tenant) -> dict[str, Any]:
             "metadata": _meta(tenant, QUOTA_NAME), "spec": {"hard": hard}}
 
 
+def _at_most(value: str, cap: str) -> str:
+    return value if parse_quantity(value) <= parse_quantity(cap) else cap
+
+
+def container_defaults(tenant: Tenant) -> dict[str, dict[str, str]]:
+    """The LimitRange's `default` (limits), `defaultRequest` and `max` for a container.
+
+    The defaults are the tenant's own: its first profile's (the one a spawn without a choice
+    gets), never more than its quota; a container may have at most the whole quota. A job's
+    workers without `--cpu`/`--memory` get these, so no container goes unlimited.
+    """
+    profile, quota = tenant.profiles[0], tenant.quota
+    cpu = _at_most(profile.cpu.limit, quota.cpu)
+    memory = _at_most(profile.memory.limit, quota.memory)
+    return {
+        "default": {"cpu": cpu, "memory": memory, EPHEMERAL: f"{DEFAULT_EPHEMERAL_LIMIT_GI}Gi"},
+        "defaultRequest": {"cpu": _at_most(profile.cpu.guarantee, cpu),
+                           "memory": _at_most(profile.memory.guarantee, memory),
+                           EPHEMERAL: f"{DEFAULT_EPHEMERAL_REQUEST_GI}Gi"},
+        "max": {"cpu": quota.cpu, "memory": quota.memory,
+                EPHEMERAL: f"{DEFAULT_EPHEMERAL_LIMIT_GI}Gi"},
+    }
+
+
 def limit_range(tenant: Tenant) -> dict[str, Any]:
-    """Default requests for containers that state none (see DEFAULT_CPU_REQUEST)."""
+    """Default requests and limits for containers that state none, and maximums (see
+    `container_defaults`): with the quota on limits, nothing in the namespace is unlimited."""
     return {
         "apiVersion": "v1", "kind": "LimitRange", "metadata": _meta(tenant, LIMIT_RANGE_NAME),
-        "spec": {"limits": [{"type": "Container", "defaultRequest": {
-            "cpu": DEFAULT_CPU_REQUEST, "memory": DEFAULT_MEMORY_REQUEST}}]},
+        "spec": {"limits": [{"type": "Container", **container_defaults(tenant)}]},
     }
 
 
@@ -213,6 +283,12 @@ def _ip_blocks(cidrs: Sequence[str]) -> list[dict[str, Any]]:
             ) from None
         if network.version != 4:
             raise ProvisioningError(f"api server CIDR {cidr!r}: only IPv4 CIDRs are supported")
+        if network.prefixlen < MIN_API_SERVER_PREFIX:
+            raise ProvisioningError(
+                f"api server CIDR {cidr!r} would open notebooks to a large part of the "
+                f"internet; give the API server's own address (a /{MIN_API_SERVER_PREFIX} or "
+                "narrower network, like 10.0.0.1/32)"
+            )
         if network == metadata:
             raise ProvisioningError(
                 f"api server CIDR {cidr!r} is the cloud metadata address, which tenant pods must "
@@ -228,7 +304,8 @@ def _ip_blocks(cidrs: Sequence[str]) -> list[dict[str, Any]]:
 def network_policies(tenant: Tenant, *, hub_namespace: str,
                      api_server_cidrs: Sequence[str] = DEFAULT_API_SERVER_CIDRS
                      ) -> list[dict[str, Any]]:
-    """Default deny, then the few flows the workbench needs (NetworkPolicies only add allows)."""
+    """Default deny, then the few flows the workbench needs (NetworkPolicies only add allows).
+    Notebooks reach the API server only where `api_server_cidrs` say (none: not at all)."""
     notebook = {"matchLabels": {labels.LABEL_COMPONENT: labels.COMPONENT_NOTEBOOK}}
     job_pods = {"matchExpressions": [{"key": labels.LABEL_JOB, "operator": "Exists"}]}
 
@@ -249,10 +326,10 @@ def network_policies(tenant: Tenant, *, hub_namespace: str,
                                   "ports": [{"protocol": "TCP", "port": NOTEBOOK_PORT}]}],
                         egress=[{"to": [hub_pods("hub")],
                                  "ports": [{"protocol": "TCP", "port": HUB_API_PORT}]}]),
-        _network_policy(tenant, "notebook-to-api-server", notebook, ["Egress"], egress=[{
+        *([_network_policy(tenant, "notebook-to-api-server", notebook, ["Egress"], egress=[{
             "to": _ip_blocks(api_server_cidrs),
             "ports": [{"protocol": "TCP", "port": p} for p in API_SERVER_PORTS],
-        }]),
+        }])] if api_server_cidrs else []),
         # A NetworkPolicy cannot say "the same value of a label", so pods of one job reach pods
         # of the tenant's other jobs too; the tenant boundary (namespace) still holds.
         _network_policy(tenant, "job-pods-to-each-other", job_pods, ["Ingress", "Egress"],
@@ -269,26 +346,37 @@ def _check_name(value: str, what: str) -> str:
     return value
 
 
+def tenant_admission_policies(tenant: Tenant, priority_classes: Sequence[str] = ()
+                              ) -> list[dict[str, Any]]:
+    """The tenant's ValidatingAdmissionPolicies and bindings (cluster-scoped, our labels)."""
+    defaults = container_defaults(tenant)["default"]
+    return admission_policies(tenant, object_labels=bundle_labels(tenant),
+                              default_cpu=defaults["cpu"], default_memory=defaults["memory"],
+                              priority_classes=priority_classes)
+
+
 def namespace_bundle(tenant: Tenant, *, hub_namespace: str = "jupyterhub",
                      hub_service_account: str = "hub",
-                     api_server_cidrs: Sequence[str] = DEFAULT_API_SERVER_CIDRS
-                     ) -> list[dict[str, Any]]:
-    """Every object of one tenant's namespace, in apply order (the Namespace first).
+                     api_server_cidrs: Sequence[str] = DEFAULT_API_SERVER_CIDRS,
+                     priority_classes: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Every object of one tenant's namespace, in apply order (the Namespace first, then the
+    admission policies, before anything that lets a user in).
 
     `hub_namespace`/`hub_service_account` name the hub's service account (it gets a RoleBinding
     here) and the namespace whose `component: hub|proxy` pods may reach notebooks.
-    `api_server_cidrs` are where notebooks may open TLS connections to the API server.
+    `api_server_cidrs` are where notebooks may open TLS connections to the API server (none: no
+    notebook reaches it, and the kubernetes engine cannot submit). `priority_classes` are the
+    priority classes the tenant's jobs and pods may use (none by default).
     Raises ProvisioningError for a malformed parameter.
     """
     _check_name(hub_namespace, "hub namespace")
     _check_name(hub_service_account, "hub service account")
-    if not api_server_cidrs:
-        raise ProvisioningError("api server CIDRs must name at least one network")
+    for name in priority_classes:
+        _check_name(name, "priority class")
     return [
         namespace(tenant),
-        notebook_service_account(tenant),
+        *tenant_admission_policies(tenant, priority_classes),
         notebook_role(tenant),
-        notebook_role_binding(tenant),
         hub_role(tenant),
         hub_role_binding(tenant, hub_namespace, hub_service_account),
         resource_quota(tenant),

@@ -56,8 +56,9 @@ def _common(parser) -> None:
     parser.add_argument("--hub-service-account", default="hub",
                         help="the hub's service account in that namespace (default: hub)")
     parser.add_argument("--api-server-cidr", action="append", metavar="CIDR",
-                        help="where notebooks may reach the API server (repeatable; default: "
-                             "anywhere on ports 443/6443 except the cloud metadata address)")
+                        help="the API server's address, where notebooks may reach it on ports "
+                             "443/6443 (repeatable; default: nowhere, and the kubernetes engine "
+                             "cannot submit jobs until it is named)")
 
 
 def selected_tenants(args) -> list[Tenant]:

@@ -17,13 +17,18 @@ server and job into actions, following each tenant's `idle.gpu` policy (the tena
 the tenant's threshold for the last N seconds, the same test as the WorkbenchNotebookGPUIdle alert.
 The queries that measure it are built here too (`idle_queries`), and their results become
 observations in `observations_from_results`; the culler service only does the I/O.
+
+Whose server a GPU series is comes from the hub, never from pod labels (anyone who can create a
+pod writes those): the tenant is the one whose namespace the series is in (`namespaces_of`), and
+the server is the hub's own record of which pod in which namespace each server runs
+(`hub_servers`, `attribute_servers`). A series that matches no hub server is never acted on.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 from hub_config.tenants import GpuIdlePolicy, Tenants
 
@@ -44,6 +49,11 @@ def policies_from_tenants(tenants: Tenants) -> dict[str, GpuIdlePolicy]:
     out: they are never culled.
     """
     return {t.name: t.idle.gpu for t in tenants.tenants if t.idle.gpu is not None}
+
+
+def namespaces_of(tenants: Tenants) -> dict[str, str]:
+    """Each tenant's namespace, by tenant name (the loader makes namespaces unique)."""
+    return {t.name: t.namespace for t in tenants.tenants}
 
 
 @dataclass(frozen=True)
@@ -141,16 +151,18 @@ def decide(observations: Iterable[Observation], policies: Mapping[str, GpuIdlePo
     return actions, state
 
 
-def idle_queries(metric: str, tenant: str, policy: GpuIdlePolicy, window: float,
+def idle_queries(metric: str, namespace: str, policy: GpuIdlePolicy, window: float,
                  step: float) -> dict[str, str]:
-    """The PromQL the culler sends for one tenant and one kind (servers or jobs).
+    """The PromQL the culler sends for one tenant's namespace and one kind (servers or jobs).
 
+    The series are selected by namespace, which the DCGM exporter attributes from the kubelet and
+    no pod can choose, never by the `tenant` pod label, which whoever creates a pod writes.
     - `current`: the utilisation now, as a mean over `window` seconds (also: what is running);
     - `age`: seconds since the first sample within the lookback (how long it has been observed);
     - `since_busy`: seconds since the windowed mean was last at or above the threshold.
     The lookback is one step longer than the longest duration of the policy.
     """
-    selector = f'{metric}{{tenant="{_escape(tenant)}"}}'
+    selector = f'{metric}{{namespace="{_escape(namespace)}"}}'
     smooth = f"avg_over_time({selector}[{_seconds(window)}])"
     lookback = f"[{_seconds(max(policy.for_seconds, policy.warn_after) + step)}:{_seconds(step)}]"
     return {
@@ -162,40 +174,102 @@ def idle_queries(metric: str, tenant: str, policy: GpuIdlePolicy, window: float,
 
 
 def observations_from_results(kind: str, results: Mapping[str, list[dict]],
-                              policy: GpuIdlePolicy) -> list[Observation]:
-    """Observations from the `idle_queries` results (Prometheus instant-vector `result` lists).
+                              policy: GpuIdlePolicy, tenant: str) -> list[Observation]:
+    """Observations from the `idle_queries` results (Prometheus instant-vector `result` lists) of
+    `tenant`'s namespace.
 
     Idle time is the age when the utilisation was never high within the lookback, else the time
     since it last was; anything at or above the threshold right now is not idle at all.
+    The tenant is the caller's (the namespace's), never a label. A server is identified by its
+    namespace and pod only, and has no user or name yet: `attribute_servers` takes those from the
+    hub. A job is its namespace, user and job labels (jobs are not hub servers).
     """
     def identity(labels: Mapping[str, str]) -> tuple:
         if kind == JOB:
             return (labels.get("namespace", ""), labels.get("user", ""),
                     labels.get("workbench_job", ""))
-        return (labels.get("namespace", ""), labels.get("pod", ""), labels.get("user", ""),
-                labels.get("server", ""))
+        return (labels.get("namespace", ""), labels.get("pod", ""))
 
     def by_identity(name: str) -> dict[tuple, float]:
         return {identity(row["metric"]): float(row["value"][1]) for row in results.get(name, [])}
 
     ages, since_busy = by_identity("age"), by_identity("since_busy")
-    observations = []
+    found: dict[tuple, Observation] = {}
     for row in results.get("current", []):
         labels = row["metric"]
         utilisation = float(row["value"][1])
-        if not labels.get("user") or math.isnan(utilisation):
-            continue  # not mappable to a hub user: nothing the culler may act on
         ident = identity(labels)
+        if not all(ident) or math.isnan(utilisation):
+            continue  # nothing that names a pod (or a job): nothing the culler may act on
         idle = 0.0
         if utilisation < policy.utilisation_below:
             idle = min(ages.get(ident, 0.0), since_busy.get(ident, math.inf))
-        observations.append(Observation(
-            kind=kind, tenant=labels.get("tenant", ""), user=labels["user"],
-            name=labels.get("workbench_job", "") if kind == JOB else labels.get("server", ""),
+        obs = Observation(
+            kind=kind, tenant=tenant,
+            user=labels.get("user", "") if kind == JOB else "",
+            name=labels.get("workbench_job", "") if kind == JOB else "",
             namespace=labels.get("namespace", ""), utilisation=utilisation,
             idle_seconds=max(idle, 0.0), pod=labels.get("pod", "") if kind == SERVER else "",
-        ))
-    return observations
+        )
+        # A pod whose labels changed has two series for a while: the less idle one counts.
+        if ident not in found or obs.idle_seconds < found[ident].idle_seconds:
+            found[ident] = obs
+    return list(found.values())
+
+
+@dataclass(frozen=True)
+class HubServer:
+    """A server as the hub records it: its owner and name, and where its pod runs (the
+    `namespace` and `pod_name` KubeSpawner keeps in the server's state)."""
+
+    user: str
+    name: str  # "" = the default server
+    namespace: str
+    pod: str
+
+
+def hub_servers(users: Iterable[Mapping]) -> dict[tuple[str, str], HubServer]:
+    """The hub's servers by (namespace, pod), from user models of the hub's REST API
+    (`GET /users?state=active`, whose server models carry `state` for a token with
+    `admin:server_state`). Servers whose state names no pod (not KubeSpawner's) are left out.
+
+    Raises ValueError, naming the scope to give, when the models lack servers or state.
+    """
+    found: dict[tuple[str, str], HubServer] = {}
+    for user in users:
+        servers = user.get("servers")
+        if servers is None:
+            raise ValueError("the hub's user models carry no servers; give this service the "
+                             "scope read:servers")
+        for name, server in servers.items():
+            if "state" not in server:
+                raise ValueError("the hub's server models carry no state, so pods cannot be "
+                                 "matched to servers; give this service the scope "
+                                 "admin:server_state")
+            state = server.get("state") or {}
+            pod, namespace = state.get("pod_name"), state.get("namespace")
+            if pod and namespace:
+                found[(namespace, pod)] = HubServer(user["name"], name, namespace, pod)
+    return found
+
+
+def attribute_servers(observations: Iterable[Observation],
+                      servers: Mapping[tuple[str, str], HubServer],
+                      ) -> tuple[list[Observation], list[Observation]]:
+    """(attributed, unknown): server observations whose (namespace, pod) is a hub server get that
+    server's user and name; the others, whatever their labels claim, are unknown and must not be
+    acted on. Job observations pass through unchanged."""
+    attributed, unknown = [], []
+    for obs in observations:
+        if obs.kind != SERVER:
+            attributed.append(obs)
+            continue
+        server = servers.get((obs.namespace, obs.pod))
+        if server is None:
+            unknown.append(obs)
+        else:
+            attributed.append(replace(obs, user=server.user, name=server.name))
+    return attributed, unknown
 
 
 def _seconds(value: float) -> str:

@@ -176,7 +176,10 @@ class JobDir:
             job.main_path.write_text(MAIN_SCRIPT)
             atomic_write_json(job.spec_path, spec.to_dict())
             job.write_status(JobStatus(job_id=spec.job_id))
-            staging.chmod(0o755)
+            # mkdtemp made it 0700: keep the user's umask (0700 on a shared machine)
+            umask = os.umask(0)
+            os.umask(umask)
+            staging.chmod(0o777 & ~umask)
             os.rename(staging, final)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)

@@ -108,12 +108,15 @@ def test_login_spawn_run_the_sample_and_see_the_chart(workbench):
                 news.first.click()
             shot(page, "03-notebook")
 
-            # 4. run `%load_ext`, then the launch cell, with Shift+Enter as a person would
+            # 4. run `%load_ext`, the variables cell, then the launch cell, with Shift+Enter as a
+            # person would
             cells.nth(0).locator(".jp-InputArea-editor").click()
             page.keyboard.press("Shift+Enter")
             cells.nth(0).locator(".jp-InputPrompt", has_text="[1]").wait_for(timeout=120_000)
             page.keyboard.press("Shift+Enter")
-            launch = cells.nth(1)
+            cells.nth(1).locator(".jp-InputPrompt", has_text="[2]").wait_for(timeout=120_000)
+            page.keyboard.press("Shift+Enter")
+            launch = cells.nth(2)
             panel = launch.locator(".jp-OutputArea-output .paddle-job-panel").first
             panel.wait_for(timeout=240_000)
             shot(page, "04-running")

@@ -15,8 +15,8 @@
   ``nvidia.com/gpu:NoSchedule`` taint (pods need the matching toleration).
 - ``plane.log_file(component)``: each component's log, for failure messages.
 
-What runs: etcd; kube-apiserver with Node,RBAC authorization, PodSecurity and ResourceQuota
-admission and service-account token signing; kube-controller-manager (all default controllers,
+What runs: etcd; kube-apiserver with Node,RBAC authorization, PodSecurity, ResourceQuota and
+ValidatingAdmissionPolicy admission and service-account token signing; kube-controller-manager (all default controllers,
 one service account per controller); kube-scheduler; KWOK, which plays the kubelets; and
 training-operator v1.9.0 with only its PaddleJob controller and its validating webhook. The
 PaddleJob CRD is the repository's copy (deploy/k8s/crds/kubeflow.org_paddlejobs.yaml).

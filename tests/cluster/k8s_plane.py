@@ -7,8 +7,9 @@ the PaddleJob CRD and registers the KWOK nodes. ``stop()`` ends every process gr
 SIGTERM then SIGKILL, and is safe to call after a failed ``start()``.
 
 The argv of each component is built by a pure function of ``Layout``, so a reader can see the
-flags that matter in one place: Node,RBAC authorization, the PodSecurity and ResourceQuota
-admission plugins, and the service-account issuer and keys that make tokens work.
+flags that matter in one place: Node,RBAC authorization, the PodSecurity, ResourceQuota and
+ValidatingAdmissionPolicy admission plugins, and the service-account issuer and keys that make
+tokens work.
 """
 
 from __future__ import annotations
@@ -63,10 +64,14 @@ class NodeSpec:
     memory: str = "128Gi"
     gpus: int = 0
     gpu_product: str = "NVIDIA-H100"
+    # Every kubelet reports its disk; tenant namespaces give each container ephemeral storage
+    # (their LimitRange), which the scheduler fits against this.
+    ephemeral_storage: str = "1Ti"
 
     def to_manifest(self) -> dict[str, Any]:
         """The Node object KWOK adopts (capacity in status, as a kubelet would report it)."""
-        capacity = {"cpu": self.cpu, "memory": self.memory, "pods": "110"}
+        capacity = {"cpu": self.cpu, "memory": self.memory, "pods": "110",
+                    "ephemeral-storage": self.ephemeral_storage}
         labels = {"type": "kwok", "kubernetes.io/hostname": self.name,
                   "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}
         spec: dict[str, Any] = {}
@@ -147,9 +152,11 @@ def apiserver_argv(lay: Layout) -> list[str]:
         "--authorization-mode=Node,RBAC",
         # Listed so that no default change can drop them; PodSecurity is what enforces the
         # namespace labels, so privileged pods must be allowed past the older global switch.
+        # ValidatingAdmissionPolicy (GA in v1.30, on by default in v1.33) enforces the tenants'
+        # admission policies.
         "--enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,"
         "NodeRestriction,PodSecurity,ResourceQuota,DefaultTolerationSeconds,"
-        "MutatingAdmissionWebhook,ValidatingAdmissionWebhook",
+        "MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ValidatingAdmissionPolicy",
         "--allow-privileged=true",
         f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
         f"--service-account-key-file={p / 'sa.pub'}",

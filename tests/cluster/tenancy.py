@@ -4,9 +4,17 @@
   by the session, so every test provisions its own tenants).
 - `provision(plane, tenant, hub_namespace)`: `namespace_bundle` applied with `k8s_apply` as the
   cluster operator; waits until the quota controller has filled the ResourceQuota status (until
-  then the API server refuses every pod in the namespace) and returns the apply results.
+  then the API server refuses every pod in the namespace) and until the tenant's admission
+  policies are enforced, and returns the apply results.
 - `call(api_client, method, path, body)`: one raw API request; returns the HTTP status (the RBAC
   matrix counts real successes, so it needs statuses, not exceptions).
+- `notebook_user(plane, tenant, user)`: `user`'s own service account and its RoleBinding, made
+  from `user_identity` as the hub makes them at a spawn (here by the admin), and an ApiClient
+  with a real TokenRequest token of that account, once RBAC lets it in: what a notebook holds.
+- `paddlejob(name, owner=...)`: a PaddleJob that the tenant's admission policies admit (owner
+  label, deadline, no API token in its pods) unless a test breaks one rule on purpose.
+- `deprovision(plane, tenant)`: deletes the tenant's namespace and its cluster-scoped admission
+  policies and bindings (the plane is shared: nothing of a test may outlive it).
 - `hub_account` fixture: a hub namespace with the hub's service account, as the Zero to JupyterHub
   chart would create it; `tenants` fixture: a factory that provisions tenants and deletes their
   namespaces afterwards.
@@ -23,7 +31,12 @@ import k8s_plane
 import pytest
 
 from hub_config.cli.k8s_apply import ApplyResult, apply_objects
-from hub_config.cli.provisioning import QUOTA_NAME, namespace_bundle
+from hub_config.cli.provisioning import (
+    QUOTA_NAME,
+    namespace_bundle,
+    user_identity,
+    user_service_account,
+)
 from hub_config.tenants import Tenant
 
 HUB_SERVICE_ACCOUNT = "hub"
@@ -80,7 +93,22 @@ def provision(plane, tenant: Tenant, hub_namespace: str, **kwargs: Any) -> list[
     results = apply_objects(api, bundle, **kwargs)
     if not kwargs.get("dry_run"):
         wait_quota_ready(client.CoreV1Api(api), tenant.namespace)
+        wait_policies_enforced(api, tenant)
     return results
+
+
+def wait_policies_enforced(api_client, tenant: Tenant) -> None:
+    """Admission policies reach the API server's admission chain through an informer: wait until
+    the tenant's PaddleJob policy refuses a job without a deadline (a dry run: nothing is made)."""
+    unbounded = paddlejob("policy-probe")
+    del unbounded["spec"]["runPolicy"]["activeDeadlineSeconds"]
+    path = f"/apis/kubeflow.org/v1/namespaces/{tenant.namespace}/paddlejobs"
+
+    def enforced() -> bool:
+        status, message = call(api_client, "POST", path, unbounded, [("dryRun", "All")])
+        return status == 422 and "workbench rule deadline" in message
+
+    k8s_plane.wait_for(enforced, 60, f"the admission policies of {tenant.name} to be enforced")
 
 
 def call(api_client, method: str, path: str, body: Any = None,
@@ -105,25 +133,54 @@ def wait_allowed(api_client, path: str, what: str) -> None:
     k8s_plane.wait_for(lambda: call(api_client, "GET", path)[0] == 200, 30, what)
 
 
+USER_LABEL = "workbench.paddle.org/user"
+DEADLINE = 600
+
+
+def notebook_user(plane, tenant: Tenant, user: str):
+    """An ApiClient acting as `user`'s own notebook account in `tenant` (made if missing)."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    api = plane.api_client()
+    account, binding = user_identity(tenant, user)
+    for create, body in ((client.CoreV1Api(api).create_namespaced_service_account, account),
+                         (client.RbacAuthorizationV1Api(api).create_namespaced_role_binding,
+                          binding)):
+        try:
+            create(tenant.namespace, body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+    notebook = plane.service_account_client(tenant.namespace,
+                                            user_service_account(tenant, user))
+    wait_allowed(notebook, f"/apis/kubeflow.org/v1/namespaces/{tenant.namespace}/paddlejobs",
+                 f"{user}'s RoleBinding to apply")
+    return notebook
+
+
 def paddlejob(name: str, *, workers: int = 1, gpus: int = 0,
-              labels: dict[str, str] | None = None) -> dict[str, Any]:
-    """A PaddleJob whose pods meet Pod Security `restricted` (so only quota can refuse them)."""
+              labels: dict[str, str] | None = None, owner: str | None = None) -> dict[str, Any]:
+    """A PaddleJob whose pods meet Pod Security `restricted` and the tenant's admission
+    policies (with `owner`, as that user's), so only quota can refuse them."""
+    labels = {**(labels or {}), **({USER_LABEL: owner} if owner else {})}
     container: dict[str, Any] = {
         "name": "paddle", "image": IMAGE, "securityContext": RESTRICTED,
         "command": ["python", "-m", "paddle.distributed.launch", "train.py"],
         "resources": {"requests": {"cpu": "1", "memory": "1Gi"},
                       "limits": {"cpu": "1", "memory": "1Gi"}},
     }
-    spec: dict[str, Any] = {"containers": [container]}
+    spec: dict[str, Any] = {"containers": [container], "automountServiceAccountToken": False}
     if gpus:
         container["resources"]["limits"]["nvidia.com/gpu"] = str(gpus)
         spec["tolerations"] = [GPU_TOLERATION]
     return {
         "apiVersion": "kubeflow.org/v1", "kind": "PaddleJob",
-        "metadata": {"name": name},
-        "spec": {"paddleReplicaSpecs": {"Worker": {
-            "replicas": workers, "restartPolicy": "Never",
-            "template": {"metadata": {"labels": labels or {}}, "spec": spec}}}},
+        "metadata": {"name": name, "labels": dict(labels)},
+        "spec": {"runPolicy": {"activeDeadlineSeconds": DEADLINE},
+                 "paddleReplicaSpecs": {"Worker": {
+                     "replicas": workers, "restartPolicy": "Never",
+                     "template": {"metadata": {"labels": dict(labels)}, "spec": spec}}}},
     }
 
 
@@ -139,6 +196,28 @@ def pod(name: str, *, gpus: int = 0, unschedulable: bool = False) -> dict[str, A
     if unschedulable:
         spec["nodeSelector"] = {"workbench.test/no-such-node": "true"}
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
+
+
+def deprovision(plane, tenant: Tenant) -> None:
+    """Delete what provisioning `tenant` made: its namespace and its admission policies."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    api = plane.api_client()
+    admission = client.AdmissionregistrationV1Api(api)
+    selector = f"workbench.paddle.org/tenant={tenant.name}"
+    for listed, delete in (
+            (admission.list_validating_admission_policy_binding,
+             admission.delete_validating_admission_policy_binding),
+            (admission.list_validating_admission_policy,
+             admission.delete_validating_admission_policy)):
+        for item in listed(label_selector=selector).items:
+            delete(item.metadata.name)
+    try:
+        client.CoreV1Api(api).delete_namespace(tenant.namespace)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
 
 
 @pytest.fixture
@@ -157,10 +236,7 @@ def hub_account(control_plane) -> Iterator[str]:
 @pytest.fixture
 def tenants(control_plane, hub_account) -> Iterator[Any]:
     """`tenants(prefix, gpus=..., jobs=...)` provisions a fresh tenant and returns it; every
-    namespace provisioned this way is deleted after the test."""
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
+    tenant provisioned this way is deprovisioned after the test."""
     made: list[Tenant] = []
 
     def factory(prefix: str = "t", **quota: int) -> Tenant:
@@ -170,10 +246,5 @@ def tenants(control_plane, hub_account) -> Iterator[Any]:
         return tenant
 
     yield factory
-    core = client.CoreV1Api(control_plane.api_client())
     for tenant in made:
-        try:
-            core.delete_namespace(tenant.namespace)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+        deprovision(control_plane, tenant)

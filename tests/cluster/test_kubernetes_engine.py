@@ -1,9 +1,9 @@
 """The magic's kubernetes engine end to end on the real control plane.
 
-A real kernel holds tenant A's notebook service-account token (a TokenRequest token in its
-kubeconfig) and runs `%%paddle_launch --engine kubernetes`: the PaddleJob goes through RBAC,
-Pod Security `restricted`, quota and the training-operator, which makes the worker pods that
-KWOK runs. Nothing here talks to the API server as admin except to set up and to look.
+A real kernel holds the token of ada's own notebook service account in tenant A (a TokenRequest
+token in its kubeconfig) and runs `%%paddle_launch --engine kubernetes`: the PaddleJob goes
+through RBAC, the tenant's admission policies, Pod Security `restricted`, quota and the
+training-operator, which makes the worker pods that KWOK runs. Nothing here talks to the API server as admin except to set up and to look.
 
 The kernel's environment is the one the hub's own `TenantKubeSpawner` renders into the notebook
 pod (tests/hub_config/hub_env.py), never one written here by hand: that is the contract between
@@ -30,8 +30,7 @@ OUTCOME = "workbench.test/outcome"
 @pytest.fixture
 def tenant(control_plane):
     """Tenant "vision" of the example file, provisioned into a namespace of its own."""
-    from kubernetes import client
-    from tenancy import provision
+    from tenancy import deprovision, provision
 
     from hub_config.tenants import load_tenants
 
@@ -39,7 +38,7 @@ def tenant(control_plane):
     tenant = replace(vision, namespace=f"wb-vision-{uuid.uuid4().hex[:6]}")
     provision(control_plane, tenant, hub_namespace="jupyterhub")  # waits for the quota too
     yield tenant
-    client.CoreV1Api(control_plane.api_client()).delete_namespace(tenant.namespace)
+    deprovision(control_plane, tenant)
 
 
 @pytest.fixture
@@ -56,9 +55,15 @@ def kernel_for(control_plane, tmp_path):
 
     def start(tenant, annotations: dict | None = None, *, uid: int = 1000, gid: int = 100,
               storage: bool = False) -> KernelSession:
-        # A real token of the tenant's notebook service account, as the hub mounts it.
-        kubeconfig = control_plane.service_account_kubeconfig(tenant.namespace,
-                                                              tenant.service_account)
+        from tenancy import notebook_user
+
+        from hub_config.cli.provisioning import user_service_account
+
+        # A real token of ada's own notebook account, made (with its RoleBinding) as the hub
+        # makes it at a spawn and mounted as the hub mounts it.
+        notebook_user(control_plane, tenant, "ada")
+        kubeconfig = control_plane.service_account_kubeconfig(
+            tenant.namespace, user_service_account(tenant, "ada"))
         volumes, mounts = [], []
         if storage:
             volumes = [{"name": "volume-{username}",

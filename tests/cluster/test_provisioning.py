@@ -21,7 +21,9 @@ import tenancy  # noqa: E402  (tests/cluster is on sys.path)
 from tenancy import (  # noqa: E402
     HUB_SERVICE_ACCOUNT,
     call,
+    deprovision,
     make_tenant,
+    notebook_user,
     provision,
     tenant_data,
     unique,
@@ -42,6 +44,8 @@ from hub_config.cli.provisioning import (  # noqa: E402
     POD_SECURITY_LABELS,
     QUOTA_NAME,
     namespace_bundle,
+    user_identity,
+    user_service_account,
 )
 from hub_config.tenants import Quota  # noqa: E402
 
@@ -55,15 +59,10 @@ def _actions(results) -> dict[tuple[str, str], str]:
 
 @pytest.fixture
 def tenant(control_plane):
-    """An unprovisioned tenant; its namespace is deleted after the test if it was created."""
+    """An unprovisioned tenant; deprovisioned after the test if it was provisioned."""
     made = make_tenant("prov")
     yield made
-    core = client.CoreV1Api(control_plane.api_client())
-    try:
-        core.delete_namespace(made.namespace)
-    except client.exceptions.ApiException as exc:
-        if exc.status != 404:
-            raise
+    deprovision(control_plane, made)
 
 
 def test_apply_creates_the_bundle_then_reports_unchanged_then_configured(
@@ -76,6 +75,12 @@ def test_apply_creates_the_bundle_then_reports_unchanged_then_configured(
     assert [(r.kind, r.name) for r in first] == [(o["kind"], o["metadata"]["name"])
                                                  for o in bundle]
     assert {r.action for r in first} == {CREATED}
+    # The admission policies are cluster-scoped and carry our labels, so prune can find them.
+    policies = client.AdmissionregistrationV1Api(api).list_validating_admission_policy(
+        label_selector=f"{MANAGED_BY_LABEL}={MANAGED_BY},workbench.paddle.org/tenant="
+                       f"{tenant.name}").items
+    assert sorted(p.metadata.name for p in policies) == [
+        f"workbench-{tenant.name}-{what}" for what in ("paddlejobs", "pods", "secrets")]
     ns = core.read_namespace(tenant.namespace)
     for key, value in {**POD_SECURITY_LABELS, MANAGED_BY_LABEL: MANAGED_BY}.items():
         assert ns.metadata.labels[key] == value
@@ -97,8 +102,10 @@ def test_apply_creates_the_bundle_then_reports_unchanged_then_configured(
         "requests.nvidia.com/gpu"] == "8"
 
     third = apply_objects(api, changed)
-    assert [r for r in third if r.action != UNCHANGED] == [
-        r for r in third if r.kind == "ResourceQuota"]
+    # The ResourceQuota, and the PaddleJob policy, which holds every job to the quota.
+    assert [(r.kind, r.name) for r in third if r.action != UNCHANGED] == [
+        ("ValidatingAdmissionPolicy", f"workbench-{tenant.name}-paddlejobs"),
+        ("ResourceQuota", QUOTA_NAME)]
     assert _actions(third)[("ResourceQuota", QUOTA_NAME)] == CONFIGURED
     assert core.read_namespaced_resource_quota(QUOTA_NAME, tenant.namespace).spec.hard[
         "requests.nvidia.com/gpu"] == "16"
@@ -121,8 +128,9 @@ def test_prune_deletes_only_with_the_flag_and_only_our_objects(control_plane, hu
                "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}
     net.create_namespaced_network_policy(mine.namespace, foreign)
     dropped = "job-pods-to-each-other"
+    dropped_policy = f"workbench-{mine.name}-pods"  # cluster-scoped: found by its labels
     fewer = [o for o in namespace_bundle(mine, hub_namespace=hub_account)
-             if o["metadata"]["name"] != dropped]
+             if o["metadata"]["name"] not in (dropped, dropped_policy)]
 
     without_flag = apply_objects(api, fewer)
     assert PRUNED not in {r.action for r in without_flag}
@@ -130,7 +138,13 @@ def test_prune_deletes_only_with_the_flag_and_only_our_objects(control_plane, hu
 
     with_flag = apply_objects(api, fewer, prune_tenants=[mine.name])
     assert [(r.kind, r.namespace, r.name) for r in with_flag if r.action == PRUNED] == [
+        ("ValidatingAdmissionPolicy", "", dropped_policy),
+        ("ValidatingAdmissionPolicyBinding", "", dropped_policy),
         ("NetworkPolicy", mine.namespace, dropped)]
+    admission = client.AdmissionregistrationV1Api(api)
+    assert dropped_policy not in {
+        p.metadata.name for p in admission.list_validating_admission_policy().items}
+    admission.read_validating_admission_policy(f"workbench-{neighbour.name}-pods")
     left = {p.metadata.name for p in net.list_namespaced_network_policy(mine.namespace).items}
     assert dropped not in left and "someone-elses" in left
     # Scoped to `mine`: the neighbour's identical policy (not rendered here) is untouched.
@@ -167,8 +181,9 @@ def test_workbench_apply_command_end_to_end(control_plane, hub_account, tenant, 
     assert f"0 created, 0 configured, {count} unchanged, 0 pruned" in capsys.readouterr().out
 
     # A notebook's own token is not an operator's: one line, exit 2, no traceback.
+    notebook_user(control_plane, tenant, "ada")
     account_config = _token_kubeconfig(control_plane, tmp_path / "sa.kubeconfig",
-                                       tenant.namespace, tenant.service_account)
+                                       tenant.namespace, user_service_account(tenant, "ada"))
     other = tenant_data(unique("other"))
     tenants_file.write_text(yaml.safe_dump({"tenants": [other]}))
     refused = ["apply", "--tenants", str(tenants_file), "--kubeconfig", str(account_config)]
@@ -232,10 +247,20 @@ def test_kubespawner_notebook_pods_are_admitted_and_a_privileged_one_is_not(
     pods = _render_notebook_pods(tenants_file, tenant, monkeypatch, tmp_path)
     assert len(pods) == 2  # cpu-small and gpu-small
 
-    # The hub creates them with its own token: this also proves the hub's RoleBinding.
+    # The hub creates them with its own token: this also proves the hub's RoleBinding. Each
+    # runs as its user's own account, which the hub makes first (as at a spawn).
     hub = control_plane.service_account_client(hub_account, HUB_SERVICE_ACCOUNT)
     pods_path = f"/api/v1/namespaces/{tenant.namespace}/pods"
     wait_allowed(hub, pods_path, "the hub's RoleBinding to take effect")
+    paths = {"ServiceAccount": f"/api/v1/namespaces/{tenant.namespace}/serviceaccounts",
+             "RoleBinding": f"/apis/rbac.authorization.k8s.io/v1/namespaces/{tenant.namespace}"
+                            "/rolebindings"}
+    for manifest in pods:
+        user = manifest["metadata"]["labels"]["workbench.paddle.org/user"]
+        assert manifest["spec"]["serviceAccountName"] == user_service_account(tenant, user)
+        for obj in user_identity(tenant, user):
+            status, message = call(hub, "POST", paths[obj["kind"]], obj)
+            assert status == 201, f"{obj['kind']} {user}: {status} {message}"
     for manifest in pods:
         status, message = call(hub, "POST", pods_path, manifest)
         assert status == 201, f"{manifest['metadata']['name']}: {status} {message}"

@@ -12,7 +12,7 @@ pytest.importorskip("cryptography", reason="install the test extra (cryptography
 
 import k8s_plane  # noqa: E402  (tests/cluster is on sys.path)
 import tenancy  # noqa: E402
-from tenancy import call, paddlejob, pod, wait_allowed  # noqa: E402
+from tenancy import call, notebook_user, paddlejob, pod  # noqa: E402
 
 from hub_config.cli.provisioning import QUOTA_NAME  # noqa: E402
 
@@ -56,29 +56,34 @@ def test_a_tenant_without_gpus_gets_no_gpu_pod(control_plane, tenants):
 def test_paddlejobs_over_quota_are_refused(control_plane, tenants):
     tenant = tenants("jobs", gpus=2, jobs=2)
     ns = tenant.namespace
-    notebook = control_plane.service_account_client(ns, tenant.service_account)
+    notebook = notebook_user(control_plane, tenant, "ada")
     jobs = JOBS.format(ns=ns)
-    wait_allowed(notebook, jobs, "the notebook RoleBinding to apply")
-
-    # The job object fits the job count, but the operator's pod for it asks for 3 GPUs: the
-    # API server refuses the pod, and the operator reports the refusal on the job's events.
-    assert call(notebook, "POST", jobs, paddlejob("too-big", gpus=3))[0] == 201
     core = client.CoreV1Api(control_plane.api_client())
+
+    # A job that could never fit is refused at once by the tenant's admission policy
+    # (test_tenant_admission.py). One that fits the quota but not what is left of it: the job
+    # object is admitted, the API server refuses the operator's pod for it, and the operator
+    # reports the refusal on the job's events.
+    assert call(notebook, "POST", jobs, paddlejob("first", gpus=2, owner="ada"))[0] == 201
+    k8s_plane.wait_for(lambda: core.read_namespaced_resource_quota(QUOTA_NAME, ns).status.used
+                       .get("requests.nvidia.com/gpu") == "2", 90,
+                       "the first job's pod to be counted")
+    assert call(notebook, "POST", jobs, paddlejob("second", gpus=1, owner="ada"))[0] == 201
 
     def quota_refusal():
         events = core.list_namespaced_event(ns).items
         return [e for e in events if "exceeded quota" in (e.message or "")
-                and e.involved_object.name == "too-big"]
+                and e.involved_object.name == "second"]
 
     refusals = k8s_plane.wait_for(quota_refusal, 90, "the operator's quota refusal event")
-    assert "requests.nvidia.com/gpu=3" in refusals[0].message
+    assert "requests.nvidia.com/gpu=1" in refusals[0].message
+    assert "used: requests.nvidia.com/gpu=2" in refusals[0].message
     worker_pods = core.list_namespaced_pod(
-        ns, label_selector="training.kubeflow.org/job-name=too-big").items
+        ns, label_selector="training.kubeflow.org/job-name=second").items
     assert worker_pods == []
 
-    # Job count: the second job is admitted, a third one is over count/paddlejobs.
-    assert call(notebook, "POST", jobs, paddlejob("second"))[0] == 201
-    status, message = call(notebook, "POST", jobs, paddlejob("third"))
+    # Job count: a third job is over count/paddlejobs.
+    status, message = call(notebook, "POST", jobs, paddlejob("third", owner="ada"))
     assert status == 403, message
     assert f"exceeded quota: {QUOTA_NAME}" in message
     assert "count/paddlejobs.kubeflow.org=1" in message

@@ -1,5 +1,5 @@
-"""The RBAC matrix, by real requests: what tenant A's notebook service account (and the hub's
-service account) can do in A, in B and cluster-wide, counted from HTTP statuses.
+"""The RBAC matrix, by real requests: what a user's own notebook service account in tenant A
+(and the hub's service account) can do in A, in B and cluster-wide, counted from HTTP statuses.
 
 Every cell is one real API request with that account's TokenRequest token; a cell counts as a
 success for any answer but 403 (the allowed ones are all 2xx: the probe pods are kept Pending,
@@ -20,7 +20,9 @@ pytest.importorskip("cryptography", reason="install the test extra (cryptography
 import tenancy  # noqa: E402  (tests/cluster is on sys.path)
 from tenancy import (  # noqa: E402
     HUB_SERVICE_ACCOUNT,
+    USER_LABEL,
     call,
+    notebook_user,
     paddlejob,
     pod,
     wait_allowed,
@@ -47,8 +49,10 @@ class Probe:
 
 
 WATCH = (("watch", "true"), ("timeoutSeconds", "1"))
+OWN_SECRET = {"metadata": {"name": "ada.probe-env", "labels": {USER_LABEL: "ada"}},
+              "stringData": {"API_KEY": "k"}}
 NOTEBOOK_ALLOWED = (
-    Probe("create paddlejob", "POST", JOBS, paddlejob("probe")),
+    Probe("create paddlejob", "POST", JOBS, paddlejob("probe", owner="ada")),
     Probe("get paddlejob", "GET", JOBS + "/{job}"),
     Probe("list paddlejobs", "GET", JOBS),
     Probe("watch paddlejobs", "GET", JOBS, query=WATCH),
@@ -58,6 +62,11 @@ NOTEBOOK_ALLOWED = (
     Probe("read pod log", "GET", CORE + "/pods/{pod}/log"),
     Probe("list events", "GET", CORE + "/events"),
     Probe("read quota", "GET", CORE + f"/resourcequotas/{QUOTA_NAME}"),
+    # A job's --env Secret: made, given to its job, deleted; the policies keep it the user's.
+    Probe("create own secret", "POST", CORE + "/secrets", OWN_SECRET),
+    Probe("patch own secret", "PATCH", CORE + "/secrets/ada.probe-env",
+          {"metadata": {"labels": {"workbench.paddle.org/job": "probe"}}}),
+    Probe("delete own secret", "DELETE", CORE + "/secrets/ada.probe-env"),
     Probe("delete paddlejob", "DELETE", JOBS + "/{job}"),
 )
 # Neither account may grant anyone more than it has (here: admin to every authenticated user).
@@ -82,6 +91,21 @@ CLUSTER_FORBIDDEN = (
     Probe("list nodes", "GET", "/api/v1/nodes"),
 )
 HUB_ALLOWED = (
+    # A user's own account, bound to the notebook Role (`user_identity`), before their pod.
+    Probe("create serviceaccount", "POST", CORE + "/serviceaccounts",
+          {"metadata": {"name": "notebook-probe"}}),
+    Probe("bind the notebook role", "POST",
+          "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings",
+          {"metadata": {"name": "notebook-probe"},
+           "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                       "name": "workbench-notebook"},
+           "subjects": [{"kind": "ServiceAccount", "name": "notebook-probe",
+                         "namespace": "{ns}"}]}),
+    # The server's hub token, written into its Secret (never read back).
+    Probe("create token secret", "POST", CORE + "/secrets",
+          {"metadata": {"name": "jupyter-probe-token"}, "stringData": {"token": "t"}}),
+    Probe("patch token secret", "PATCH", CORE + "/secrets/jupyter-probe-token",
+          {"stringData": {"token": "t2"}}),
     Probe("create pod", "POST", CORE + "/pods", pod("hub-made", unschedulable=True)),
     Probe("get pod", "GET", CORE + "/pods/{pod}"),
     Probe("list pods", "GET", CORE + "/pods"),
@@ -94,6 +118,8 @@ HUB_ALLOWED = (
 )
 HUB_FORBIDDEN = (
     Probe("get secret", "GET", CORE + "/secrets/{secret}"),
+    Probe("list secrets", "GET", CORE + "/secrets"),
+    Probe("delete secret", "DELETE", CORE + "/secrets/{secret}"),
     Probe("create paddlejob", "POST", JOBS, paddlejob("hub-job")),
     ESCALATE,
 )
@@ -113,12 +139,24 @@ def _seed(plane, namespace: str, job: str | None) -> dict[str, str]:
     return names
 
 
+def _fill(value, names: dict[str, str]):
+    """`value` (a probe's body) with `{ns}` and the like filled in, at any depth."""
+    if isinstance(value, str):
+        return value.format(**names)
+    if isinstance(value, dict):
+        return {k: _fill(v, names) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, names) for v in value]
+    return value
+
+
 def _run(api_client, probes, names: dict[str, str]) -> list[tuple[str, int, str]]:
     """Run each probe for real: (label, HTTP status, message)."""
     rows = []
     for probe in probes:
         path = probe.path.format(**names)
-        status, message = call(api_client, probe.method, path, probe.body, list(probe.query))
+        status, message = call(api_client, probe.method, path, _fill(probe.body, names),
+                               list(probe.query))
         rows.append((probe.label, status, message))
     return rows
 
@@ -143,8 +181,7 @@ def test_notebook_account_rbac_matrix(control_plane, tenants):
     names_a = _seed(control_plane, a.namespace, job=None)
     names_b = _seed(control_plane, b.namespace, job="b-job")
     names_a["job"] = "probe"  # the job the notebook creates in its own namespace
-    notebook = control_plane.service_account_client(a.namespace, a.service_account)
-    wait_allowed(notebook, JOBS.format(ns=a.namespace), "the notebook RoleBinding to apply")
+    notebook = notebook_user(control_plane, a, "ada")  # ada's own account, as the hub makes it
 
     probes = NOTEBOOK_ALLOWED + NOTEBOOK_FORBIDDEN
     own = _run(notebook, probes, names_a)
@@ -155,7 +192,7 @@ def test_notebook_account_rbac_matrix(control_plane, tenants):
         label: [status_a, status_b, None]
         for (label, status_a, _), (_, status_b, _) in zip(own, other, strict=True)}
     rows.update({label: [None, None, status] for label, status, _ in cluster})
-    print("\n" + _table(f"notebook account of tenant A ({a.namespace}), real requests:",
+    print("\n" + _table(f"ada's notebook account in tenant A ({a.namespace}), real requests:",
                         ["in A (own)", "in B (other)", "cluster"], rows))
 
     cross_tenant = [(label, status, msg) for label, status, msg in other if status != 403]

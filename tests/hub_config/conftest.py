@@ -9,18 +9,32 @@
   group and any process still running in the state folder, so nothing outlives the test.
 - `local_login(hub, name, password)`: a `requests.Session` logged in through the hub's login form.
 - `proxy_available`: skips when configurable-http-proxy is missing (setup.sh installs it).
+- System accounts (the hub runs as root in CI): each hub (`HubProcess`, `workbench_up`) gets its
+  own account prefix (`wb<hex>-`, so concurrent runs never share an account) and a homes folder
+  under /tmp that accounts can reach (pytest's own temp root is 0700). At the end the accounts'
+  processes are killed and recorded, and the accounts removed with their homes
+  (`remove_accounts`). `HubProcess` links `<state>/home` to its homes folder, with homes named by
+  hub user, so `hub.state / "home" / name` is still a user's home.
+- `allow_accounts_to_run_python()`: what `workbench up` does as root before starting the hub: the
+  folders on the way to this Python environment and the repository become traversable (o+x).
+- `run_cell(ws, code, session, timeout)`: runs code on a kernel over its websocket.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import pwd
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +65,72 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+AS_ROOT = os.geteuid() == 0
+
+
+def account_prefix() -> str:
+    """A prefix of system accounts no other hub on this machine uses."""
+    return f"wb{secrets.token_hex(3)}-"
+
+
+def public_dir(prefix: str) -> Path:
+    """A new folder under /tmp that other accounts can pass through (for homes, trees)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    path.chmod(0o755)
+    return path
+
+
+def allow_accounts_to_run_python(*extra: Path) -> None:
+    """Make the folders on the way to this Python, the repository and `extra` traversable."""
+    from hub_config.accounts import access_problems, grant_traversal, python_paths
+
+    grant_traversal(access_problems(python_paths(sys.executable, [str(REPO), *map(str, extra)])))
+
+
+def account_processes(prefix: str) -> list:
+    """Processes that run as one of the accounts with this prefix (not those that have exited
+    and wait to be reaped)."""
+    uids = {entry.pw_uid for entry in pwd.getpwall() if entry.pw_name.startswith(prefix)}
+    found = []
+    for proc in psutil.process_iter(["pid", "uids", "cmdline", "status"]):
+        with contextlib.suppress(psutil.Error):
+            if (proc.info["uids"] and proc.info["uids"].real in uids
+                    and proc.info["status"] != psutil.STATUS_ZOMBIE):
+                found.append(proc)
+    return found
+
+
+def remove_accounts(prefix: str) -> list[list[str]]:
+    """Kill the processes of the accounts with this prefix, remove the accounts and their homes;
+    returns the command lines of the processes that were still running."""
+    left = []
+    for proc in account_processes(prefix):
+        with contextlib.suppress(psutil.Error):
+            left.append(proc.info["cmdline"])
+            proc.kill()
+    for entry in pwd.getpwall():
+        if entry.pw_name.startswith(prefix):
+            for _ in range(20):  # userdel refuses while the password file is locked
+                if subprocess.run(["userdel", "--remove", entry.pw_name],
+                                  capture_output=True).returncode in (0, 6):
+                    break
+                time.sleep(0.25)
+    # The servers' cgroups, in case a hub was killed before it could remove them.
+    from hub_config.local_limits import ServerCgroup
+
+    parents = {folder.parent for folder in ServerCgroup.for_account("x").dirs.values()}
+    for folder in (f for parent in parents if parent.is_dir() for f in parent.glob(prefix + "*")):
+        for _ in range(50):
+            with contextlib.suppress(FileNotFoundError):
+                try:
+                    folder.rmdir()
+                except OSError:  # busy while the killed processes are accounted
+                    time.sleep(0.1)
+                    continue
+            break
+    return left
+
+
 def proxy_command() -> str | None:
     local = REPO / "node_modules" / ".bin" / "configurable-http-proxy"
     if local.exists():
@@ -77,12 +157,21 @@ class HubProcess:
     metrics_token: str = field(default_factory=lambda: secrets.token_hex(16))
     process: subprocess.Popen | None = None
     port: int = 0  # 0: pick a free one at start
+    prefix: str = field(default_factory=account_prefix)
+    homes: Path | None = None
 
     def start(self, timeout: float = 90) -> HubProcess:
         port = self.port or free_port()
         self.url = f"http://127.0.0.1:{port}"
         extra = self.state / "test_extra_config.py"
-        extra.write_text(EXTRA_CONFIG.format(admin=self.admin_token, metrics=self.metrics_token))
+        config = EXTRA_CONFIG.format(admin=self.admin_token, metrics=self.metrics_token)
+        if AS_ROOT and self.homes is None:
+            self.homes = public_dir("wb-homes-")
+            allow_accounts_to_run_python(self.homes)
+            (self.state / "home").symlink_to(self.homes)
+            config += (f"c.TenantLocalSpawner.account_prefix = {self.prefix!r}\n"
+                       'c.TenantLocalSpawner.home_template = "{username}"\n')
+        extra.write_text(config)
         env = dict(os.environ)
         env.update({
             "WORKBENCH_STATE_DIR": str(self.state),
@@ -92,6 +181,8 @@ class HubProcess:
             "WORKBENCH_EXTRA_CONFIG": str(extra),
             "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
         })
+        if self.homes is not None:
+            env["WORKBENCH_HOMES_DIR"] = str(self.homes)
         env.update(self.env)
         self.log = open(self.state / "hub.log", "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
@@ -113,6 +204,12 @@ class HubProcess:
     def log_text(self) -> str:
         path = self.state / "hub.log"
         return path.read_text(errors="replace") if path.exists() else ""
+
+    def account(self, user: str) -> pwd.struct_passwd:
+        """The system account that serves hub user `user` (as root)."""
+        from hub_config.accounts import account_name
+
+        return pwd.getpwnam(account_name(user, self.prefix))
 
     def api(self, method: str, path: str, token: str | None = None, **kwargs):
         headers = {"Authorization": f"token {token or self.admin_token}"}
@@ -147,6 +244,9 @@ class HubProcess:
                     proc.kill()
             except (psutil.Error, OSError, ValueError):
                 continue
+        if self.homes is not None:
+            remove_accounts(self.prefix)
+            shutil.rmtree(self.homes, ignore_errors=True)
         if hasattr(self, "log"):
             self.log.close()
 
@@ -189,25 +289,50 @@ class WorkbenchUp:
     url: str
     user: str = ""
     password: str = ""
-    # Processes still running under the state folder after Ctrl-C (killed, then listed here).
+    # Processes still running under the state folder or as the hub's accounts after Ctrl-C
+    # (killed, then listed here).
     leftovers: list = field(default_factory=list)
+    prefix: str = ""  # of the accounts this hub makes (as root)
+    homes: Path | None = None
+    output: str = ""  # what `workbench up` printed, once it has exited
+
+    def account(self, user: str) -> pwd.struct_passwd:
+        from hub_config.accounts import account_name
+
+        return pwd.getpwnam(account_name(user, self.prefix))
 
 
 @contextlib.contextmanager
-def workbench_up(cwd: Path, state: Path, env: dict[str, str]):
+def workbench_up(cwd: Path, state: Path, env: dict[str, str],
+                 tenants: Path | None = EXAMPLE_TENANTS,
+                 as_user: pwd.struct_passwd | None = None):
     """Run `workbench up` from `cwd` on a free port until the hub answers; yield a WorkbenchUp.
 
+    `tenants` is passed as `--tenants` (None: none, so `workbench up` picks or writes one).
+    `as_user`: run it as that account instead (a normal user's workbench). As root, the hub's
+    accounts get a prefix of their own and homes in a fresh folder under /tmp.
     On exit it presses Ctrl-C as a user at the terminal would (SIGINT to its group), waits,
-    and kills and records whatever still runs under `state`.
+    and kills and records whatever still runs under `state` or as the hub's accounts, then
+    removes the accounts.
     """
     port = free_port()
-    up = subprocess.Popen(
-        [sys.executable, "-m", "hub_config.cli.main", "up", "--state-dir", str(state),
-         "--port", str(port)],
-        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
-    )
-    running = WorkbenchUp(process=up, url=f"http://127.0.0.1:{port}")
+    argv = [sys.executable, "-m", "hub_config.cli.main", "up", "--state-dir", str(state),
+            "--port", str(port)]
+    argv += ["--tenants", str(tenants)] if tenants else []
+    env = dict(env)
+    prefix, homes, identity = account_prefix(), None, {}
+    if as_user is not None:
+        identity = {"user": as_user.pw_uid, "group": as_user.pw_gid, "extra_groups": []}
+        env.update(HOME=as_user.pw_dir, USER=as_user.pw_name, LOGNAME=as_user.pw_name)
+    elif AS_ROOT:
+        homes = public_dir("wb-homes-")
+        config = public_dir("wb-config-") / "accounts.py"
+        config.write_text(f"c.TenantLocalSpawner.account_prefix = {prefix!r}\n")
+        env["WORKBENCH_EXTRA_CONFIG"] = str(config)
+        argv += ["--homes-dir", str(homes)]
+    up = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, start_new_session=True, **identity)
+    running = WorkbenchUp(process=up, url=f"http://127.0.0.1:{port}", prefix=prefix, homes=homes)
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -219,8 +344,10 @@ def workbench_up(cwd: Path, state: Path, env: dict[str, str]):
                 pass
             assert time.monotonic() < deadline, "the hub did not answer in 120 s"
             time.sleep(0.5)
-        login = dict(line.split(": ", 1) for line in (state / "login.txt").read_text().splitlines())
-        running.user, running.password = login["user"], login["password"]
+        login_file = state / "login.txt"
+        if login_file.exists():
+            login = dict(line.split(": ", 1) for line in login_file.read_text().splitlines())
+            running.user, running.password = login["user"], login["password"]
         yield running
     finally:
         if up.poll() is None:
@@ -230,6 +357,7 @@ def workbench_up(cwd: Path, state: Path, env: dict[str, str]):
             except subprocess.TimeoutExpired:
                 os.killpg(up.pid, signal.SIGKILL)
                 up.wait(10)
+        running.output = up.stdout.read()
         for proc in psutil.process_iter(["pid", "cmdline"]):
             try:
                 if Path(proc.cwd()).is_relative_to(state):
@@ -237,3 +365,45 @@ def workbench_up(cwd: Path, state: Path, env: dict[str, str]):
                     proc.kill()
             except (psutil.Error, OSError, ValueError):
                 continue
+        if homes is not None:
+            running.leftovers += remove_accounts(prefix)
+            shutil.rmtree(homes, ignore_errors=True)
+            shutil.rmtree(Path(env["WORKBENCH_EXTRA_CONFIG"]).parent, ignore_errors=True)
+
+
+def run_cell(ws, code: str, session: str, timeout: float) -> tuple[str, str]:
+    """Execute code over a kernel's websocket; return (status, all text output).
+
+    The status is the execute reply's ("ok", "error"), "died" when the kernel restarts or dies
+    meanwhile (its output so far is returned), or "timeout".
+    """
+    msg_id = uuid.uuid4().hex
+    ws.send(json.dumps({
+        "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "test",
+                   "session": session, "version": "5.3", "date": ""},
+        "parent_header": {}, "metadata": {}, "channel": "shell",
+        "content": {"code": code, "silent": False, "store_history": True,
+                    "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
+    }))
+    texts, status, idle = [], None, False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not (status and idle):
+        ws.settimeout(max(1.0, deadline - time.monotonic()))
+        msg = json.loads(ws.recv())
+        kind, content = msg["msg_type"], msg["content"]
+        if kind == "status" and content["execution_state"] in ("restarting", "dead"):
+            return "died", "".join(texts)
+        if msg.get("parent_header", {}).get("msg_id") != msg_id:
+            continue
+        if kind == "stream":
+            texts.append(content["text"])
+        elif kind in ("display_data", "execute_result", "update_display_data"):
+            texts.append(str(content["data"].get("text/plain", "")))
+            texts.append(str(content["data"].get("text/html", "")))
+        elif kind == "error":
+            texts.append("\n".join(content["traceback"]))
+        elif kind == "execute_reply":
+            status = content["status"]
+        elif kind == "status" and content["execution_state"] == "idle":
+            idle = True
+    return status or "timeout", "".join(texts)

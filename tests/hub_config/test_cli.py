@@ -92,11 +92,11 @@ for loaded in [m for m in sys.modules if m.partition(".")[0] in BLOCKED]:
 COMMANDS = ("up", "images", "render", "apply")
 
 
-def _without_extras(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess:
+def _without_extras(tmp_path: Path, *argv: str, **extra_env: str) -> subprocess.CompletedProcess:
     site = tmp_path / "no-extras"
     site.mkdir(exist_ok=True)
     (site / "sitecustomize.py").write_text(NO_EXTRAS)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(REPO)])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(REPO)]), **extra_env}
     return subprocess.run([sys.executable, "-m", "hub_config.cli.main", *argv], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=120)
 
@@ -139,7 +139,9 @@ def test_a_command_that_needs_an_extra_names_it(tmp_path: Path, argv, command) -
 
 def test_adding_a_local_user_needs_no_extra(tmp_path: Path) -> None:
     result = _without_extras(tmp_path, "up", "--state-dir", "state", "--add-user", "Ada",
-                             "--groups", "students", "--password", "pw")
+                             "--groups", "students", "--tenants",
+                             str(REPO / "hub_config" / "tenants.example.yaml"),
+                             WORKBENCH_PASSWORD="pw")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("Added ada (groups students)")
     assert "ada:" in (tmp_path / "state" / "users.yaml").read_text()

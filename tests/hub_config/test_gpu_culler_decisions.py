@@ -1,5 +1,6 @@
 """The GPU-idle decision as data (hub_config.services.gpu_idle): observations + policies + now + warnings
--> actions. No Prometheus, no hub; the live test (test_gpu_culler_live.py) runs the real ones.
+-> actions, and which hub server a GPU series is (the namespace and the hub's record, never pod
+labels). No Prometheus, no hub; the live test (test_gpu_culler_live.py) runs the real ones.
 The policies come from the tenants file through the tenants loader, as the hub reads it.
 """
 
@@ -21,9 +22,13 @@ from hub_config.services.gpu_idle import (
     STOP,
     WARN,
     Action,
+    HubServer,
     Observation,
+    attribute_servers,
     decide,
+    hub_servers,
     idle_queries,
+    namespaces_of,
     observations_from_results,
 )
 from hub_config.tenants import GpuIdlePolicy, TenantsFileError, load_tenants
@@ -194,9 +199,11 @@ def test_round_trips_through_dicts() -> None:
     assert Observation.from_dict({**obs(1).to_dict(), "unknown": 1}) == obs(1)
 
 
-def test_queries_select_one_tenant_and_use_the_policy() -> None:
+def test_queries_select_one_namespace_and_use_the_policy() -> None:
     queries = idle_queries("m", 'we"ird', GpuIdlePolicy(15, 600, 300), window=30, step=10)
-    assert all('m{tenant="we\\"ird"}' in q for q in queries.values())
+    assert all('m{namespace="we\\"ird"}' in q for q in queries.values())
+    # The tenant label is written by whoever creates the pod: it selects nothing.
+    assert not any("tenant" in q for q in queries.values())
     assert "[30s]" in queries["current"]
     assert ">= 15" in queries["since_busy"]
     assert "[610s:10s]" in queries["age"]
@@ -211,15 +218,94 @@ def test_observations_from_query_results() -> None:
     ann = {"pod": "jupyter-ann", "user": "ann"}
     bob = {"pod": "jupyter-bob", "user": "bob", "server": "exp"}
     results = {
-        "current": [_row(4, **ann), _row(60, **bob), _row(3, pod="stray")],
+        "current": [_row(4, **ann), _row(60, **bob), _row(3, user="carl")],
         "age": [_row(900, **ann), _row(900, **bob)],
         "since_busy": [_row(400, **bob)],
     }
-    found = {o.user: o for o in observations_from_results(SERVER, results, POLICY)}
-    assert set(found) == {"ann", "bob"}  # no user label: never acted on
-    assert found["ann"].idle_seconds == 900  # never busy within the lookback: its age
-    assert found["bob"].idle_seconds == 0  # busy right now
-    assert found["bob"].name == "exp"
+    found = {o.pod: o for o in observations_from_results(SERVER, results, POLICY, "vision")}
+    assert set(found) == {"jupyter-ann", "jupyter-bob"}  # no pod: nothing to match, never acted on
+    assert found["jupyter-ann"].idle_seconds == 900  # never busy within the lookback: its age
+    assert found["jupyter-bob"].idle_seconds == 0  # busy right now
+    # Whose server it is, and which one, is the hub's to say (attribute_servers), not a label's.
+    assert {(o.user, o.name) for o in found.values()} == {("", "")}
+
+
+def test_the_tenant_is_the_namespace_not_the_label() -> None:
+    forged = {"pod": "evil-0", "user": "bob", "tenant": "vision", "namespace": "wb-classroom"}
+    results = {"current": [_row(1, **forged)], "age": [_row(900, **forged)]}
+    (found,) = observations_from_results(SERVER, results, POLICY, "classroom")
+    assert found.tenant == "classroom"
+    assert namespaces_of(load_tenants(EXAMPLE)) == {"vision": "wb-vision",
+                                                     "classroom": "wb-classroom"}
+
+
+def _models(*servers: tuple[str, str, dict]) -> list[dict]:
+    """User models as `GET /hub/api/users?state=active` returns them to a token with
+    admin:server_state: (user, server name, server state)."""
+    users: dict[str, dict] = {}
+    for user, name, state in servers:
+        users.setdefault(user, {"name": user, "servers": {}})["servers"][name] = {
+            "name": name, "ready": True, "state": state}
+    return list(users.values())
+
+
+HUB = hub_servers(_models(
+    ("ann", "", {"pod_name": "jupyter-ann", "namespace": "wb-vision"}),
+    ("bob", "", {"pod_name": "jupyter-bob", "namespace": "wb-vision"}),
+    # KubeSpawner's pod name of a user whose name it had to escape.
+    ("alice@example.com", "", {"pod_name": "jupyter-alice-example-com---ff8d9819",
+                               "namespace": "wb-vision"}),
+    ("carl", "exp", {"pod_name": "jupyter-carl--exp", "namespace": "wb-vision"}),
+    ("dora", "", {"pid": 4242}),  # not KubeSpawner's: no pod to match
+))
+
+
+def _server_obs(namespace: str, pod: str, tenant: str = "vision") -> Observation:
+    return Observation(kind=SERVER, tenant=tenant, user="", name="", namespace=namespace,
+                       utilisation=1.0, idle_seconds=9999, pod=pod)
+
+
+# (id, observation, the hub server it is: (user, name), or None: acted on never)
+ATTRIBUTION = [
+    ("own-pod", _server_obs("wb-vision", "jupyter-ann"), ("ann", "")),
+    ("escaped-user-name", _server_obs("wb-vision", "jupyter-alice-example-com---ff8d9819"),
+     ("alice@example.com", "")),
+    ("named-server", _server_obs("wb-vision", "jupyter-carl--exp"), ("carl", "exp")),
+    ("pod-labelled-as-bob-in-another-namespace",
+     _server_obs("wb-classroom", "evil-0", tenant="classroom"), None),
+    ("same-pod-name-in-another-namespace",
+     _server_obs("wb-classroom", "jupyter-bob", tenant="classroom"), None),
+    ("job-pod-labelled-as-a-notebook", _server_obs("wb-vision", "resnet-worker-1"), None),
+]
+
+
+@pytest.mark.parametrize(("observation", "expected"), [c[1:] for c in ATTRIBUTION],
+                         ids=[c[0] for c in ATTRIBUTION])
+def test_servers_are_the_hubs_record_of_namespace_and_pod(observation, expected) -> None:
+    attributed, unknown = attribute_servers([observation], HUB)
+    if expected is None:
+        assert (attributed, unknown) == ([], [observation])
+    else:
+        assert unknown == []
+        assert [(o.user, o.name) for o in attributed] == [expected]
+
+
+def test_jobs_pass_through_attribution() -> None:
+    job = obs(10, kind=JOB, name="resnet")
+    assert attribute_servers([job], HUB) == ([job], [])
+
+
+def test_hub_servers_keep_only_pods_and_say_which_scope_is_missing() -> None:
+    assert set(HUB) == {("wb-vision", "jupyter-ann"), ("wb-vision", "jupyter-bob"),
+                        ("wb-vision", "jupyter-alice-example-com---ff8d9819"),
+                        ("wb-vision", "jupyter-carl--exp")}
+    assert HUB[("wb-vision", "jupyter-carl--exp")] == HubServer(
+        "carl", "exp", "wb-vision", "jupyter-carl--exp")
+    no_state = [{"name": "ann", "servers": {"": {"name": "", "ready": True}}}]
+    with pytest.raises(ValueError, match="admin:server_state"):
+        hub_servers(no_state)
+    with pytest.raises(ValueError, match="read:servers"):
+        hub_servers([{"name": "ann"}])
 
 
 @pytest.mark.parametrize(("user", "server", "path"), [

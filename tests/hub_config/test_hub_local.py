@@ -1,8 +1,13 @@
 """A real JupyterHub with our configuration, configurable-http-proxy, the local login and the local
-process spawner: tenant from groups, isolation between users, refusals, metrics and culling."""
+process spawner: tenant from groups, isolation between users, refusals, metrics and culling.
+
+As root (CI), each user's server runs as their own system account (see conftest's `HubProcess`);
+`test_local_accounts_attacks.py` attacks that from real kernels.
+"""
 
 from __future__ import annotations
 
+import stat
 import time
 from pathlib import Path
 
@@ -11,7 +16,7 @@ import yaml
 
 from hub_config.auth import add_user
 
-from .conftest import EXAMPLE_TENANTS, HubProcess, local_login, requests
+from .conftest import AS_ROOT, EXAMPLE_TENANTS, HubProcess, local_login, psutil, requests
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -85,7 +90,19 @@ def test_spawned_server_carries_the_tenant(hub):
     assert env["PADDLE_WORKBENCH_MAX_NODES"] == "4"
     assert env["CPU_LIMIT"] == "2.0"
     home = Path(env["HOME"])
-    assert home == hub.state / "home" / "alice"
+    # (`<state>/home` is the conftest's link to the homes folder)
+    assert home.resolve() == (hub.state / "home" / "alice").resolve()
+    if AS_ROOT:
+        account = hub.account("alice")
+        assert home.resolve() == Path(account.pw_dir)
+        assert not home.resolve().is_relative_to(hub.state.resolve())
+        info = home.stat()
+        assert (stat.S_IMODE(info.st_mode), info.st_uid) == (0o700, account.pw_uid)
+        server = psutil.Process(hub.wait_ready("alice")["servers"][""]["state"]["pid"])
+        assert server.uids().real == account.pw_uid
+        assert "--allow-root" not in server.cmdline()
+        assert env["USER"] == account.pw_name
+        assert env["PADDLE_WORKBENCH_UID"] == str(account.pw_uid)
     if SAMPLE.exists():
         assert (home / SAMPLE.name).exists()
     # and the server answers its owner through the proxy
@@ -114,6 +131,15 @@ def test_user_cannot_reach_another_users_server(hub):
     own = requests.get(f"{hub.url}/user/bob/api/contents",
                        headers={"Authorization": f"token {bob}"}, timeout=30)
     assert own.status_code == 200
+
+
+def test_the_spawn_form_offers_profiles_and_no_image(hub):
+    session = local_login(hub, "eve", PASSWORD)
+    assert session.login_response.status_code == 302
+    page = session.get(f"{hub.url}/hub/spawn", timeout=60)
+    assert page.status_code == 200, page.status_code
+    assert 'name="profile"' in page.text and 'value="vision--cpu-small"' in page.text
+    assert 'name="image"' not in page.text
 
 
 def test_unlisted_image_in_a_direct_spawn_request_is_refused(hub):

@@ -1,15 +1,20 @@
 """OAuth login through a real OIDC provider: the groups claim becomes JupyterHub groups, decides
-the tenant and admin status, and a user without a tenant is refused.
+the tenant and what a user administers, a user without a tenant is refused, the username is the
+immutable `sub` claim, and what the provider changes later (groups taken away, tokens revoked)
+stops the next spawn without a new login.
 
 The provider is `oidc-provider-mock` (PyPI, maintained; Authlib-based authorization-code flow with
 signed ID tokens, discovery, dynamic client registration and per-user claims), started by the
 fixture as its own process. Its login page takes a subject instead of a password: it stands in
 for the identity provider's login step, while everything the hub does is the real OAuth flow.
+Its `PUT /users/<sub>` replaces a user's claims and `POST /users/<sub>/revoke-tokens` revokes
+their tokens, as an administrator of the identity provider would.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 import sys
 import time
@@ -25,6 +30,10 @@ USERS = [
     {"sub": "olivia", "preferred_username": "olivia", "groups": ["students"]},
     {"sub": "tina", "preferred_username": "tina", "groups": ["teachers"]},
     {"sub": "oscar", "preferred_username": "oscar", "groups": ["guests"]},
+    {"sub": "rita", "preferred_username": "rita", "groups": ["students"]},
+    {"sub": "dora", "preferred_username": "dora", "groups": ["students"]},
+    # A provider that lets users edit their profile: this one calls themself "tina".
+    {"sub": "u-8c1f", "preferred_username": "tina", "groups": ["students"]},
 ]
 
 
@@ -76,6 +85,8 @@ def hub(provider, tmp_path_factory, proxy_available):
         "WORKBENCH_OIDC_ISSUER": provider,
         "WORKBENCH_OIDC_CLIENT_ID": client["client_id"],
         "WORKBENCH_OIDC_CLIENT_SECRET": client["client_secret"],
+        # Auth state (the user's tokens, to refresh their groups) is encrypted with it.
+        "JUPYTERHUB_CRYPT_KEY": secrets.token_hex(32),
     })
     try:
         yield hub.start()
@@ -112,10 +123,65 @@ def test_groups_claim_puts_the_user_in_a_tenant_and_spawns_there(hub):
     assert lab.status_code == 200 and lab.url.startswith(f"{hub.url}/user/olivia/")
 
 
-def test_admin_by_group(hub):
+def user_token(hub: HubProcess, name: str) -> str:
+    response = hub.api("POST", f"/users/{name}/tokens", json={"note": "test"})
+    assert response.status_code == 201, response.text
+    return response.json()["token"]
+
+
+def test_a_tenants_admin_group_administers_that_tenant_not_the_hub(hub):
     _, final = oauth_login(hub, "tina")
     assert final.status_code == 200
-    assert hub.api("GET", "/users/tina").json()["admin"] is True
+    assert hub.api("GET", "/users/tina").json()["admin"] is False
+    # teachers is classroom's admin group: tina reads classroom's users (olivia, students)...
+    oauth_login(hub, "olivia")
+    assert hub.api("GET", "/users/olivia", token=user_token(hub, "tina")).status_code == 200
+
+
+def test_the_username_is_the_sub_claim_not_the_name_a_user_may_edit(hub):
+    oauth_login(hub, "tina")
+    _, final = oauth_login(hub, "u-8c1f")  # preferred_username "tina"
+    assert final.status_code == 200
+    assert hub.api("GET", "/users/u-8c1f").json()["groups"] == ["students"]
+    # The real tina is untouched: still her groups, and not the account u-8c1f signed in to.
+    assert hub.api("GET", "/users/tina").json()["groups"] == ["teachers"]
+
+
+def set_claims(provider: str, claims: dict) -> None:
+    """What an administrator of the identity provider does: replace a user's claims."""
+    response = requests.put(f"{provider}/users/{claims['sub']}", json=claims, timeout=30)
+    assert response.status_code == 204, response.text
+
+
+def test_groups_removed_at_the_provider_refuse_the_next_spawn(hub, provider):
+    """No new login: the spawn refreshes rita's groups from the provider first."""
+    _, final = oauth_login(hub, "rita")
+    assert final.status_code == 200
+    assert hub.api("GET", "/users/rita").json()["groups"] == ["students"]
+    token = user_token(hub, "rita")
+    set_claims(provider, {"sub": "rita", "preferred_username": "rita", "groups": []})
+    response = hub.api("POST", "/users/rita/server", token=token)
+    assert response.status_code == 403, response.text
+    assert "not a member of any tenant" in response.json()["message"]
+    model = hub.api("GET", "/users/rita").json()
+    assert model["groups"] == [] and not model["servers"]
+
+
+def test_tokens_revoked_at_the_provider_refuse_the_next_spawn(hub, provider):
+    """The provider no longer vouches for dora (an account disabled there): her API token still
+    authenticates at the hub, but no new server starts on the groups the hub remembers."""
+    _, final = oauth_login(hub, "dora")
+    assert final.status_code == 200
+    token = user_token(hub, "dora")
+    revoked = requests.post(f"{provider}/users/dora/revoke-tokens", timeout=30)
+    assert revoked.status_code == 204
+    response = hub.api("POST", "/users/dora/server", token=token)
+    assert response.status_code == 403, response.text
+    assert "sign in again" in response.json()["message"]
+    assert not hub.api("GET", "/users/dora").json()["servers"]
+    # Signing in again confirms her afresh.
+    _, final = oauth_login(hub, "dora")
+    assert final.status_code == 200
 
 
 def test_user_without_tenant_gets_a_clear_page_and_no_account(hub):

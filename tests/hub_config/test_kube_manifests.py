@@ -15,7 +15,13 @@ kubernetes_validate = pytest.importorskip(
 
 from tornado import web  # noqa: E402
 
-from hub_config.kube_spawner import TenantKubeSpawner  # noqa: E402
+from hub_config.cli.provisioning import user_service_account  # noqa: E402
+from hub_config.kube_spawner import (  # noqa: E402
+    HUB_TOKEN_ENV,
+    TenantKubeSpawner,
+    hub_token_from_secret,
+    token_secret,
+)
 from hub_config.policy import profile_slug  # noqa: E402
 from hub_config.tenants import load_tenants, parse_quantity  # noqa: E402
 from workbench_contract import environment as names  # noqa: E402
@@ -45,7 +51,11 @@ def test_pod_manifest_per_tenant_and_profile(tenant, profile):
     assert spawner.namespace == tenant.namespace
     assert pod["metadata"]["labels"][labels.LABEL_TENANT] == tenant.name
     assert pod["metadata"]["labels"][labels.LABEL_COMPONENT] == labels.COMPONENT_NOTEBOOK
-    assert spec["serviceAccountName"] == tenant.service_account
+    # The user's own account (ann@example.org's label-safe name), and the user label says so.
+    user = pod["metadata"]["labels"][labels.LABEL_USER]
+    assert user == spawner.user_label and user.startswith("ann-example-org")
+    assert spec["serviceAccountName"] == user_service_account(tenant, user)
+    assert container_env(pod)[names.USER] == user
     assert container["image"] in tenant.image_refs
 
     # Pod Security "restricted"
@@ -133,3 +143,34 @@ def test_profile_list_offers_only_the_users_tenants():
     image_option = profiles[0]["profile_options"]["image"]
     assert image_option["unlisted_choice"] == {"enabled": False}
     assert list(image_option["choices"]) == list(TENANTS.get("classroom").image_refs)
+
+
+def test_the_hub_token_is_in_no_pod_spec_but_in_the_servers_secret():
+    token = "hub-token-3f9c2a"
+    pod, spawner = render(["students"], {}, "ann", api_token=token)
+    assert token not in repr(pod)  # colleagues may read pod specs
+    env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+    secret = f"{spawner.pod_name}-token"
+    for name in HUB_TOKEN_ENV:
+        assert env[name] == {"name": name, "valueFrom": {"secretKeyRef": {
+            "name": secret, "key": "token"}}}
+    kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
+
+
+def test_hub_token_from_secret_moves_every_copy_of_the_token():
+    env = {"JUPYTERHUB_API_TOKEN": "t0k", "JPY_API_TOKEN": "t0k", "COPY": "t0k", "HOME": "/h"}
+    moved = hub_token_from_secret(env, "t0k", "jupyter-ann-token")
+    ref = {"valueFrom": {"secretKeyRef": {"name": "jupyter-ann-token", "key": "token"}}}
+    assert moved == {"JUPYTERHUB_API_TOKEN": ref, "JPY_API_TOKEN": ref, "COPY": ref,
+                     "HOME": "/h"}
+    # No token yet (a render without a hub): nothing else is taken for it.
+    assert hub_token_from_secret({"EMPTY": "", "JPY_API_TOKEN": ""}, "", "s")["EMPTY"] == ""
+
+
+def test_token_secret_is_opaque_and_labelled_as_the_users():
+    secret = token_secret("jupyter-ann-token", "wb-classroom", "t0k",
+                          {labels.LABEL_USER: "ann"})
+    assert secret["type"] == "Opaque" and secret["stringData"] == {"token": "t0k"}
+    assert secret["metadata"] == {"name": "jupyter-ann-token", "namespace": "wb-classroom",
+                                  "labels": {labels.LABEL_USER: "ann"}}
+    kubernetes_validate.validate(secret, KUBERNETES_VERSION, strict=True)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 import yaml
 
 from hub_config.cli import main as cli_main
+from hub_config.cli.admission import user_account_prefix
 from hub_config.cli.k8s_apply import (
     ApplyError,
     ApplyResult,
@@ -21,12 +23,15 @@ from hub_config.cli.provisioning import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
     METADATA_ADDRESS,
+    NOTEBOOK_ROLE,
     ProvisioningError,
     hub_role_rules,
     namespace_bundle,
     notebook_role_rules,
+    user_identity,
+    user_service_account,
 )
-from hub_config.tenants import load_tenants
+from hub_config.tenants import Quota, load_tenants
 from workbench_contract import labels
 
 from .hub_env import OFFLINE_KUBECONFIG
@@ -52,21 +57,31 @@ def tenant(request):
     return request.param
 
 
+CLUSTER_SCOPED = {"Namespace", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+
+
 def test_bundle_order_labels_and_namespaces(tenant):
     bundle = namespace_bundle(tenant)
     kinds = [o["kind"] for o in bundle]
-    # The Namespace first (everything else lives in it); RBAC before the quota that would
-    # otherwise be the first thing a user hits; policies last.
+    # The Namespace first (everything else lives in it); the admission policies before any
+    # grant that lets a user in; RBAC before the quota that would otherwise be the first thing
+    # a user hits; network policies last.
     assert kinds[0] == "Namespace"
-    assert kinds.index("ServiceAccount") < kinds.index("RoleBinding")
-    assert kinds.index("Role") < kinds.index("RoleBinding")
-    assert set(kinds) == {"Namespace", "ServiceAccount", "Role", "RoleBinding", "ResourceQuota",
-                          "LimitRange", "NetworkPolicy"}
+    last_policy = max(i for i, k in enumerate(kinds) if k.startswith("ValidatingAdmission"))
+    assert last_policy < kinds.index("Role") < kinds.index("RoleBinding")
+    assert set(kinds) == {"Namespace", "ValidatingAdmissionPolicy",
+                          "ValidatingAdmissionPolicyBinding", "Role", "RoleBinding",
+                          "ResourceQuota", "LimitRange", "NetworkPolicy"}
+    # No shared notebook account: each user gets their own at spawn (`user_identity`).
+    assert "ServiceAccount" not in kinds
     for obj in bundle:
         meta = obj["metadata"]
+        # Prune finds every object, cluster-scoped ones too, by these two labels.
         assert meta["labels"][MANAGED_BY_LABEL] == MANAGED_BY
         assert meta["labels"][labels.LABEL_TENANT] == tenant.name
-        if obj["kind"] != "Namespace":
+        if obj["kind"] in CLUSTER_SCOPED:
+            assert "namespace" not in meta
+        else:
             assert meta["namespace"] == tenant.namespace
     keys = [(o["kind"], o["metadata"]["name"]) for o in bundle]
     assert len(keys) == len(set(keys)), "two objects of one kind share a name"
@@ -84,8 +99,14 @@ def test_quota_follows_the_tenants_file(tenant):
     quota = tenant.quota
     assert hard == {
         "requests.nvidia.com/gpu": str(quota.gpus),
+        # Requests and limits alike: limits cannot be overcommitted past the quota either.
         "requests.cpu": quota.cpu,
         "requests.memory": quota.memory,
+        "limits.cpu": quota.cpu,
+        "limits.memory": quota.memory,
+        # Every pod's worth of the default ephemeral storage.
+        "requests.ephemeral-storage": f"{quota.pods}Gi",
+        "limits.ephemeral-storage": f"{quota.pods * 10}Gi",
         "pods": str(quota.pods),
         "count/paddlejobs.kubeflow.org": str(quota.jobs),
     }
@@ -93,33 +114,59 @@ def test_quota_follows_the_tenants_file(tenant):
     assert not any(k.startswith("limits.nvidia.com") for k in hard)
 
 
-def test_limit_range_gives_requests_but_no_limits():
-    (item,) = one(namespace_bundle(VISION), "LimitRange")["spec"]["limits"]
+def test_limit_range_gives_the_tenants_defaults_and_maximums(tenant):
+    (item,) = one(namespace_bundle(tenant), "LimitRange")["spec"]["limits"]
+    first = tenant.profiles[0]
     assert item["type"] == "Container"
-    assert set(item["defaultRequest"]) == {"cpu", "memory"}
-    # A default limit below an explicit request would make the API server refuse the pod.
-    assert "default" not in item and "max" not in item
+    # A worker without --cpu/--memory gets the tenant's first profile: never unlimited.
+    assert item["default"] == {"cpu": first.cpu.limit, "memory": first.memory.limit,
+                               "ephemeral-storage": "10Gi"}
+    assert item["defaultRequest"] == {"cpu": first.cpu.guarantee,
+                                      "memory": first.memory.guarantee,
+                                      "ephemeral-storage": "1Gi"}
+    assert item["max"] == {"cpu": tenant.quota.cpu, "memory": tenant.quota.memory,
+                           "ephemeral-storage": "10Gi"}
+
+
+def test_limit_range_defaults_never_exceed_the_quota():
+    small = dataclasses.replace(VISION, quota=Quota(gpus=8, cpu="1", memory="2Gi", pods=5,
+                                                    jobs=1))
+    (item,) = one(namespace_bundle(small), "LimitRange")["spec"]["limits"]
+    # cpu-small asks for a 2-CPU, 4Gi limit; the quota is smaller, so the quota it is.
+    assert item["default"]["cpu"] == "1" and item["default"]["memory"] == "2Gi"
+    assert item["defaultRequest"]["cpu"] == "0.5"
 
 
 def test_rbac_is_namespaced_and_bound_to_the_right_accounts(tenant):
     bundle = namespace_bundle(tenant, hub_namespace="hubs", hub_service_account="jhub")
     roles = {o["metadata"]["name"]: o for o in by_kind(bundle, "Role")}
     assert not by_kind(bundle, "ClusterRole") and not by_kind(bundle, "ClusterRoleBinding")
-    bindings = {o["metadata"]["name"]: o for o in by_kind(bundle, "RoleBinding")}
-    assert set(bindings) == set(roles)
-    subjects = {}
-    for name, binding in bindings.items():
-        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                                      "name": name}
-        (subject,) = binding["subjects"]
-        subjects[name] = (subject["kind"], subject["namespace"], subject["name"])
-    assert subjects == {
-        "workbench-notebook": ("ServiceAccount", tenant.namespace, tenant.service_account),
-        "workbench-hub": ("ServiceAccount", "hubs", "jhub"),
-    }
+    (binding,) = by_kind(bundle, "RoleBinding")  # the hub's; users are bound at spawn
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": "workbench-hub"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "jhub",
+                                    "namespace": "hubs"}]
     assert roles["workbench-notebook"]["rules"] == notebook_role_rules()
     assert roles["workbench-hub"]["rules"] == hub_role_rules()
-    assert one(bundle, "ServiceAccount")["metadata"]["name"] == tenant.service_account
+
+
+def test_each_user_gets_an_account_of_their_own_bound_to_the_notebook_role(tenant):
+    account, binding = user_identity(tenant, "ada")
+    name = user_service_account(tenant, "ada")
+    assert name == f"{tenant.service_account}-ada" == user_account_prefix(tenant) + "ada"
+    assert user_service_account(tenant, "bob") != name
+    assert account["kind"] == "ServiceAccount"
+    assert account["metadata"]["name"] == name
+    assert account["metadata"]["namespace"] == tenant.namespace
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": NOTEBOOK_ROLE}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": name,
+                                    "namespace": tenant.namespace}]
+    for obj in (account, binding):
+        obj_labels = obj["metadata"]["labels"]
+        assert obj_labels == {labels.LABEL_TENANT: tenant.name, labels.LABEL_USER: "ada"}
+        # Not labelled as ours: `workbench apply --prune` must never delete a user's account.
+        assert MANAGED_BY_LABEL not in obj_labels
 
 
 def _grants(rules: list[dict]) -> set[tuple[str, str, str]]:
@@ -127,24 +174,107 @@ def _grants(rules: list[dict]) -> set[tuple[str, str, str]]:
             for resource in rule["resources"] for verb in rule["verbs"]}
 
 
-def test_notebook_role_reaches_jobs_pods_logs_events_and_quota_only():
+def test_notebook_role_reaches_jobs_pods_logs_events_quota_and_writes_secrets_only():
     grants = _grants(notebook_role_rules())
     for verb in ("create", "get", "list", "watch", "delete"):
         assert ("kubeflow.org", "paddlejobs", verb) in grants
     assert {("", "pods/log", "get"), ("", "pods", "watch"), ("", "events", "list"),
             ("", "resourcequotas", "get")} <= grants
     resources = {r for _, r, _ in grants}
-    assert resources == {"paddlejobs", "pods", "pods/log", "events", "resourcequotas"}
+    assert resources == {"paddlejobs", "pods", "pods/log", "events", "resourcequotas",
+                         "secrets"}
     verbs_on_pods = {v for _, r, v in grants if r == "pods"}
     assert verbs_on_pods == {"get", "list", "watch"}  # never creates pods directly
+    # A job's --env Secret: made, given to its job, deleted on a failed submit; never read.
+    assert {v for _, r, v in grants if r == "secrets"} == {"create", "patch", "delete"}
+    assert not any("*" in part for grant in grants for part in grant)
+    assert not any(rule.get("resourceNames") for rule in notebook_role_rules())
+
+
+def test_hub_role_is_what_kubespawner_needs_and_reads_no_secret():
+    rules = hub_role_rules()
+    grants = _grants(rules)
+    for verb in ("get", "list", "watch", "create", "delete"):
+        assert ("", "pods", verb) in grants and ("", "persistentvolumeclaims", verb) in grants
+    assert {r for _, r, _ in grants} == {"pods", "persistentvolumeclaims", "events",
+                                         "serviceaccounts", "rolebindings", "roles", "secrets"}
+    # The hub token's Secret is written, never read back.
+    assert {v for _, r, v in grants if r == "secrets"} == {"create", "patch"}
+    # It may bind the notebook Role, and no other, to the users' accounts.
+    (bind,) = [r for r in rules if "bind" in r["verbs"]]
+    assert bind["resources"] == ["roles"] and bind["resourceNames"] == [NOTEBOOK_ROLE]
+    assert {v for _, r, v in grants if r == "rolebindings"} == {"create"}
     assert not any("*" in part for grant in grants for part in grant)
 
 
-def test_hub_role_is_what_kubespawner_needs_and_no_secrets():
-    grants = _grants(hub_role_rules())
-    for verb in ("get", "list", "watch", "create", "delete"):
-        assert ("", "pods", verb) in grants and ("", "persistentvolumeclaims", verb) in grants
-    assert {r for _, r, _ in grants} == {"pods", "persistentvolumeclaims", "events"}
+RULES = {
+    "paddlejobs": {"images", "nodes", "gpus", "resources", "deadline", "priority", "token",
+                   "owner", "claim", "volumes", "secrets"},
+    "pods": {"images", "priority"},
+    "secrets": {"secrets"},
+}
+
+
+def _rule_names(policy: dict) -> set[str]:
+    names = set()
+    for validation in policy["spec"]["validations"]:
+        prefix, _, rest = validation["message"].partition(" rule ")
+        assert prefix == "workbench", validation["message"]  # every refusal names its rule
+        rule = rest.split(":", 1)[0]
+        names.add(rule)
+        if "messageExpression" in validation:
+            assert validation["messageExpression"].startswith(f'"workbench rule {rule}: " + (')
+    return names
+
+
+def test_admission_policies_put_every_rule_in_force_in_the_tenants_namespace(tenant):
+    bundle = namespace_bundle(tenant)
+    policies = {p["metadata"]["name"]: p for p in by_kind(bundle, "ValidatingAdmissionPolicy")}
+    bindings = {b["metadata"]["name"]: b
+                for b in by_kind(bundle, "ValidatingAdmissionPolicyBinding")}
+    names = {f"workbench-{tenant.name}-{what}": what for what in RULES}
+    assert set(policies) == set(bindings) == set(names)
+    in_namespace = {"matchLabels": {"kubernetes.io/metadata.name": tenant.namespace}}
+    for name, what in names.items():
+        policy = policies[name]["spec"]
+        assert bindings[name]["spec"] == {"policyName": name, "validationActions": ["Deny"],
+                                          "matchResources": {"namespaceSelector": in_namespace}}
+        assert policy["failurePolicy"] == "Fail"
+        assert policy["matchConstraints"]["namespaceSelector"] == in_namespace
+        assert _rule_names(policies[name]) == RULES[what], name
+    (jobs,) = policies[f"workbench-{tenant.name}-paddlejobs"]["spec"]["matchConstraints"][
+        "resourceRules"]
+    assert jobs["resources"] == ["paddlejobs"]
+    assert jobs["operations"] == ["CREATE", "UPDATE", "DELETE"]  # DELETE: the owner rule
+
+
+def test_admission_policies_carry_the_tenants_own_limits(tenant):
+    bundle = namespace_bundle(tenant)
+    policy = one(bundle, "ValidatingAdmissionPolicy", f"workbench-{tenant.name}-paddlejobs")
+    rules = {}
+    for validation in policy["spec"]["validations"]:
+        rule = validation["message"].split(":", 1)[0].removeprefix("workbench rule ")
+        rules[rule] = rules.get(rule, "") + validation["expression"]
+    for image in tenant.image_refs:
+        assert f'"{image}"' in rules["images"]
+    assert f"variables.nodes <= {tenant.job_limits.max_nodes})" in rules["nodes"]
+    assert f"<= {tenant.job_limits.max_gpus_per_node})" in rules["gpus"]
+    assert f"<= {tenant.job_limits.max_runtime})" in rules["deadline"]
+    variables = {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
+    account = f"system:serviceaccount:{tenant.namespace}:{user_account_prefix(tenant)}"
+    assert variables["isUser"] == f'request.userInfo.username.startsWith("{account}")'
+    assert variables["owner"].endswith(f".substring({len(account)}) : ''")
+    # Only users' own accounts are held to the secrets policy (not the hub, not the GC).
+    secrets = one(bundle, "ValidatingAdmissionPolicy", f"workbench-{tenant.name}-secrets")
+    (condition,) = secrets["spec"]["matchConditions"]
+    assert condition["expression"] == variables["isUser"]
+
+
+def test_admission_policies_of_two_tenants_never_overlap():
+    vision, classroom = (namespace_bundle(t) for t in TENANTS.tenants)
+    names = [{o["metadata"]["name"] for o in bundle if o["kind"].startswith("Validating")}
+             for bundle in (vision, classroom)]
+    assert not names[0] & names[1]
 
 
 def _policies(tenant, **kwargs) -> dict[str, dict]:
@@ -183,8 +313,20 @@ def test_network_policies_deny_by_default_and_allow_only_the_needed_flows():
                         "kubernetes.io/metadata.name": "hubs"}, name
 
 
+def test_notebooks_reach_the_api_server_only_where_the_operator_says():
+    assert "notebook-to-api-server" not in _policies(VISION)  # the default: nowhere
+    policy = _policies(VISION, api_server_cidrs=("10.1.2.3/32",))["notebook-to-api-server"]
+    (rule,) = policy["egress"]
+    assert rule["to"] == [{"ipBlock": {"cidr": "10.1.2.3/32"}}]
+    assert {p["port"] for p in rule["ports"]} == {443, 6443}
+    # Nothing else lets a notebook out but DNS and the hub.
+    for name, spec in _policies(VISION).items():
+        for egress in spec.get("egress", []):
+            assert all("ipBlock" not in peer for peer in egress["to"]), name
+
+
 def test_no_egress_rule_reaches_the_cloud_metadata_address():
-    for cidrs in (("0.0.0.0/0",), ("169.254.0.0/16", "10.0.0.1/32")):
+    for cidrs in (("169.254.0.0/16",), ("169.254.0.0/16", "10.0.0.1/32")):
         for name, spec in _policies(VISION, api_server_cidrs=cidrs).items():
             for rule in spec.get("egress", []):
                 for peer in rule.get("to", []):
@@ -200,8 +342,11 @@ def test_no_egress_rule_reaches_the_cloud_metadata_address():
     ({"hub_service_account": ""}, "hub service account '' is not a DNS-1123 label"),
     ({"api_server_cidrs": ("10.0.0.1/33",)}, "write it like 10.0.0.1/32"),
     ({"api_server_cidrs": ("169.254.169.254/32",)}, "the cloud metadata address"),
-    ({"api_server_cidrs": ()}, "at least one network"),
-], ids=["namespace", "account", "cidr", "metadata", "no-cidr"])
+    ({"api_server_cidrs": ("0.0.0.0/0",)}, "a large part of the internet"),
+    ({"api_server_cidrs": ("10.0.0.0/8", "128.0.0.0/1")}, "'128.0.0.0/1' would open"),
+    ({"priority_classes": ("Not A Name",)}, "priority class 'Not A Name'"),
+], ids=["namespace", "account", "cidr", "metadata", "internet", "half-the-internet",
+        "priority-class"])
 def test_bad_parameters_are_refused_with_what_to_fix(kwargs, fix):
     with pytest.raises(ProvisioningError, match=fix.replace("(", r"\(")):
         namespace_bundle(VISION, **kwargs)
@@ -234,7 +379,7 @@ def test_render_reads_the_tenants_file_from_the_environment(capsys, monkeypatch)
     monkeypatch.setenv("WORKBENCH_TENANTS_FILE", str(EXAMPLE))
     assert cli_main.main(["render", "--tenant", "vision"]) == 0
     names = {d["metadata"]["namespace"] for d in yaml.safe_load_all(capsys.readouterr().out)
-             if d["kind"] != "Namespace"}
+             if d["kind"] not in CLUSTER_SCOPED}
     assert names == {"wb-vision"}
 
 

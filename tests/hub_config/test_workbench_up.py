@@ -6,11 +6,13 @@ work is copied file by file (`git ls-files -co --exclude-standard`), since a clo
 The existing virtual environment and npm install are reused (installing one takes ten minutes) by running
 `<venv>/bin/python -m hub_config.cli.main up` with the fresh tree first on PYTHONPATH. Not `make up`:
 its setup step would `pip install -e` the temporary tree into the shared environment.
+
+Run as root (as CI does), the server, its kernel and the job run as the user's own system account,
+within the profile's cgroup; the tree lives under /tmp, where those accounts can read it.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -20,7 +22,16 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, local_login, requests, workbench_up
+from .conftest import (
+    AS_ROOT,
+    REPO,
+    local_login,
+    psutil,
+    public_dir,
+    requests,
+    run_cell,
+    workbench_up,
+)
 
 websocket = pytest.importorskip("websocket", reason="websocket-client is not installed")
 pytestmark = [pytest.mark.timeout(900), pytest.mark.kernel, pytest.mark.paddle]
@@ -45,40 +56,17 @@ def fresh_tree(target: Path) -> Path:
     return target
 
 
-def run_cell(ws, code: str, session: str, timeout: float) -> tuple[str, str]:
-    """Execute code over the kernel's websocket; return (status, all text output)."""
-    msg_id = uuid.uuid4().hex
-    ws.send(json.dumps({
-        "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "test",
-                   "session": session, "version": "5.3", "date": ""},
-        "parent_header": {}, "metadata": {}, "channel": "shell",
-        "content": {"code": code, "silent": False, "store_history": True,
-                    "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
-    }))
-    texts, status, idle = [], None, False
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not (status and idle):
-        ws.settimeout(max(1.0, deadline - time.monotonic()))
-        msg = json.loads(ws.recv())
-        if msg.get("parent_header", {}).get("msg_id") != msg_id:
-            continue
-        kind, content = msg["msg_type"], msg["content"]
-        if kind == "stream":
-            texts.append(content["text"])
-        elif kind in ("display_data", "execute_result", "update_display_data"):
-            texts.append(str(content["data"].get("text/plain", "")))
-            texts.append(str(content["data"].get("text/html", "")))
-        elif kind == "error":
-            texts.append("\n".join(content["traceback"]))
-        elif kind == "execute_reply":
-            status = content["status"]
-        elif kind == "status" and content["execution_state"] == "idle":
-            idle = True
-    return status or "timeout", "".join(texts)
+@pytest.fixture
+def tree():
+    """A fresh tree under /tmp (pytest's temp root is 0700: the accounts could not read it)."""
+    root = public_dir("wb-tree-")
+    try:
+        yield fresh_tree(root / "clone")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
-def test_workbench_up_login_spawn_and_magic(tmp_path, proxy_available):
-    tree = fresh_tree(tmp_path / "clone")
+def test_workbench_up_login_spawn_and_magic(tmp_path, tree, proxy_available):
     state = tmp_path / "state"
     # The npm install is reused like the virtual environment (node_modules is not in the tree).
     env = dict(os.environ, PYTHONPATH=str(tree), WORKBENCH_PROXY_COMMAND=proxy_available)
@@ -108,7 +96,9 @@ def test_workbench_up_login_spawn_and_magic(tmp_path, proxy_available):
         contents = requests.get(f"{server}/api/contents/{NOTEBOOK}", headers=auth, timeout=30)
         assert contents.status_code == 200, "the sample notebook was not copied into the home"
         cells = [c for c in contents.json()["content"]["cells"] if c["cell_type"] == "code"]
-        magic = next(c["source"] for c in cells if c["source"].startswith("%%paddle_launch"))
+        # The notebook's cells up to its first launch cell, in order, as a person runs them.
+        sources = ["".join(c["source"]) for c in cells]
+        magic = next(i for i, source in enumerate(sources) if source.startswith("%%paddle_launch"))
 
         kernel = requests.post(f"{server}/api/kernels", headers=auth, json={}, timeout=60).json()
         ws = websocket.create_connection(
@@ -117,17 +107,40 @@ def test_workbench_up_login_spawn_and_magic(tmp_path, proxy_available):
         )
         try:
             session = uuid.uuid4().hex
-            status, output = run_cell(ws, "%load_ext launcher_magic", session, 120)
-            assert status == "ok", output
-            status, output = run_cell(ws, magic, session, 600)
+            for source in sources[:magic]:
+                status, output = run_cell(ws, source, session, 120)
+                assert status == "ok", output
+            status, output = run_cell(ws, sources[magic], session, 600)
             assert status == "ok", output
             assert "Succeeded" in output, output[-3000:]
             status, output = run_cell(
                 ws, "import os; print(os.environ['PADDLE_WORKBENCH_TENANT'], "
                     "os.environ['PADDLE_WORKBENCH_ENGINE'])", session, 60)
             assert output.split() == ["vision", "local"], output
+            if AS_ROOT:
+                status, output = run_cell(ws, "import os; print(os.getuid(), os.environ['HOME'])",
+                                          session, 60)
+                account = up.account(user)
+                assert output.split() == [str(account.pw_uid), account.pw_dir], output
+                assert not Path(account.pw_dir).is_relative_to(state)
+                assert_in_the_servers_cgroup(account.pw_uid)
         finally:
             ws.close()
     # Ctrl-C stopped everything.
-    assert up.process.returncode == 0, up.process.stdout.read()
+    assert up.process.returncode == 0, up.output
     assert not up.leftovers, f"left running after Ctrl-C: {up.leftovers}"
+    if AS_ROOT:
+        assert "Each user runs as a system account of their own" in up.output, up.output
+
+
+def assert_in_the_servers_cgroup(uid: int) -> None:
+    """Every process of the account (server, kernel) shares the server's cgroups."""
+    # (A process that has exited but is not reaped yet has left its cgroups.)
+    processes = [p for p in psutil.process_iter(["uids", "cmdline", "status"])
+                 if p.info["uids"] and p.info["uids"].real == uid
+                 and p.info["status"] != psutil.STATUS_ZOMBIE]
+    assert processes
+    groups = {(p.pid, *p.info["cmdline"][:3]): Path(f"/proc/{p.pid}/cgroup").read_text()
+              for p in processes}
+    assert len(set(groups.values())) == 1, groups
+    assert "/workbench/" in next(iter(groups.values()))

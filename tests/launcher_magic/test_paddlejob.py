@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import jsonschema
 import pytest
@@ -105,6 +107,20 @@ def test_env_values_go_into_a_secret_of_the_user_that_the_job_owns():
     assert owned_by(created) == {"metadata": {"ownerReferences": [{
         "apiVersion": "kubeflow.org/v1", "kind": "PaddleJob", "name": "job-a1b2c3",
         "uid": "u-1"}]}}
+
+
+def test_a_policy_refusal_reaches_the_user_as_its_rule():
+    from launcher_magic.engines.kubernetes.engine import _policy_refusal
+
+    said = ("paddlejobs.kubeflow.org \"job-a1\" is forbidden: ValidatingAdmissionPolicy "
+            "'workbench-vision-paddlejobs' with binding 'workbench-vision-paddlejobs' denied "
+            "request: workbench rule nodes: the job asks for 50 nodes")
+    assert _policy_refusal(SimpleNamespace(body=json.dumps({"message": said}))) == (
+        "workbench rule nodes: the job asks for 50 nodes")
+    rbac = 'User "x" cannot create resource "paddlejobs"'
+    assert _policy_refusal(SimpleNamespace(body=json.dumps({"message": rbac}))) == ""
+    assert _policy_refusal(SimpleNamespace(body="<html>")) == ""
+    assert _policy_refusal(SimpleNamespace(body=None)) == ""
 
 
 @pytest.mark.parametrize("user, name", [
