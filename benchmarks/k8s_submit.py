@@ -82,14 +82,23 @@ def main() -> int:
         provision(plane, tenant, hub_namespace="jupyterhub")
         admin = plane.api_client()
         core, custom = client.CoreV1Api(admin), client.CustomObjectsApi(admin)
-        kubeconfig = plane.service_account_kubeconfig(tenant.namespace, tenant.service_account)
+        # The user's own notebook account, as the hub makes it at the first spawn.
+        from tenancy import notebook_user
+
+        from hub_config.cli.provisioning import user_service_account
+
+        notebook_user(plane, tenant, "bench")
+        kubeconfig = plane.service_account_kubeconfig(tenant.namespace,
+                                                      user_service_account(tenant, "bench"))
 
         import os
 
         os.environ.update({
             "KUBECONFIG": str(kubeconfig), "PADDLE_WORKBENCH_ENGINE": "kubernetes",
             "PADDLE_WORKBENCH_NAMESPACE": tenant.namespace, "PADDLE_WORKBENCH_TENANT": "vision",
-            "PADDLE_WORKBENCH_USER": "bench", "PADDLE_WORKBENCH_IMAGE": tenant.images[0].image,
+            "PADDLE_WORKBENCH_USER": "bench",
+            "PADDLE_WORKBENCH_MAX_RUNTIME_SECONDS": str(tenant.job_limits.max_runtime),
+            "PADDLE_WORKBENCH_IMAGE": tenant.images[0].image,
             "PADDLE_WORKBENCH_JOBS_DIR": str(work / "jobs"), "PADDLE_WORKBENCH_PANEL": "text",
         })
         from IPython.testing.globalipapp import start_ipython
