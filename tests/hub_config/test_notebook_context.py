@@ -175,7 +175,7 @@ def test_shared_storage(volumes, mounts, home, expected):
 @pytest.mark.parametrize(("storage", "jobs"), [
     (Storage("c", HOME), f"{HOME}/jobs"),
     (Storage("c", "/home"), f"{HOME}/jobs"),
-    (Storage("c", "/work/"), "/work/jobs"),
+    (Storage("c", "/data/"), "/data/jobs"),
 ], ids=["at-home", "above-home", "elsewhere"])
 def test_jobs_dir_is_on_the_claim(storage, jobs):
     assert jobs_dir_on(storage, HOME) == jobs
