@@ -1,7 +1,8 @@
 """Kubernetes labels the workbench puts on every pod it makes.
 
 NetworkPolicies select on them (traffic inside one job), the monitoring rules join GPU metrics
-with them (per tenant, user and job), and the culler maps series back to hub users through them.
+with them (per tenant, user and job). The GPU-idle culler does not trust them: it matches the
+hub's own record of each server (namespace and pod name).
 """
 
 PREFIX = "workbench.paddle.org"

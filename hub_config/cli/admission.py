@@ -45,18 +45,13 @@ from typing import Any
 
 from hub_config.tenants import Tenant
 from workbench_contract import labels
+from workbench_contract.ownership import CLAIM_PREFIX, SECRET_SEPARATOR
 from workbench_contract.resources import GPU_RESOURCE, parse_quantity
 
 API_VERSION = "admissionregistration.k8s.io/v1"
 POLICY_KIND = "ValidatingAdmissionPolicy"
 BINDING_KIND = "ValidatingAdmissionPolicyBinding"
 
-# KubeSpawner's (and Zero to JupyterHub's) default claim of a user's default server is
-# `claim-{username}`: the only claim a job of that user may mount.
-CLAIM_PREFIX = "claim-"
-# A user's Secrets are named `<user>.<anything>`: user names (KubeSpawner's `{username}`) have no
-# dot, so no user's prefix is another's.
-SECRET_SEPARATOR = "."
 MESSAGE_PREFIX = "workbench rule"
 # Rules about what may be asked for answer 422 Invalid; rules about whose it is, 403 Forbidden.
 INVALID, FORBIDDEN = "Invalid", "Forbidden"

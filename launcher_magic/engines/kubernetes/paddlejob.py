@@ -33,6 +33,7 @@ from workbench_contract.labels import (
     LABEL_TENANT,
     LABEL_USER,
 )
+from workbench_contract.ownership import user_secret
 from workbench_contract.pod_security import DEFAULT_GID, DEFAULT_UID, restricted_security_contexts
 from workbench_contract.resources import GPU_RESOURCE, parse_quantity
 
@@ -74,7 +75,7 @@ def env_secret_name(spec: JobSpec) -> str:
     user create, and their jobs read, only Secrets that start with their user name and a dot
     (`hub_config.cli.admission`); the user is the hub's label-safe name, which this keeps."""
     owner = re.sub(r"[^a-z0-9-]", "-", label_value(spec.user).lower()).strip("-")
-    return f"{owner}.{spec.job_id}-env" if spec.user and owner else f"{spec.job_id}-env"
+    return user_secret(owner, f"{spec.job_id}-env") if spec.user and owner else f"{spec.job_id}-env"
 
 
 def env_secret(spec: JobSpec, cluster: ClusterSettings) -> dict[str, Any] | None:
