@@ -8,8 +8,8 @@ one file; the classes' own traitlets stay open to an operator's extra config fil
   default `.workbench` in the current directory.
 - `WORKBENCH_HOMES_DIR`: with the local spawner as root, where users' accounts get their homes
   (default `/home`).
-- `WORKBENCH_TENANTS_FILE`: the tenants file; default `<state>/tenants.yaml` if present, else the
-  example shipped in `hub_config/`.
+- `WORKBENCH_TENANTS_FILE`: the tenants file; default `<state>/tenants.yaml`. There is no
+  fallback: a hub without one refuses to start (the shipped example's groups are not yours).
 - `WORKBENCH_AUTH`: `local` (users file, default) or `oidc` (an OIDC provider, below).
 - `WORKBENCH_SPAWNER`: `local` (processes, default) or `kubernetes` (KubeSpawner).
 - `WORKBENCH_BIND_URL` (default `http://127.0.0.1:8000`), `WORKBENCH_HUB_BIND_URL`
@@ -117,9 +117,13 @@ def configure(c: Any, env: Mapping[str, str]) -> None:
 
     state = Path(env.get("WORKBENCH_STATE_DIR") or ".workbench").resolve()
     state.mkdir(parents=True, exist_ok=True)
-    tenants_file = env.get("WORKBENCH_TENANTS_FILE") or (
-        str(state / "tenants.yaml") if (state / "tenants.yaml").exists() else str(EXAMPLE_TENANTS)
-    )
+    tenants_file = env.get("WORKBENCH_TENANTS_FILE") or str(state / "tenants.yaml")
+    if not Path(tenants_file).is_file():
+        # Never the shipped example: its admin groups would be real in this hub.
+        raise HubSettingsError(
+            f"no tenants file at {tenants_file}: set WORKBENCH_TENANTS_FILE or write the file "
+            f"(start from {EXAMPLE_TENANTS})"
+        )
     tenants = load_tenants(tenants_file)  # fail at start, naming file/tenant/field
     bind_url = env.get("WORKBENCH_BIND_URL") or "http://127.0.0.1:8000"
     admin_groups = [g for g in (env.get("WORKBENCH_ADMIN_GROUPS") or "").split(",") if g]

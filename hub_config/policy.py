@@ -64,12 +64,6 @@ def user_tenants(tenants: Tenants, groups: Iterable[str]) -> tuple[Tenant, ...]:
     return tenants.for_groups(groups)
 
 
-def is_admin(tenants: Tenants, groups: Iterable[str], extra_admin_groups: Iterable[str] = ()) -> bool:
-    """Whether these groups make a user a hub admin (any tenant's admin_groups, or extra ones)."""
-    admin = set(tenants.admin_groups) | set(extra_admin_groups)
-    return bool(admin.intersection(groups))
-
-
 def no_tenant_message(user: str, groups: Iterable[str]) -> str:
     names = ", ".join(sorted(groups)) or "none"
     return (

@@ -3,6 +3,7 @@ changed (`FileCache`, `TenantsCache`, `shared_cache`)."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ from hub_config.tenants.fields import TenantsFileError
 from hub_config.tenants.model import Tenants
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def load_tenants(path: str | os.PathLike[str]) -> Tenants:
@@ -45,35 +47,55 @@ class FileCache(Generic[T]):
 
     The hub consults its files (tenants, local users) on every login and spawn; re-reading YAML
     each time costs more than a stat. An edited file takes effect at the next `get`; a file that
-    cannot be stat'ed is loaded every time, so `load` raises its own error for it (a missing or
-    broken file is reported, never replaced by the stale copy).
+    cannot be stat'ed is loaded every time, so `load` raises its own error for it.
+
+    With `keep_last_good`, a file that once loaded and is then broken by an edit (or removed)
+    keeps serving its last good content: the error is logged once per broken version, naming
+    what to fix, and the next good edit takes effect. Without it, `get` raises for the broken
+    file. The first load always raises: there is nothing good to keep.
     """
 
-    def __init__(self, path: str | os.PathLike[str], load: Callable[[Path], T]):
+    def __init__(self, path: str | os.PathLike[str], load: Callable[[Path], T],
+                 keep_last_good: bool = False):
         self.path = Path(path)
         self._load = load
+        self._keep_last_good = keep_last_good
         self._key: tuple[int, int] | None = None
         self._value: T | None = None
+        self._reported: tuple[tuple[int, int] | None, str] | None = None
 
     def get(self) -> T:
-        """The file's content as `load` returns it; raises whatever `load` raises."""
+        """The file's content as `load` returns it (or its last good content, see above)."""
         try:
             stat = self.path.stat()
             key: tuple[int, int] | None = (stat.st_mtime_ns, stat.st_size)
         except OSError:
             key = None
-        if self._value is None or key is None or key != self._key:
-            self._value = self._load(self.path)
-            self._key = key
-        return self._value
+        if self._value is not None and key is not None and key == self._key:
+            return self._value
+        try:
+            value = self._load(self.path)
+        except Exception as err:
+            if not self._keep_last_good or self._value is None:
+                raise
+            self._report(key, err)
+            return self._value
+        self._value, self._key, self._reported = value, key, None
+        return value
+
+    def _report(self, key: tuple[int, int] | None, err: Exception) -> None:
+        if self._reported != (key, str(err)):
+            self._reported = (key, str(err))
+            log.error("%s; the hub keeps using the last good version until the file is fixed", err)
 
 
 class TenantsCache(FileCache[Tenants]):
-    """A tenants file, re-read only when it changes; a broken edit raises TenantsFileError rather
-    than silently keeping stale rules."""
+    """A tenants file, re-read only when it changes. A broken edit while the hub runs does not
+    turn every login into an error: the last good rules stay in force and the error is logged
+    (an operator who needs a user out at once disables them in the hub as well)."""
 
     def __init__(self, path: str | os.PathLike[str]):
-        super().__init__(path, load_tenants)
+        super().__init__(path, load_tenants, keep_last_good=True)
 
 
 _SHARED: dict[str, TenantsCache] = {}

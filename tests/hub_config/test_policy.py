@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hub_config.policy import SpawnRefused, choose, is_admin, notebook_context
+from hub_config.policy import SpawnRefused, choose, notebook_context
 from hub_config.services.idle_culler import NEVER, culler_services
 from hub_config.tenants import Tenants, load_tenants
 from workbench_contract import environment as names
@@ -56,12 +56,6 @@ def test_refusals(tenants, groups, options, status, message):
 def test_image_by_display_name(tenants):
     choice = choose(tenants, "u", ["vision-team"], {"image": "PaddlePaddle 3.0 CPU"})
     assert choice.image.image.startswith("registry.example.com/workbench/notebook-cpu@sha256:")
-
-
-def test_admins_by_group(tenants):
-    assert is_admin(tenants, ["teachers"])
-    assert not is_admin(tenants, ["students"])
-    assert is_admin(tenants, ["ops"], extra_admin_groups=["ops"])
 
 
 # (id, groups, profile slug, notebook_context keywords, fields of the context that follow)

@@ -168,3 +168,29 @@ def test_gpu_idle_policy_warns_before_stopping_by_default():
 
     policy = GpuIdlePolicy.from_dict({"utilisation_below": 20, "for": 7200})
     assert policy.warn_after == 5400 and policy.warns and policy.grace == 1800
+
+
+def test_cache_keeps_the_last_good_rules_while_an_edit_is_broken(tmp_path, caplog):
+    """Finding 8: a broken edit while the hub runs must not turn every login into an error. The
+    last good rules stay, the error is logged once naming the file, and a fix takes effect."""
+    path = write(tmp_path, good())
+    cache = TenantsCache(path)
+    assert cache.get().tenants[0].job_limits.max_nodes == 4
+    path.write_text("tenants: [ {name: vision\n")  # a half-typed edit
+    with caplog.at_level("ERROR"):
+        assert cache.get().tenants[0].job_limits.max_nodes == 4
+        assert cache.get().tenants[0].job_limits.max_nodes == 4
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and str(path) in errors[0] and "not valid YAML" in errors[0], errors
+    path.unlink()  # removed: still the last good rules
+    assert cache.get().tenants[0].name == "vision"
+    data = good()
+    data["tenants"][0]["job_limits"]["max_nodes"] = 2
+    write(tmp_path, data)
+    assert cache.get().tenants[0].job_limits.max_nodes == 2
+
+
+def test_cache_raises_when_there_is_no_good_version_to_keep(tmp_path):
+    path = write(tmp_path, "tenants: [ {name: vision\n")
+    with pytest.raises(TenantsFileError, match="not valid YAML"):
+        TenantsCache(path).get()
