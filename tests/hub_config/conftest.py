@@ -179,6 +179,7 @@ class HubProcess:
             "WORKBENCH_HUB_BIND_URL": f"http://127.0.0.1:{free_port()}",
             "WORKBENCH_PROXY_API_URL": f"http://127.0.0.1:{free_port()}",
             "WORKBENCH_EXTRA_CONFIG": str(extra),
+            "WORKBENCH_TENANTS_FILE": str(EXAMPLE_TENANTS),  # a test's env may name another
             "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
         })
         if self.homes is not None:

@@ -174,7 +174,8 @@ def test_idle_culler_follows_each_tenants_policy(tmp_path, proxy_available):
             tenant["idle"] = {"server_timeout": 3, "max_age": 0}
     (tmp_path / "tenants.yaml").write_text(yaml.safe_dump(tenants))
     make_users(tmp_path)
-    hub = HubProcess(state=tmp_path, env={"WORKBENCH_CULL_EVERY": "2"})
+    hub = HubProcess(state=tmp_path, env={"WORKBENCH_CULL_EVERY": "2",
+                                          "WORKBENCH_TENANTS_FILE": str(tmp_path / "tenants.yaml")})
     try:
         hub.start()
         for name in ("alice", "bob"):
