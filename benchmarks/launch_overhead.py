@@ -8,6 +8,26 @@
 
 The three run interleaved (one of each per round) in this one process tree, so drift on a busy
 machine hits all of them alike. Prints each run, then medians and the ratios against raw-1node.
+
+Then the breakdown of the magic's 2-node job (`--breakdown N` runs, 0 to skip; `--breakdown-only`
+skips the comparison): where the time from Shift-Enter to rank 0's first training step goes, and
+what follows it, each part the median over the runs, beside the time `python -c "import paddle"`
+takes on this machine in this run (and the memory a Python with Paddle imported holds, what a warm
+interpreter waiting for the next job would cost). The parts come from the job itself: rank 0's cell
+notes when it starts, after the rendezvous and after its first step, and reads the start times of
+its own process, its node's `paddle.distributed.launch` and the job's supervisor from /proc.
+
+- job directory:   Shift-Enter until spec.json is written (parse, validate, preflight, directory)
+- supervisor start: until the supervisor process exists (the kernel's Popen)
+- supervisor:      until its node's launcher process exists (the supervisor's interpreter and
+                   imports, its rendezvous master, starting the node's process group)
+- node launcher:   until rank 0's process exists (`paddle.distributed.launch`: an interpreter,
+                   `import paddle`, the nodes' own rendezvous, starting the ranks)
+- rank start:      until the cell's first line (the rank's interpreter and its `import paddle`)
+- rendezvous:      `dist.init_parallel_env()`
+- first step:      building the model and the first optimizer step
+- rest of training, then end of job: from rank 0's last line until the cell returns (ranks and
+                   launchers exit, the supervisor records the end, the panel sees it)
 """
 
 from __future__ import annotations
@@ -42,6 +62,125 @@ for step in range({steps}):
     opt.clear_grad()
 print("final loss", float(loss), "rank", rank, flush=True)
 """
+
+
+TIMED_TRAIN = """
+import json, os, time
+_t = dict(cell=time.time())
+import numpy as np
+import paddle
+import paddle.distributed as dist
+
+_t["import"] = time.time()
+dist.init_parallel_env()
+_t["rendezvous"] = time.time()
+rank = dist.get_rank()
+paddle.seed(0)
+model = paddle.DataParallel(paddle.nn.Sequential(
+    paddle.nn.Linear(64, 256), paddle.nn.ReLU(), paddle.nn.Linear(256, 1)))
+opt = paddle.optimizer.Adam(learning_rate=0.001, parameters=model.parameters())
+for step in range({steps}):
+    rng = np.random.default_rng(1000 * step + rank)
+    x = paddle.to_tensor(rng.normal(size=(128, 64)).astype("float32"))
+    loss = (model(x) ** 2).mean()
+    loss.backward()
+    opt.step()
+    opt.clear_grad()
+    if step == 0:
+        _t["first_step"] = time.time()
+
+
+def _stat(pid):
+    return open(f"/proc/{{pid}}/stat").read().rsplit(")", 1)[1].split()
+
+
+def _started(pid):
+    uptime = float(open("/proc/uptime").read().split()[0])
+    return time.time() - uptime + int(_stat(pid)[19]) / os.sysconf("SC_CLK_TCK")
+
+
+if rank == 0:
+    launcher = int(_stat(os.getpid())[1])
+    supervisor = int(_stat(launcher)[1])
+    _t.update(rank_process=_started(os.getpid()), launcher_process=_started(launcher),
+              supervisor_process=_started(supervisor), end=time.time())
+    with open(os.path.join(os.environ["PADDLE_WORKBENCH_JOB_DIR"], "timing.json"), "w") as f:
+        json.dump(_t, f)
+"""
+
+PARTS = (  # (name, from, to) over the marks of one run
+    ("job directory", "shift_enter", "job_dir"),
+    ("supervisor start", "job_dir", "supervisor_process"),
+    ("supervisor", "supervisor_process", "launcher_process"),
+    ("node launcher", "launcher_process", "rank_process"),
+    ("rank start", "rank_process", "cell"),
+    ("rendezvous", "import", "rendezvous"),
+    ("first step", "rendezvous", "first_step"),
+)
+
+
+def import_seconds() -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import paddle"], check=True)
+    return time.perf_counter() - start
+
+
+def warm_interpreter_kib() -> int:
+    """What a Python with Paddle imported holds (its peak resident set, KiB)."""
+    code = "import paddle, resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    return int(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                              text=True).stdout.split()[-1])
+
+
+def timed_magic_run(shell, cell: str, jobs: Path) -> dict[str, float]:
+    """The marks of one `%%paddle_launch --nodes 2` run (epoch seconds)."""
+    import json
+
+    before = set(jobs.iterdir()) if jobs.exists() else set()
+    marks = {"shift_enter": time.time()}
+    shell.run_cell_magic("paddle_launch", "--nodes 2 --name parts", cell)
+    marks["returned"] = time.time()
+    (job,) = [p for p in jobs.iterdir() if p not in before and not p.name.startswith(".")]
+    marks["job_dir"] = (job / "spec.json").stat().st_mtime
+    marks.update(json.loads((job / "timing.json").read_text()))
+    return marks
+
+
+def breakdown(shell, runs: int, steps: int, jobs: Path) -> None:
+    import contextlib
+    import io
+
+    cell = TIMED_TRAIN.format(steps=steps)
+    imports, marks = [], []
+    for run in range(runs):  # interleaved, so drift hits both alike
+        imports.append(import_seconds())
+        with contextlib.redirect_stdout(io.StringIO()):
+            marks.append(timed_magic_run(shell, cell, jobs))
+        m = marks[-1]
+        print(f"breakdown run {run + 1}: first step after {m['first_step'] - m['shift_enter']:.2f}"
+              f" s, import paddle {imports[-1]:.2f} s", flush=True)
+
+    def median_of(start: str, end: str) -> float:
+        return statistics.median(m[end] - m[start] for m in marks)
+
+    base = statistics.median(imports)
+    print(f"\nShift-Enter to rank 0's first training step, 2 nodes (median of {runs}):")
+    for name, start, end in PARTS:
+        seconds = median_of(start, end)
+        print(f"  {name:18s} {seconds:6.2f} s  {seconds / base:5.2f}x import")
+    first = median_of("shift_enter", "first_step")
+    print(f"  {'= first step':18s} {first:6.2f} s  {first / base:5.2f}x import "
+          f"(target 1.30x)")
+    print(f"  {'rest of training':18s} {median_of('first_step', 'end'):6.2f} s")
+    print(f"  {'end of job':18s} {median_of('end', 'returned'):6.2f} s  (rank 0's last line "
+          "until the cell returns)")
+    print(f"  {'whole cell':18s} {median_of('shift_enter', 'returned'):6.2f} s")
+    print(f'`python -c "import paddle"`: {base:.2f} s (median of {runs}, same run)')
+    twice = median_of("launcher_process", "cell")
+    print(f"paddle is imported twice on the way (node launcher, then the rank): those parts "
+          f"take {twice:.2f} s = {twice / base:.2f}x import")
+    print(f"a warm interpreter with Paddle imported holds {warm_interpreter_kib() / 1024:.0f} MiB "
+          "(peak RSS), per kernel or per user that keeps one")
 
 
 def free_port() -> int:
@@ -90,6 +229,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--steps", type=int, default=300, help="training steps per run")
+    parser.add_argument("--breakdown", type=int, default=3, metavar="N",
+                        help="runs of the time breakdown (0: none)")
+    parser.add_argument("--breakdown-only", action="store_true",
+                        help="only the breakdown, not the comparison")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="launch-bench-"))
@@ -107,6 +250,9 @@ def main() -> int:
     shell = get_ipython()
     shell.run_line_magic("load_ext", "launcher_magic")
 
+    if args.breakdown_only:
+        breakdown(shell, max(1, args.breakdown), args.steps, workdir / "jobs")
+        return 0
     ways = {"magic": lambda: run_magic(shell, cell),
             "raw-2node": lambda: run_raw_two_nodes(script, workdir),
             "raw-1node": lambda: run_raw_one_node(script, workdir)}
@@ -133,6 +279,8 @@ def main() -> int:
     # retries only after 3 s. Its fastest run is the launch without that penalty.
     print(f"magic vs raw-1node's fastest run: {magic / min(times['raw-1node']):.2f}x")
     print(f"(runs: {args.runs}, steps: {args.steps}, logs: {workdir})")
+    if args.breakdown:
+        breakdown(shell, args.breakdown, args.steps, workdir / "jobs")
     return 0
 
 

@@ -19,10 +19,10 @@ from dataclasses import dataclass, replace
 
 from IPython.core.error import UsageError
 
-from launcher_magic.core.jobdir import JobHandle, list_jobs
+from launcher_magic.core.jobindex import JobIndex
 from launcher_magic.core.spec import JobSpec, SpecError, parse_duration
 from launcher_magic.core.status import JobState, JobStatus
-from launcher_magic.engines.base import TenantUsage, UsageRecord
+from launcher_magic.engines.base import Engine, TenantUsage, UsageRecord
 from launcher_magic.kernel.launch import USER_ERRORS, Launcher
 from launcher_magic.kernel.panel import STATE_COLOURS, format_elapsed
 from launcher_magic.training.checkpoint import latest_step
@@ -327,23 +327,32 @@ class HistoryView:
 def read_rows(jobs: Launcher, now: float) -> list[HistoryRow]:
     """A row for every job in the user's jobs folder, oldest first. A job whose engine cannot
     say its status now shows the last status it recorded, with a note why; a directory that
-    cannot be read is left out."""
+    cannot be read is left out.
+
+    Jobs that have ended come from the folder's index (`core/jobindex.py`) without reading their
+    directories; the others are asked of their engine, and those that have ended since go into
+    the index."""
+    index = JobIndex(jobs.root())
+    engines: dict[str, Engine] = {}
     rows = []
-    for path in list_jobs(jobs.root()):
-        try:
-            job = JobHandle.open(path.path)
-        except (OSError, ValueError):
-            continue
+    for indexed in index.jobs():
+        job, status, step = indexed.handle, indexed.status, indexed.checkpoint_step
         notes: list[str] = []
         try:
-            engine = jobs.engine(job.spec.engine)
-            status = engine.status(job)
+            engine = engines.get(job.spec.engine) or jobs.engine(job.spec.engine)
+            engines[job.spec.engine] = engine
             notes += engine.notes(job.spec)
+            if status is None:
+                status = engine.status(job)
+                step = latest_step(job.dir.checkpoints_dir)
+                index.record(job, status, step)
         except USER_ERRORS as err:
-            status = job.dir.read_status() or JobStatus(job_id=job.job_id)
+            if status is None:
+                status = job.dir.read_status() or JobStatus(job_id=job.job_id)
+                step = latest_step(job.dir.checkpoints_dir)
             notes.append(f"showing its last recorded status: {err}")
-        rows.append(HistoryRow.of(job.spec, status, latest_step(job.dir.checkpoints_dir),
-                                  notes, now))
+        rows.append(HistoryRow.of(job.spec, status, step, notes, now))
+    index.save()
     return rows
 
 

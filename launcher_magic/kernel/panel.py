@@ -247,6 +247,9 @@ class JobPanel:
                  notes: Sequence[str] = ()):
         self.spec, self.job, self.status_of, self.on_stop = spec, job, status_of, on_stop
         self.tail, self.notes = tail, tuple(notes)
+        # The engine's feed of the job's states (`status_feed`), where it has one: the panel
+        # then draws each state as it comes instead of what a poll happens to see.
+        self.feed = None
         self.board_url: str | None = None  # the job's VisualDL board, once shown
         self._board_had_data = self._board_final = False
         self.widgets = widgets_available() if widgets is None else widgets
@@ -325,9 +328,10 @@ class JobPanel:
         self._board.value = visualdl.embed_html(board.page_url(),
                                                 title=f"VisualDL: {self.spec.job_id}")
 
-    def refresh(self, force: bool = False) -> JobStatus:
-        """Read the job and redraw; returns the status it showed."""
-        status = self.status_of()
+    def refresh(self, force: bool = False, status: JobStatus | None = None) -> JobStatus:
+        """Read the job and redraw; returns the status it showed. `status`: show this one (a
+        state the job went through, from the engine's feed) instead of asking for it."""
+        status = status or self.status_of()
         view = PanelView.read(self.spec, self.job, status,
                               lambda rank, lines: self.tail(rank, lines, status), self.log_rank,
                               notes=self.notes)

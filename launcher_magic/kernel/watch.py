@@ -18,10 +18,15 @@ from launcher_magic.kernel.panel import JobPanel
 
 
 def make_panel(job: JobHandle, engine: Engine) -> JobPanel:
-    """The live panel of `job`, reading it through its engine."""
-    return JobPanel(job.spec, job.dir, lambda: engine.status(job),
-                    tail=lambda rank, lines, status: engine.log_lines(job, rank, lines, status),
-                    on_stop=lambda: engine.stop(job), notes=engine.notes(job.spec))
+    """The live panel of `job`, reading it through its engine (and the engine's feed of the
+    job's states, where it has one: `status_feed(job)`, as the kubernetes engine's watches give)."""
+    panel = JobPanel(job.spec, job.dir, lambda: engine.status(job),
+                     tail=lambda rank, lines, status: engine.log_lines(job, rank, lines, status),
+                     on_stop=lambda: engine.stop(job), notes=engine.notes(job.spec))
+    status_feed = getattr(engine, "status_feed", None)
+    if status_feed is not None and not engine.status(job).state.is_terminal():
+        panel.feed = status_feed(job)
+    return panel
 
 
 def show(job: JobHandle, engine: Engine, *, follow: bool = True) -> JobPanel:
@@ -39,15 +44,33 @@ def wait(panel: JobPanel, interval: float) -> JobStatus:
     A Ctrl-C propagates to the caller, who decides what an interrupt means."""
     poll = ui_poller()
     while True:
-        status = panel.refresh()
+        status = _refresh(panel)
         if status.state.is_terminal():
             return status
-        poll(interval)
+        if panel.feed is None:
+            poll(interval)
+            continue
+        deadline = time.monotonic() + interval
+        while time.monotonic() < deadline and not panel.feed.wait(0):
+            poll(min(0.1, max(0.0, deadline - time.monotonic())))
 
 
 def _follow(panel: JobPanel, interval: float) -> None:
-    while not panel.refresh().state.is_terminal():
-        time.sleep(interval)
+    while not _refresh(panel).state.is_terminal():
+        if panel.feed is None:
+            time.sleep(interval)
+        else:
+            panel.feed.wait(interval)
+
+
+def _refresh(panel: JobPanel) -> JobStatus:
+    """Draw each state the engine's feed queued since the last refresh, in order, then the job as
+    it is now; returns the last status drawn."""
+    for status in panel.feed.take() if panel.feed is not None else ():
+        panel.refresh(status=status)
+        if status.state.is_terminal():
+            return status
+    return panel.refresh()
 
 
 def ui_poller():

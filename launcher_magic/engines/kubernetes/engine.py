@@ -2,23 +2,29 @@
 
 It submits with the notebook's own service account (in-cluster config; a kubeconfig outside a
 cluster), reads status from the PaddleJob's conditions and its worker pods, follows logs from the
-pods and stops a job by deleting it. Where and as whom workers run (namespace, the user's storage
-claim and its mount, uid/gid, node selector) comes from the hub's `NotebookContext`. Manifests and
-the status mapping are pure (`paddlejob`); this module is the API I/O around them.
+pods and stops a job by deleting it. It follows jobs by watching, not polling (`watch`): one
+stream per kind (PaddleJobs, pods, events) for all of the kernel's jobs in a namespace
+(`jobwatch`, `watcher`), and a panel's log tail through one follow stream per rank shown, so a
+live panel costs the API server nothing between changes. Where and as whom workers run
+(namespace, the user's storage claim and its mount, uid/gid, node selector) comes from the hub's
+`NotebookContext`. Manifests and the status mapping are pure (`paddlejob`); this module is the
+API I/O around them.
 
-`status.json` has one writer: this engine, in the kernel (`status` and `stop`).
+`status.json` has one writer: this engine, in the kernel (`status` and `stop`, and the watches'
+thread, which brings a followed job's status up to date on each change).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from traitlets import Dict, Float, Int, Unicode, default
+from traitlets import Bool, Dict, Float, Int, Unicode, default
 from urllib3.exceptions import HTTPError
 
 from launcher_magic.core.jobdir import JobHandle
@@ -31,6 +37,7 @@ from launcher_magic.engines.base import (
     TenantUsage,
     UsageRecord,
 )
+from launcher_magic.engines.kubernetes.jobwatch import JobWatch, StatusFeed, paddlejob_watch
 from launcher_magic.engines.kubernetes.paddlejob import (
     CONTAINER,
     GPU,
@@ -49,37 +56,19 @@ from launcher_magic.engines.kubernetes.paddlejob import (
     owned_by,
     status_from_cluster,
 )
+from launcher_magic.engines.kubernetes.watcher import (
+    LogTail,
+    WatchStats,
+    split_timestamp,
+    unseen_lines,
+)
 from workbench_contract import environment as wbenv
 from workbench_contract.labels import LABEL_JOB, LABEL_TENANT, LABEL_USER
 from workbench_contract.pod_security import DEFAULT_GID, DEFAULT_UID
 from workbench_contract.resources import parse_quantity
 
 IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
-
-
-def split_timestamp(line: str) -> tuple[str | None, str]:
-    """(RFC 3339 timestamp, text) of a log line read with `timestamps=true`."""
-    stamp, sep, text = line.partition(" ")
-    if sep and stamp[:4].isdigit() and "T" in stamp:
-        return stamp, text
-    return None, line
-
-
-def unseen_lines(lines: Iterable[str], last: str | None) -> tuple[list[str], str | None]:
-    """The lines of a timestamped log newer than timestamp `last`, and the newest timestamp.
-
-    A follow stream that is opened again (the container restarted, the connection dropped)
-    starts from the top of the log; this drops what was already shown. The kubelet writes
-    timestamps in one fixed-width UTC format, so they compare as strings.
-    """
-    fresh = []
-    for line in lines:
-        stamp, text = split_timestamp(line)
-        if stamp is not None and last is not None and stamp <= last:
-            continue
-        last = stamp or last
-        fresh.append(text)
-    return fresh, last
+__all__ = ["KubernetesEngine", "split_timestamp", "unseen_lines", "usage_from_paddlejob"]
 
 
 def _stream_lines(response) -> Iterator[str]:
@@ -161,10 +150,26 @@ class KubernetesEngine(Engine):
     request_timeout = Float(
         30.0, help="Seconds one request to the API server may take before it counts as failed."
     ).tag(config=True)
+    watch = Bool(
+        True, help="Follow jobs through watches shared per namespace (one stream per kind for all "
+        "of this kernel's jobs) and logs through one follow stream per rank shown. False: ask "
+        "the API server at every refresh (four requests a second per live panel)."
+    ).tag(config=True)
+    watch_seconds = Int(
+        300, help="Seconds the API server keeps one watch open before the engine resumes it "
+        "(each resume is one request)."
+    ).tag(config=True)
+    log_idle_seconds = Float(
+        30.0, help="Seconds a rank's log stream stays open after the panel last showed it."
+    ).tag(config=True)
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._client = None
+        self._watches: dict[tuple[str, str], JobWatch] = {}
+        self._tails: dict[tuple[str, str], LogTail] = {}
+        self._watch_lock = threading.Lock()
+        self._status_lock = threading.RLock()  # status.json: computed and written by one at a time
 
     # -- API access -----------------------------------------------------------------------------
 
@@ -277,7 +282,76 @@ class KubernetesEngine(Engine):
         self.log.info("Created PaddleJob %s/%s", settings.namespace, spec.job_id)
         job.dir.write_status(JobStatus(job_id=spec.job_id, message="submitted to the cluster"))
 
-    def _read(self, spec: JobSpec, events: bool = False):
+    # -- watching -------------------------------------------------------------------------------
+
+    def _job_watch(self, spec: JobSpec) -> JobWatch | None:
+        """The running watches of the job's namespace and user, started at the first call; None
+        when watching is off or they could not list within `request_timeout` (then every read
+        asks the API server, as a poll would)."""
+        if not self.watch or not spec.namespace:
+            return None
+        key = (spec.namespace, label_value(spec.user) if spec.user else "")
+        with self._watch_lock:
+            watch = self._watches.get(key)
+            if watch is None:
+                core, custom = self._api()
+                watch = paddlejob_watch(
+                    core, custom, spec.namespace, key[1], watch_seconds=self.watch_seconds,
+                    request_timeout=self.request_timeout, log=self.log,
+                    on_change=lambda kind, obj, key=key: self._changed(key, kind, obj))
+                self._watches[key] = watch
+                self.log.info("Watching the PaddleJobs, pods and events of namespace %s",
+                              spec.namespace)
+                watch.start(self.request_timeout)
+        return watch if watch.synced else None
+
+    def _changed(self, key: tuple[str, str], kind: str, obj: dict | None) -> None:
+        """From an informer's thread: bring the status of each followed job the change concerns
+        up to date (status.json sees every state), and tell the panels showing it."""
+        watch = self._watches.get(key)
+        if watch is None:
+            return
+        for job in watch.affected(kind, obj):
+            try:
+                self.status(job)
+            except EngineError as err:
+                self.log.warning("Could not update the status of %s: %s", job.job_id, err)
+
+    def watch_stats(self) -> dict[str, dict[str, WatchStats]]:
+        """What each running watch asked of the API server: namespace -> kind -> counts."""
+        return {f"{namespace}/{user}" if user else namespace:
+                {kind: informer.stats for kind, informer in watch.informers.items()}
+                for (namespace, user), watch in list(self._watches.items())}
+
+    def status_feed(self, job: JobHandle) -> StatusFeed | None:
+        """The job's statuses as they change, in order (each new state once), for a panel; None
+        when the engine does not watch (the panel then polls `status`)."""
+        if type(self).status is not KubernetesEngine.status:
+            return None  # a subclass that reads status its own way watches (or not) its own way
+        watch = self._job_watch(job.spec)
+        if watch is None:
+            return None
+        feed = watch.feed(job.job_id)
+        feed.put(self.status(job))
+        return feed
+
+    def _read(self, spec: JobSpec, events: bool = False, confirm: bool = True):
+        """The PaddleJob (None: not found), its pods and (with `events`) the events on it: from
+        the namespace's watches where they run. A job missing from the cache is asked for once
+        more (`confirm`): one created a moment ago may not be in it yet."""
+        watch = self._job_watch(spec)
+        if watch is not None:
+            paddlejob = watch["jobs"].get(spec.job_id)
+            if paddlejob is None and confirm:
+                _, custom = self._api()
+                paddlejob = self._call(f"reading PaddleJob {spec.job_id}",
+                                       custom.get_namespaced_custom_object, GROUP, VERSION,
+                                       spec.namespace, PLURAL, spec.job_id, missing_ok=True)
+            pods = watch["pods"].items(lambda pod: ((pod.get("metadata") or {}).get("labels")
+                                                    or {}).get(JOB_NAME_LABEL) == spec.job_id)
+            found = watch["events"].items(lambda event: (event.get("involvedObject") or {}).get(
+                "name") == spec.job_id) if events else []
+            return paddlejob, pods, found
         core, custom = self._api()
         paddlejob = self._call(f"reading PaddleJob {spec.job_id}",
                                custom.get_namespaced_custom_object, GROUP, VERSION,
@@ -294,18 +368,35 @@ class KubernetesEngine(Engine):
                                   for e in listed.items]
 
     def status(self, job: JobHandle) -> JobStatus:
-        last = job.dir.read_status() or JobStatus(job_id=job.job_id)
-        if last.state.is_terminal():
-            return last
-        paddlejob, pods, events = self._read(job.spec, events=True)
-        if paddlejob is None:
-            status = last.moved_to(JobState.STOPPED, "the PaddleJob was deleted")
-        else:
-            status = _with_rank_records(
-                status_from_cluster(job.spec, paddlejob, pods, events), job)
-        if replace(status, updated_at=0) != replace(last, updated_at=0):
-            job.dir.write_status(status)
+        with self._status_lock:
+            last = job.dir.read_status() or JobStatus(job_id=job.job_id)
+            if last.state.is_terminal():
+                return last
+            paddlejob, pods, events = self._read(job.spec, events=True)
+            if paddlejob is None:
+                status = last.moved_to(JobState.STOPPED, "the PaddleJob was deleted")
+            else:
+                status = _with_rank_records(
+                    status_from_cluster(job.spec, paddlejob, pods, events), job)
+            if replace(status, updated_at=0) != replace(last, updated_at=0):
+                job.dir.write_status(status)
+            self._follow(job, status, last)
         return status
+
+    def _follow(self, job: JobHandle, status: JobStatus, last: JobStatus) -> None:
+        """Keep a watched job's status current from its changes until it ends, and hand each new
+        state to the panels showing it."""
+        watch = self._watches.get((job.spec.namespace or "",
+                                   label_value(job.spec.user) if job.spec.user else ""))
+        if watch is None:
+            return
+        with watch.lock:
+            if status.state.is_terminal():
+                watch.followed.pop(job.job_id, None)
+            else:
+                watch.followed[job.job_id] = job
+        if status.state != last.state or status.restarts != last.restarts:
+            watch.publish(job.job_id, status)
 
     def _delete(self, spec: JobSpec, missing_ok: bool = True, quiet: bool = False) -> None:
         _, custom = self._api()
@@ -330,19 +421,35 @@ class KubernetesEngine(Engine):
         self.log.info("Deleting PaddleJob %s/%s", job.spec.namespace, job.job_id)
         self._delete(job.spec)
         deadline = time.monotonic() + self.stop_timeout
+        watch = self._job_watch(job.spec)
         while time.monotonic() < deadline:
-            paddlejob, pods, _ = self._read(job.spec)
+            since = watch["pods"].version if watch is not None else 0
+            paddlejob, pods, _ = self._read(job.spec, confirm=watch is None)
             if paddlejob is None and not pods:
                 break
-            time.sleep(0.5)
-        status = status.moved_to(JobState.STOPPED, "stopped by request")
-        job.dir.write_status(status)
-        return status
+            if watch is not None:  # the next change of its pods, not a poll
+                watch["pods"].wait_for_change(since, min(5.0, deadline - time.monotonic()))
+            else:
+                time.sleep(0.5)
+        with self._status_lock:
+            last = job.dir.read_status() or status
+            if not last.state.is_terminal():
+                last = status.moved_to(JobState.STOPPED, "stopped by request")
+                job.dir.write_status(last)
+        return last
 
     def shutdown(self, jobs: Sequence[JobHandle]) -> None:
-        """Delete each job (its pods follow); the kernel's exit does not wait for them to go."""
+        """Delete each job (its pods follow); the kernel's exit does not wait for them to go.
+        Then close the watches and log streams."""
         for job in jobs:
             self._delete(job.spec, quiet=True)
+        with self._watch_lock:
+            watches, self._watches = list(self._watches.values()), {}
+            tails, self._tails = list(self._tails.values()), {}
+        for tail in tails:
+            tail.stop()
+        for watch in watches:
+            watch.stop()
 
     def tenant_usage(self, since: float | None) -> TenantUsage | None:
         """The workbench's PaddleJobs in the tenant's namespace, which the notebook's service
@@ -370,6 +477,12 @@ class KubernetesEngine(Engine):
     def log_lines(self, job: JobHandle, rank: int, count: int,
                   status: JobStatus | None = None) -> list[str]:
         core, _ = self._api()
+        if self.watch and not (status or self.status(job)).state.is_terminal():
+            # A live panel's tail comes from the rank's follow stream once it is open; the first
+            # call (and a longer tail than the stream keeps) asks once.
+            tail, new = self._tail(job, rank)
+            if not new and count <= tail.keep:
+                return tail.lines(count)
         try:
             text = self._call(f"reading the log of {self._pod(job, rank)}",
                               core.read_namespaced_pod_log, self._pod(job, rank),
@@ -378,6 +491,35 @@ class KubernetesEngine(Engine):
         except EngineError:
             return []  # not scheduled yet, or its container has not started
         return (text or "").splitlines()[-count:]
+
+    def _tail(self, job: JobHandle, rank: int) -> tuple[LogTail, bool]:
+        """The follow stream of the rank's pod that a panel reads its tail from, opened at the
+        first call and closed by itself once nobody asked for `log_idle_seconds`; and whether
+        it was opened by this call."""
+        core, _ = self._api()
+        pod = self._pod(job, rank)
+        with self._watch_lock:
+            for key, idle in [(k, t) for k, t in self._tails.items() if t.idle or not t.alive]:
+                idle.stop()  # a rank no panel shows any more
+                del self._tails[key]
+            tail = self._tails.get((job.job_id, pod))
+            if tail is None or not tail.alive:
+                def open_stream(lines: int):
+                    return core.read_namespaced_pod_log(
+                        pod, job.spec.namespace, container=CONTAINER, follow=True,
+                        timestamps=True, tail_lines=lines, _preload_content=False,
+                        # A quiet rank's stream is opened again after an hour (one request).
+                        _request_timeout=(self.request_timeout, 3600.0))
+
+                def finished() -> bool:
+                    last = job.dir.read_status()
+                    return last is not None and last.state.is_terminal()
+
+                tail = LogTail(f"log of pod {pod}", open_stream, finished=finished,
+                               idle_seconds=self.log_idle_seconds, log=self.log)
+                self._tails[(job.job_id, pod)] = tail
+                return tail, True
+        return tail, False
 
     def follow_log(self, job: JobHandle, rank: int, poll: float = 1.0) -> Iterator[str]:
         """One follow stream of the rank's pod, opened again (without repeating a line) when the

@@ -1,0 +1,109 @@
+"""A panel draws every state an engine's feed reports, even states shorter than a refresh.
+
+An engine that watches (the kubernetes engine's `status_feed`) hands the panel each state the job
+went through; `kernel/watch.py` draws them in order before the job's current state. Here an
+engine's job goes through all its states before the panel's first refresh, which a poll of
+`status` alone would see only the end of; the real engine's feed is tried on the control plane
+(tests/cluster/test_watch.py).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+
+import pytest
+
+from launcher_magic.core.jobdir import JobDir, JobHandle
+from launcher_magic.core.spec import JobSpec, Resources
+from launcher_magic.core.status import JobState, JobStatus
+from launcher_magic.engines.base import Engine
+from launcher_magic.engines.kubernetes.jobwatch import StatusFeed
+from launcher_magic.kernel import watch
+
+STATES = (JobState.PENDING, JobState.RUNNING, JobState.RESTARTING, JobState.RUNNING,
+          JobState.FAILED)
+
+
+class _Polled(Engine):
+    """Its job has already gone through STATES when the panel first asks; `status` says where
+    it is now, as a poll sees it."""
+
+    name = "scripted"
+
+    def status(self, job: JobHandle) -> JobStatus:
+        return JobStatus(job_id=job.job_id, state=STATES[-1], restarts=1)
+
+    def stop(self, job: JobHandle) -> JobStatus:
+        return self.status(job)
+
+    def log_lines(self, job, rank, count, status=None) -> list[str]:
+        return []
+
+
+class _Watched(_Polled):
+    """The same job, with every state it went through in a feed, as a watching engine has."""
+
+    def status_feed(self, job: JobHandle) -> StatusFeed:
+        feed = StatusFeed()
+        for n, state in enumerate(STATES):
+            feed.put(JobStatus(job_id=job.job_id, state=state, restarts=int(n >= 3)))
+        return feed
+
+
+@pytest.fixture
+def job(tmp_path) -> JobHandle:
+    spec = JobSpec(job_id="flaky-0a1b2c", name="flaky", engine="scripted", nodes=2,
+                   resources=Resources(nproc_per_node=1))
+    return JobHandle(spec, JobDir.create(tmp_path / "jobs", spec, "x = 1\n"))
+
+
+def _shown(text: str, job_id: str) -> list[str]:
+    states = re.findall(rf"^Paddle job {re.escape(job_id)}: (\w+)", text, re.MULTILINE)
+    return [s for n, s in enumerate(states) if n == 0 or states[n - 1] != s]
+
+
+def _make_panel(job: JobHandle, engine: Engine):
+    panel = watch.make_panel(job, engine)
+    panel.widgets = False
+    return panel
+
+
+def test_a_blocking_panel_draws_every_state_of_the_feed(job, capsys):
+    engine = _Watched()
+    # The job is over by the time the panel is made, so make_panel asks for no feed (a running
+    # job gets one); hand it the feed as for a job still running.
+    panel = _make_panel(job, engine)
+    panel.feed = engine.status_feed(job)
+    assert watch.wait(panel, interval=0.01).state == JobState.FAILED
+    assert _shown(capsys.readouterr().out, job.job_id) == [s.value for s in STATES]
+
+
+def test_a_detached_panel_draws_every_state_of_the_feed(job, capsys):
+    engine = _Watched()
+    panel = _make_panel(job, engine)
+    panel.feed = engine.status_feed(job)
+    follower = threading.Thread(target=watch._follow, args=(panel, 0.01))
+    follower.start()
+    follower.join(timeout=60)
+    assert not follower.is_alive()
+    assert _shown(capsys.readouterr().out, job.job_id) == [s.value for s in STATES]
+
+
+def test_without_a_feed_a_poll_sees_only_where_the_job_is(job, capsys):
+    """What the feed is for: polling `status` shows the state the job is in, not its path."""
+    engine = _Polled()
+    panel = _make_panel(job, engine)
+    assert panel.feed is None
+    assert watch.wait(panel, interval=0.01).state == JobState.FAILED
+    assert _shown(capsys.readouterr().out, job.job_id) == ["Failed"]
+
+
+def test_a_feed_hands_out_each_status_once_in_order():
+    feed = StatusFeed()
+    assert feed.take() == [] and feed.wait(0) is False
+    for state in STATES:
+        feed.put(JobStatus(job_id="j", state=state))
+    assert feed.wait(0) is True
+    assert [s.state for s in feed.take()] == list(STATES)
+    assert feed.take() == []
