@@ -1,19 +1,25 @@
-"""From cell execution to every worker pod Running, on the local control plane.
+"""From cell execution to every worker pod Running, on the local control plane, for PaddleJob
+and TrainJob; and from quota freed to a queued TrainJob Running.
 
     python benchmarks/k8s_submit.py [--runs 3] [--nodes 1 2 8]
 
 Starts the test control plane (kube-apiserver, controller-manager, scheduler, KWOK, the
-training-operator; see deploy/controlplane), provisions one tenant, and for each node count times,
-side by side in this one process tree:
+training-operator, JobSet, Kubeflow Trainer v2 and Kueue; see deploy/controlplane), applies the
+Paddle ClusterTrainingRuntime, provisions one tenant, and for each engine (`kubernetes`:
+PaddleJob, `trainjob`: TrainJob) and node count times, side by side in this one process tree:
 
-- magic: `%%paddle_launch --nodes N --engine kubernetes --detach` in an IPython shell holding the
-  tenant's notebook token, until the operator's N worker pods are all Running. Counts the HTTP
-  requests the engine itself sent (preflight, submit, the panel's status polls).
-- raw:   one create of the same PaddleJob manifest with the admin client (what `kubectl create`
-  does), until the pods are Running.
+- magic: `%%paddle_launch --nodes N --engine <engine> --detach` in an IPython shell holding the
+  tenant's notebook token, until the N worker pods are all Running. Counts the HTTP requests
+  the engine itself sent (preflight, submit, the panel's status polls).
+- raw:   one create of the same manifest with the admin client (what `kubectl create` does),
+  until the pods are Running.
 
-Prints medians per node count and the ratios magic/raw. Pods are watched through a separate admin
-client whose requests are not counted.
+Then, in a second tenant with a Kueue queue and 8 GPUs: a running 8-GPU TrainJob and a queued
+one; the first is deleted and the time until the queued job's pod is Running is measured
+(Kueue's admission, Trainer's JobSet, the pod), with the part until the first job's pod is gone.
+
+Prints medians and the ratios magic/raw and TrainJob/PaddleJob. Pods are watched through a
+separate admin client whose requests are not counted.
 """
 
 from __future__ import annotations
@@ -31,26 +37,77 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "cluster")]
 
 
-def running_pods(core, namespace: str, job_id: str) -> int:
+ENGINES = {  # engine -> (API group, version, plural, the pods' job label)
+    "kubernetes": ("kubeflow.org", "v1", "paddlejobs", "training.kubeflow.org/job-name"),
+    "trainjob": ("trainer.kubeflow.org", "v1alpha1", "trainjobs",
+                 "jobset.sigs.k8s.io/jobset-name"),
+}
+
+
+def running_pods(core, namespace: str, job_id: str, engine: str = "kubernetes") -> int:
     pods = core.list_namespaced_pod(
-        namespace, label_selector=f"training.kubeflow.org/job-name={job_id}").items
-    return sum(1 for p in pods if p.status.phase == "Running")
+        namespace, label_selector=f"{ENGINES[engine][3]}={job_id}").items
+    return sum(1 for p in pods if p.status.phase == "Running"
+               and not p.metadata.deletion_timestamp)
 
 
-def wait_running(core, namespace: str, job_id: str, nodes: int, timeout: float = 180) -> None:
+def wait_running(core, namespace: str, job_id: str, nodes: int, engine: str = "kubernetes",
+                 timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
-    while running_pods(core, namespace, job_id) < nodes:
+    while running_pods(core, namespace, job_id, engine) < nodes:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{job_id}: pods not Running after {timeout} s")
         time.sleep(0.05)
 
 
-def delete_and_wait(core, custom, namespace: str, job_id: str) -> None:
-    custom.delete_namespaced_custom_object("kubeflow.org", "v1", namespace, "paddlejobs", job_id,
+def delete_and_wait(core, custom, namespace: str, job_id: str,
+                    engine: str = "kubernetes") -> None:
+    group, version, plural, label = ENGINES[engine]
+    custom.delete_namespaced_custom_object(group, version, namespace, plural, job_id,
                                            propagation_policy="Foreground")
-    while core.list_namespaced_pod(
-            namespace, label_selector=f"training.kubeflow.org/job-name={job_id}").items:
-        time.sleep(0.2)
+    while core.list_namespaced_pod(namespace, label_selector=f"{label}={job_id}").items:
+        time.sleep(0.05)
+
+
+def queue_latency(plane, core, custom, work: Path) -> tuple[float, float]:
+    """(seconds from deleting the running job until its pod is gone, until the queued job's
+    pod is Running), in a queued tenant with 8 GPUs."""
+    from tenancy import provision, tenant_data
+
+    from hub_config.tenants import Tenant
+    from launcher_magic.core.jobdir import JobDir
+    from launcher_magic.core.spec import LaunchOptions, build_spec
+    from launcher_magic.engines.kubernetes.paddlejob import ClusterSettings
+    from launcher_magic.engines.kubernetes.trainjob import build_trainjob
+    from workbench_contract.environment import Limits, NotebookContext
+
+    data = tenant_data(f"qb{uuid.uuid4().hex[:6]}", gpus=8)
+    data["queue"] = {"cohort": f"bench-{uuid.uuid4().hex[:6]}", "borrowing_limit": {"gpus": 0}}
+    tenant = Tenant.from_dict(data, strict=True)
+    provision(plane, tenant, hub_namespace="jupyterhub")
+    ids = []
+    for name in ("holder", "waiter"):
+        spec = build_spec(LaunchOptions(nodes=1, gpus=8, name=name), "x = 1\n",
+                          NotebookContext(namespace=tenant.namespace, tenant=tenant.name,
+                                          user="bench", limits=Limits(max_runtime_seconds=3600)))
+        manifest = build_trainjob(spec, JobDir(work / "queued" / spec.job_id),
+                                  ClusterSettings(namespace=tenant.namespace,
+                                                  image=tenant.images[0].image),
+                                  queue="workbench")
+        custom.create_namespaced_custom_object("trainer.kubeflow.org", "v1alpha1",
+                                               tenant.namespace, "trainjobs", manifest)
+        ids.append(spec.job_id)
+        if name == "holder":
+            wait_running(core, tenant.namespace, spec.job_id, 1, "trainjob")
+    time.sleep(2)  # the waiter is in the queue, not admitted
+    assert running_pods(core, tenant.namespace, ids[1], "trainjob") == 0
+    start = time.perf_counter()
+    delete_and_wait(core, custom, tenant.namespace, ids[0], "trainjob")
+    freed = time.perf_counter() - start
+    wait_running(core, tenant.namespace, ids[1], 1, "trainjob")
+    running = time.perf_counter() - start
+    delete_and_wait(core, custom, tenant.namespace, ids[1], "trainjob")  # its 8 GPUs back
+    return freed, running
 
 
 def main() -> int:
@@ -60,6 +117,7 @@ def main() -> int:
     args = parser.parse_args()
 
     import k8s_plane
+    import yaml
     from kubernetes import client
     from tenancy import provision
 
@@ -82,6 +140,9 @@ def main() -> int:
         provision(plane, tenant, hub_namespace="jupyterhub")
         admin = plane.api_client()
         core, custom = client.CoreV1Api(admin), client.CustomObjectsApi(admin)
+        custom.create_cluster_custom_object(
+            "trainer.kubeflow.org", "v1alpha1", "clustertrainingruntimes", yaml.safe_load(
+                (ROOT / "deploy" / "k8s" / "trainer" / "paddle-runtime.yaml").read_text()))
         # The user's own notebook account, as the hub makes it at the first spawn.
         from tenancy import notebook_user
 
@@ -110,62 +171,80 @@ def main() -> int:
         shell.run_line_magic("load_ext", "launcher_magic")
         from launcher_magic.kernel.magics import launcher
 
-        engine = launcher(shell).engine("kubernetes")
-        core_engine, _ = engine._api()
-        rest = core_engine.api_client.rest_client
         counted = {"n": 0}
-        original = rest.request
+        for name in ENGINES:
+            rest = launcher(shell).engine(name)._api()[0].api_client.rest_client
 
-        def counting(*a, **kw):
-            counted["n"] += 1
-            return original(*a, **kw)
+            def counting(*a, _original=rest.request, **kw):
+                counted["n"] += 1
+                return _original(*a, **kw)
 
-        rest.request = counting
+            rest.request = counting
+        from launcher_magic.engines.kubernetes.trainjob import build_trainjob
 
-        results: dict[tuple[str, int], list[tuple[float, int]]] = {}
+        # First, on a fresh plane: quota freed -> the queued TrainJob Running.
+        freed, running = zip(*(queue_latency(plane, core, custom, work)
+                               for _ in range(args.runs)), strict=True)
+        results: dict[tuple[str, str, int], list[tuple[float, int]]] = {}
         import contextlib
         import io
 
         for nodes in args.nodes:
             for run in range(args.runs):
-                name = f"m{nodes}r{run}"
-                counted["n"] = 0
-                start = time.perf_counter()
-                with contextlib.redirect_stdout(io.StringIO()):
-                    shell.run_cell_magic("paddle_launch", f"--nodes {nodes} --name {name} "
-                                         "--detach", "x = 1\n")
-                job_id = next(p.name for p in (work / "jobs").iterdir()
-                              if p.name.startswith(name + "-"))
-                wait_running(core, tenant.namespace, job_id, nodes)
-                results.setdefault(("magic", nodes), []).append(
-                    (time.perf_counter() - start, counted["n"]))
-                with contextlib.redirect_stdout(io.StringIO()):
-                    shell.run_line_magic("paddle_stop", job_id)
+                for engine in ENGINES:
+                    group, version, plural, _ = ENGINES[engine]
+                    name = f"m{engine[0]}{nodes}r{run}"
+                    counted["n"] = 0
+                    start = time.perf_counter()
+                    with contextlib.redirect_stdout(io.StringIO()):
+                        shell.run_cell_magic("paddle_launch", f"--engine {engine} --nodes "
+                                             f"{nodes} --name {name} --detach", "x = 1\n")
+                    job_id = next(p.name for p in (work / "jobs").iterdir()
+                                  if p.name.startswith(name + "-"))
+                    wait_running(core, tenant.namespace, job_id, nodes, engine)
+                    results.setdefault(("magic", engine, nodes), []).append(
+                        (time.perf_counter() - start, counted["n"]))
+                    with contextlib.redirect_stdout(io.StringIO()):
+                        shell.run_line_magic("paddle_stop", job_id)
 
-                spec = build_spec(LaunchOptions(nodes=nodes, name=f"r{nodes}r{run}"), "x = 1\n",
-                                  NotebookContext.from_env())
-                manifest = build_paddlejob(spec, JobDir(work / "raw" / spec.job_id),
-                                           ClusterSettings(namespace=tenant.namespace,
-                                                           image=tenant.images[0].image))
-                start = time.perf_counter()
-                custom.create_namespaced_custom_object("kubeflow.org", "v1", tenant.namespace,
-                                                       "paddlejobs", manifest)
-                wait_running(core, tenant.namespace, spec.job_id, nodes)
-                results.setdefault(("raw", nodes), []).append((time.perf_counter() - start, 1))
-                delete_and_wait(core, custom, tenant.namespace, spec.job_id)
-                print(f"nodes={nodes} run={run + 1}: magic "
-                      f"{results[('magic', nodes)][-1][0]:.2f}s "
-                      f"({results[('magic', nodes)][-1][1]} requests), raw "
-                      f"{results[('raw', nodes)][-1][0]:.2f}s", flush=True)
+                    spec = build_spec(LaunchOptions(nodes=nodes, name=f"r{engine[0]}{nodes}r{run}"),
+                                      "x = 1\n", NotebookContext.from_env())
+                    build = build_paddlejob if engine == "kubernetes" else build_trainjob
+                    manifest = build(spec, JobDir(work / "raw" / spec.job_id),
+                                     ClusterSettings(namespace=tenant.namespace,
+                                                     image=tenant.images[0].image))
+                    start = time.perf_counter()
+                    custom.create_namespaced_custom_object(group, version, tenant.namespace,
+                                                           plural, manifest)
+                    wait_running(core, tenant.namespace, spec.job_id, nodes, engine)
+                    results.setdefault(("raw", engine, nodes), []).append(
+                        (time.perf_counter() - start, 1))
+                    delete_and_wait(core, custom, tenant.namespace, spec.job_id, engine)
+                    magic = results[("magic", engine, nodes)][-1]
+                    print(f"{engine} nodes={nodes} run={run + 1}: magic {magic[0]:.2f}s "
+                          f"({magic[1]} requests), raw "
+                          f"{results[('raw', engine, nodes)][-1][0]:.2f}s", flush=True)
 
-        print(f"\n{'nodes':>5} {'magic s':>8} {'requests':>9} {'raw s':>7} {'magic/raw':>10}")
+        print(f"\n{'engine':>10} {'nodes':>5} {'magic s':>8} {'requests':>9} {'raw s':>7} "
+              f"{'magic/raw':>10}")
+        medians = {}
         for nodes in args.nodes:
-            magic = statistics.median(t for t, _ in results[("magic", nodes)])
-            requests = statistics.median(n for _, n in results[("magic", nodes)])
-            raw = statistics.median(t for t, _ in results[("raw", nodes)])
-            print(f"{nodes:>5} {magic:>8.2f} {requests:>9.0f} {raw:>7.2f} {magic / raw:>9.2f}x")
+            for engine in ENGINES:
+                magic = statistics.median(t for t, _ in results[("magic", engine, nodes)])
+                requests = statistics.median(n for _, n in results[("magic", engine, nodes)])
+                raw = statistics.median(t for t, _ in results[("raw", engine, nodes)])
+                medians[engine, nodes] = magic
+                print(f"{engine:>10} {nodes:>5} {magic:>8.2f} {requests:>9.0f} {raw:>7.2f} "
+                      f"{magic / raw:>9.2f}x")
+        for nodes in args.nodes:
+            print(f"TrainJob/PaddleJob cell-to-Running, {nodes} nodes: "
+                  f"{medians['trainjob', nodes] / medians['kubernetes', nodes]:.2f}x")
         print("\nraw = one create request by an admin client; requests = HTTP requests the "
               "magic's engine sent until every pod ran")
+
+        print(f"\nqueued TrainJob: holder deleted -> its pod gone {statistics.median(freed):.2f}s,"
+              f" -> the queued job's pod Running {statistics.median(running):.2f}s "
+              f"(median of {args.runs})")
     finally:
         plane.stop()
     return 0

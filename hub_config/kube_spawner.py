@@ -316,7 +316,7 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
         # The user by their label-safe name: the one their account, their claim and the labels
         # of their pods and jobs carry, which the API server's policies compare.
         return notebook_context(
-            choice, self.user_label, engine="kubernetes", storage=storage,
+            choice, self.user_label, engine=choice.cluster_engine, storage=storage,
             jobs_dir=jobs_dir_on(storage, self.home_mount_path) if storage else None,
             uid=self.notebook_uid, gid=self.notebook_gid,
         )

@@ -41,6 +41,10 @@ class SpawnRefused(Exception):
         self.message = message
 
 
+# The magic's engine (its `launcher_magic.engines` entry point) for each tenant `job_api`.
+CLUSTER_ENGINES = {"trainjob": "trainjob", "paddlejob": "kubernetes"}
+
+
 @dataclass(frozen=True)
 class Choice:
     """What a permitted spawn runs with."""
@@ -52,6 +56,11 @@ class Choice:
     @property
     def slug(self) -> str:
         return profile_slug(self.tenant, self.profile)
+
+    @property
+    def cluster_engine(self) -> str:
+        """The job engine a notebook of this tenant uses in a cluster."""
+        return CLUSTER_ENGINES[self.tenant.job_api]
 
 
 def profile_slug(tenant: Tenant, profile: Profile) -> str:

@@ -3,7 +3,7 @@
 The magic checks a job against the tenant's limits before it submits it, but it runs in the
 user's kernel, which the user controls. These policies make the API server refuse the same things
 whoever asks, with a message that starts with `workbench rule <name>:`, so it says which rule
-refused. `admission_policies(tenant, ...)` gives three policies, each with a binding to the
+refused. `admission_policies(tenant, ...)` gives five policies, each with a binding to the
 tenant's namespace:
 
 - `workbench-<tenant>-paddlejobs`. Every PaddleJob created, or whose spec is changed, whoever
@@ -20,6 +20,8 @@ tenant's namespace:
   and their own Secrets only) and `secrets` (only their own Secrets, `<user>.*`; no ConfigMaps).
 - `workbench-<tenant>-pods`: every pod created or changed (the hub's notebook pods, the
   operator's worker pods): `images` and `priority`. Users create no pods themselves (RBAC).
+- `workbench-<tenant>-trainjobs` and `-jobsets`: the same rules for Kubeflow Trainer v2 jobs
+  and the JobSets made of them (`trainjob_admission`), and a queued tenant's own queue.
 - `workbench-<tenant>-secrets`: a notebook user's account creates only Opaque Secrets named
   `<user>.*` and labelled as theirs, and changes or deletes only its own (`secrets`). The
   kubernetes engine keeps a job's `--env` values in such a Secret.
@@ -453,9 +455,15 @@ def admission_policies(tenant: Tenant, *, object_labels: Mapping[str, str], defa
     `default_cpu`/`default_memory`: the namespace's default container limits (see
     `paddlejob_policy`); `priority_classes`: the priority classes the tenant may use.
     """
+    # Imported here: the TrainJob rules are built from this module's helpers.
+    from hub_config.cli.trainjob_admission import jobset_policy, trainjob_policy
+
     policies = [
         paddlejob_policy(tenant, default_cpu=default_cpu, default_memory=default_memory,
                          priority_classes=priority_classes),
+        trainjob_policy(tenant, default_cpu=default_cpu, default_memory=default_memory,
+                        priority_classes=priority_classes),
+        jobset_policy(tenant, priority_classes=priority_classes),
         pod_policy(tenant, priority_classes=priority_classes),
         secret_policy(tenant),
     ]

@@ -61,6 +61,11 @@ KINDS = (
     Kind("v1", "ResourceQuota", "resourcequotas", True),
     Kind("v1", "LimitRange", "limitranges", True),
     Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies", True),
+    # Kueue, for tenants with a queue (hub_config.cli.kueue); listing them where Kueue is not
+    # installed finds nothing to prune.
+    Kind("kueue.x-k8s.io/v1beta2", "ResourceFlavor", "resourceflavors", False),
+    Kind("kueue.x-k8s.io/v1beta2", "ClusterQueue", "clusterqueues", False),
+    Kind("kueue.x-k8s.io/v1beta2", "LocalQueue", "localqueues", True),
 )
 _BY_KIND = {(k.api_version, k.kind): k for k in KINDS}
 
@@ -191,7 +196,9 @@ def apply_object(api_client, obj: dict[str, Any], *, dry_run: bool = False,
 
 def _owned(api_client, kind: Kind, selector: str) -> list[tuple[str, str]]:
     """(namespace, name) of every object of `kind` that carries our labels, cluster-wide."""
-    listed = _request(api_client, "GET", kind.collection(), query=[("labelSelector", selector)])
+    # missing_ok: a kind the cluster does not serve (Kueue not installed) has nothing to prune.
+    listed = _request(api_client, "GET", kind.collection(), query=[("labelSelector", selector)],
+                      missing_ok=True)
     items = (listed or {}).get("items") or []
     return [((i["metadata"].get("namespace") or ""), i["metadata"]["name"]) for i in items]
 

@@ -32,6 +32,7 @@ import ipaddress
 from collections.abc import Sequence
 from typing import Any
 
+from hub_config.cli import kueue
 from hub_config.cli.admission import admission_policies, user_account_prefix
 from hub_config.tenants import Tenant
 from workbench_contract import labels
@@ -43,6 +44,8 @@ FIELD_MANAGER = "paddle-workbench"
 
 PADDLEJOB_GROUP = "kubeflow.org"
 PADDLEJOB_RESOURCE = "paddlejobs"
+TRAINJOB_GROUP = "trainer.kubeflow.org"
+TRAINJOB_RESOURCE = "trainjobs"
 
 NOTEBOOK_ROLE = "workbench-notebook"
 HUB_ROLE = "workbench-hub"
@@ -139,11 +142,18 @@ def notebook_role_rules() -> list[dict[str, Any]]:
     and deletes it when a submit fails; the admission policies hold each user to their own
     jobs and Secrets. It never reads a Secret (get, list, watch), creates no pod directly (jobs
     go through the operator, whose pods the quota, Pod Security and the policies still check),
-    touches no RBAC object, and no rule is a wildcard.
+    touches no RBAC object, and no rule is a wildcard. The trainjob engine does the same with
+    TrainJobs, reads the JobSet the Trainer makes of one (its restart count) and, for a queued
+    job, its tenant's LocalQueue and Workloads (the position and Kueue's reason).
     """
     return [
         {"apiGroups": [PADDLEJOB_GROUP], "resources": [PADDLEJOB_RESOURCE],
          "verbs": ["create", "get", "list", "watch", "delete"]},
+        {"apiGroups": [TRAINJOB_GROUP], "resources": [TRAINJOB_RESOURCE],
+         "verbs": ["create", "get", "list", "watch", "delete"]},
+        {"apiGroups": ["jobset.x-k8s.io"], "resources": ["jobsets"], "verbs": ["get", "list"]},
+        {"apiGroups": ["kueue.x-k8s.io"], "resources": ["localqueues", "workloads"],
+         "verbs": ["get", "list"]},
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list", "watch"]},
@@ -210,7 +220,8 @@ def resource_quota(tenant: Tenant) -> dict[str, Any]:
     every pod's worth of the default (a container may have no more, see `limit_range`)."""
     quota = tenant.quota
     hard = {
-        f"requests.{GPU_RESOURCE}": str(quota.gpus),
+        # A queued tenant may hold what it borrows too (Kueue decides; at most kueue.gpu_ceiling).
+        f"requests.{GPU_RESOURCE}": str(kueue.gpu_ceiling(tenant)),
         "requests.cpu": str(quota.cpu),
         "requests.memory": str(quota.memory),
         "limits.cpu": str(quota.cpu),
@@ -219,6 +230,7 @@ def resource_quota(tenant: Tenant) -> dict[str, Any]:
         f"limits.{EPHEMERAL}": f"{quota.pods * DEFAULT_EPHEMERAL_LIMIT_GI}Gi",
         "pods": str(quota.pods),
         f"count/{PADDLEJOB_RESOURCE}.{PADDLEJOB_GROUP}": str(quota.jobs),
+        f"count/{TRAINJOB_RESOURCE}.{TRAINJOB_GROUP}": str(quota.jobs),
     }
     return {"apiVersion": "v1", "kind": "ResourceQuota",
             "metadata": _meta(tenant, QUOTA_NAME), "spec": {"hard": hard}}
@@ -382,4 +394,6 @@ def namespace_bundle(tenant: Tenant, *, hub_namespace: str = "jupyterhub",
         resource_quota(tenant),
         limit_range(tenant),
         *network_policies(tenant, hub_namespace=hub_namespace, api_server_cidrs=api_server_cidrs),
+        *kueue.queue_objects(tenant, bundle_labels(tenant), {MANAGED_BY_LABEL: MANAGED_BY},
+                             f"{tenant.quota.pods * DEFAULT_EPHEMERAL_REQUEST_GI}Gi"),
     ]

@@ -177,3 +177,11 @@ def unique(values: Iterable[str], where: Where, what: str) -> None:
         if value in seen:
             raise where.child(i).error(f"{what} {value!r} appears twice; each must be unique")
         seen.add(value)
+
+
+def choice(value: Any, where: Where, options: Iterable[str]) -> str:
+    """One of `options` (a tenant setting with a fixed set of values)."""
+    options = tuple(options)
+    if not isinstance(value, str) or value not in options:
+        raise where.error(f"must be one of {', '.join(options)}, got {value!r}")
+    return value

@@ -9,7 +9,7 @@ file, the tenant and the field (see `hub_config.tenants.fields`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hub_config.tenants import fields as f
@@ -17,6 +17,12 @@ from hub_config.tenants.fields import Where
 from workbench_contract import resources
 
 DEFAULT_SERVICE_ACCOUNT = "notebook"
+# How a tenant's distributed jobs reach the cluster: a Kubeflow Trainer v2 TrainJob on the
+# workbench's Paddle runtime, or a training-operator v1 PaddleJob where only that is installed.
+# The value is also the name of the notebook-side engine that submits them.
+JOB_APIS = ("trainjob", "paddlejob")
+DEFAULT_JOB_API = "trainjob"
+DEFAULT_COHORT = "workbench"
 
 
 @dataclass(frozen=True)
@@ -254,8 +260,50 @@ class IdlePolicy:
         return out
 
 
+@dataclass(frozen=True)
+class QueuePolicy:
+    """Kueue for the tenant's jobs: a ClusterQueue whose nominal quota is the tenant's quota, in
+    a cohort whose tenants lend each other idle quota and take it back when they need it.
+    `borrowing_limit_gpus`: how many GPUs beyond its own the tenant may borrow (None: all the
+    cohort lends). `cohort_gpus`: what the cohort's other tenants could lend, filled in by
+    `Tenants.from_dict` (not written to the file), so that even "all" is a number."""
+
+    cohort: str = DEFAULT_COHORT
+    borrowing_limit_gpus: int | None = None
+    cohort_gpus: int = field(default=0, compare=False)
+
+    @property
+    def borrowable_gpus(self) -> int:
+        """The most GPUs beyond its own quota that the tenant can ever hold."""
+        lendable = self.cohort_gpus
+        limit = self.borrowing_limit_gpus
+        return lendable if limit is None else min(limit, lendable)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: Where | None = None, strict: bool = False
+                  ) -> QueuePolicy:
+        where = where or Where(path="queue")
+        data = f.mapping(data or {}, where)
+        f.check_keys(data, ("cohort", "borrowing_limit"), where, strict)
+        limit = data.get("borrowing_limit")
+        gpus = None
+        if limit is not None:
+            at = where.child("borrowing_limit")
+            limit = f.mapping(limit, at)
+            f.check_keys(limit, ("gpus",), at, strict)
+            gpus = f.whole_number(f.require(limit, "gpus", at), at.child("gpus"))
+        return cls(cohort=f.dns_label(data.get("cohort", DEFAULT_COHORT), where.child("cohort")),
+                   borrowing_limit_gpus=gpus)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"cohort": self.cohort}
+        if self.borrowing_limit_gpus is not None:
+            out["borrowing_limit"] = {"gpus": self.borrowing_limit_gpus}
+        return out
+
+
 _TENANT_FIELDS = ("name", "groups", "admin_groups", "namespace", "service_account", "quota",
-                  "profiles", "images", "job_limits", "idle")
+                  "profiles", "images", "job_limits", "idle", "job_api", "queue")
 
 
 @dataclass(frozen=True)
@@ -272,6 +320,11 @@ class Tenant:
     idle: IdlePolicy = field(default_factory=IdlePolicy)
     admin_groups: tuple[str, ...] = ()
     service_account: str = DEFAULT_SERVICE_ACCOUNT
+    # `trainjob` (default) or `paddlejob`: the job API, and the engine that submits to it.
+    job_api: str = DEFAULT_JOB_API
+    # Kueue queueing of the tenant's TrainJobs (None: not queued; jobs that do not fit the
+    # quota are refused).
+    queue: QueuePolicy | None = None
 
     @classmethod
     def from_dict(cls, data: Any, where: Where | None = None, strict: bool = False) -> Tenant:
@@ -310,6 +363,9 @@ class Tenant:
             images=images,
             job_limits=job_limits,
             idle=IdlePolicy.from_dict(data.get("idle") or {}, where.child("idle"), strict),
+            job_api=f.choice(data.get("job_api", DEFAULT_JOB_API), where.child("job_api"),
+                             JOB_APIS),
+            queue=_queue(data, where, strict),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -318,7 +374,8 @@ class Tenant:
             "namespace": self.namespace, "service_account": self.service_account,
             "quota": self.quota.to_dict(), "profiles": [p.to_dict() for p in self.profiles],
             "images": [i.to_dict() for i in self.images], "job_limits": self.job_limits.to_dict(),
-            "idle": self.idle.to_dict(),
+            "idle": self.idle.to_dict(), "job_api": self.job_api,
+            **({"queue": self.queue.to_dict()} if self.queue is not None else {}),
         }
 
     def profile(self, name: str) -> Profile | None:
@@ -327,6 +384,16 @@ class Tenant:
     @property
     def image_refs(self) -> tuple[str, ...]:
         return tuple(i.image for i in self.images)
+
+
+def _queue(data: Mapping[str, Any], where: Where, strict: bool) -> QueuePolicy | None:
+    if "queue" not in data or data["queue"] is False:
+        return None
+    policy = QueuePolicy.from_dict(data["queue"], where.child("queue"), strict)
+    if data.get("job_api", DEFAULT_JOB_API) != "trainjob":
+        raise where.child("queue").error(
+            "queues TrainJobs only; set job_api: trainjob or remove the queue")
+    return policy
 
 
 def _items(cls: Any, data: Mapping[str, Any], key: str, where: Where, strict: bool) -> tuple:
@@ -366,7 +433,7 @@ class Tenants:
         if not tenants:
             raise where.child("tenants").error("must list at least one tenant")
         _unique_across(tenants, source)
-        return cls(tenants=tenants, source=source)
+        return cls(tenants=_with_cohort_gpus(tenants), source=source)
 
     def to_dict(self) -> dict[str, Any]:
         return {"tenants": [t.to_dict() for t in self.tenants]}
@@ -382,6 +449,19 @@ class Tenants:
     @property
     def admin_groups(self) -> frozenset[str]:
         return frozenset(g for t in self.tenants for g in t.admin_groups)
+
+
+def _with_cohort_gpus(tenants: Sequence[Tenant]) -> tuple[Tenant, ...]:
+    """Each queued tenant's `queue.cohort_gpus`: the GPU quota of the other queued tenants of
+    its cohort, the most it could ever borrow."""
+    totals: dict[str, int] = {}
+    for t in tenants:
+        if t.queue is not None:
+            totals[t.queue.cohort] = totals.get(t.queue.cohort, 0) + t.quota.gpus
+    return tuple(
+        t if t.queue is None else replace(t, queue=replace(
+            t.queue, cohort_gpus=totals[t.queue.cohort] - t.quota.gpus))
+        for t in tenants)
 
 
 def _unique_across(tenants: Sequence[Tenant], source: str) -> None:

@@ -14,12 +14,20 @@
   nodes with ``nvidia.com/gpu: 8``, label ``nvidia.com/gpu.product=NVIDIA-H100`` and a
   ``nvidia.com/gpu:NoSchedule`` taint (pods need the matching toleration).
 - ``plane.log_file(component)``: each component's log, for failure messages.
+- ``notebook_kernel(tmp_path)``: ``start(tenant, user="ada", annotations=None)`` starts a real
+  kernel as that user's notebook would run: the environment the hub's own spawner renders, the
+  token of the user's own notebook account, the magic loaded (``annotations`` go on every job
+  pod, e.g. KWOK's outcome). Kernels are shut down afterwards.
+- ``paddle_runtime`` (session): the workbench's Paddle ClusterTrainingRuntime
+  (deploy/k8s/trainer/paddle-runtime.yaml) applied, as an operator installs it; its name.
 
 What runs: etcd; kube-apiserver with Node,RBAC authorization, PodSecurity, ResourceQuota and
 ValidatingAdmissionPolicy admission and service-account token signing; kube-controller-manager (all default controllers,
 one service account per controller); kube-scheduler; KWOK, which plays the kubelets; and
 training-operator v1.9.0 with only its PaddleJob controller and its validating webhook. The
-PaddleJob CRD is the repository's copy (deploy/k8s/crds/kubeflow.org_paddlejobs.yaml).
+PaddleJob CRD is the repository's copy (deploy/k8s/crds/kubeflow.org_paddlejobs.yaml). JobSet
+v0.11.0, Kubeflow Trainer v2.3.0 and Kueue v0.17.0 (TrainJob integration only), each with its
+webhooks and with CRDs from its own module version (``k8s_addons``).
 
 Pod phases under KWOK are chosen per pod with the annotation ``workbench.test/outcome``
 (``k8s_plane.OUTCOME_ANNOTATION``): absent, the pod stays Running; ``succeeded`` or ``failed``
@@ -137,3 +145,59 @@ def namespace(control_plane) -> Iterator[str]:
     core.create_namespace({"metadata": {"name": name}})
     yield name
     core.delete_namespace(name)
+
+
+@pytest.fixture(scope="session")
+def paddle_runtime(control_plane) -> str:
+    """The workbench's Paddle ClusterTrainingRuntime, applied through Trainer's webhook."""
+    import yaml
+    from kubernetes import client
+
+    runtime = yaml.safe_load((_HERE.parents[1] / "deploy" / "k8s" / "trainer" /
+                              "paddle-runtime.yaml").read_text())
+    custom = client.CustomObjectsApi(control_plane.api_client())
+    custom.create_cluster_custom_object("trainer.kubeflow.org", "v1alpha1",
+                                        "clustertrainingruntimes", runtime)
+    return runtime["metadata"]["name"]
+
+
+@pytest.fixture
+def notebook_kernel(control_plane, tmp_path) -> Iterator[object]:
+    """Start kernels as tenants' users (see the module docstring); shut them down after."""
+    import os
+
+    from jupyter_client.manager import start_new_kernel
+
+    pytest.importorskip("kubespawner", reason="jupyterhub-kubespawner is not installed (hub extra)")
+    from tenancy import notebook_user
+
+    from hub_config.cli.provisioning import user_service_account
+    from tests.hub_config.hub_env import notebook_env
+    from tests.launcher_magic.support import KernelSession
+
+    started = []
+
+    def start(tenant, user: str = "ada", annotations: dict | None = None):
+        notebook_user(control_plane, tenant, user)
+        kubeconfig = control_plane.service_account_kubeconfig(
+            tenant.namespace, user_service_account(tenant, user))
+        home = tmp_path / f"{tenant.name}-{user}"
+        (home / "jobs").mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PADDLE_WORKBENCH_")}
+        env.update(notebook_env(tenant, user, home_mount_path=str(home)))
+        env.setdefault("PADDLE_WORKBENCH_JOBS_DIR", str(home / "jobs"))
+        env.update({"KUBECONFIG": str(kubeconfig), "PADDLE_WORKBENCH_PANEL": "text"})
+        manager, kc = start_new_kernel(kernel_name="python3", env=env, cwd=str(home))
+        session = KernelSession(manager, kc)
+        session.home = home
+        started.append(session)
+        setup = "%load_ext launcher_magic\n"
+        if annotations:
+            setup += f"get_ipython().config.KubernetesEngine.pod_annotations = {annotations!r}\n"
+        assert session.run(setup).error is None
+        return session
+
+    yield start
+    for session in started:
+        session.client.stop_channels()
+        session.manager.shutdown_kernel(now=True)

@@ -1,9 +1,10 @@
 """A real Kubernetes control plane on one machine, for the cluster tests.
 
 ``ControlPlane.start()`` runs etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
-KWOK (fake nodes and pod phases) and training-operator v1.9.0 (PaddleJob controller and its
-validating webhook), each in its own session with its log in the work directory, then applies
-the PaddleJob CRD and registers the KWOK nodes. ``stop()`` ends every process group it started,
+KWOK (fake nodes and pod phases), training-operator v1.9.0 (PaddleJob controller and its
+validating webhook) and JobSet, Kubeflow Trainer v2 and Kueue with their webhooks
+(``k8s_addons``), each in its own session with its log in the work directory, then applies
+the CRDs and registers the KWOK nodes. ``stop()`` ends every process group it started,
 SIGTERM then SIGKILL, and is safe to call after a failed ``start()``.
 
 The argv of each component is built by a pure function of ``Layout``, so a reader can see the
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import k8s_addons as addons
 import k8s_pki as pki
 import yaml
 
@@ -263,6 +265,7 @@ class ControlPlane:
         self.layout = Layout(bin_dir=bin_dir, work=work)
         self.nodes = nodes
         self._procs: list[_Process] = []
+        self.addons: list[addons.Addon] = []  # JobSet, Trainer, Kueue once started
         self._made_paths: list[Path] = []  # outside the work dir, removed by stop()
 
     # --- public surface -------------------------------------------------------------------
@@ -311,6 +314,9 @@ class ControlPlane:
         for node in self.nodes:
             core.create_node(node.to_manifest())
         self._start_operator(api, timeout)
+        self.addons = addons.start_all(
+            self._spawn, lambda addon: self._wait_addon(addon, timeout), api, lay.bin_dir,
+            lay.work, lay.pki, lay.kubeconfig, free_port, self._made_paths)
         # The service-account controller is the proof that the controller manager runs.
         wait_for(lambda: core.read_namespaced_service_account("default", "default"), timeout,
                  self._what("kube-controller-manager", "the default service account"))
@@ -377,6 +383,8 @@ class ControlPlane:
             # release manifests grant it.
             "kwok": ("kwok", ("system:masters",)),
             "training-operator": ("training-operator", ("system:masters",)),
+            # JobSet, Trainer and Kueue get cluster-wide rights too, as their releases do.
+            **{name: (name, ("system:masters",)) for name in addons.COMPONENTS},
         }
         for user, (cn, groups) in users.items():
             pair = pki.make_cert(d, user, ca, cn, organizations=groups)
@@ -418,15 +426,23 @@ class ControlPlane:
         from kubernetes import client
 
         ext = client.ApiextensionsV1Api(api)
-        crd = yaml.safe_load(PADDLEJOB_CRD.read_text())
-        ext.create_custom_resource_definition(crd)
+        crds = [yaml.safe_load(PADDLEJOB_CRD.read_text()), *addons.crds(self.layout.bin_dir)]
+        for crd in crds:
+            ext.create_custom_resource_definition(crd)
 
-        def established() -> bool:
-            got = ext.read_custom_resource_definition(crd["metadata"]["name"])
+        def established(name: str) -> bool:
+            got = ext.read_custom_resource_definition(name)
             return any(c.type == "Established" and c.status == "True"
                        for c in (got.status.conditions or []))
 
-        wait_for(established, timeout, "the PaddleJob CRD to be established")
+        for crd in crds:
+            name = crd["metadata"]["name"]
+            wait_for(lambda name=name: established(name), timeout,
+                     f"the CRD {name} to be established")
+
+    def _wait_addon(self, addon, timeout: float) -> None:
+        wait_for(lambda: self._http_ok(f"http://127.0.0.1:{addon.probe_port}/readyz"),
+                 timeout, self._what(addon.name, f"{addon.name} /readyz"))
 
     def _start_operator(self, api, timeout: float) -> None:
         """The operator's certificate rotator wants its secret to exist and the certificate

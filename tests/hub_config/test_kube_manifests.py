@@ -86,7 +86,8 @@ def test_pod_manifest_per_tenant_and_profile(tenant, profile):
     env = container_env(pod)
     assert env[names.TENANT] == tenant.name
     assert env[names.NAMESPACE] == tenant.namespace
-    assert env[names.ENGINE] == "kubernetes"
+    # The tenant's job API picks the engine: TrainJob (Trainer v2) unless it says paddlejob.
+    assert env[names.ENGINE] == {"trainjob": "trainjob", "paddlejob": "kubernetes"}[tenant.job_api]
     assert env[names.IMAGE] == container["image"]
     assert env[names.MAX_NODES] == str(tenant.job_limits.max_nodes)
 

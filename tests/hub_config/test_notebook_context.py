@@ -74,7 +74,7 @@ def test_notebook_reads_back_what_the_hub_decided(tenant_name, profile_name, uid
     profile = tenant.profile(profile_name)
     env = notebook_env(tenant, "ada", uid=uid, gid=gid, profile=profile_name, **settings)
     expected = NotebookContext(
-        engine="kubernetes",
+        engine="trainjob" if tenant.job_api == "trainjob" else "kubernetes",
         user="ada",
         tenant=tenant.name,
         namespace=tenant.namespace,
@@ -185,3 +185,14 @@ def test_kube_literal_survives_kubespawner_expansion():
     """KubeSpawner formats every `environment` value; JSON must come out as it went in."""
     raw = {"X": '{"nvidia.com/gpu.product": "NVIDIA-H100"}', "Y": "plain {}"}
     assert {k: v.format(username="u") for k, v in kube_literal(raw).items()} == raw
+
+
+def test_every_engine_the_hub_names_is_one_the_notebook_has():
+    """The hub names the magic's engine by its entry point; each one it can name must exist."""
+    from importlib.metadata import entry_points
+
+    from hub_config.policy import CLUSTER_ENGINES
+
+    registered = {e.name for e in entry_points(group="launcher_magic.engines")}
+    assert set(CLUSTER_ENGINES.values()) <= registered, registered
+    assert set(CLUSTER_ENGINES) == {"trainjob", "paddlejob"}

@@ -28,6 +28,7 @@ from hub_config.cli.provisioning import (
     hub_role_rules,
     namespace_bundle,
     notebook_role_rules,
+    resource_quota,
     user_identity,
     user_service_account,
 )
@@ -109,6 +110,7 @@ def test_quota_follows_the_tenants_file(tenant):
         "limits.ephemeral-storage": f"{quota.pods * 10}Gi",
         "pods": str(quota.pods),
         "count/paddlejobs.kubeflow.org": str(quota.jobs),
+        "count/trainjobs.trainer.kubeflow.org": str(quota.jobs),
     }
     # Extended resources may only be quota'd by requests; a limits.* key would be refused.
     assert not any(k.startswith("limits.nvidia.com") for k in hard)
@@ -181,8 +183,8 @@ def test_notebook_role_reaches_jobs_pods_logs_events_quota_and_writes_secrets_on
     assert {("", "pods/log", "get"), ("", "pods", "watch"), ("", "events", "list"),
             ("", "resourcequotas", "get")} <= grants
     resources = {r for _, r, _ in grants}
-    assert resources == {"paddlejobs", "pods", "pods/log", "events", "resourcequotas",
-                         "secrets"}
+    assert resources == {"paddlejobs", "trainjobs", "jobsets", "localqueues", "workloads", "pods",
+                         "pods/log", "events", "resourcequotas", "secrets"}
     verbs_on_pods = {v for _, r, v in grants if r == "pods"}
     assert verbs_on_pods == {"get", "list", "watch"}  # never creates pods directly
     # A job's --env Secret: made, given to its job, deleted on a failed submit; never read.
@@ -210,6 +212,9 @@ def test_hub_role_is_what_kubespawner_needs_and_reads_no_secret():
 RULES = {
     "paddlejobs": {"images", "nodes", "gpus", "resources", "deadline", "priority", "token",
                    "owner", "claim", "volumes", "secrets"},
+    "trainjobs": {"runtime", "images", "nodes", "gpus", "resources", "deadline", "priority",
+                  "token", "owner", "claim", "volumes", "secrets"},
+    "jobsets": {"images", "priority", "token"},
     "pods": {"images", "priority"},
     "secrets": {"secrets"},
 }
@@ -443,3 +448,26 @@ def test_apply_refuses_an_unknown_kind_before_writing_anything():
                                            "metadata": {"name": "x", "namespace": "wb-vision"}}]
     with pytest.raises(ApplyError, match="cannot apply Secret"):
         apply_objects(NoCalls(), objects)
+
+
+def test_a_queued_tenants_gpu_quota_is_its_own_plus_what_its_cohort_can_lend(tmp_path):
+    """Even with no borrowing limit, the namespace's GPU quota is a number: the tenant's own
+    GPUs plus the other queued tenants' of its cohort (never unlimited)."""
+    data = yaml.safe_load(EXAMPLE.read_text())
+    for tenant in data["tenants"]:
+        tenant["job_api"] = "trainjob"
+        tenant["queue"] = {"cohort": "shared"}
+    path = tmp_path / "tenants.yaml"
+    path.write_text(yaml.safe_dump(data))
+    tenants = load_tenants(path).tenants
+    total = sum(t.quota.gpus for t in tenants)
+    for tenant in tenants:
+        assert resource_quota(tenant)["spec"]["hard"]["requests.nvidia.com/gpu"] == str(total)
+    # A borrowing limit lowers it; one above what the cohort has does not raise it.
+    data["tenants"][0]["queue"]["borrowing_limit"] = {"gpus": 100}
+    data["tenants"][1]["queue"]["borrowing_limit"] = {"gpus": 1}
+    path.write_text(yaml.safe_dump(data))
+    first, second = load_tenants(path).tenants
+    assert resource_quota(first)["spec"]["hard"]["requests.nvidia.com/gpu"] == str(total)
+    assert resource_quota(second)["spec"]["hard"]["requests.nvidia.com/gpu"] == str(
+        second.quota.gpus + 1)

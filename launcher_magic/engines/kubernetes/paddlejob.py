@@ -106,7 +106,8 @@ def job_labels(spec: JobSpec) -> dict[str, str]:
     return labels
 
 
-def _resources(spec: JobSpec) -> dict[str, dict[str, str]]:
+def container_resources(spec: JobSpec) -> dict[str, dict[str, str]]:
+    """Requests = limits of one node's container: the spec's CPU, memory and GPUs per node."""
     amounts: dict[str, str] = {}
     if spec.resources.cpu:
         amounts["cpu"] = spec.resources.cpu
@@ -137,7 +138,7 @@ def build_paddlejob(spec: JobSpec, job: JobDir, cluster: ClusterSettings) -> dic
         "command": argv, "env": env_list, "workingDir": str(job.path),
         "securityContext": container_security,
     }
-    resources = _resources(spec)
+    resources = container_resources(spec)
     if resources:
         container["resources"] = resources
     pod_spec: dict[str, Any] = {

@@ -1,0 +1,240 @@
+"""The trainjob engine's pure parts: the TrainJob manifest, its status, the queue and quota.
+
+The manifest's fit with the real Trainer CRDs, webhooks and controllers is tested on the control
+plane (tests/cluster/test_trainjob_engine.py); here it is checked as data, against the runtime
+file it must fit (deploy/k8s/trainer/paddle-runtime.yaml).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from launcher_magic.core.jobdir import JobDir
+from launcher_magic.core.spec import LaunchOptions, SpecError, build_spec
+from launcher_magic.core.status import JobState, RankState
+from launcher_magic.engines.kubernetes import queueing
+from launcher_magic.engines.kubernetes.paddlejob import ClusterSettings
+from launcher_magic.engines.kubernetes.trainjob import (
+    PATCH_MANAGER,
+    QUEUE_LABEL,
+    RUNTIME,
+    RUNTIME_MAX_RESTARTS,
+    build_trainjob,
+    status_from_trainjob,
+    usage_from_trainjob,
+)
+from workbench_contract.environment import NotebookContext, Storage
+from workbench_contract.pod_security import restricted_security_contexts
+
+RUNTIME_FILE = Path(__file__).parents[2] / "deploy" / "k8s" / "trainer" / "paddle-runtime.yaml"
+HUB_ENV = {"PADDLE_WORKBENCH_TENANT": "vision", "PADDLE_WORKBENCH_NAMESPACE": "wb-vision",
+           "PADDLE_WORKBENCH_USER": "ada@example.org", "PADDLE_WORKBENCH_ENGINE": "trainjob",
+           "PADDLE_WORKBENCH_IMAGE": "reg.example/nb@sha256:" + "c" * 64,
+           "PADDLE_WORKBENCH_MAX_RUNTIME_SECONDS": "86400"}
+CLUSTER = ClusterSettings(namespace="wb-vision", image=HUB_ENV["PADDLE_WORKBENCH_IMAGE"],
+                          storage=Storage("claim-ada", "/home/jovyan"), uid=2345, gid=100,
+                          node_selector={"nvidia.com/gpu.product": "NVIDIA-H100"})
+
+
+def _spec(**options):
+    return build_spec(LaunchOptions(**{"nodes": 2, "gpus": 1, **options}), "train()",
+                      NotebookContext.from_env(HUB_ENV), suffix="a1b2c3")
+
+
+def _job(queue: str = "", **options):
+    spec = _spec(**options)
+    job = JobDir(Path("/home/jovyan/jobs") / spec.job_id)
+    return spec, job, build_trainjob(spec, job, CLUSTER, queue=queue)
+
+
+def _pod_patch(manifest):
+    (patch,) = manifest["spec"]["runtimePatches"]
+    (rjob,) = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
+    return patch, rjob["template"]["spec"]["template"]
+
+
+def test_trainjob_names_the_paddle_runtime_and_carries_the_job_contract():
+    spec, job, manifest = _job(cpu="4", memory="16Gi", env=("LR=0.1",))
+    assert manifest["apiVersion"] == "trainer.kubeflow.org/v1alpha1"
+    assert manifest["metadata"]["name"] == spec.job_id
+    assert manifest["metadata"]["labels"]["workbench.paddle.org/user"] == "ada-example.org"
+    assert manifest["spec"]["runtimeRef"] == {"name": RUNTIME, "apiGroup": "trainer.kubeflow.org",
+                                              "kind": "ClusterTrainingRuntime"}
+    assert manifest["spec"]["activeDeadlineSeconds"] == 86400
+    trainer = manifest["spec"]["trainer"]
+    assert trainer["numNodes"] == 2 and trainer["image"] == CLUSTER.image
+    assert trainer["resourcesPerNode"]["limits"] == {"cpu": "4", "memory": "16Gi",
+                                                     "nvidia.com/gpu": "1"}
+    assert trainer["args"] == [
+        "--log_dir", f"{job.path}/logs/attempt-$(PADDLE_WORKBENCH_ATTEMPT)/"
+                     "node-$(PADDLE_WORKBENCH_NODE_RANK)",
+        "--nproc_per_node", "1", "--devices", "0", str(job.main_path)]
+    env = {e["name"]: e for e in trainer["env"]}
+    assert env["PADDLE_NNODES"]["value"] == "2"
+    assert env["PADDLE_WORKBENCH_JOB_DIR"]["value"] == str(job.path)
+    # The user's value is read from the job's Secret, never written into the TrainJob.
+    assert env["LR"] == {"name": "LR", "valueFrom": {"secretKeyRef": {
+        "name": "ada-example-org.job-a1b2c3-env", "key": "LR"}}}
+    assert "0.1" not in yaml.safe_dump(manifest)
+    # What the runtime sets for every node is not repeated here.
+    assert not {"PADDLE_MASTER", "PADDLE_JOB_ID", "PADDLE_WORKBENCH_NODE_RANK",
+                "PADDLE_WORKBENCH_ATTEMPT"} & set(env)
+    assert "suspend" not in manifest["spec"] and QUEUE_LABEL not in manifest["metadata"]["labels"]
+
+
+def test_the_runtime_patch_gives_the_pods_the_users_identity_storage_and_placement():
+    _, _, manifest = _job()
+    patch, pod = _pod_patch(manifest)
+    assert patch["manager"] == PATCH_MANAGER
+    assert pod["metadata"]["labels"] == manifest["metadata"]["labels"]
+    pod_security, container_security = restricted_security_contexts(2345, 100)
+    assert pod["spec"]["securityContext"] == pod_security
+    (container,) = pod["spec"]["containers"]
+    assert container == {"name": "node", "securityContext": container_security,
+                         "volumeMounts": [{"name": "home", "mountPath": "/home/jovyan"}]}
+    assert pod["spec"]["volumes"] == [{"name": "home",
+                                       "persistentVolumeClaim": {"claimName": "claim-ada"}}]
+    assert pod["spec"]["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100"}
+    assert pod["spec"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+
+
+def test_the_patch_fits_the_runtime_it_patches():
+    """Trainer refuses a patch of a replicated job or container the runtime does not have, and
+    env in a patch of the `node` container: the shipped runtime is what the builder targets."""
+    runtime = yaml.safe_load(RUNTIME_FILE.read_text())
+    assert runtime["metadata"]["name"] == RUNTIME
+    assert runtime["metadata"]["labels"]["trainer.kubeflow.org/framework"] == "paddle"
+    (rjob,) = runtime["spec"]["template"]["spec"]["replicatedJobs"]
+    (container,) = rjob["template"]["spec"]["template"]["spec"]["containers"]
+    _, _, manifest = _job()
+    patch, pod = _pod_patch(manifest)
+    (patched_rjob,) = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
+    assert patched_rjob["name"] == rjob["name"]
+    assert [c["name"] for c in pod["spec"]["containers"]] == [container["name"]]
+    assert "env" not in pod["spec"]["containers"][0]
+    # The runtime: launch with the master at node 0, rank = completion index, whole-job restarts.
+    assert container["command"][:3] == ["python", "-m", "paddle.distributed.launch"]
+    runtime_env = {e["name"]: e for e in container["env"]}
+    assert runtime_env["PADDLE_MASTER"]["value"].startswith("$(PADDLE_JOB_ID)-node-0-0.")
+    assert "job-completion-index" in str(runtime_env["PADDLE_WORKBENCH_NODE_RANK"])
+    policy = runtime["spec"]["template"]["spec"]["failurePolicy"]
+    assert policy["restartStrategy"] == "Recreate"
+    assert policy["maxRestarts"] == RUNTIME_MAX_RESTARTS
+    codes = rjob["template"]["spec"]["podFailurePolicy"]["rules"][0]["onExitCodes"]["values"]
+    assert codes == list(range(1, 128))  # the code's failures; 128+ (killed) restart
+    assert rjob["template"]["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+
+
+def test_a_queued_trainjob_carries_its_queue_and_starts_suspended():
+    _, _, manifest = _job(queue="workbench")
+    assert manifest["metadata"]["labels"][QUEUE_LABEL] == "workbench"
+    assert manifest["spec"]["suspend"] is True
+
+
+def _pod(index: int, phase: str, attempt: int = 0, code: int | None = None):
+    state = {"terminated": {"exitCode": code}} if code is not None else {"running": {}}
+    return {"metadata": {"labels": {"batch.kubernetes.io/job-completion-index": str(index),
+                                    "jobset.sigs.k8s.io/restart-attempt": str(attempt)}},
+            "status": {"phase": phase, "startTime": "2026-01-01T00:00:00Z",
+                       "containerStatuses": [{"name": "node", "state": state}]}}
+
+
+def _trainjob(*conditions, suspend=False):
+    return {"metadata": {"labels": {}}, "spec": {"suspend": suspend},
+            "status": {"conditions": [
+                {"type": t, "status": "True", "message": m,
+                 "lastTransitionTime": "2026-01-01T00:10:00Z"} for t, m in conditions]}}
+
+
+@pytest.mark.parametrize("trainjob, pods, state", [
+    (_trainjob(), [], JobState.PENDING),
+    (_trainjob(suspend=True), [], JobState.PENDING),
+    (_trainjob(), [_pod(0, "Running"), _pod(1, "Pending")], JobState.RUNNING),
+    (_trainjob(), [_pod(0, "Succeeded", code=0), _pod(1, "Running")], JobState.RUNNING),
+    (_trainjob(("Complete", "done")), [_pod(0, "Succeeded", code=0)], JobState.SUCCEEDED),
+    (_trainjob(("Failed", "jobset failed")), [_pod(1, "Failed", code=1)], JobState.FAILED),
+], ids=["created", "queued", "starting", "one-done", "complete", "failed"])
+def test_status_follows_the_trainjob_and_its_pods(trainjob, pods, state):
+    assert status_from_trainjob(_spec(), trainjob, pods).state == state
+
+
+def test_a_failure_names_the_node_and_rank_and_restarts_count_attempts():
+    spec = _spec(gpus=2, nproc_per_node=2)
+    pods = [_pod(0, "Failed", attempt=0, code=137), _pod(0, "Running", attempt=1),
+            _pod(1, "Failed", attempt=1, code=3)]
+    status = status_from_trainjob(spec, _trainjob(("Failed", "jobset failed")), pods,
+                                  {"status": {"restarts": 1}})
+    assert status.restarts == 1
+    assert status.nodes[1].state == RankState.FAILED and status.nodes[1].exit_code == 3
+    assert status.nodes[0].state == RankState.RUNNING  # the node-0 pod of this attempt
+    assert status.failed_rank == spec.resources.nproc_per_node
+    assert status.message.startswith(f"node 1 (rank {status.failed_rank}) exited with code 3")
+
+
+def test_usage_counts_a_started_job_and_not_a_queued_one():
+    _, _, manifest = _job(queue="workbench")
+    manifest["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
+    assert usage_from_trainjob(manifest).started_at is None
+    manifest["spec"]["suspend"] = False
+    record = usage_from_trainjob(manifest)
+    assert (record.nodes, record.gpus_per_node, record.user) == (2, 1, "ada-example.org")
+    assert record.started_at is not None and record.finished_at is None
+
+
+def _quota(hard, used):
+    return {"metadata": {"name": "workbench-quota"}, "status": {"hard": hard, "used": used}}
+
+
+def test_the_quota_preflight_warns_when_queued_and_refuses_what_can_never_fit():
+    spec = _spec(nodes=1, gpus=8)
+    busy = [_quota({"requests.nvidia.com/gpu": "8"}, {"requests.nvidia.com/gpu": "8"})]
+    wait = queueing.check_quota(spec, busy, queued=True)
+    assert wait == ("the job needs 8 GPUs (1 nodes x 8), but your tenant's quota "
+                    "'workbench-quota' has requests.nvidia.com/gpu=8 with 8 in use")
+    with pytest.raises(SpecError, match="wait for other jobs to finish"):
+        queueing.check_quota(spec, busy, queued=False)
+    with pytest.raises(SpecError, match="requests.nvidia.com/gpu=8 in all: it can never run"):
+        queueing.check_quota(_spec(nodes=2, gpus=8), busy, queued=True)
+    assert queueing.check_quota(spec, [_quota({"requests.nvidia.com/gpu": "8"}, {})],
+                                queued=True) == ""
+
+
+def _workload(uid, created, reserved=False, priority=0, queue="workbench", message="short"):
+    return {"metadata": {"creationTimestamp": created,
+                         "ownerReferences": [{"kind": "TrainJob", "uid": uid}]},
+            "spec": {"queueName": queue, "priority": priority},
+            "status": {"conditions": [{"type": "QuotaReserved",
+                                       "status": "True" if reserved else "False",
+                                       "message": message}]}}
+
+
+def test_the_queue_message_gives_the_position_and_kueues_reason():
+    mine = {"metadata": {"uid": "b", "labels": {QUEUE_LABEL: "workbench"}},
+            "spec": {"suspend": True}}
+    workloads = [_workload("a", "2026-01-01T00:00:01Z"),
+                 _workload("b", "2026-01-01T00:00:02Z", message="8 more needed"),
+                 _workload("c", "2026-01-01T00:00:00Z", reserved=True),  # admitted: not queued
+                 _workload("d", "2026-01-01T00:00:03Z", priority=10),  # higher priority first
+                 _workload("e", "2026-01-01T00:00:00Z", queue="other")]
+    assert queueing.is_queued(mine)
+    assert queueing.queue_message(mine, workloads) == (
+        "Queued: position 3 of 3 in workbench; 8 more needed")
+
+
+def test_a_request_beyond_the_queues_maximum_capacity_is_a_refusal():
+    never = _workload("a", "2026-01-01T00:00:00Z", message=(
+        "couldn't assign flavors to pod set node: insufficient quota for nvidia.com/gpu in "
+        "flavor gpu-nvidia-h100, previously considered podsets requests (0) + current podset "
+        "request (24) > maximum capacity (16)"))
+    assert "maximum capacity (16)" in queueing.never_fits(never)
+    assert queueing.never_fits(_workload("a", "2026-01-01T00:00:00Z",
+                                         message="8 more needed")) == ""
+
+
+def test_both_sides_name_the_same_local_queue():
+    from hub_config.cli import kueue
+
+    assert kueue.LOCAL_QUEUE == queueing.LOCAL_QUEUE
