@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # Build, scan and publish one workbench image. The internal CI runs this (see pipeline.yaml);
 # it needs docker (with buildx), trivy and push rights on $REGISTRY.
+# On a machine without a Docker engine (and in this project's tests), `images/build.sh local`
+# builds the same Dockerfiles daemonlessly: see images/local/build.sh.
 #
+#   images/build.sh local [all|base|image NAME]   the daemonless build, scan and push by digest to
+#                                     the local internal registry (images/local/build.sh)
+#   images/build.sh registry start|stop|status    that registry (images/local/registry.sh)
 #   images/build.sh check             the image policy over images/ (no docker needed)
-#   images/build.sh build cpu|gpu     wheel of this commit + docker build, tagged with the commit
+#   images/build.sh build VARIANT     wheel of this commit + docker build, tagged with the commit;
+#                                     VARIANT is cpu, gpu, hub or proxy; $BASE (a digest
+#                                     reference) replaces the Dockerfile's default base
 #   images/build.sh scan cpu|gpu      trivy: fail on HIGH or CRITICAL vulnerabilities
 #   images/build.sh login             docker login to $REGISTRY with $REGISTRY_USER and
 #                                     $REGISTRY_PASSWORD from the environment (password on stdin)
@@ -18,12 +25,17 @@ REGISTRY=${REGISTRY:-registry.example.com/workbench}
 VERSION=${VERSION:-$(git rev-parse --short=12 HEAD)}
 PYTHON=${PYTHON:-python3}
 
-image_ref() { echo "$REGISTRY/notebook-$1:$VERSION"; }
+image_ref() {
+  case "$1" in
+    cpu|gpu) echo "$REGISTRY/notebook-$1:$VERSION" ;;
+    *) echo "$REGISTRY/$1:$VERSION" ;;
+  esac
+}
 
 variant() {
   case "${1:-}" in
-    cpu|gpu) echo "$1" ;;
-    *) echo "build.sh: name the variant: cpu or gpu" >&2; exit 2 ;;
+    cpu|gpu|hub|proxy) echo "$1" ;;
+    *) echo "build.sh: name the variant: cpu, gpu, hub or proxy" >&2; exit 2 ;;
   esac
 }
 
@@ -37,6 +49,7 @@ build() {
   rm -rf images/dist
   "$PYTHON" -m pip wheel --no-deps --wheel-dir images/dist .
   docker buildx build --load --file "images/$v/Dockerfile" --tag "$(image_ref "$v")" \
+    ${BASE:+--build-arg "BASE=$BASE"} \
     --label "org.opencontainers.image.revision=$(git rev-parse HEAD)" \
     --label "org.opencontainers.image.source=paddle-workbench" .
 }
@@ -64,7 +77,7 @@ push() {
   docker push "$ref" >/dev/null
   # Tenants reference images by digest only, so print the reference the registry now holds.
   digest=$(docker buildx imagetools inspect "$ref" --format '{{json .Manifest.Digest}}' | tr -d '"')
-  echo "image: $REGISTRY/notebook-$v@$digest"
+  echo "image: $(image_ref "$v" | sed 's/:[^:/]*$//')@$digest"
 }
 
 pin() {
@@ -73,6 +86,8 @@ pin() {
 }
 
 case "${1:-}" in
+  local) shift; exec bash images/local/build.sh "${@:-all}" ;;
+  registry) shift; exec bash images/local/registry.sh "$@" ;;
   check) check ;;
   build) build "${2:-}" ;;
   scan) scan "${2:-}" ;;
@@ -81,5 +96,5 @@ case "${1:-}" in
   push) push "${2:-}" ;;
   all) check && build "${2:-}" && scan "${2:-}" && push "${2:-}" ;;
   pin) pin "${2:-}" ;;
-  *) sed -n '2,15p' "$0"; exit 2 ;;
+  *) sed -n '2,21p' "$0"; exit 2 ;;
 esac

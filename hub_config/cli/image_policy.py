@@ -5,7 +5,11 @@ returns `Violation`s, each with the line it points at and what to change. The ru
 
 - `from-digest`: every base image is pinned by `@sha256:<64 hex>` (a tag alone can be re-pointed).
 - `from-latest`: no `latest` tag, not even next to a digest (it says nothing about what is inside).
-- `from-arg`: no build argument in FROM (the pin must be readable in the file, not at build time).
+- `from-arg`: a build argument in FROM only as the whole image (`FROM ${BASE}`) and only when a
+  global `ARG BASE=<image>@sha256:...` before the first FROM gives it a default, which must itself
+  pass `from-digest` and `from-latest`, else `from-arg` fires (the pin stays readable in the
+  file; a build may swap in another digest-pinned base, such as the internal registry's, with
+  --build-arg: `base_reference_problem` checks that value).
 - `final-user`: the final stage ends with a USER that is not root (name `root`, uid 0 or gid 0).
 - `pipe-to-shell`: no `curl ... | sh` / `wget ... | bash` (unverified code run as the build user).
 - `sudo`: sudo is never installed and sudoers is never written.
@@ -14,9 +18,15 @@ returns `Violation`s, each with the line it points at and what to change. The ru
   with `--no-deps` (so nothing is resolved from an index at build time).
 - `lock-hashes`: each lock file a pip install reads exists in the build context, pins every
   requirement with `==` and carries at least one `--hash=sha256:` for it.
+- `npm-unlocked`: npm installs with `npm ci` (the lock file, integrity-checked), never
+  `npm install <package>`.
 
 Lock files are found through the COPY that put them into the image, resolved against the build
 context (the repository root, where the pipeline runs `docker build`).
+
+The scan gate (`blocking_findings`, `ignorefile_problems`) judges Trivy's JSON report of a built
+image: a HIGH or CRITICAL finding stops the push unless the reviewed ignore file accepts it until a
+date that has not passed.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ import json
 import re
 import shlex
 from dataclasses import asdict, dataclass, fields
+from datetime import date, datetime, timedelta
 from pathlib import Path, PurePosixPath
 
 DOCKERFILE_NAMES = ("Dockerfile", "*.Dockerfile", "Dockerfile.*")
@@ -40,6 +51,8 @@ _SUDO_INSTALL = re.compile(
 )
 _SUDOERS = re.compile(r"/etc/sudoers")
 _PIP_INSTALL = re.compile(r"\b(pip3?(\.\d+)?|uv\s+pip)\s+install\b")
+_NPM_INSTALL = re.compile(r"\b(npm|yarn|pnpm)\s+(install|i|add)\b")
+_ARG_REF = re.compile(r"^\$(\{(\w+)\}|(\w+))$")
 _ROOT_USERS = {"root", "0"}
 
 
@@ -161,15 +174,21 @@ def check_dockerfile(
         found.append(Violation(path, line, rule, message))
 
     stages: set[str] = set()
+    global_args: dict[str, str | None] = {}  # ARG before the first FROM: name -> default
+    seen_from = False
     final_from_line = 0
     final_user: tuple[int, str] | None = None
     copies: dict[str, str] = {}  # destination in the image -> source in the context
 
     for ins in instructions:
-        if ins.keyword == "FROM":
+        if ins.keyword == "ARG" and not seen_from:
+            name, _, default = ins.value.strip().partition("=")
+            global_args[name.strip()] = default.strip().strip("\"'") or None
+        elif ins.keyword == "FROM":
+            seen_from = True
             image, alias = _from_parts(ins.value)
             final_from_line, final_user = ins.line, None
-            for rule, message in _from_violations(image, stages):
+            for rule, message in _from_violations(image, stages, global_args):
                 violation(ins.line, rule, message)
             if alias:
                 stages.add(alias)
@@ -199,13 +218,27 @@ def check_dockerfile(
     return sorted(found, key=lambda v: (v.line, v.rule))
 
 
-def _from_violations(image: str, stages: set[str]) -> list[tuple[str, str]]:
-    """(rule, message) of what a FROM of `image` breaks; `stages` are the earlier stages' names."""
+def _from_violations(image: str, stages: set[str],
+                     global_args: dict[str, str | None] | None = None) -> list[tuple[str, str]]:
+    """(rule, message) of what a FROM of `image` breaks; `stages` are the earlier stages' names,
+    `global_args` the ARGs declared before the first FROM with their defaults."""
     if image.lower() in stages or image == "scratch":
         return []  # a previous stage or the empty image: nothing to pin
     if "$" in image:
-        return [("from-arg", f"FROM {image} uses a build argument; write the image with its "
-                             "@sha256 digest literally so the pin is reviewable")]
+        match = _ARG_REF.match(image)
+        name = (match.group(2) or match.group(3)) if match else None
+        default = (global_args or {}).get(name) if name else None
+        if default is None:
+            return [("from-arg", f"FROM {image} uses a build argument without a pinned default; "
+                                 "declare it before the first FROM as "
+                                 "'ARG NAME=<image>:<tag>@sha256:<digest>' and use it as the "
+                                 "whole image, e.g. FROM ${NAME}")]
+        if "$" in default:
+            return [("from-arg", f"the default of ARG {name} ({default}) uses another build "
+                                 "argument; write the image with its @sha256 digest literally")]
+        # An unpinned default is a from-arg violation: the argument is what makes it slip past.
+        return [("from-arg", f"FROM {image}: the default of ARG {name} breaks [{rule}]: {message}")
+                for rule, message in _from_violations(default, stages)]
     found = []
     if _tag_of(image) == "latest":
         found.append(("from-latest", f"FROM {image} uses the 'latest' tag; name the release tag "
@@ -214,6 +247,15 @@ def _from_violations(image: str, stages: set[str]) -> list[tuple[str, str]]:
         found.append(("from-digest", f"FROM {image} is not pinned by digest; append "
                                      "@sha256:<digest> (images/build.sh pin <image> prints it)"))
     return found
+
+
+def base_reference_problem(reference: str) -> str | None:
+    """Why `reference` cannot be a build's --build-arg BASE (None: it names an image by digest).
+
+    The same rules as a FROM line: pinned by @sha256 digest, no `latest` tag.
+    """
+    problems = _from_violations(reference.strip(), set())
+    return "; ".join(message for _, message in problems) if problems else None
 
 
 def _record_copy(value: str, copies: dict[str, str]) -> None:
@@ -252,6 +294,10 @@ def _check_run(ins: Instruction, path: str, copies: dict[str, str], context: Pat
     for command in re.split(r"&&|\|\||;|\n", text):
         if _PIP_INSTALL.search(command):
             _check_pip(command, violation, copies, context)
+        if _NPM_INSTALL.search(command):
+            violation("npm-unlocked",
+                      "npm installs without its lock file; COPY package.json and "
+                      "package-lock.json and run 'npm ci' (integrity-checked, nothing resolved)")
 
 
 def _check_pip(command: str, violation, copies: dict[str, str], context: Path | None) -> None:
@@ -358,3 +404,104 @@ def check_tree(root: Path, context: Path) -> tuple[list[Path], list[Violation]]:
             shown = str(dockerfile)
         violations.extend(check_dockerfile(dockerfile.read_text(), shown, context))
     return files, violations
+
+
+# --- The scan gate: Trivy's verdict on a built image, before it may be pushed ----------------
+
+GATE_SEVERITIES = ("HIGH", "CRITICAL")
+MAX_ACCEPTANCE_DAYS = 180  # an accepted finding is looked at again at least twice a year
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One vulnerability Trivy reported in an image."""
+
+    id: str
+    package: str
+    installed: str
+    fixed: str
+    severity: str
+    target: str
+
+    def __str__(self) -> str:
+        fix = f"fixed in {self.fixed}" if self.fixed else "no fix yet"
+        return (f"{self.severity} {self.id} {self.package} {self.installed} ({fix}) "
+                f"in {self.target}")
+
+
+class ReportError(ValueError):
+    """A scan report the gate cannot judge (so the push must not go on)."""
+
+
+def blocking_findings(report: dict,
+                      severities: tuple[str, ...] = GATE_SEVERITIES) -> list[Finding]:
+    """The findings of a Trivy JSON report (`trivy image --format json`) that stop the push.
+
+    Findings that the ignore file accepted are not in `Results[].Vulnerabilities` (Trivy moves
+    them to `ExperimentalModifiedFindings`), so they do not count; an entry past its `expired_at`
+    is not applied by Trivy, so its finding counts again.
+    Raises:
+        ReportError: not a Trivy report (schema 2), or one that saw no packages at all: an
+            empty scan proves nothing, so it does not pass.
+    """
+    if not isinstance(report, dict) or report.get("SchemaVersion") != 2:
+        raise ReportError("not a Trivy JSON report (SchemaVersion 2); scan with "
+                          "`trivy image --format json`")
+    results = report.get("Results") or []
+    os_found = bool((report.get("Metadata") or {}).get("OS"))
+    if not results and not os_found:
+        raise ReportError(f"Trivy found no packages in {report.get('ArtifactName', 'the image')}; "
+                          "an image it cannot read is not vetted")
+    found = []
+    for result in results:
+        for vuln in result.get("Vulnerabilities") or []:
+            if vuln.get("Severity", "UNKNOWN").upper() in severities:
+                found.append(Finding(
+                    id=str(vuln.get("VulnerabilityID", "?")),
+                    package=str(vuln.get("PkgName", "?")),
+                    installed=str(vuln.get("InstalledVersion", "?")),
+                    fixed=str(vuln.get("FixedVersion", "")),
+                    severity=vuln["Severity"].upper(),
+                    target=str(result.get("Target", "?")),
+                ))
+    return sorted(found, key=lambda f: (f.severity != "CRITICAL", f.id, f.package))
+
+
+def ignorefile_problems(data: object, today: date) -> list[str]:
+    """What is wrong with a Trivy YAML ignore file's content (empty: every entry reviewed).
+
+    Each accepted vulnerability needs an `id`, a `statement` saying why it does not apply and an
+    `expired_at` date no more than MAX_ACCEPTANCE_DAYS after `today`. An entry past its date is
+    reported too: Trivy no longer applies it, so its finding stops the push again.
+    """
+    if data is None:
+        return []
+    if not isinstance(data, dict):
+        return ["the ignore file is not a mapping; write 'vulnerabilities: [...]'"]
+    problems = []
+    entries = data.get("vulnerabilities") or []
+    if not isinstance(entries, list):
+        return ["'vulnerabilities' is not a list"]
+    for number, entry in enumerate(entries, 1):
+        if not isinstance(entry, dict) or not entry.get("id"):
+            problems.append(f"entry {number}: no id")
+            continue
+        name = f"entry {number} ({entry['id']})"
+        if not str(entry.get("statement") or "").strip():
+            problems.append(f"{name}: no statement; say why the finding does not apply")
+        expiry = entry.get("expired_at")
+        if isinstance(expiry, datetime):
+            expiry = expiry.date()
+        if isinstance(expiry, str):
+            try:
+                expiry = date.fromisoformat(expiry[:10])
+            except ValueError:
+                expiry = None
+        if not isinstance(expiry, date):
+            problems.append(f"{name}: no expired_at (YYYY-MM-DD); every acceptance ends")
+        elif expiry < today:
+            problems.append(f"{name}: expired on {expiry}; fix the image or review the entry")
+        elif expiry > today + timedelta(days=MAX_ACCEPTANCE_DAYS):
+            problems.append(f"{name}: expired_at {expiry} is more than {MAX_ACCEPTANCE_DAYS} "
+                            "days away; accept it for less and review it then")
+    return problems

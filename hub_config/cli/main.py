@@ -17,6 +17,7 @@ from hub_config.cli import CommandError
 COMMAND_MODULES = [
     "hub_config.cli.up",
     "hub_config.cli.images",
+    "hub_config.cli.registry",
     "hub_config.cli.tenants",
 ]
 
