@@ -35,7 +35,8 @@ def tenant(control_plane):
     from hub_config.tenants import load_tenants
 
     vision = load_tenants(EXAMPLE_TENANTS).get("vision")
-    tenant = replace(vision, namespace=f"wb-vision-{uuid.uuid4().hex[:6]}")
+    # The PaddleJob engine's tests: the tenant's job API is training-operator v1.
+    tenant = replace(vision, namespace=f"wb-vision-{uuid.uuid4().hex[:6]}", job_api="paddlejob")
     provision(control_plane, tenant, hub_namespace="jupyterhub")  # waits for the quota too
     yield tenant
     deprovision(control_plane, tenant)

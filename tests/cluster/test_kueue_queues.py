@@ -22,27 +22,32 @@ KUEUE = ("kueue.x-k8s.io", "v1beta2")
 
 @pytest.fixture
 def queued_tenants(control_plane, paddle_runtime):
-    """make(cohort, gpus=8, borrowing_limit=None) -> a provisioned tenant with a queue; its
-    namespace, policies and ClusterQueue are deleted afterwards."""
+    """make(cohort, gpus=8, borrowing_limit=None) -> a provisioned tenant with a queue. As
+    `workbench apply` does with one tenants file, every tenant of the cohort is applied again,
+    so each one's quota counts what the others can lend. Namespaces, policies and ClusterQueues
+    are deleted afterwards."""
     from kubernetes import client
     from tenancy import deprovision, provision, tenant_data
 
-    from hub_config.tenants import Tenant
+    from hub_config.tenants import Tenant, Tenants
 
-    made = []
+    entries: list[dict] = []
+    made = {}
 
     def make(cohort: str, gpus: int = 8, borrowing_limit: int | None = None) -> Tenant:
         data = tenant_data(f"q{uuid.uuid4().hex[:6]}", gpus=gpus)
         data["queue"] = {"cohort": cohort, **({"borrowing_limit": {"gpus": borrowing_limit}}
                                               if borrowing_limit is not None else {})}
-        tenant = Tenant.from_dict(data, strict=True)
-        provision(control_plane, tenant, hub_namespace="jupyterhub")
-        made.append(tenant)
-        return tenant
+        entries.append(data)
+        cohort_file = [e for e in entries if e["queue"]["cohort"] == cohort]
+        for tenant in Tenants.from_dict({"tenants": cohort_file}, strict=True).tenants:
+            provision(control_plane, tenant, hub_namespace="jupyterhub")
+            made[tenant.name] = tenant
+        return made[data["name"]]
 
     yield make
     custom = client.CustomObjectsApi(control_plane.api_client())
-    for tenant in made:
+    for tenant in made.values():
         deprovision(control_plane, tenant)
         custom.delete_cluster_custom_object(*KUEUE, "clusterqueues", f"workbench-{tenant.name}")
 
@@ -113,18 +118,21 @@ def test_a_tenant_borrows_idle_gpus_and_the_lender_takes_them_back(
 
 def test_a_job_larger_than_the_whole_cohort_is_refused_with_the_numbers(
         control_plane, queued_tenants, notebook_kernel):
+    """The namespace's GPU quota is the whole cohort's capacity (own + what the others can
+    lend), so a job that could never be admitted is refused by the magic, with the numbers,
+    before anything is created (it would otherwise wait in the queue forever)."""
     tenant = queued_tenants(f"c-{uuid.uuid4().hex[:6]}")  # alone: the cohort holds 8 GPUs
     ada = notebook_kernel(tenant, "ada")
-    huge, _ = _launch(ada, "huge", 2, 8)
-    assert wait_until(lambda: _state(ada, huge) == "Failed", timeout=120), _status(ada, huge)
-    message = _status(ada, huge)["message"]
-    assert "refused by your tenant's queue" in message
-    assert "current podset request (16) > maximum capacity (8)" in message, message
+    result = ada.run("%%paddle_launch --engine trainjob --nodes 2 --gpus 8 --name huge "
+                     "--detach\nx = 1\n")
+    assert result.error is not None, result.text
+    assert "the job needs 16 GPUs (2 nodes x 8)" in result.error, result.error
+    assert "requests.nvidia.com/gpu=8 in all: it can never run" in result.error, result.error
     from kubernetes import client
 
     custom = client.CustomObjectsApi(control_plane.api_client())
-    assert wait_until(lambda: custom.list_namespaced_custom_object(
-        *TRAINER, tenant.namespace, "trainjobs")["items"] == [], timeout=60)  # deleted
+    assert custom.list_namespaced_custom_object(
+        *TRAINER, tenant.namespace, "trainjobs")["items"] == []
 
 
 def test_a_queued_job_shows_its_place_and_starts_when_another_ends(

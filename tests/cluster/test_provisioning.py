@@ -102,9 +102,10 @@ def test_apply_creates_the_bundle_then_reports_unchanged_then_configured(
         "requests.nvidia.com/gpu"] == "8"
 
     third = apply_objects(api, changed)
-    # The ResourceQuota, and the PaddleJob policy, which holds every job to the quota.
+    # The ResourceQuota, and the job policies, which hold every job to the quota.
     assert [(r.kind, r.name) for r in third if r.action != UNCHANGED] == [
         ("ValidatingAdmissionPolicy", f"workbench-{tenant.name}-paddlejobs"),
+        ("ValidatingAdmissionPolicy", f"workbench-{tenant.name}-trainjobs"),
         ("ResourceQuota", QUOTA_NAME)]
     assert _actions(third)[("ResourceQuota", QUOTA_NAME)] == CONFIGURED
     assert core.read_namespaced_resource_quota(QUOTA_NAME, tenant.namespace).spec.hard[

@@ -143,7 +143,7 @@ def tenant(control_plane):
     from hub_config.tenants import load_tenants
 
     vision = load_tenants(EXAMPLE_TENANTS).get("vision")
-    made = replace(vision, namespace=f"wb-watch-{uuid.uuid4().hex[:6]}")
+    made = replace(vision, namespace=f"wb-watch-{uuid.uuid4().hex[:6]}", job_api="paddlejob")
     provision(control_plane, made, hub_namespace="jupyterhub")
     yield made
     deprovision(control_plane, made)

@@ -123,6 +123,18 @@ def test_a_policy_refusal_reaches_the_user_as_its_rule():
     assert _policy_refusal(SimpleNamespace(body=None)) == ""
 
 
+def test_a_webhook_refusal_reaches_the_user_with_what_the_webhook_said():
+    """A validating webhook answers 403 by default: the user sees its words, not "RBAC"."""
+    from launcher_magic.engines.kubernetes.engine import _webhook_refusal
+
+    said = ('admission webhook "validate.trainjob.trainer.kubeflow.org" denied the request: '
+            'spec.runtimeRef: Not found: "paddle-workbench"')
+    assert _webhook_refusal(SimpleNamespace(body=json.dumps({"message": said}))) == said
+    rbac = 'User "x" cannot create resource "trainjobs"'
+    assert _webhook_refusal(SimpleNamespace(body=json.dumps({"message": rbac}))) == ""
+    assert _webhook_refusal(SimpleNamespace(body=None)) == ""
+
+
 @pytest.mark.parametrize("user, name", [
     ("ada", "ada.job-a1b2c3-env"),  # the hub's label-safe name: the policy's `<user>.` prefix
     ("Ada_Lovelace@x.org", "ada-lovelace-x-org.job-a1b2c3-env"),  # still a valid Secret name

@@ -83,15 +83,25 @@ def _stream_lines(response) -> Iterator[str]:
         yield pending.decode("utf-8", errors="replace")
 
 
+def _api_message(err) -> str:
+    try:
+        return json.loads(err.body or "{}").get("message") or ""
+    except (TypeError, ValueError):
+        return ""
+
+
 def _policy_refusal(err) -> str:
     """What an admission policy said when it refused a request ("" for other refusals): the
     rule and what to change, without the API server's preamble."""
-    try:
-        message = json.loads(err.body or "{}").get("message") or ""
-    except (TypeError, ValueError):
-        return ""
-    _, found, said = message.partition("denied request: ")
+    _, found, said = _api_message(err).partition("denied request: ")
     return said.strip() if found else ""
+
+
+def _webhook_refusal(err) -> str:
+    """What an admission webhook (the training operator's, Trainer's, Kueue's) said when it
+    refused a request ("" for other refusals)."""
+    message = _api_message(err)
+    return message.strip() if "admission webhook" in message and "denied" in message else ""
 
 
 def usage_from_paddlejob(paddlejob: dict) -> UsageRecord:
@@ -215,6 +225,9 @@ class KubernetesEngine(Engine):
             if policy:  # the tenant's admission policy: its rule says what to change
                 raise EngineError(f"{action} was refused by your tenant's policy ({err.status}): "
                                   f"{policy}") from None
+            webhook = _webhook_refusal(err)
+            if webhook:  # e.g. Trainer's: the runtime the job names is not installed
+                raise EngineError(f"{action} was refused ({err.status}): {webhook}") from None
             if err.status == 403:
                 raise EngineError(
                     f"{action} was refused (403 Forbidden): your tenant's service account may not "
