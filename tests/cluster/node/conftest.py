@@ -1,0 +1,133 @@
+"""Fixtures for the real-node tier: pods that really run, on this machine.
+
+``real_node`` (session scope) builds (deploy/node/build.sh, cached outside the clone) and
+starts a ``real_node.RealNode`` beside the session's ``control_plane``
+(tests/cluster/conftest.py): containerd + runc from Debian, kubelet and kube-proxy of the
+plane's Kubernetes release, the CNI bridge on 198.18.0.0/24, CoreDNS for cluster names and
+kube-router's NetworkPolicy controller. It yields the node; ``node.name`` is the Node's name
+and ``node.layout`` says where its files and logs are. Right after the last test of this
+folder (not at the end of the session, so that a ``pytest tests/cluster`` run does not hold
+the machine's one node and its host changes while the KWOK tests run) it deletes the node's
+pods, stops every process and removes every container, network namespace, mount, iptables
+chain, ipset, bridge and cgroup it made; anything left over fails that teardown.
+
+``restricted_namespace`` gives a test its own namespace with Pod Security ``restricted``
+enforced, like a tenant's; ``pods.server_pod`` builds a pod that fits it and the node, and
+``pod_client`` waits for pods and talks to them over the pod network.
+
+The node needs root and the Debian packages in scripts/system-packages.txt (containerd, runc,
+containernetworking-plugins, iptables, ipset, conntrack); where one is missing the tests fail
+and say what to install (CI installs them with scripts/setup.sh, so nothing here skips there).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from node_figures import FIGURES  # noqa: E402 - needs the sys.path line above
+
+_HERE = Path(__file__).resolve().parent
+_RUNNING: list = []  # this session's node while it runs
+
+_NEEDED = {
+    "/usr/bin/containerd": "containerd",
+    "/usr/bin/ctr": "containerd",
+    "/usr/sbin/runc": "runc",
+    "/usr/lib/cni/bridge": "containernetworking-plugins",
+    "/usr/lib/cni/host-local": "containernetworking-plugins",
+    "/usr/sbin/iptables": "iptables",
+    "/usr/sbin/ipset": "ipset",
+}
+
+
+def _missing_prerequisites() -> str:
+    """Why the node cannot start on this machine, or "" when it can."""
+    if os.geteuid() != 0:
+        return "the real node runs containers and changes iptables: run the tests as root"
+    packages = sorted({pkg for path, pkg in _NEEDED.items() if not Path(path).exists()})
+    if packages:
+        return (f"the real node needs the Debian packages {', '.join(packages)}: run "
+                "scripts/setup.sh as root, or apt-get install them (scripts/system-packages.txt)")
+    if shutil.which("go") is None:
+        return "the real node's kubelet is built with Go: put go >= 1.24 on PATH"
+    return ""
+
+
+@pytest.fixture(scope="session")
+def real_node(control_plane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A started real node registered to ``control_plane``; stopped and cleaned up at the end."""
+    why = _missing_prerequisites()
+    if why:
+        pytest.fail(why, pytrace=False)
+    import real_node as rn
+
+    build, error = rn.build_node()
+    if build is None:
+        pytest.fail(error, pytrace=False)
+    node = rn.RealNode(build, tmp_path_factory.mktemp("node"), control_plane)
+    try:
+        node.start()
+    except rn.NodeError as exc:
+        _stop(node)
+        pytest.fail(f"the real node did not start: {exc}", pytrace=False)
+    except BaseException:
+        _stop(node)
+        raise
+    FIGURES["node start (s)"] = node.start_seconds
+    _RUNNING.append(node)
+    yield node
+    if _RUNNING:
+        _stop(_RUNNING.pop())
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Stop the node once no test of this folder is left to run (they are collected together)."""
+    if _RUNNING and _HERE in item.path.parents and (
+            nextitem is None or _HERE not in nextitem.path.parents):
+        _stop(_RUNNING.pop())
+
+
+def _stop(node) -> None:
+    import real_node as rn
+
+    try:
+        node.stop()
+    except rn.NodeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+def restricted_namespace(control_plane, real_node) -> Iterator[str]:
+    """A fresh namespace enforcing Pod Security ``restricted`` (as tenant namespaces do)."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(control_plane.api_client())
+    name = f"n-{uuid.uuid4().hex[:8]}"
+    core.create_namespace({"metadata": {"name": name, "labels": {
+        "pod-security.kubernetes.io/enforce": "restricted"}}})
+    # Pods mount the default service account's token; the controller manager makes it.
+    import real_node as rn
+
+    rn.wait_for(lambda: core.read_namespaced_service_account("default", name), 60,
+                f"the default service account of {name}")
+    yield name
+    core.delete_namespace(name)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Print the start-up figures this session measured (node start, pod start)."""
+    if FIGURES:
+        terminalreporter.write_sep("-", "real node figures (this machine, this load)")
+        for what, seconds in FIGURES.items():
+            terminalreporter.write_line(f"{what}: {seconds:.1f}")

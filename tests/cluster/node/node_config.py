@@ -1,0 +1,390 @@
+"""What the real test node runs, as data: addresses, file layout, configs and command lines.
+
+Everything here is pure: ``NodeLayout`` says where the node keeps its files and which ports it
+listens on, and each function turns it into a config (containerd's TOML, the CNI network list,
+the kubelet's and kube-proxy's configuration objects) or an argv. ``real_node.RealNode`` writes
+them and starts the processes; a reader can see every setting that matters in this one file.
+
+Addresses: pods get 198.18.0.0/24 on the bridge ``wb-cni0``, whose address 198.18.0.1 is also
+the node's InternalIP; everything stays inside 198.18.0.0/15 (RFC 2544 benchmarking space), is
+never masqueraded, and ``node_host`` drops any forwarded packet that would leave that range.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from k8s_plane import SERVICE_CIDR
+
+# The node's name. The API server reaches a kubelet at the node's Hostname address first and
+# presents no client certificate to it (the test plane sets no --kubelet-client-certificate),
+# so the kubelet accepts anonymous requests: that is safe only on loopback, where nothing in
+# a pod can reach it. Naming the node "localhost" makes its Hostname address resolve there.
+NODE_NAME = "localhost"
+# Test pods schedule onto the real node only when they tolerate this taint and select the
+# label, so pods of the KWOK tests never land on a node that cannot pull their images.
+NODE_TAINT = {"key": "workbench.test/real-node", "value": "true", "effect": "NoSchedule"}
+NODE_LABEL = ("workbench.test/real-node", "true")
+
+BRIDGE = "wb-cni0"
+POD_SUBNET = "198.18.0.0/24"
+NODE_IP = "198.18.0.1"
+# The whole range the node's traffic must stay in (pod subnet, node address).
+CONTAINED_RANGE = "198.18.0.0/15"
+CNI_NETWORK = "wb-pods"
+# Cluster DNS: CoreDNS on the node's address, answering cluster.local from the API server.
+CLUSTER_DOMAIN = "cluster.local"
+DNS_IP = NODE_IP
+DNS_USER = "workbench-node-coredns"
+# Pods reach the API server through the `kubernetes` Service: an EndpointSlice of ours sends it
+# to a relay on the node's address (the test plane's API server listens on loopback only).
+API_RELAY_PORT = 6443
+API_ENDPOINT_SLICE = "kubernetes-workbench-node"
+# NetworkPolicy: kube-router's policy controller, with an identity of its own.
+POLICY_USER = "workbench-node-kube-router"
+# Each v1 cgroup hierarchy gets this folder; the kubelet puts kubepods/ under it.
+CGROUP_ROOT = "/paddle-workbench-node"
+
+CNI_BIN_DIR = "/usr/lib/cni"  # Debian's containernetworking-plugins
+CONTAINERD = "/usr/bin/containerd"
+CTR = "/usr/bin/ctr"
+RUNC = "/usr/sbin/runc"
+# The one registry the node may pull from (the internal one of the image pipeline).
+INTERNAL_REGISTRY = "http://127.0.0.1:5000"
+# build.sh names the images it packs after these (see deploy/node/build.sh).
+PAUSE_IMAGE = "localhost/workbench/pause:1"
+TESTSERVER_IMAGE = "localhost/workbench/testserver:1"
+
+
+@dataclass(frozen=True)
+class NodeLayout:
+    """Where one node keeps its files and which loopback ports it listens on.
+
+    ``build`` is deploy/node/build.sh's output (bin/, images/); ``work`` is this session's
+    folder, holding every file, socket, mount and network namespace the node makes.
+    """
+
+    build: Path
+    work: Path
+    server: str
+    ca_file: Path
+    kubelet_port: int
+    kubelet_healthz_port: int
+    proxy_healthz_port: int
+    proxy_metrics_port: int
+    dns_health_port: int
+    dns_ready_port: int
+    policy_health_port: int
+
+    def binary(self, name: str) -> str:
+        return str(self.build / "bin" / name)
+
+    def image_archive(self, name: str) -> Path:
+        return self.build / "images" / f"{name}.tar"
+
+    @property
+    def containerd_dir(self) -> Path:
+        return self.work / "containerd"
+
+    @property
+    def containerd_socket(self) -> Path:
+        return self.containerd_dir / "containerd.sock"
+
+    @property
+    def kubelet_dir(self) -> Path:
+        return self.work / "kubelet"
+
+    @property
+    def cni_conf_dir(self) -> Path:
+        return self.work / "cni" / "net.d"
+
+    @property
+    def pki(self) -> Path:
+        return self.work / "pki"
+
+    def config_file(self, name: str) -> Path:
+        return self.work / "config" / name
+
+    def log_file(self, component: str) -> Path:
+        return self.work / "logs" / f"{component}.log"
+
+    def kubeconfig(self, user: str) -> Path:
+        return self.work / "config" / f"{user}.kubeconfig"
+
+
+def containerd_config(lay: NodeLayout) -> str:
+    """containerd 1.6's config (version 2): CRI with runc on cgroupfs and the local pause image.
+
+    ``restrict_oom_score_adj``: root on this machine lacks CAP_SYS_RESOURCE, so an OOM score
+    below containerd's own fails every sandbox ("can't get final child's PID from pipe");
+    clamping them makes sandboxes start. Registries: hosts.toml files under ``certs.d``
+    (``registry_hosts``) point every registry at the internal one.
+    """
+    d = lay.containerd_dir
+    cri = 'plugins."io.containerd.grpc.v1.cri"'
+    return f"""version = 2
+root = "{d / 'root'}"
+state = "{d / 'state'}"
+
+[grpc]
+  address = "{lay.containerd_socket}"
+
+[ttrpc]
+  address = "{d / 'containerd.sock.ttrpc'}"
+
+[metrics]
+  address = ""
+
+[{cri}]
+  sandbox_image = "{PAUSE_IMAGE}"
+  restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
+  disable_apparmor = true
+  enable_selinux = false
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+
+[{cri}.containerd]
+  snapshotter = "overlayfs"
+  default_runtime_name = "runc"
+
+[{cri}.containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+
+[{cri}.containerd.runtimes.runc.options]
+  BinaryName = "{RUNC}"
+  SystemdCgroup = false
+
+[{cri}.cni]
+  bin_dir = "{CNI_BIN_DIR}"
+  conf_dir = "{lay.cni_conf_dir}"
+  max_conf_num = 1
+
+[{cri}.registry]
+  config_path = "{d / 'certs.d'}"
+"""
+
+
+def registry_hosts() -> dict[str, str]:
+    """hosts.toml per registry namespace: ``_default`` (any registry not named) and the usual
+    public ones all resolve to the internal registry, so nothing is pulled from outside."""
+    text = f'server = "{INTERNAL_REGISTRY}"\n'
+    return {name: text for name in ("_default", "docker.io", "registry.k8s.io", "quay.io",
+                                     "ghcr.io")}
+
+
+def cni_config(lay: NodeLayout) -> dict[str, Any]:
+    """The pod network: Debian's bridge plugin with host-local addresses, no masquerading."""
+    return {
+        "cniVersion": "1.0.0",
+        "name": CNI_NETWORK,
+        "plugins": [{
+            "type": "bridge",
+            "bridge": BRIDGE,
+            "isGateway": True,
+            "ipMasq": False,
+            "hairpinMode": True,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{"subnet": POD_SUBNET, "gateway": NODE_IP}]],
+                "routes": [{"dst": "0.0.0.0/0"}],
+                "dataDir": str(lay.work / "cni" / "ipam"),
+            },
+        }],
+    }
+
+
+def kubelet_config(lay: NodeLayout) -> dict[str, Any]:
+    """The KubeletConfiguration: cgroupfs on cgroup v1, swap tolerated, loopback only."""
+    return {
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        "address": "127.0.0.1",
+        "port": lay.kubelet_port,
+        "readOnlyPort": 0,
+        "healthzBindAddress": "127.0.0.1",
+        "healthzPort": lay.kubelet_healthz_port,
+        "tlsCertFile": str(lay.pki / "kubelet-serving.crt"),
+        "tlsPrivateKeyFile": str(lay.pki / "kubelet-serving.key"),
+        # See NODE_NAME: the API server comes without a client certificate, over loopback.
+        "authentication": {"anonymous": {"enabled": True}, "webhook": {"enabled": False},
+                           "x509": {"clientCAFile": str(lay.ca_file)}},
+        "authorization": {"mode": "AlwaysAllow"},
+        "containerRuntimeEndpoint": f"unix://{lay.containerd_socket}",
+        "cgroupDriver": "cgroupfs",
+        "cgroupRoot": CGROUP_ROOT,
+        "failSwapOn": False,
+        "podLogsDir": str(lay.work / "pod-logs"),
+        "volumePluginDir": str(lay.work / "volume-plugins"),
+        "resolvConf": str(lay.config_file("resolv.conf")),
+        "clusterDNS": [DNS_IP],
+        "clusterDomain": CLUSTER_DOMAIN,
+        "registerWithTaints": [NODE_TAINT],
+        "maxPods": 30,
+        "serializeImagePulls": False,
+        # Images are imported, never pulled: garbage-collecting them would lose them.
+        "imageGCHighThresholdPercent": 100,
+        "imageGCLowThresholdPercent": 99,
+        # A shared build machine runs low on disk now and then; that must not evict test pods.
+        "evictionHard": {"memory.available": "50Mi", "nodefs.available": "1%",
+                         "nodefs.inodesFree": "1%", "imagefs.available": "1%"},
+        "enforceNodeAllocatable": ["pods"],
+    }
+
+
+def kube_proxy_config(lay: NodeLayout) -> dict[str, Any]:
+    """kube-proxy in iptables mode; no sysctl it would change on its own (conntrack sizes,
+    route_localnet for localhost NodePorts)."""
+    return {
+        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+        "kind": "KubeProxyConfiguration",
+        "clientConnection": {"kubeconfig": str(lay.kubeconfig("kube-proxy"))},
+        "hostnameOverride": NODE_NAME,
+        "mode": "iptables",
+        "clusterCIDR": POD_SUBNET,
+        "healthzBindAddress": f"127.0.0.1:{lay.proxy_healthz_port}",
+        "metricsBindAddress": f"127.0.0.1:{lay.proxy_metrics_port}",
+        "nodePortAddresses": [f"{NODE_IP}/32"],
+        "conntrack": {"maxPerCore": 0, "min": 0},
+        "iptables": {"localhostNodePorts": False, "masqueradeAll": False},
+    }
+
+
+def corefile(lay: NodeLayout) -> str:
+    """CoreDNS's config: Service and pod names of cluster.local from the API server, on the
+    node's address only. No forward plugin: other names are refused, nothing leaves."""
+    return f"""{CLUSTER_DOMAIN}:53 in-addr.arpa:53 {{
+    bind {DNS_IP}
+    errors
+    health 127.0.0.1:{lay.dns_health_port}
+    ready 127.0.0.1:{lay.dns_ready_port}
+    kubernetes {CLUSTER_DOMAIN} in-addr.arpa {{
+        kubeconfig {lay.kubeconfig('coredns')}
+        pods verified
+    }}
+    cache 5
+}}
+"""
+
+
+def coredns_rbac() -> list[dict[str, Any]]:
+    """What CoreDNS's kubernetes plugin reads (its upstream ClusterRole), bound to its user."""
+    name = DNS_USER
+    return [
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+         "metadata": {"name": name},
+         "rules": [{"apiGroups": [""], "resources": ["services", "pods", "namespaces"],
+                    "verbs": ["list", "watch"]},
+                   {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
+                    "verbs": ["list", "watch"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+         "metadata": {"name": name},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                     "name": name},
+         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": name}]},
+    ]
+
+
+def policy_rbac() -> list[dict[str, Any]]:
+    """What kube-router's policy controller reads (pods, namespaces, policies, the node)."""
+    name = POLICY_USER
+    return [
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+         "metadata": {"name": name},
+         "rules": [{"apiGroups": [""],
+                    "resources": ["namespaces", "pods", "services", "nodes", "endpoints"],
+                    "verbs": ["get", "list", "watch"]},
+                   {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
+                    "verbs": ["get", "list", "watch"]},
+                   {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
+                    "verbs": ["get", "list", "watch"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+         "metadata": {"name": name},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                     "name": name},
+         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": name}]},
+    ]
+
+
+def kube_router_argv(lay: NodeLayout) -> list[str]:
+    """kube-router with only its NetworkPolicy controller (iptables and ipset): no routing, no
+    service proxy (kube-proxy does that), no CNI config of its own."""
+    return [lay.binary("kube-router"), "--run-firewall=true", "--run-router=false",
+            "--run-service-proxy=false", "--enable-cni=false", "--enable-ipv6=false",
+            f"--kubeconfig={lay.kubeconfig('kube-router')}", f"--hostname-override={NODE_NAME}",
+            # The plane's Service range: kube-router must not treat Service IPs as outside.
+            f"--service-cluster-ip-range={SERVICE_CIDR}", "--metrics-port=0",
+            f"--health-port={lay.policy_health_port}", "--v=1"]
+
+
+def api_relay_argv(lay: NodeLayout) -> list[str]:
+    """The relay from the node's address to the API server's loopback port."""
+    api_port = lay.server.rsplit(":", 1)[1]
+    return [lay.binary("tcprelay"), "-listen", f"{NODE_IP}:{API_RELAY_PORT}",
+            "-to", f"127.0.0.1:{api_port}"]
+
+
+def api_endpoint_slice() -> dict[str, Any]:
+    """Endpoints of the `kubernetes` Service: the relay. The test plane runs no endpoint
+    reconciler (its API server's address is loopback), so nothing else writes them."""
+    return {
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": API_ENDPOINT_SLICE, "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": "kubernetes",
+                                "endpointslice.kubernetes.io/managed-by": "workbench-node"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [NODE_IP], "conditions": {"ready": True}}],
+        "ports": [{"name": "https", "port": API_RELAY_PORT, "protocol": "TCP"}],
+    }
+
+
+def coredns_argv(lay: NodeLayout) -> list[str]:
+    return [lay.binary("coredns"), "-conf", str(lay.config_file("Corefile"))]
+
+
+def containerd_argv(lay: NodeLayout) -> list[str]:
+    return [CONTAINERD, f"--config={lay.config_file('containerd.toml')}"]
+
+
+def kubelet_argv(lay: NodeLayout) -> list[str]:
+    key, value = NODE_LABEL
+    return [
+        lay.binary("kubelet"),
+        f"--config={lay.config_file('kubelet.yaml')}",
+        f"--kubeconfig={lay.kubeconfig('kubelet')}",
+        f"--root-dir={lay.kubelet_dir}",
+        f"--cert-dir={lay.pki}",
+        f"--hostname-override={NODE_NAME}",
+        f"--node-ip={NODE_IP}",
+        f"--node-labels={key}={value}",
+        "--v=2",
+    ]
+
+
+def kube_proxy_argv(lay: NodeLayout) -> list[str]:
+    return [lay.binary("kube-proxy"), f"--config={lay.config_file('kube-proxy.yaml')}", "--v=2"]
+
+
+def ctr_argv(lay: NodeLayout, *args: str) -> list[str]:
+    """``ctr`` against this node's containerd, in the CRI's namespace."""
+    return [CTR, f"--address={lay.containerd_socket}", "--namespace=k8s.io", *args]
+
+
+def config_files(lay: NodeLayout) -> dict[Path, str]:
+    """Every config file the node reads, path -> text (YAML is written as JSON, a subset)."""
+    files = {
+        lay.config_file("containerd.toml"): containerd_config(lay),
+        lay.config_file("kubelet.yaml"): json.dumps(kubelet_config(lay), indent=1),
+        lay.config_file("kube-proxy.yaml"): json.dumps(kube_proxy_config(lay), indent=1),
+        # Host resolvers the kubelet would hand to pods (dnsPolicy Default, and the search
+        # path of ClusterFirst): none, so no query ever leaves the machine.
+        lay.config_file("resolv.conf"): "# the test node has no upstream resolver\n",
+        lay.config_file("Corefile"): corefile(lay),
+        lay.cni_conf_dir / f"10-{CNI_NETWORK}.conflist": json.dumps(cni_config(lay), indent=1),
+    }
+    for name, text in registry_hosts().items():
+        files[lay.containerd_dir / "certs.d" / name / "hosts.toml"] = text
+    return files

@@ -1,0 +1,140 @@
+"""NetworkPolicy verdicts by real packets: the policies `workbench apply` renders for two
+tenants, enforced by kube-router's policy controller on the real node.
+
+Two tenants (namespaces rendered by ``provisioning.namespace``, Pod Security ``restricted``)
+each get a notebook pod (serving on the notebook port) and job pods; a hub namespace gets a
+hub and a proxy pod, labelled as Zero to JupyterHub labels them. Every row is measured once
+before the policies exist (it must connect: nothing else in the way) and then after they were
+applied as ``workbench apply`` applies them (``k8s_apply.apply_objects``). The source pod
+makes the connection itself (``pod_client.dial``).
+
+The API server is reached as a notebook's client reaches it, through the `kubernetes` Service
+(on the node, a relay forwards it to the test plane's loopback-only API server; the policies
+name the relay's address as the API server's, as an operator names the real one).
+
+Not in the table yet: DNS (the rendered policy allows CoreDNS pods in kube-system; the node's
+CoreDNS runs as a host process) and the cloud metadata address (nothing listens there).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import node_config as cfg
+import pods
+import pytest
+import tenancy
+from pod_client import POD_TIMEOUT, core_api, dial, running_pod
+from real_node import NodeError, wait_for
+
+from hub_config.cli import provisioning
+from hub_config.cli.k8s_apply import apply_objects
+from workbench_contract import labels
+
+NOTEBOOK = {labels.LABEL_COMPONENT: labels.COMPONENT_NOTEBOOK}
+
+
+def _job(job: str) -> dict[str, str]:
+    return {labels.LABEL_COMPONENT: labels.COMPONENT_JOB_WORKER, labels.LABEL_JOB: job}
+
+
+# (pod key, namespace key, labels, port): "a"/"b" are the tenants, "hub" the hub namespace.
+PODS = {
+    "a-notebook": ("a", NOTEBOOK, provisioning.NOTEBOOK_PORT),
+    "a-job1-0": ("a", _job("job1"), pods.PORT),
+    "a-job1-1": ("a", _job("job1"), pods.PORT),
+    "b-notebook": ("b", NOTEBOOK, provisioning.NOTEBOOK_PORT),
+    "b-job2-0": ("b", _job("job2"), pods.PORT),
+    "hub": ("hub", {provisioning.HUB_COMPONENT_LABEL: "hub"}, pods.PORT),
+    "proxy": ("hub", {provisioning.HUB_COMPONENT_LABEL: "proxy"}, pods.PORT),
+}
+
+# Not a pod: the API server, as a notebook's client reaches it (the `kubernetes` Service).
+API_SERVER = "api-server"
+
+# (row id, from pod, to pod or API_SERVER, connection allowed?)
+VERDICTS = [
+    ("inside-one-job", "a-job1-0", "a-job1-1", True),
+    ("job-to-other-tenants-job", "a-job1-0", "b-job2-0", False),
+    ("job-to-other-tenants-notebook", "a-job1-0", "b-notebook", False),
+    ("notebook-to-other-tenants-notebook", "a-notebook", "b-notebook", False),
+    ("hub-to-notebook", "hub", "a-notebook", True),
+    ("proxy-to-notebook", "proxy", "a-notebook", True),
+    ("notebook-to-api-server", "a-notebook", API_SERVER, True),
+    ("job-to-api-server", "a-job1-0", API_SERVER, False),
+]
+
+
+@dataclass
+class World:
+    ips: dict[str, str]
+    before: dict[str, bool]  # row id -> connected before any policy existed
+
+
+def _connects(world_ips: dict[str, str], src: str, dst: str) -> bool:
+    addr = world_ips[dst] if dst == API_SERVER else f"{world_ips[dst]}:{PODS[dst][2]}"
+    return dial(world_ips[src], addr, port=PODS[src][2])["connected"]
+
+
+def _connects_eventually(world_ips: dict[str, str], src: str, dst: str) -> bool:
+    """Whether ``src`` reaches ``dst`` within the pod timeout (a busy machine may drop one)."""
+    try:
+        return wait_for(lambda: _connects(world_ips, src, dst), POD_TIMEOUT, f"{src} -> {dst}")
+    except NodeError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def world(control_plane, real_node):
+    """The two tenants' pods and the hub's, first without policies, then with them."""
+    from kubernetes import client
+
+    api = control_plane.api_client()
+    core = core_api(control_plane)
+    tenant_a, tenant_b = tenancy.make_tenant("npa"), tenancy.make_tenant("npb")
+    hub_ns = f"hub-{uuid.uuid4().hex[:6]}"
+    namespaces = {"a": tenant_a.namespace, "b": tenant_b.namespace, "hub": hub_ns}
+    core.create_namespace(provisioning.namespace(tenant_a))
+    core.create_namespace(provisioning.namespace(tenant_b))
+    core.create_namespace({"metadata": {"name": hub_ns}})
+    try:
+        for ns in namespaces.values():
+            wait_for(lambda ns=ns: core.read_namespaced_service_account("default", ns), 60,
+                     f"the default service account of {ns}")
+        for name, (where, pod_labels, port) in PODS.items():
+            core.create_namespaced_pod(namespaces[where],
+                                       pods.server_pod(name, port=port, labels=pod_labels))
+        ips = {name: running_pod(core, namespaces[where], name).status.pod_ip
+               for name, (where, _, _) in PODS.items()}
+        service = core.read_namespaced_service("kubernetes", "default")
+        ips[API_SERVER] = f"{service.spec.cluster_ip}:443"
+        before = {row: _connects_eventually(ips, src, dst) for row, src, dst, _ in VERDICTS}
+        # The operator names the API server's address (`--api-server-cidr`): here the relay's.
+        api_cidrs = [f"{cfg.NODE_IP}/32"]
+        policies = [*provisioning.network_policies(tenant_a, hub_namespace=hub_ns,
+                                                   api_server_cidrs=api_cidrs),
+                    *provisioning.network_policies(tenant_b, hub_namespace=hub_ns,
+                                                   api_server_cidrs=api_cidrs)]
+        apply_objects(api, policies)
+        yield World(ips, before)
+    finally:
+        for ns in namespaces.values():
+            try:
+                core.delete_namespace(ns)
+            except client.ApiException as exc:
+                if exc.status != 404:
+                    raise
+
+
+@pytest.mark.parametrize(("row", "src", "dst", "allowed"), VERDICTS,
+                         ids=[row for row, *_ in VERDICTS])
+def test_network_policy_verdict(world, row, src, dst, allowed):
+    # Without policies every row connects, so a refusal below is the policies' doing.
+    assert world.before[row], f"{src} -> {dst} did not connect even before any policy"
+    # kube-router applies policies a moment after they are created; wait for the verdict.
+    verdict = "connects" if allowed else "is refused"
+    assert wait_for(lambda: _connects(world.ips, src, dst) == allowed, POD_TIMEOUT,
+                    f"{src} -> {dst} {verdict}")
+    # And it stays that way (the policy controller resyncs; nothing flips back).
+    assert all(_connects(world.ips, src, dst) == allowed for _ in range(3))
