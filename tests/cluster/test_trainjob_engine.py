@@ -182,6 +182,13 @@ def test_paddle_stop_deletes_the_trainjob_and_its_pods(control_plane, tenant, ke
     stopped = kernel.run(f"%paddle_stop {job_id}", timeout=200)
     assert "Stopped" in stopped.text
     _, custom = _admin(control_plane)
-    assert custom.list_namespaced_custom_object(*TRAINER, tenant.namespace,
-                                                "trainjobs")["items"] == []
-    assert _pods(control_plane, tenant, job_id) == [], stopped.text
+
+    def gone() -> bool:
+        jobs = custom.list_namespaced_custom_object(*TRAINER, tenant.namespace, "trainjobs")
+        return jobs["items"] == [] and _pods(control_plane, tenant, job_id) == []
+
+    # Normally gone when %paddle_stop returns; on a loaded machine the garbage collector may
+    # still be removing the TrainJob's JobSet and pods (the stop then says so), but they go.
+    assert "still terminating" in stopped.text or gone(), stopped.text
+    assert wait_until(gone, timeout=180), \
+        stopped.text

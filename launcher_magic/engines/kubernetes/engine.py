@@ -133,6 +133,8 @@ class KubernetesEngine(Engine):
 
     name = "kubernetes"
     poll_interval = 1.0
+    # The job object this engine makes: its kind, and its API group, version and plural.
+    job_kind, job_api = "PaddleJob", (GROUP, VERSION, PLURAL)
 
     kubeconfig = Unicode(
         help="Kubeconfig used outside a cluster (default: $KUBECONFIG). In a pod the service "
@@ -414,9 +416,10 @@ class KubernetesEngine(Engine):
     def _delete(self, spec: JobSpec, missing_ok: bool = True, quiet: bool = False) -> None:
         _, custom = self._api()
         try:
-            self._call(f"deleting PaddleJob {spec.job_id}", custom.delete_namespaced_custom_object,
-                       GROUP, VERSION, spec.namespace, PLURAL, spec.job_id,
-                       propagation_policy="Foreground", missing_ok=missing_ok)
+            group, version, plural = self.job_api
+            self._call(f"deleting {self.job_kind} {spec.job_id}",
+                       custom.delete_namespaced_custom_object, group, version, spec.namespace,
+                       plural, spec.job_id, propagation_policy="Foreground", missing_ok=missing_ok)
             if spec.env:  # gone with its job, unless the job never became its owner
                 core, _ = self._api()
                 self._call(f"deleting Secret {env_secret_name(spec)}",

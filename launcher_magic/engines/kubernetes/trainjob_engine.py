@@ -65,6 +65,7 @@ class TrainJobEngine(KubernetesEngine):
     """TrainJobs on the workbench's Paddle runtime, queued by Kueue where the tenant has a queue."""
 
     name = "trainjob"
+    job_kind, job_api = "TrainJob", (GROUP, VERSION, PLURAL)
 
     runtime = Unicode(
         RUNTIME, help="The ClusterTrainingRuntime every TrainJob names (deploy/k8s/trainer)."
@@ -213,22 +214,6 @@ class TrainJobEngine(KubernetesEngine):
         refusal = queueing.never_fits(mine[0]) if mine else ""
         return queueing.queue_message(trainjob, workloads), refusal
 
-    def _delete(self, spec: JobSpec, missing_ok: bool = True, quiet: bool = False) -> None:
-        _, custom = self._api()
-        try:
-            self._call(f"deleting TrainJob {spec.job_id}", custom.delete_namespaced_custom_object,
-                       GROUP, VERSION, spec.namespace, PLURAL, spec.job_id,
-                       propagation_policy="Foreground", missing_ok=missing_ok)
-            if spec.env:  # gone with its job, unless the job never became its owner
-                core, _ = self._api()
-                self._call(f"deleting Secret {env_secret_name(spec)}",
-                           core.delete_namespaced_secret, env_secret_name(spec), spec.namespace,
-                           missing_ok=True)
-        except EngineError as err:
-            if not quiet:
-                raise
-            self.log.warning("%s", err)
-
     def stop(self, job: JobHandle) -> JobStatus:
         """Delete the TrainJob (queued or running); returns once it and its pods are gone."""
         status = self.status(job)
@@ -245,7 +230,12 @@ class TrainJobEngine(KubernetesEngine):
             if gone == 2:
                 break
             time.sleep(0.5 if not gone else 1.0)
-        status = status.moved_to(JobState.STOPPED, "stopped by request")
+        message = "stopped by request"
+        if gone < 2:  # the cluster is slow to collect the pods: say so rather than hide it
+            self.log.warning("TrainJob %s deleted; its pods were still terminating after %ss",
+                             job.job_id, self.stop_timeout)
+            message += "; its pods were still terminating (the cluster removes them)"
+        status = status.moved_to(JobState.STOPPED, message)
         job.dir.write_status(status)
         return status
 
