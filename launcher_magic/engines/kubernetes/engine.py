@@ -135,6 +135,8 @@ class KubernetesEngine(Engine):
     poll_interval = 1.0
     # The job object this engine makes: its kind, and its API group, version and plural.
     job_kind, job_api = "PaddleJob", (GROUP, VERSION, PLURAL)
+    # How a stop deletes the job object's dependents (see the trainjob engine for Background).
+    delete_propagation = "Foreground"
 
     kubeconfig = Unicode(
         help="Kubeconfig used outside a cluster (default: $KUBECONFIG). In a pod the service "
@@ -419,7 +421,8 @@ class KubernetesEngine(Engine):
             group, version, plural = self.job_api
             self._call(f"deleting {self.job_kind} {spec.job_id}",
                        custom.delete_namespaced_custom_object, group, version, spec.namespace,
-                       plural, spec.job_id, propagation_policy="Foreground", missing_ok=missing_ok)
+                       plural, spec.job_id, propagation_policy=self.delete_propagation,
+                       missing_ok=missing_ok)
             if spec.env:  # gone with its job, unless the job never became its owner
                 core, _ = self._api()
                 self._call(f"deleting Secret {env_secret_name(spec)}",
@@ -476,16 +479,22 @@ class KubernetesEngine(Engine):
             return None
         selector = LABEL_JOB + (f",{LABEL_TENANT}={label_value(tenant)}" if tenant else "")
         _, custom = self._api()
-        listed = self._call(f"listing the PaddleJobs of namespace {namespace}",
-                            custom.list_namespaced_custom_object, GROUP, VERSION, namespace,
-                            PLURAL, label_selector=selector)
-        records = [usage_from_paddlejob(item) for item in listed.get("items") or []]
+        group, version, plural = self.job_api
+        listed = self._call(f"listing the {self.job_kind}s of namespace {namespace}",
+                            custom.list_namespaced_custom_object, group, version, namespace,
+                            plural, label_selector=selector)
+        records = [self._usage(item) for item in listed.get("items") or []]
         records = tuple(r for r in records if since is None or r.finished_at is None
                         or r.finished_at >= since)
         hours = self.ttl_seconds_after_finished / 3600
         return TenantUsage(tenant, records, caveat=(
             "other users' jobs count while the cluster keeps them: a stopped job is deleted at "
             f"once, a finished one {hours:g} h after it ends"))
+
+    @staticmethod
+    def _usage(job_object: dict) -> UsageRecord:
+        """What one of this engine's job objects held."""
+        return usage_from_paddlejob(job_object)
 
     def _pod(self, job: JobHandle, rank: int) -> str:
         return f"{job.job_id}-worker-{rank // job.spec.resources.nproc_per_node}"

@@ -28,7 +28,7 @@ from urllib3.exceptions import HTTPError
 from launcher_magic.core.jobdir import JobHandle
 from launcher_magic.core.spec import JobSpec
 from launcher_magic.core.status import JobState, JobStatus, RankState, RankStatus
-from launcher_magic.engines.base import EngineError, TenantUsage
+from launcher_magic.engines.base import EngineError, UsageRecord
 from launcher_magic.engines.kubernetes import queueing
 from launcher_magic.engines.kubernetes.engine import (
     KubernetesEngine,
@@ -38,7 +38,6 @@ from launcher_magic.engines.kubernetes.engine import (
 from launcher_magic.engines.kubernetes.paddlejob import (
     env_secret,
     env_secret_name,
-    label_value,
     owned_by,
 )
 from launcher_magic.engines.kubernetes.trainjob import (
@@ -58,7 +57,6 @@ from launcher_magic.engines.kubernetes.trainjob import (
     status_from_trainjob,
     usage_from_trainjob,
 )
-from workbench_contract.labels import LABEL_JOB, LABEL_TENANT
 
 
 class TrainJobEngine(KubernetesEngine):
@@ -66,6 +64,9 @@ class TrainJobEngine(KubernetesEngine):
 
     name = "trainjob"
     job_kind, job_api = "TrainJob", (GROUP, VERSION, PLURAL)
+    # Background: the JobSet goes at once. Under Foreground it outlives its pods, and its
+    # failure policy recreates every node that the deletion kills.
+    delete_propagation = "Background"
 
     runtime = Unicode(
         RUNTIME, help="The ClusterTrainingRuntime every TrainJob names (deploy/k8s/trainer)."
@@ -244,23 +245,9 @@ class TrainJobEngine(KubernetesEngine):
         for job in jobs:
             self._delete(job.spec, quiet=True)
 
-    def tenant_usage(self, since: float | None) -> TenantUsage | None:
-        """The workbench's TrainJobs in the tenant's namespace (see the kubernetes engine)."""
-        namespace, tenant = self.context.namespace, self.context.tenant
-        if not namespace:
-            return None
-        selector = LABEL_JOB + (f",{LABEL_TENANT}={label_value(tenant)}" if tenant else "")
-        _, custom = self._api()
-        listed = self._call(f"listing the TrainJobs of namespace {namespace}",
-                            custom.list_namespaced_custom_object, GROUP, VERSION, namespace,
-                            PLURAL, label_selector=selector)
-        records = [usage_from_trainjob(item) for item in listed.get("items") or []]
-        records = tuple(r for r in records if since is None or r.finished_at is None
-                        or r.finished_at >= since)
-        hours = self.ttl_seconds_after_finished / 3600
-        return TenantUsage(tenant, records, caveat=(
-            "other users' jobs count while the cluster keeps them: a stopped job is deleted at "
-            f"once, a finished one {hours:g} h after it ends"))
+    @staticmethod
+    def _usage(job_object: dict) -> UsageRecord:
+        return usage_from_trainjob(job_object)
 
     # -- logs -----------------------------------------------------------------------------------
 
