@@ -28,6 +28,15 @@ one file; the classes' own traitlets stay open to an operator's extra config fil
   tenant's own `admin_groups` get a role confined to that tenant's groups
   (`hub_config.auth.tenant_admin_roles`), loaded when the hub starts.
 - `WORKBENCH_CULLER` (`1` default, `0` off) and `WORKBENCH_CULL_EVERY` (seconds).
+- `WORKBENCH_PROMETHEUS_URL`: the Prometheus with the workbench's recording rules
+  (deploy/monitoring); set, the hub runs the GPU-idle culler (`hub_config.services.gpu_culler`)
+  as a service with only the scopes it needs. Unset (default): no GPU-idle culler.
+
+In a cluster the Zero to JupyterHub chart's own config file runs the hub (proxy, database, cookie
+secret, the crypt key, storage) and calls `configure_in_cluster` from `hub.extraConfig`
+(deploy/helm/workbench-values.yaml): the same tenancy, authenticator, roles and cullers, with
+KubeSpawner always, and the GPU-idle culler as a hub service when `WORKBENCH_PROMETHEUS_URL`
+is set.
 """
 
 from __future__ import annotations
@@ -109,24 +118,122 @@ def oidc_endpoints(issuer: str) -> dict[str, str]:
         raise HubSettingsError(f"{url} lacks {err.args[0]}; is this an OIDC issuer?") from None
 
 
-def configure(c: Any, env: Mapping[str, str]) -> None:
-    """Fill a traitlets config object `c` from the WORKBENCH_* settings in `env`."""
-    from hub_config.auth import tenant_admin_roles
-    from hub_config.services.idle_culler import culler_services
-    from hub_config.tenants import load_tenants
-
-    state = Path(env.get("WORKBENCH_STATE_DIR") or ".workbench").resolve()
-    state.mkdir(parents=True, exist_ok=True)
-    tenants_file = env.get("WORKBENCH_TENANTS_FILE") or str(state / "tenants.yaml")
+def _tenants_file(env: Mapping[str, str], default: str) -> str:
+    tenants_file = env.get("WORKBENCH_TENANTS_FILE") or default
     if not Path(tenants_file).is_file():
         # Never the shipped example: its admin groups would be real in this hub.
         raise HubSettingsError(
             f"no tenants file at {tenants_file}: set WORKBENCH_TENANTS_FILE or write the file "
             f"(start from {EXAMPLE_TENANTS})"
         )
+    return tenants_file
+
+
+def _configure_auth(c: Any, env: Mapping[str, str], bind_url: str | None,
+                    crypt_key_set: bool) -> None:
+    """The authenticator (`WORKBENCH_AUTH`) and the operators' admin groups.
+
+    `bind_url`: the hub's public URL, which the OIDC callback defaults to (None: no default,
+    WORKBENCH_OIDC_CALLBACK_URL is required). `crypt_key_set`: whether auth state can be
+    encrypted (JUPYTERHUB_CRYPT_KEY, or CryptKeeper.keys that the chart sets from its Secret).
+    """
+    auth = env.get("WORKBENCH_AUTH") or "local"
+    if auth == "local":
+        c.JupyterHub.authenticator_class = "hub_config.auth.LocalGroupsAuthenticator"
+        state = Path(env.get("WORKBENCH_STATE_DIR") or ".workbench").resolve()
+        c.LocalGroupsAuthenticator.users_file = env.get("WORKBENCH_USERS_FILE") or str(
+            state / "users.yaml"
+        )
+    elif auth == "oidc":
+        if not crypt_key_set:
+            _require_crypt_key(env)
+        if bind_url is None:
+            callback = _require(env, "WORKBENCH_OIDC_CALLBACK_URL")
+        else:
+            callback = env.get("WORKBENCH_OIDC_CALLBACK_URL") or (
+                bind_url.rstrip("/") + "/hub/oauth_callback"
+            )
+        c.JupyterHub.authenticator_class = "hub_config.auth.TenantOAuthenticator"
+        oidc = c.TenantOAuthenticator
+        for key, value in oidc_endpoints(_require(env, "WORKBENCH_OIDC_ISSUER")).items():
+            setattr(oidc, key, value)
+        oidc.client_id = _require(env, "WORKBENCH_OIDC_CLIENT_ID")
+        oidc.client_secret = _require(env, "WORKBENCH_OIDC_CLIENT_SECRET")
+        oidc.oauth_callback_url = callback
+        oidc.groups_claim = env.get("WORKBENCH_OIDC_GROUPS_CLAIM") or "groups"
+        oidc.username_claim = env.get("WORKBENCH_OIDC_USERNAME_CLAIM") or "sub"
+        oidc.login_service = "your identity provider"
+    else:
+        raise HubSettingsError(f"WORKBENCH_AUTH={auth!r}: use 'local' or 'oidc'")
+    admin_groups = [g for g in (env.get("WORKBENCH_ADMIN_GROUPS") or "").split(",") if g]
+    for cls in ("LocalGroupsAuthenticator", "TenantOAuthenticator"):
+        c[cls].extra_admin_groups = admin_groups
+
+
+def _roles_and_services(env: Mapping[str, str], tenants: Any, tenants_file: str
+                        ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(services, roles): tenant admins' roles, the per-tenant idle cullers (unless
+    WORKBENCH_CULLER=0) and the GPU-idle culler (when WORKBENCH_PROMETHEUS_URL is set)."""
+    from hub_config.auth import tenant_admin_roles
+    from hub_config.services.idle_culler import culler_services
+
+    # Tenant admins administer their tenant only. JupyterHub loads roles when it starts, so an
+    # edit of the tenants file changes these roles at the next start (the authenticator warns).
+    roles = tenant_admin_roles(tenants)
+    services: list[dict[str, Any]] = []
+    if (env.get("WORKBENCH_CULLER") or "1") != "0":
+        every = env.get("WORKBENCH_CULL_EVERY")
+        services, culler_roles = culler_services(tenants, cull_every=int(every) if every else None)
+        roles += culler_roles
+    prometheus = (env.get("WORKBENCH_PROMETHEUS_URL") or "").strip()
+    if prometheus:
+        services.append(gpu_culler_service(tenants_file, prometheus))
+        roles.append(gpu_culler_role())
+    return services, roles
+
+
+GPU_CULLER_SERVICE = "workbench-gpu-culler"
+
+
+def gpu_culler_service(tenants_file: str, prometheus_url: str) -> dict[str, Any]:
+    """The GPU-idle culler as a hub-managed service (the hub gives it its token)."""
+    return {"name": GPU_CULLER_SERVICE, "command": [
+        sys.executable, "-m", "hub_config.services.gpu_culler",
+        f"--tenants-file={tenants_file}", f"--prometheus-url={prometheus_url}"]}
+
+
+def gpu_culler_role() -> dict[str, Any]:
+    from hub_config.services.gpu_culler import HUB_SCOPES
+
+    return {"name": GPU_CULLER_SERVICE, "services": [GPU_CULLER_SERVICE],
+            "scopes": list(HUB_SCOPES)}
+
+
+def _spawner_timeouts(c: Any) -> None:
+    c.Spawner.default_url = "/lab"
+    # A two-core machine starting JupyterLab and a kernel is slow; don't give up early.
+    c.Spawner.start_timeout = 120
+    c.Spawner.http_timeout = 90
+
+
+def _load_extra(env: Mapping[str, str]) -> None:
+    extra = env.get("WORKBENCH_EXTRA_CONFIG")
+    if extra:
+        load_subconfig = globals().get("load_subconfig")
+        if load_subconfig is None:
+            raise HubSettingsError("WORKBENCH_EXTRA_CONFIG works only when JupyterHub loads this file")
+        load_subconfig(extra)
+
+
+def configure(c: Any, env: Mapping[str, str]) -> None:
+    """Fill a traitlets config object `c` from the WORKBENCH_* settings in `env`."""
+    from hub_config.tenants import load_tenants
+
+    state = Path(env.get("WORKBENCH_STATE_DIR") or ".workbench").resolve()
+    state.mkdir(parents=True, exist_ok=True)
+    tenants_file = _tenants_file(env, str(state / "tenants.yaml"))
     tenants = load_tenants(tenants_file)  # fail at start, naming file/tenant/field
     bind_url = env.get("WORKBENCH_BIND_URL") or "http://127.0.0.1:8000"
-    admin_groups = [g for g in (env.get("WORKBENCH_ADMIN_GROUPS") or "").split(",") if g]
 
     c.JupyterHub.bind_url = bind_url
     c.JupyterHub.hub_bind_url = env.get("WORKBENCH_HUB_BIND_URL") or "http://127.0.0.1:8081"
@@ -143,30 +250,8 @@ def configure(c: Any, env: Mapping[str, str]) -> None:
     # One setting for the authenticator and the spawner (both are `hub_config.tenancy.Tenancy`).
     c.Tenancy.tenants_file = tenants_file
 
-    auth = env.get("WORKBENCH_AUTH") or "local"
-    if auth == "local":
-        c.JupyterHub.authenticator_class = "hub_config.auth.LocalGroupsAuthenticator"
-        c.LocalGroupsAuthenticator.users_file = env.get("WORKBENCH_USERS_FILE") or str(
-            state / "users.yaml"
-        )
-    elif auth == "oidc":
-        _require_crypt_key(env)
-        c.JupyterHub.authenticator_class = "hub_config.auth.TenantOAuthenticator"
-        oidc = c.TenantOAuthenticator
-        for key, value in oidc_endpoints(_require(env, "WORKBENCH_OIDC_ISSUER")).items():
-            setattr(oidc, key, value)
-        oidc.client_id = _require(env, "WORKBENCH_OIDC_CLIENT_ID")
-        oidc.client_secret = _require(env, "WORKBENCH_OIDC_CLIENT_SECRET")
-        oidc.oauth_callback_url = env.get("WORKBENCH_OIDC_CALLBACK_URL") or (
-            bind_url.rstrip("/") + "/hub/oauth_callback"
-        )
-        oidc.groups_claim = env.get("WORKBENCH_OIDC_GROUPS_CLAIM") or "groups"
-        oidc.username_claim = env.get("WORKBENCH_OIDC_USERNAME_CLAIM") or "sub"
-        oidc.login_service = "your identity provider"
-    else:
-        raise HubSettingsError(f"WORKBENCH_AUTH={auth!r}: use 'local' or 'oidc'")
-    for cls in ("LocalGroupsAuthenticator", "TenantOAuthenticator"):
-        c[cls].extra_admin_groups = admin_groups
+    _configure_auth(c, env, bind_url,
+                    crypt_key_set=bool(env.get("JUPYTERHUB_CRYPT_KEY", "").strip()))
 
     spawner = env.get("WORKBENCH_SPAWNER") or "local"
     if spawner == "local":
@@ -185,29 +270,50 @@ def configure(c: Any, env: Mapping[str, str]) -> None:
         c.JupyterHub.spawner_class = "hub_config.kube_spawner.TenantKubeSpawner"
     else:
         raise HubSettingsError(f"WORKBENCH_SPAWNER={spawner!r}: use 'local' or 'kubernetes'")
-    c.Spawner.default_url = "/lab"
-    # A two-core machine starting JupyterLab and a kernel is slow; don't give up early.
-    c.Spawner.start_timeout = 120
-    c.Spawner.http_timeout = 90
+    _spawner_timeouts(c)
 
-    # Tenant admins administer their tenant only. JupyterHub loads roles when it starts, so an
-    # edit of the tenants file changes these roles at the next start (the authenticator warns).
-    roles = tenant_admin_roles(tenants)
-    if (env.get("WORKBENCH_CULLER") or "1") != "0":
-        every = env.get("WORKBENCH_CULL_EVERY")
-        services, culler_roles = culler_services(tenants, cull_every=int(every) if every else None)
-        # Ours are the only services; an operator's extra config may add more.
+    services, roles = _roles_and_services(env, tenants, tenants_file)
+    # Ours are the only services and roles; an operator's extra config may add more.
+    if (env.get("WORKBENCH_CULLER") or "1") != "0" or services:
         c.JupyterHub.services = services
-        roles += culler_roles
-    # Ours are the only roles; an operator's extra config may add more.
     c.JupyterHub.load_roles = roles
+    _load_extra(env)
 
-    extra = env.get("WORKBENCH_EXTRA_CONFIG")
-    if extra:
-        load_subconfig = globals().get("load_subconfig")
-        if load_subconfig is None:
-            raise HubSettingsError("WORKBENCH_EXTRA_CONFIG works only when JupyterHub loads this file")
-        load_subconfig(extra)
+
+def configure_in_cluster(c: Any, env: Mapping[str, str]) -> None:
+    """The workbench's part of a hub that the Zero to JupyterHub chart runs (`hub.extraConfig`).
+
+    The chart's config file has already set the proxy, database, cookie secret, crypt key and
+    the users' storage (`c.KubeSpawner.volumes`, `pvc_name_template`); this adds the tenancy:
+    the tenants file (WORKBENCH_TENANTS_FILE, required: the chart mounts it from a ConfigMap),
+    the authenticator, TenantKubeSpawner, the tenant admins' roles and the cullers, after the
+    chart's own services and roles (the metrics reader's, say). Raises HubSettingsError naming
+    the setting to fix.
+    """
+    from hub_config.tenants import load_tenants
+
+    if not env.get("WORKBENCH_TENANTS_FILE"):
+        raise HubSettingsError(
+            "WORKBENCH_TENANTS_FILE is not set; point it at the tenants file mounted from the "
+            "ConfigMap (hub.extraEnv in the Helm values)"
+        )
+    tenants_file = _tenants_file(env, "")
+    tenants = load_tenants(tenants_file)
+    c.Tenancy.tenants_file = tenants_file
+    c.JupyterHub.authenticate_prometheus = True
+    keys = c.CryptKeeper.get("keys") if "CryptKeeper" in c else None
+    _configure_auth(c, env, None, crypt_key_set=bool(keys) or bool(
+        env.get("JUPYTERHUB_CRYPT_KEY", "").strip()))
+    c.JupyterHub.spawner_class = "hub_config.kube_spawner.TenantKubeSpawner"
+    # The chart sets `profile_list` from singleuser.profileList ([] by default), which would
+    # hide each user's tenant profiles (TenantKubeSpawner's default).
+    if "KubeSpawner" in c and not c.KubeSpawner.get("profile_list", True):
+        del c.KubeSpawner["profile_list"]
+    _spawner_timeouts(c)
+    services, roles = _roles_and_services(env, tenants, tenants_file)
+    c.JupyterHub.services = [*(c.JupyterHub.get("services") or []), *services]
+    c.JupyterHub.load_roles = [*(c.JupyterHub.get("load_roles") or []), *roles]
+    _load_extra(env)
 
 
 if "get_config" in globals():  # executed by JupyterHub as its config file

@@ -95,18 +95,22 @@ def test_a_two_rank_job_trains_inside_the_container(runtime, built_images, tmp_p
 
 
 def test_the_hub_image_holds_the_hub_and_its_plugins(runtime, built_images) -> None:
+    # The Zero to JupyterHub chart's hub config switches tornado to its curl client (pycurl).
     code = ("import jupyterhub, kubespawner, oauthenticator, jupyterhub_idle_culler, hub_config; "
-            "print(jupyterhub.__version__)")
+            "from tornado.httpclient import AsyncHTTPClient; "
+            "AsyncHTTPClient.configure('tornado.curl_httpclient.CurlAsyncHTTPClient'); "
+            "print(type(AsyncHTTPClient()).__name__); print(jupyterhub.__version__)")
     result = runtime.run(built_images["hub"], RunOptions(args=("python", "-c", code)))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().splitlines()[-1] == "6.1.1"
+    assert result.stdout.strip().splitlines()[-2:] == ["CurlAsyncHTTPClient", "6.1.1"]
     hub = runtime.run(built_images["hub"], RunOptions(args=("jupyterhub", "--help")))
     assert hub.returncode == 0, hub.stderr[-2000:]
 
 
 def test_the_proxy_image_runs_configurable_http_proxy(runtime, built_images) -> None:
+    # By name, from PATH, as the Zero to JupyterHub chart's proxy container starts it.
     result = runtime.run(built_images["proxy"], RunOptions(
-        args=("/opt/chp/node_modules/.bin/configurable-http-proxy", "--version")))
+        args=("configurable-http-proxy", "--version")))
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "4.6.3"
 
