@@ -117,7 +117,6 @@ def main() -> int:
     args = parser.parse_args()
 
     import k8s_plane
-    import yaml
     from kubernetes import client
     from tenancy import provision
 
@@ -140,9 +139,11 @@ def main() -> int:
         provision(plane, tenant, hub_namespace="jupyterhub")
         admin = plane.api_client()
         core, custom = client.CoreV1Api(admin), client.CustomObjectsApi(admin)
-        custom.create_cluster_custom_object(
-            "trainer.kubeflow.org", "v1alpha1", "clustertrainingruntimes", yaml.safe_load(
-                (ROOT / "deploy" / "k8s" / "trainer" / "paddle-runtime.yaml").read_text()))
+        from k8s_addons import paddle_runtimes
+
+        for runtime in paddle_runtimes():  # the shipped runtime and its copy per --max-restarts
+            custom.create_cluster_custom_object(
+                "trainer.kubeflow.org", "v1alpha1", "clustertrainingruntimes", runtime)
         # The user's own notebook account, as the hub makes it at the first spawn.
         from tenancy import notebook_user
 

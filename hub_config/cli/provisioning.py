@@ -144,7 +144,8 @@ def notebook_role_rules() -> list[dict[str, Any]]:
     go through the operator, whose pods the quota, Pod Security and the policies still check),
     touches no RBAC object, and no rule is a wildcard. The trainjob engine does the same with
     TrainJobs, reads the JobSet the Trainer makes of one (its restart count) and, for a queued
-    job, its tenant's LocalQueue and Workloads (the position and Kueue's reason).
+    job, its tenant's LocalQueue and Workloads (Kueue's reason) and the LocalQueue's pending
+    workloads from Kueue's visibility API (the position; no cluster-wide right needed).
     """
     return [
         {"apiGroups": [PADDLEJOB_GROUP], "resources": [PADDLEJOB_RESOURCE],
@@ -154,6 +155,8 @@ def notebook_role_rules() -> list[dict[str, Any]]:
         {"apiGroups": ["jobset.x-k8s.io"], "resources": ["jobsets"], "verbs": ["get", "list"]},
         {"apiGroups": ["kueue.x-k8s.io"], "resources": ["localqueues", "workloads"],
          "verbs": ["get", "list"]},
+        {"apiGroups": ["visibility.kueue.x-k8s.io"],
+         "resources": ["localqueues/pendingworkloads"], "verbs": ["get"]},
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list", "watch"]},

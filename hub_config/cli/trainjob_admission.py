@@ -34,6 +34,9 @@ from workbench_contract.ownership import CLAIM_PREFIX, SECRET_SEPARATOR
 from workbench_contract.resources import GPU_RESOURCE, parse_quantity
 
 RUNTIME = "paddle-workbench"  # deploy/k8s/trainer/paddle-runtime.yaml
+# Its copies, one per --max-restarts value 0..10 (deploy/k8s/trainer/runtimes.py; the trainjob
+# engine's runtime_name and MAX_RESTARTS_LIMIT, held equal by a test).
+RUNTIMES = (RUNTIME, *(f"{RUNTIME}-restarts-{n}" for n in range(11)))
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
 TRAINER_CONTROLLER = "trainer.kubeflow.org/trainjob-controller"
@@ -109,7 +112,7 @@ def _limit_rules(tenant: Tenant, priority_classes: Sequence[str]) -> list[dict[s
     fits = f"tenant {name}'s quota: cpu={quota.cpu}, memory={quota.memory}, GPUs={ceiling}"
     deadline = "object.spec.activeDeadlineSeconds"
     maximum = f"at most {limits.max_runtime} (tenant {name}'s maximum runtime)"
-    runtime = (f"object.spec.runtimeRef.name == {a._lit(RUNTIME)} && "
+    runtime = (f"object.spec.runtimeRef.name in {a._lits(RUNTIMES)} && "
                "(!has(object.spec.runtimeRef.kind) || "
                "object.spec.runtimeRef.kind == 'ClusterTrainingRuntime') && "
                "!has(object.spec.initializer) && (!has(object.spec.managedBy) || "
@@ -118,7 +121,8 @@ def _limit_rules(tenant: Tenant, priority_classes: Sequence[str]) -> list[dict[s
     rules = [
         v("runtime", check + f"({runtime})",
           f"a TrainJob must use the workbench's Paddle runtime (ClusterTrainingRuntime "
-          f"{RUNTIME}), with no initializer and no other manager"),
+          f"{RUNTIME} or {RUNTIME}-restarts-<0..10>), with no initializer and no other "
+          "manager"),
         v("images", check + f"(has({_TRAINER}) && has({image}) && {image} in {images})",
           f"the trainer image must be one of {allowed}",
           f"(has({_TRAINER}) && has({image}) ? {image} : '(none)') + "

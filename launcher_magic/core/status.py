@@ -13,6 +13,8 @@ from enum import Enum
 
 
 class JobState(str, Enum):
+    # Waiting in the tenant's queue (Kueue) for quota; PENDING is admitted, nodes starting.
+    QUEUED = "Queued"
     PENDING = "Pending"
     RUNNING = "Running"
     RESTARTING = "Restarting"

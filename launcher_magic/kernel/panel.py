@@ -26,7 +26,8 @@ from workbench_contract import environment as wbenv
 LOG_LINES = 20
 MAX_SCALARS = 3  # last scalars on the progress line: the loss and two more
 STATE_COLOURS = {
-    JobState.PENDING: "#6b7280", JobState.RUNNING: "#2563eb", JobState.RESTARTING: "#d97706",
+    JobState.QUEUED: "#7c3aed", JobState.PENDING: "#6b7280", JobState.RUNNING: "#2563eb",
+    JobState.RESTARTING: "#d97706",
     JobState.STOPPING: "#d97706", JobState.SUCCEEDED: "#16a34a", JobState.FAILED: "#dc2626",
     JobState.STOPPED: "#6b7280",
 }

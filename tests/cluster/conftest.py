@@ -17,7 +17,9 @@
 - ``notebook_kernel(tmp_path)``: ``start(tenant, user="ada", annotations=None)`` starts a real
   kernel as that user's notebook would run: the environment the hub's own spawner renders, the
   token of the user's own notebook account, the magic loaded (``annotations`` go on every job
-  pod, e.g. KWOK's outcome). Kernels are shut down afterwards.
+  pod, e.g. KWOK's outcome; other keywords are the spawner's settings, e.g. ``volumes`` and
+  ``volume_mounts`` for the user's storage, see ``notebook_env``). Kernels are shut down
+  afterwards.
 - ``paddle_runtime`` (session): the workbench's Paddle ClusterTrainingRuntime
   (deploy/k8s/trainer/paddle-runtime.yaml) applied, as an operator installs it; its name.
 
@@ -149,16 +151,18 @@ def namespace(control_plane) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def paddle_runtime(control_plane) -> str:
-    """The workbench's Paddle ClusterTrainingRuntime, applied through Trainer's webhook."""
-    import yaml
+    """The workbench's Paddle ClusterTrainingRuntimes (the shipped one and its copy per
+    --max-restarts value, as deploy/k8s/trainer/runtimes.py prints them), applied through
+    Trainer's webhook; the shipped one's name."""
+    from k8s_addons import paddle_runtimes
     from kubernetes import client
 
-    runtime = yaml.safe_load((_HERE.parents[1] / "deploy" / "k8s" / "trainer" /
-                              "paddle-runtime.yaml").read_text())
     custom = client.CustomObjectsApi(control_plane.api_client())
-    custom.create_cluster_custom_object("trainer.kubeflow.org", "v1alpha1",
-                                        "clustertrainingruntimes", runtime)
-    return runtime["metadata"]["name"]
+    runtimes = paddle_runtimes()
+    for runtime in runtimes:
+        custom.create_cluster_custom_object("trainer.kubeflow.org", "v1alpha1",
+                                            "clustertrainingruntimes", runtime)
+    return runtimes[0]["metadata"]["name"]
 
 
 @pytest.fixture
@@ -177,14 +181,14 @@ def notebook_kernel(control_plane, tmp_path) -> Iterator[object]:
 
     started = []
 
-    def start(tenant, user: str = "ada", annotations: dict | None = None):
+    def start(tenant, user: str = "ada", annotations: dict | None = None, **spawner):
         notebook_user(control_plane, tenant, user)
         kubeconfig = control_plane.service_account_kubeconfig(
             tenant.namespace, user_service_account(tenant, user))
         home = tmp_path / f"{tenant.name}-{user}"
         (home / "jobs").mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PADDLE_WORKBENCH_")}
-        env.update(notebook_env(tenant, user, home_mount_path=str(home)))
+        env.update(notebook_env(tenant, user, home_mount_path=str(home), **spawner))
         env.setdefault("PADDLE_WORKBENCH_JOBS_DIR", str(home / "jobs"))
         env.update({"KUBECONFIG": str(kubeconfig), "PADDLE_WORKBENCH_PANEL": "text"})
         manager, kc = start_new_kernel(kernel_name="python3", env=env, cwd=str(home))

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import base64
 import copy
+import importlib.util
+import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,16 @@ KUEUE_WEBHOOK_PATHS = ("-kueue-x-k8s-io-", "-trainer-kubeflow-org-")
 # certificate from this fixed path (cmd/kueue/main.go), even with metrics off; the fixture writes
 # the webhook pair there when nothing is, and removes what it made at stop.
 KUEUE_METRICS_CERTS = Path("/etc/kueue/metrics/certs")
+# Kueue's visibility API (a queue's pending workloads and their positions) is an aggregated API:
+# Kueue serves it on a port of its own and the API server proxies to it through an APIService,
+# dialling the Service's endpoints (--enable-aggregator-routing; there is no kube-proxy).
+# Endpoints may not hold loopback addresses, so the server listens on one of this machine's other
+# IPv4 addresses; where there is none the API is not served and the trainjob engine orders the
+# tenant's Workloads itself. Kueue v0.17 without internal certificate management reads the
+# server's pair from this fixed path (pkg/visibility/server.go); handled as the metrics one.
+KUEUE_VISIBILITY_CERTS = Path("/visibility")
+VISIBILITY_SERVICE = "visibility-server"
+VISIBILITY_GROUP, VISIBILITY_VERSION = "visibility.kueue.x-k8s.io", "v1beta2"
 # Start order: Trainer needs JobSet's CRD and webhooks; Kueue manages TrainJobs.
 COMPONENTS = ("jobset", "trainer", "kueue")
 BINARIES = {"jobset": "jobset-controller", "trainer": "trainer-controller-manager",
@@ -47,6 +59,8 @@ class Addon:
     binary: str
     webhook_port: int
     probe_port: int
+    visibility_address: str = ""  # Kueue's visibility server ("": not served)
+    visibility_port: int = 0
 
     def tmpdir(self, work: Path) -> Path:
         return work / f"{self.name}-tmp"
@@ -56,6 +70,16 @@ class Addon:
 
     def config_path(self, work: Path) -> Path:
         return work / f"{self.name}-config.yaml"
+
+
+def paddle_runtimes() -> list[dict[str, Any]]:
+    """The Paddle ClusterTrainingRuntimes that deploy/k8s/trainer/runtimes.py prints (the
+    shipped one first), from that script itself."""
+    script = Path(__file__).parents[2] / "deploy" / "k8s" / "trainer" / "runtimes.py"
+    loaded = importlib.util.spec_from_file_location("paddle_runtimes", script)
+    module = importlib.util.module_from_spec(loaded)
+    loaded.loader.exec_module(module)
+    return module.runtimes()
 
 
 def manifests_dir(bin_dir: Path) -> Path:
@@ -96,14 +120,70 @@ def config(addon: Addon, work: Path) -> dict[str, Any]:
             "internalCertManagement": {"enable": False},
             "manageJobsWithoutQueueName": False,
             "integrations": {"frameworks": list(KUEUE_FRAMEWORKS)},
-            "featureGates": {"VisibilityOnDemand": False}}
+            "featureGates": {"VisibilityOnDemand": bool(addon.visibility_address)},
+            **({"visibilityServer": {"bindAddress": addon.visibility_address,
+                                     "bindPort": addon.visibility_port}}
+               if addon.visibility_address else {})}
 
 
-def argv(addon: Addon, bin_dir: Path, work: Path) -> list[str]:
+def argv(addon: Addon, bin_dir: Path, work: Path, kubeconfig: Path) -> list[str]:
     args = [str(bin_dir / addon.binary), f"--config={addon.config_path(work)}"]
     if addon.name == "jobset":
         args += ["--metrics-bind-address=0"]
+    if addon.visibility_address:  # its server delegates authentication to the flag's cluster
+        args += [f"--kubeconfig={kubeconfig}"]
     return args
+
+
+def host_address() -> str:
+    """An IPv4 address of this machine other than loopback, or "" when it has none."""
+    try:
+        listed = subprocess.run(["ip", "-4", "-o", "addr", "show", "scope", "global"],
+                                capture_output=True, text=True, check=False, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return next((line.split()[3].split("/")[0] for line in listed.splitlines()
+                 if len(line.split()) > 3), "")
+
+
+def visibility_objects(addon: Addon) -> list[dict[str, Any]]:
+    """The Service, its Endpoints (Kueue's address) and the APIService of the visibility API.
+    TLS is not verified, as in Kueue's own release manifests (its server certificate is
+    whatever sits in KUEUE_VISIBILITY_CERTS)."""
+    meta = {"name": VISIBILITY_SERVICE, "namespace": KUEUE_NAMESPACE}
+    port = {"name": "https", "port": 443, "protocol": "TCP", "targetPort": addon.visibility_port}
+    return [
+        {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": {"ports": [port]}},
+        {"apiVersion": "v1", "kind": "Endpoints", "metadata": meta, "subsets": [{
+            "addresses": [{"ip": addon.visibility_address}],
+            "ports": [{"name": "https", "port": addon.visibility_port, "protocol": "TCP"}]}]},
+        {"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+         "metadata": {"name": f"{VISIBILITY_VERSION}.{VISIBILITY_GROUP}"},
+         "spec": {"group": VISIBILITY_GROUP, "version": VISIBILITY_VERSION,
+                  "groupPriorityMinimum": 100, "versionPriority": 100,
+                  "insecureSkipTLSVerify": True,
+                  "service": {"name": VISIBILITY_SERVICE, "namespace": KUEUE_NAMESPACE,
+                              "port": 443}}},
+    ]
+
+
+def register_visibility(api, addon: Addon) -> None:
+    from kubernetes import client
+
+    service, endpoints, apiservice = visibility_objects(addon)
+    core = client.CoreV1Api(api)
+    core.create_namespaced_service(KUEUE_NAMESPACE, service)
+    core.create_namespaced_endpoints(KUEUE_NAMESPACE, endpoints)
+    client.ApiregistrationV1Api(api).create_api_service(apiservice)
+
+
+def visibility_available(api) -> bool:
+    from kubernetes import client
+
+    found = client.ApiregistrationV1Api(api).read_api_service(
+        f"{VISIBILITY_VERSION}.{VISIBILITY_GROUP}")
+    return any(c.type == "Available" and c.status == "True"
+               for c in (found.status.conditions or []))
 
 
 def webhook_configurations(bin_dir: Path, addon: Addon,
@@ -152,17 +232,17 @@ def prepare(addon: Addon, work: Path, cert: bytes, key: bytes) -> None:
     addon.config_path(work).write_text(yaml.safe_dump(config(addon, work)))
 
 
-def place_kueue_metrics_cert(cert: bytes, key: bytes, made: list[Path]) -> None:
+def place_kueue_cert(directory: Path, cert: bytes, key: bytes, made: list[Path]) -> None:
     """Put a certificate where Kueue insists on finding one; record what was created."""
-    if (KUEUE_METRICS_CERTS / "tls.crt").exists():
+    if (directory / "tls.crt").exists():
         return
-    for parent in reversed([KUEUE_METRICS_CERTS, *KUEUE_METRICS_CERTS.parents[:2]]):
+    for parent in reversed([directory, *directory.parents]):
         if not parent.exists():
             parent.mkdir()
             made.append(parent)
     for name, data in (("tls.crt", cert), ("tls.key", key)):
-        (KUEUE_METRICS_CERTS / name).write_bytes(data)
-        made.append(KUEUE_METRICS_CERTS / name)
+        (directory / name).write_bytes(data)
+        made.append(directory / name)
 
 
 def start_all(spawn: Callable[..., None], wait_ready: Callable[[Addon], None], api,
@@ -181,13 +261,18 @@ def start_all(spawn: Callable[..., None], wait_ready: Callable[[Addon], None], a
     started = []
     for name in COMPONENTS:
         addon = Addon(name, BINARIES[name], webhook_port=ports(), probe_port=ports())
-        prepare(addon, work, cert, key)
         if name == "kueue":
-            place_kueue_metrics_cert(cert, key, made)
+            addon = replace(addon, visibility_address=host_address(), visibility_port=ports())
+            place_kueue_cert(KUEUE_METRICS_CERTS, cert, key, made)
+            if addon.visibility_address:
+                place_kueue_cert(KUEUE_VISIBILITY_CERTS, cert, key, made)
+        prepare(addon, work, cert, key)
         env = {"KUBECONFIG": str(kubeconfig(name)), "TMPDIR": str(addon.tmpdir(work)),
                "POD_NAMESPACE": TRAINER_NAMESPACE if name == "trainer" else KUEUE_NAMESPACE}
-        spawn(name, argv(addon, bin_dir, work), env)
+        spawn(name, argv(addon, bin_dir, work, kubeconfig(name)), env)
         wait_ready(addon)
         create_webhooks(api, webhook_configurations(bin_dir, addon, ca))
+        if addon.visibility_address:
+            register_visibility(api, addon)
         started.append(addon)
     return started

@@ -16,6 +16,7 @@ tokens work.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import os
 import signal
 import socket
@@ -40,7 +41,9 @@ PADDLEJOB_CRD = REPO / "deploy" / "k8s" / "crds" / "kubeflow.org_paddlejobs.yaml
 ETCD = "/usr/bin/etcd"
 
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
-SERVICE_CIDR = "10.96.0.0/16"
+# Inside 198.18.0.0/15 (RFC 2544 benchmarking space) with the real node's pod network, so that
+# nothing a pod sends to a Service address can leave the machine.
+SERVICE_CIDR = "198.19.0.0/16"
 OPERATOR_NAMESPACE = "kubeflow"
 WEBHOOK_CONFIGURATION = "validator.training-operator.kubeflow.org"
 # training-operator v1.9.0 waits for this file before it registers its controllers: in a pod it
@@ -158,7 +161,10 @@ def apiserver_argv(lay: Layout) -> list[str]:
         # admission policies.
         "--enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,"
         "NodeRestriction,PodSecurity,ResourceQuota,DefaultTolerationSeconds,"
-        "MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ValidatingAdmissionPolicy",
+        "MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ValidatingAdmissionPolicy,"
+        # A namespace's node selector and default tolerations (annotations, set by the cluster
+        # operator): how the real node's tests send a tenant's pods there unchanged.
+        "PodNodeSelector,PodTolerationRestriction",
         "--allow-privileged=true",
         f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
         f"--service-account-key-file={p / 'sa.pub'}",
@@ -166,6 +172,17 @@ def apiserver_argv(lay: Layout) -> list[str]:
         f"--service-cluster-ip-range={SERVICE_CIDR}",
         # Nothing routes to 127.0.0.1 from a pod, and Endpoints may not hold loopback addresses.
         "--endpoint-reconciler-type=none",
+        # API aggregation (Kueue's visibility API): the API server proxies to an APIService's
+        # endpoints (no kube-proxy for its ClusterIP) with a front-proxy client certificate, and
+        # the aggregated server trusts the user headers it sends.
+        f"--requestheader-client-ca-file={p / 'front-proxy-ca.crt'}",
+        "--requestheader-allowed-names=front-proxy-client",
+        "--requestheader-username-headers=X-Remote-User",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        f"--proxy-client-cert-file={p / 'front-proxy-client.crt'}",
+        f"--proxy-client-key-file={p / 'front-proxy-client.key'}",
+        "--enable-aggregator-routing=true",
         "--profiling=false",
     ]
 
@@ -372,7 +389,7 @@ class ControlPlane:
         pki.make_cert(d, "apiserver", ca, "kube-apiserver", server=True,
                       dns_names=("localhost", "kubernetes", "kubernetes.default",
                                  "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"),
-                      ips=("127.0.0.1", "10.96.0.1"))
+                      ips=("127.0.0.1", str(ipaddress.ip_network(SERVICE_CIDR)[1])))
         pki.make_service_account_key(d)
         users = {
             "admin": ("workbench-admin", ("system:masters",)),
@@ -390,6 +407,8 @@ class ControlPlane:
             pair = pki.make_cert(d, user, ca, cn, organizations=groups)
             pki.write_kubeconfig(lay.kubeconfig(user),
                                  pki.kubeconfig(lay.server, ca.cert, user, client=pair))
+        front_proxy = pki.make_ca(d, "front-proxy-ca", "workbench-test-front-proxy-ca")
+        pki.make_cert(d, "front-proxy-client", front_proxy, "front-proxy-client")
         webhook_ca = pki.make_ca(d, "webhook-ca", pki.WEBHOOK_CA_NAME,
                                  dns_names=(pki.WEBHOOK_CA_NAME,))
         pki.make_cert(d, "webhook", webhook_ca, pki.WEBHOOK_DNS_NAME, server=True,

@@ -98,9 +98,9 @@ def test_a_tenant_borrows_idle_gpus_and_the_lender_takes_them_back(
     assert wait_until(lambda: _running_pods(control_plane, lender, mine) == 1, timeout=120), \
         _status(bob, mine)
     assert wait_until(lambda: _running_pods(control_plane, borrower, big) == 0, timeout=120)
-    assert wait_until(lambda: _status(ada, big)["message"].startswith("Queued"), timeout=60), \
-        _status(ada, big)
-    assert _state(ada, big) == "Pending"
+    assert wait_until(lambda: _status(ada, big)["message"].startswith(
+        "position 1 of 1 in workbench; "), timeout=60), _status(ada, big)
+    assert _state(ada, big) == "Queued"
     from kubernetes import client
 
     custom = client.CustomObjectsApi(control_plane.api_client())
@@ -153,14 +153,36 @@ def test_a_queued_job_shows_its_place_and_starts_when_another_ends(
     assert "Queued" in launched.text, launched.text
     third, _ = _launch(ada, "third", 1, 8)
     assert wait_until(lambda: _status(ada, third)["message"].startswith(
-        "Queued: position 2 of 2 in workbench"), timeout=60), _status(ada, third)
+        "position 2 of 2 in workbench"), timeout=60), _status(ada, third)
     assert wait_until(lambda: _status(ada, second)["message"].startswith(
-        "Queued: position 1 of 2 in workbench; "), timeout=60), _status(ada, second)
+        "position 1 of 2 in workbench; "), timeout=60), _status(ada, second)
+    # The positions are Kueue's own, from its visibility API (an aggregated API on this plane),
+    # which the user reads with the namespace Role alone; the ClusterQueue's view (cluster-wide,
+    # other tenants' jobs) stays closed to them.
+    from k8s_addons import visibility_available
+    from kubernetes.client.exceptions import ApiException
+
+    from hub_config.cli.provisioning import user_service_account
+    from launcher_magic.engines.kubernetes.queueing import pending_workloads_path
+    from launcher_magic.engines.kubernetes.trainjob_engine import get_path
+
+    assert wait_until(lambda: visibility_available(control_plane.api_client()), timeout=60)
+    user = control_plane.service_account_client(tenant.namespace, user_service_account(tenant,
+                                                                                       "ada"))
+    summary = get_path(user, pending_workloads_path(tenant.namespace, "workbench"))
+    assert [(w["metadata"]["ownerReferences"][0]["name"], w["positionInLocalQueue"])
+            for w in summary["items"]] == [(second, 0), (third, 1)], summary
+    with pytest.raises(ApiException) as refused:
+        get_path(user, f"/apis/visibility.kueue.x-k8s.io/v1beta2/clusterqueues/"
+                       f"workbench-{tenant.name}/pendingworkloads")
+    assert refused.value.status == 403
     status = _status(ada, second)
-    assert status["state"] == "Pending"
+    assert status["state"] == "Queued"
     assert "insufficient unused quota for nvidia.com/gpu" in status["message"], status
     listing = ada.run("%paddle_jobs").text
-    assert "Queued: position 1 of 2" in listing, listing
+    row = next(line for line in listing.splitlines() if line.startswith(second))
+    assert row.split()[2] == "Queued", listing  # the state column
+    assert f"note: {second}: queued: position 1 of 2 in workbench; " in listing, listing
     # The preflight's warning, with the quota's numbers.
     assert ("it will wait in your tenant's queue: the job needs 8 GPUs (1 nodes x 8), but your "
             "tenant's quota 'workbench-quota' has requests.nvidia.com/gpu=8 with 8 in use"

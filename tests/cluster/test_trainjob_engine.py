@@ -101,6 +101,42 @@ def test_the_paddle_runtime_is_validated_by_trainer(control_plane, paddle_runtim
     assert refused.value.status in (400, 422), refused.value.body
 
 
+def test_the_tenants_policy_allows_only_the_paddle_runtimes(control_plane, tenant):
+    """Every copy per --max-restarts value is allowed; a runtime of any other name is refused
+    by the tenant's admission policy even where it exists (a copy made here)."""
+    from kubernetes.client.exceptions import ApiException
+
+    from launcher_magic.core.jobdir import JobDir
+    from launcher_magic.core.spec import LaunchOptions, build_spec
+    from launcher_magic.engines.kubernetes.paddlejob import ClusterSettings
+    from launcher_magic.engines.kubernetes.trainjob import build_trainjob
+    from workbench_contract.environment import Limits, NotebookContext
+
+    _, custom = _admin(control_plane)
+    other = copy.deepcopy(yaml.safe_load(RUNTIME_FILE.read_text()))
+    other["metadata"]["name"] = "paddle-elsewhere"
+    custom.create_cluster_custom_object(*TRAINER, "clustertrainingruntimes", other)
+    try:
+        spec = build_spec(LaunchOptions(nodes=1, max_restarts=10, name="rt"), "x = 1\n",
+                          NotebookContext(namespace=tenant.namespace, tenant=tenant.name,
+                                          user="ada", limits=Limits(max_runtime_seconds=3600)))
+        manifest = build_trainjob(spec, JobDir(Path("/home/jovyan/jobs") / spec.job_id),
+                                  ClusterSettings(namespace=tenant.namespace,
+                                                  image=tenant.images[0].image))
+        assert manifest["spec"]["runtimeRef"]["name"] == "paddle-workbench-restarts-10"
+        custom.create_namespaced_custom_object(*TRAINER, tenant.namespace, "trainjobs",
+                                               manifest, dry_run="All")
+        manifest["spec"]["runtimeRef"]["name"] = "paddle-elsewhere"
+        with pytest.raises(ApiException) as refused:
+            custom.create_namespaced_custom_object(*TRAINER, tenant.namespace, "trainjobs",
+                                                   manifest, dry_run="All")
+        assert refused.value.status in (403, 422), refused.value.body
+        assert "must use the workbench's Paddle runtime" in refused.value.body
+    finally:
+        custom.delete_cluster_custom_object(*TRAINER, "clustertrainingruntimes",
+                                            "paddle-elsewhere")
+
+
 def test_magic_runs_a_two_node_trainjob_to_success(control_plane, tenant, kernel_for):
     kernel = kernel_for(tenant, annotations={OUTCOME: "succeeded", f"{OUTCOME}-delay": "6s"})
     result = kernel.run("%%paddle_launch --engine trainjob --nodes 2 --gpus 1 --name train\n"
@@ -115,7 +151,7 @@ def test_magic_runs_a_two_node_trainjob_to_success(control_plane, tenant, kernel
     _, custom = _admin(control_plane)
     trainjob = custom.get_namespaced_custom_object(*TRAINER, tenant.namespace, "trainjobs",
                                                    job_id)
-    assert trainjob["spec"]["runtimeRef"]["name"] == "paddle-workbench"
+    assert trainjob["spec"]["runtimeRef"]["name"] == "paddle-workbench-restarts-0"
     assert trainjob["spec"]["activeDeadlineSeconds"] == 86400
     pods = sorted(_pods(control_plane, tenant, job_id), key=_index)
     assert [_index(p) for p in pods] == [0, 1]
@@ -145,8 +181,8 @@ def test_a_killed_node_restarts_the_whole_job_and_a_failing_one_names_its_rank(
     """Exit 137 (killed) restarts every node (JobSet's Recreate) and the restart is counted;
     exit 1 (the training code) fails the job at once and the status names the rank."""
     kernel = kernel_for(tenant)
-    launch = ("%%paddle_launch --engine trainjob --nodes 2 --gpus 1 --name flaky --detach\n"
-              "x = 1\n")
+    launch = ("%%paddle_launch --engine trainjob --nodes 2 --gpus 1 --max-restarts 2 "
+              "--name flaky --detach\nx = 1\n")
     assert kernel.run(launch).error is None
     job_id = _job_id(kernel.home, "flaky")
     assert wait_until(lambda: len(_running(control_plane, tenant, job_id)) == 2, timeout=120)
@@ -170,6 +206,35 @@ def test_a_killed_node_restarts_the_whole_job_and_a_failing_one_names_its_rank(
     assert status["nodes"][1]["exit_code"] == 1
     assert status["restarts"] == 1
     assert "node 1 (rank 1) exited with code 1" in status["message"]
+
+
+def test_a_job_killed_more_often_than_its_max_restarts_fails(control_plane, tenant, kernel_for):
+    """--max-restarts 1: the first kill restarts the job, the second one fails it."""
+    kernel = kernel_for(tenant)
+    launch = ("%%paddle_launch --engine trainjob --nodes 2 --max-restarts 1 --name once "
+              "--detach\nx = 1\n")
+    assert kernel.run(launch).error is None
+    job_id = _job_id(kernel.home, "once")
+    _, custom = _admin(control_plane)
+    trainjob = custom.get_namespaced_custom_object(*TRAINER, tenant.namespace, "trainjobs",
+                                                   job_id)
+    assert trainjob["spec"]["runtimeRef"]["name"] == "paddle-workbench-restarts-1"
+    def running(attempt: str) -> bool:
+        pods = _running(control_plane, tenant, job_id)
+        return len(pods) == 2 and {
+            p.metadata.labels["jobset.sigs.k8s.io/restart-attempt"] for p in pods} == {attempt}
+
+    for attempt in ("0", "1"):
+        assert wait_until(lambda a=attempt: running(a), timeout=120), \
+            _status(kernel.home, job_id)
+        (node0,) = [p for p in _running(control_plane, tenant, job_id) if _index(p) == 0]
+        _fail(control_plane, tenant, node0, 137)
+    assert wait_until(lambda: _status(kernel.home, job_id)["state"] == "Failed", timeout=120), \
+        _status(kernel.home, job_id)
+    status = _status(kernel.home, job_id)
+    assert status["restarts"] == 1
+    assert status["message"].startswith("node 0 (rank 0) exited with code 137; "), status
+    assert "no restart left: --max-restarts 1, 1 used" in status["message"], status
 
 
 def test_paddle_stop_deletes_the_trainjob_and_its_pods(control_plane, tenant, kernel_for):

@@ -184,7 +184,10 @@ def test_notebook_role_reaches_jobs_pods_logs_events_quota_and_writes_secrets_on
             ("", "resourcequotas", "get")} <= grants
     resources = {r for _, r, _ in grants}
     assert resources == {"paddlejobs", "trainjobs", "jobsets", "localqueues", "workloads", "pods",
-                         "pods/log", "events", "resourcequotas", "secrets"}
+                         "pods/log", "events", "resourcequotas", "secrets",
+                         "localqueues/pendingworkloads"}
+    # The queue's pending workloads (Kueue's visibility API): read, in the namespace only.
+    assert {v for _, r, v in grants if r == "localqueues/pendingworkloads"} == {"get"}
     verbs_on_pods = {v for _, r, v in grants if r == "pods"}
     assert verbs_on_pods == {"get", "list", "watch"}  # never creates pods directly
     # A job's --env Secret: made, given to its job, deleted on a failed submit; never read.

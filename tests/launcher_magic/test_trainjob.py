@@ -18,11 +18,14 @@ from launcher_magic.core.status import JobState, RankState
 from launcher_magic.engines.kubernetes import queueing
 from launcher_magic.engines.kubernetes.paddlejob import ClusterSettings
 from launcher_magic.engines.kubernetes.trainjob import (
+    MAX_RESTARTS_LIMIT,
     PATCH_MANAGER,
     QUEUE_LABEL,
     RUNTIME,
     RUNTIME_MAX_RESTARTS,
     build_trainjob,
+    restart_runtimes,
+    runtime_name,
     status_from_trainjob,
     usage_from_trainjob,
 )
@@ -61,7 +64,8 @@ def test_trainjob_names_the_paddle_runtime_and_carries_the_job_contract():
     assert manifest["apiVersion"] == "trainer.kubeflow.org/v1alpha1"
     assert manifest["metadata"]["name"] == spec.job_id
     assert manifest["metadata"]["labels"]["workbench.paddle.org/user"] == "ada-example.org"
-    assert manifest["spec"]["runtimeRef"] == {"name": RUNTIME, "apiGroup": "trainer.kubeflow.org",
+    assert manifest["spec"]["runtimeRef"] == {"name": f"{RUNTIME}-restarts-0",
+                                              "apiGroup": "trainer.kubeflow.org",
                                               "kind": "ClusterTrainingRuntime"}
     assert manifest["spec"]["activeDeadlineSeconds"] == 86400
     trainer = manifest["spec"]["trainer"]
@@ -128,6 +132,33 @@ def test_the_patch_fits_the_runtime_it_patches():
     assert rjob["template"]["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
 
 
+def test_max_restarts_picks_the_runtime_copy_that_differs_only_in_its_restart_limit():
+    from hub_config.cli.trainjob_admission import RUNTIMES
+
+    base = yaml.safe_load(RUNTIME_FILE.read_text())
+    copies = restart_runtimes(base)
+    assert [r["metadata"]["name"] for r in copies] == [
+        runtime_name(RUNTIME, n) for n in range(MAX_RESTARTS_LIMIT + 1)]
+    # The names the tenant's admission policy lets a TrainJob use are exactly these.
+    assert RUNTIMES == (RUNTIME, *(r["metadata"]["name"] for r in copies))
+    for count, runtime in enumerate(copies):
+        assert runtime["spec"]["template"]["spec"]["failurePolicy"]["maxRestarts"] == count
+        runtime["metadata"]["name"] = RUNTIME
+        runtime["spec"]["template"]["spec"]["failurePolicy"]["maxRestarts"] = (
+            RUNTIME_MAX_RESTARTS)
+        assert runtime == base
+    assert base["metadata"]["name"] == RUNTIME  # the shipped file is left as it was
+    _, _, manifest = _job(max_restarts=2)
+    assert manifest["spec"]["runtimeRef"]["name"] == f"{RUNTIME}-restarts-2"
+
+
+def test_more_restarts_than_any_runtime_allows_is_refused_before_anything_is_made():
+    from launcher_magic.engines.kubernetes.trainjob_engine import TrainJobEngine
+
+    with pytest.raises(SpecError, match=f"use at most {MAX_RESTARTS_LIMIT}"):
+        TrainJobEngine().preflight(_spec(max_restarts=MAX_RESTARTS_LIMIT + 1))
+
+
 def test_a_queued_trainjob_carries_its_queue_and_starts_suspended():
     _, _, manifest = _job(queue="workbench")
     assert manifest["metadata"]["labels"][QUEUE_LABEL] == "workbench"
@@ -151,7 +182,7 @@ def _trainjob(*conditions, suspend=False):
 
 @pytest.mark.parametrize("trainjob, pods, state", [
     (_trainjob(), [], JobState.PENDING),
-    (_trainjob(suspend=True), [], JobState.PENDING),
+    (_trainjob(suspend=True), [], JobState.QUEUED),
     (_trainjob(), [_pod(0, "Running"), _pod(1, "Pending")], JobState.RUNNING),
     (_trainjob(), [_pod(0, "Succeeded", code=0), _pod(1, "Running")], JobState.RUNNING),
     (_trainjob(("Complete", "done")), [_pod(0, "Succeeded", code=0)], JobState.SUCCEEDED),
@@ -172,6 +203,18 @@ def test_a_failure_names_the_node_and_rank_and_restarts_count_attempts():
     assert status.nodes[0].state == RankState.RUNNING  # the node-0 pod of this attempt
     assert status.failed_rank == spec.resources.nproc_per_node
     assert status.message.startswith(f"node 1 (rank {status.failed_rank}) exited with code 3")
+    assert "restart left" not in status.message  # the code failed: restarts are not the cause
+
+
+def test_a_killed_node_with_no_restart_left_says_so():
+    spec = _spec(max_restarts=1)
+    pods = [_pod(1, "Failed", attempt=0, code=137), _pod(1, "Failed", attempt=1, code=137)]
+    trainjob = _trainjob(("Failed", "jobset failed"))
+    trainjob["status"]["conditions"][0]["reason"] = "ReachedMaxRestarts"  # JobSet's, via Trainer
+    status = status_from_trainjob(spec, trainjob, pods, {"status": {"restarts": 1}})
+    assert status.state == JobState.FAILED and status.restarts == 1
+    assert status.message.startswith("node 1 (rank 1) exited with code 137; jobset failed; "
+                                     "no restart left: --max-restarts 1, 1 used"), status.message
 
 
 def test_usage_counts_a_started_job_and_not_a_queued_one():
@@ -221,7 +264,33 @@ def test_the_queue_message_gives_the_position_and_kueues_reason():
                  _workload("e", "2026-01-01T00:00:00Z", queue="other")]
     assert queueing.is_queued(mine)
     assert queueing.queue_message(mine, workloads) == (
-        "Queued: position 3 of 3 in workbench; 8 more needed")
+        "position 3 of 3 in workbench; 8 more needed")
+
+
+def test_the_position_comes_from_kueues_visibility_api_where_it_is_served():
+    """Kueue's own order wins over the one computed here (e.g. after a preemption it may
+    differ), and the reason still comes from the job's Workload."""
+    mine = {"metadata": {"uid": "b", "labels": {QUEUE_LABEL: "workbench"}},
+            "spec": {"suspend": True}}
+    workloads = [_workload("a", "2026-01-01T00:00:01Z"),
+                 _workload("b", "2026-01-01T00:00:02Z", message="8 more needed")]
+
+    def pending(uid, position):  # a PendingWorkload as the visibility API returns it
+        return {"metadata": {"name": f"trainjob-{uid}", "ownerReferences": [
+                    {"kind": "TrainJob", "name": uid, "uid": uid}]},
+                "localQueueName": "workbench", "positionInLocalQueue": position,
+                "positionInClusterQueue": position + 3}
+
+    summary = {"kind": "PendingWorkloadsSummary", "items": [pending("a", 1), pending("b", 0)]}
+    assert queueing.queue_message(mine, workloads, summary) == (
+        "position 1 of 2 in workbench; 8 more needed")
+    assert queueing.queue_message(mine, workloads) == (  # not served: FIFO order here
+        "position 2 of 2 in workbench; 8 more needed")
+    assert queueing.queue_message(mine, workloads, {"items": [pending("a", 0)]}) == (
+        "in workbench, waiting for Kueue to take the job in")
+    assert queueing.pending_workloads_path("wb-vision", "workbench") == (
+        "/apis/visibility.kueue.x-k8s.io/v1beta2/namespaces/wb-vision/localqueues/workbench/"
+        "pendingworkloads")
 
 
 def test_a_request_beyond_the_queues_maximum_capacity_is_a_refusal():

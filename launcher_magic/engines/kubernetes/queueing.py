@@ -1,9 +1,14 @@
-"""Pure helpers for jobs queued by Kueue: the quota preflight and the "Queued" message.
+"""Pure helpers for jobs queued by Kueue: the quota preflight and the Queued job's message.
 
 Kueue makes one `Workload` per queued TrainJob (owned by it) in the tenant's namespace. While
 the Workload waits, its `QuotaReserved` condition is False and says why (the flavor and resource
-that is short, or that the request exceeds what the ClusterQueue can ever reach); the order of
-the tenant's LocalQueue is Kueue's BestEffortFIFO: higher priority first, then older first.
+that is short, or that the request exceeds what the ClusterQueue can ever reach).
+
+The position comes from Kueue's visibility API where the cluster serves it: the LocalQueue's
+`pendingworkloads` (`visibility.kueue.x-k8s.io`, an aggregated API), Kueue's own order with each
+workload's `positionInLocalQueue`, readable with a namespace Role. Where it is not served (no
+APIService, or Kueue's VisibilityOnDemand gate off) the tenant's Workloads are put in the
+order of the LocalQueue's BestEffortFIFO: higher priority first, then older first.
 """
 
 from __future__ import annotations
@@ -21,6 +26,13 @@ GROUP, VERSION = "kueue.x-k8s.io", "v1beta2"
 # (hub_config.cli.kueue.LOCAL_QUEUE; tests hold the two equal).
 LOCAL_QUEUE = "workbench"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+VISIBILITY_GROUP, VISIBILITY_VERSION = "visibility.kueue.x-k8s.io", "v1beta2"
+
+
+def pending_workloads_path(namespace: str, queue: str) -> str:
+    """The visibility API's pending workloads of LocalQueue `queue` in `namespace`."""
+    return (f"/apis/{VISIBILITY_GROUP}/{VISIBILITY_VERSION}/namespaces/{namespace}/localqueues/"
+            f"{queue}/pendingworkloads")
 
 
 def _needs(spec: JobSpec) -> dict[str, tuple[Decimal, str]]:
@@ -105,17 +117,26 @@ def queue_order(workloads: Iterable[Mapping[str, Any]], queue: str) -> list[Mapp
                    and is_pending(w)), key=key)
 
 
-def queue_message(trainjob: Mapping[str, Any], workloads: Iterable[Mapping[str, Any]]) -> str:
-    """"Queued: position N of M in <queue>; <Kueue's reason>" for a suspended TrainJob."""
+def queue_message(trainjob: Mapping[str, Any], workloads: Iterable[Mapping[str, Any]],
+                  pending: Mapping[str, Any] | None = None) -> str:
+    """"position N of M in <queue>; <Kueue's reason>" for a suspended TrainJob (its state is
+    Queued). `pending` is the visibility API's PendingWorkloadsSummary of the job's LocalQueue
+    (None: not served; the Workloads are ordered here)."""
     queue = ((trainjob.get("metadata") or {}).get("labels") or {}).get(QUEUE_LABEL, "")
     uid = (trainjob.get("metadata") or {}).get("uid", "")
-    order = queue_order(list(workloads), queue)
+    workloads = list(workloads)
+    if pending is not None:
+        order = sorted(pending.get("items") or [],
+                       key=lambda w: int(w.get("positionInLocalQueue") or 0))
+    else:
+        order = queue_order(workloads, queue)
     mine = next((i for i, w in enumerate(order) if owner_uid(w) == uid), None)
     if mine is None:
-        return f"Queued in {queue}: waiting for Kueue to take the job in"
-    reserved = _condition(order[mine], "QuotaReserved") or {}
+        return f"in {queue}, waiting for Kueue to take the job in"
+    mine_workload = next((w for w in workloads if owner_uid(w) == uid), {})
+    reserved = _condition(mine_workload, "QuotaReserved") or {}
     why = reserved.get("message") or "waiting for quota"
-    return f"Queued: position {mine + 1} of {len(order)} in {queue}; {why}"
+    return f"position {mine + 1} of {len(order)} in {queue}; {why}"
 
 
 def never_fits(workload: Mapping[str, Any]) -> str:

@@ -16,10 +16,17 @@ this job's part:
   the node selector and, for GPU jobs, the GPU toleration;
 - with a Kueue queue, the label `kueue.x-k8s.io/queue-name` and `suspend: true`: it starts when
   Kueue admits it.
+
+`--max-restarts`: JobSet's `failurePolicy.maxRestarts` is immutable and no runtime patch of
+Trainer v2.3.0 reaches it, so there is one runtime per value, `paddle-workbench-restarts-<n>`
+for n = 0..MAX_RESTARTS_LIMIT, copies of the shipped runtime that differ only there
+(`restart_runtimes`; `deploy/k8s/trainer/runtimes.py` prints them for `kubectl apply`). A
+TrainJob names the one of its spec's `max_restarts`.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -44,6 +51,9 @@ from workbench_contract.resources import parse_quantity
 GROUP, VERSION, PLURAL, KIND = "trainer.kubeflow.org", "v1alpha1", "trainjobs", "TrainJob"
 RUNTIME = "paddle-workbench"  # metadata.name in deploy/k8s/trainer/paddle-runtime.yaml
 RUNTIME_MAX_RESTARTS = 3  # its JobSet failurePolicy.maxRestarts (tests hold the two equal)
+# The largest --max-restarts with a runtime of its own (hub_config.cli.trainjob_admission allows
+# the same names; tests hold the two equal).
+MAX_RESTARTS_LIMIT = 10
 CONTAINER = "node"  # Trainer's name for the trainer container of a runtime
 REPLICATED_JOB = "node"
 PATCH_MANAGER = "workbench.paddle.org/trainjob-engine"
@@ -52,12 +62,31 @@ JOBSET_GROUP, JOBSET_VERSION, JOBSET_PLURAL = "jobset.x-k8s.io", "v1alpha2", "jo
 JOBSET_NAME_LABEL = "jobset.sigs.k8s.io/jobset-name"
 RESTART_ATTEMPT_LABEL = "jobset.sigs.k8s.io/restart-attempt"
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+# JobSet's reason (copied by Trainer into the TrainJob's Failed condition) when it was killed
+# once more than its runtime's maxRestarts allows.
+MAX_RESTARTS_REASON = "ReachedMaxRestarts"
 
 # The runtime sets these for every node; a TrainJob must not carry its own copies.
 RUNTIME_ENV = frozenset({"PADDLE_MASTER", "PADDLE_JOB_ID", "PYTHONUNBUFFERED",
                          wbenv.NODE_RANK, wbenv.ATTEMPT})
 # Placeholders the kubelet expands from the runtime's environment.
 NODE_REF, ATTEMPT_REF = f"$({wbenv.NODE_RANK})", f"$({wbenv.ATTEMPT})"
+
+
+def runtime_name(base: str, max_restarts: int) -> str:
+    """The runtime whose JobSet restarts a killed job at most `max_restarts` times."""
+    return f"{base}-restarts-{max_restarts}"
+
+
+def restart_runtimes(base: Mapping[str, Any], limit: int = MAX_RESTARTS_LIMIT) -> list[dict]:
+    """Copies of the runtime `base`, one per restart limit 0..`limit`, named by `runtime_name`."""
+    runtimes = []
+    for count in range(limit + 1):
+        runtime = copy.deepcopy(dict(base))
+        runtime["metadata"]["name"] = runtime_name(base["metadata"]["name"], count)
+        runtime["spec"]["template"]["spec"]["failurePolicy"]["maxRestarts"] = count
+        runtimes.append(runtime)
+    return runtimes
 
 
 def launcher_args(spec: JobSpec, job: JobDir) -> list[str]:
@@ -104,8 +133,8 @@ def build_trainjob(spec: JobSpec, job: JobDir, cluster: ClusterSettings, queue: 
                    runtime: str = RUNTIME) -> dict[str, Any]:
     """The TrainJob manifest for `spec`, whose job directory is `job` (same path in the pods).
 
-    `queue` is the tenant's Kueue LocalQueue ("": not queued); `runtime` the
-    ClusterTrainingRuntime's name.
+    `queue` is the tenant's Kueue LocalQueue ("": not queued); `runtime` the base name of the
+    ClusterTrainingRuntimes: the TrainJob names the copy for the spec's `max_restarts`.
     """
     labels = job_labels(spec)
     pod_metadata: dict[str, Any] = {"labels": dict(labels)}
@@ -126,7 +155,8 @@ def build_trainjob(spec: JobSpec, job: JobDir, cluster: ClusterSettings, queue: 
                                   "spec": pod_patch(spec, cluster)}}}}]}}}}
     metadata: dict[str, Any] = {"name": spec.job_id, "namespace": cluster.namespace,
                                 "labels": dict(labels)}
-    body: dict[str, Any] = {"runtimeRef": {"name": runtime, "apiGroup": GROUP,
+    body: dict[str, Any] = {"runtimeRef": {"name": runtime_name(runtime, spec.max_restarts),
+                                           "apiGroup": GROUP,
                                            "kind": "ClusterTrainingRuntime"},
                             "trainer": trainer, "runtimePatches": [patch]}
     if queue:
@@ -217,9 +247,11 @@ def status_from_trainjob(spec: JobSpec, trainjob: Mapping[str, Any],
         if failed:
             message = (f"node {failed[0].node} (rank {failed_rank}) exited with code "
                        f"{failed[0].exit_code}; {message}")
+        if conditions["Failed"].get("reason") == MAX_RESTARTS_REASON:
+            message += f"; no restart left: --max-restarts {spec.max_restarts}, {restarts} used"
         finished = _timestamp(conditions["Failed"].get("lastTransitionTime"))
     elif "Suspended" in conditions or (trainjob.get("spec") or {}).get("suspend"):
-        state, message = JobState.PENDING, "queued: waiting for the tenant's queue to admit it"
+        state, message = JobState.QUEUED, "waiting for the tenant's queue to admit it"
     elif any(n.state in (RankState.RUNNING, RankState.SUCCEEDED) for n in node_list):
         # Nodes that finished first wait for the rest: the job still runs.
         message = f"running (restart {restarts})" if restarts else "running"

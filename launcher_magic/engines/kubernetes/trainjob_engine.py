@@ -9,9 +9,10 @@ with it).
 
 Queueing: where the tenant's namespace holds the workbench's Kueue LocalQueue (`workbench
 apply` makes it when the tenant has a `queue`), the TrainJob carries its queue label and starts
-suspended; Kueue resumes it once the tenant's ClusterQueue admits it. While it waits the status
-says "Queued", its position in the tenant's queue and Kueue's reason. The quota preflight then
-warns that the job will wait instead of refusing it, and refuses only a job that can never fit.
+suspended; Kueue resumes it once the tenant's ClusterQueue admits it. While it waits its state
+is Queued and its message gives its position in the tenant's queue and Kueue's reason. The
+quota preflight then warns that the job will wait instead of refusing it, and refuses only a
+job that can never fit.
 
 `status.json` has one writer: this engine, in the kernel (`status` and `stop`).
 """
@@ -26,7 +27,7 @@ from traitlets import Unicode
 from urllib3.exceptions import HTTPError
 
 from launcher_magic.core.jobdir import JobHandle
-from launcher_magic.core.spec import JobSpec
+from launcher_magic.core.spec import JobSpec, SpecError
 from launcher_magic.core.status import JobState, JobStatus, RankState, RankStatus
 from launcher_magic.engines.base import EngineError, UsageRecord
 from launcher_magic.engines.kubernetes import queueing
@@ -48,10 +49,10 @@ from launcher_magic.engines.kubernetes.trainjob import (
     JOBSET_NAME_LABEL,
     JOBSET_PLURAL,
     JOBSET_VERSION,
+    MAX_RESTARTS_LIMIT,
     PLURAL,
     RESTART_ATTEMPT_LABEL,
     RUNTIME,
-    RUNTIME_MAX_RESTARTS,
     VERSION,
     build_trainjob,
     status_from_trainjob,
@@ -69,7 +70,8 @@ class TrainJobEngine(KubernetesEngine):
     delete_propagation = "Background"
 
     runtime = Unicode(
-        RUNTIME, help="The ClusterTrainingRuntime every TrainJob names (deploy/k8s/trainer)."
+        RUNTIME, help="The base name of the ClusterTrainingRuntimes TrainJobs name: a job names "
+                      "<runtime>-restarts-<its --max-restarts> (deploy/k8s/trainer/runtimes.py)."
     ).tag(config=True)
     queue = Unicode(
         queueing.LOCAL_QUEUE,
@@ -82,6 +84,7 @@ class TrainJobEngine(KubernetesEngine):
         self._queue_found: dict[str, bool] = {}
         self._waits: dict[str, str] = {}  # job id -> why it will wait (preflight)
         self._queued: dict[str, str] = {}  # job id -> its place in the queue (last status)
+        self._visibility_served = True  # until a 404 says Kueue's visibility API is not
 
     # -- queueing -------------------------------------------------------------------------------
 
@@ -101,6 +104,9 @@ class TrainJobEngine(KubernetesEngine):
     def preflight(self, spec: JobSpec) -> None:
         """Refuse a job that can never fit the tenant's quota; one that does not fit now waits
         in the tenant's queue (with a note saying so) where there is one, else is refused."""
+        if spec.max_restarts > MAX_RESTARTS_LIMIT:
+            raise SpecError(f"--max-restarts {spec.max_restarts} is more than the cluster's Paddle "
+                            f"runtimes allow: use at most {MAX_RESTARTS_LIMIT}")
         namespace = self.settings(spec).namespace
         core, _ = self._api()
         listed = self._call(f"reading the quota of namespace {namespace}",
@@ -116,10 +122,6 @@ class TrainJobEngine(KubernetesEngine):
         """Why the job will wait (preflight) and, while it does, its place in the queue."""
         wait, queued = self._waits.get(spec.job_id), self._queued.get(spec.job_id)
         notes = [f"it will wait in your tenant's queue: {wait}"] if wait else []
-        if spec.max_restarts != RUNTIME_MAX_RESTARTS:
-            # JobSet's maxRestarts is the runtime's; a TrainJob's patch cannot change it.
-            notes.append(f"--max-restarts {spec.max_restarts} is not honoured: the Paddle runtime "
-                         f"restarts a killed job up to {RUNTIME_MAX_RESTARTS} times")
         return notes + ([queued] if queued else [])
 
     # -- submit, read, stop ---------------------------------------------------------------------
@@ -148,8 +150,9 @@ class TrainJobEngine(KubernetesEngine):
             raise
         self.log.info("Created TrainJob %s/%s%s", settings.namespace, spec.job_id,
                       f" in queue {queue}" if queue else "")
-        message = f"queued in {queue}" if queue else "submitted to the cluster"
-        job.dir.write_status(JobStatus(job_id=spec.job_id, message=message))
+        job.dir.write_status(JobStatus(job_id=spec.job_id, state=JobState.QUEUED,
+                                       message=f"in {queue}") if queue else
+                             JobStatus(job_id=spec.job_id, message="submitted to the cluster"))
 
     def _read_trainjob(self, spec: JobSpec):
         """(TrainJob or None, its JobSet or None, its pods as dicts)."""
@@ -180,10 +183,10 @@ class TrainJobEngine(KubernetesEngine):
             status = last.moved_to(JobState.STOPPED, "the TrainJob was deleted")
         else:
             status = status_from_trainjob(job.spec, trainjob, pods, jobset)
-            if status.state == JobState.PENDING and queueing.is_queued(trainjob):
+            if status.state == JobState.QUEUED and queueing.is_queued(trainjob):
                 message, refusal = self._queue_message(job.spec, trainjob)
                 status = replace(status, message=message)
-                self._queued[job.job_id] = message
+                self._queued[job.job_id] = f"queued: {message}"
                 if refusal:  # larger than all the queue could ever lend it: never runs
                     self.log.info("Deleting TrainJob %s/%s: it can never be admitted",
                                   job.spec.namespace, job.job_id)
@@ -200,7 +203,7 @@ class TrainJobEngine(KubernetesEngine):
         return status
 
     def _queue_message(self, spec: JobSpec, trainjob: dict) -> tuple[str, str]:
-        """("Queued: position N of M in <queue>; <Kueue's reason>", Kueue's refusal or "")."""
+        """("position N of M in <queue>; <Kueue's reason>", Kueue's refusal or "")."""
         _, custom = self._api()
         try:
             listed = self._call(f"listing the Workloads of namespace {spec.namespace}",
@@ -208,12 +211,36 @@ class TrainJobEngine(KubernetesEngine):
                                 queueing.VERSION, spec.namespace, "workloads")
         except EngineError as err:
             self.log.debug("Cannot read the queue: %s", err)
-            return "Queued: waiting for the tenant's queue to admit it", ""
+            return "waiting for the tenant's queue to admit it", ""
         workloads = listed.get("items") or []
         uid = (trainjob.get("metadata") or {}).get("uid", "")
         mine = [w for w in workloads if queueing.owner_uid(w) == uid]
         refusal = queueing.never_fits(mine[0]) if mine else ""
-        return queueing.queue_message(trainjob, workloads), refusal
+        queue = ((trainjob.get("metadata") or {}).get("labels") or {}).get(
+            queueing.QUEUE_LABEL, "")
+        return (queueing.queue_message(trainjob, workloads,
+                                       self._pending_workloads(spec.namespace, queue)), refusal)
+
+    def _pending_workloads(self, namespace: str, queue: str) -> dict | None:
+        """The LocalQueue's pending workloads from Kueue's visibility API, in Kueue's order;
+        None where the cluster does not serve it (404: asked once) or did not answer this time
+        (the Workloads are ordered instead)."""
+        if not self._visibility_served:
+            return None
+        _, custom = self._api()
+        try:
+            summary = self._call(f"reading the pending workloads of LocalQueue {queue}",
+                                 get_path, custom.api_client,
+                                 queueing.pending_workloads_path(namespace, queue),
+                                 missing_ok=True)
+        except EngineError as err:  # e.g. 503 while Kueue restarts: ordered here this time
+            self.log.debug("Kueue's visibility API: %s", err)
+            return None
+        if summary is None:
+            self.log.info("Kueue's visibility API is not served here: ordering the tenant's "
+                          "Workloads instead")
+            self._visibility_served = False
+        return summary
 
     def stop(self, job: JobHandle) -> JobStatus:
         """Delete the TrainJob (queued or running); returns once it and its pods are gone."""
@@ -308,6 +335,17 @@ class TrainJobEngine(KubernetesEngine):
             if self.status(job).state.is_terminal():
                 return
             time.sleep(poll)
+
+
+def get_path(api_client, path: str, _request_timeout=None) -> dict:
+    """GET `path` (a resource the generated client has no method for, such as a subresource of
+    an aggregated API) with the client's credentials; a refusal raises its ApiException."""
+    request = api_client.param_serialize(method="GET", resource_path=path,
+                                         header_params={"Accept": "application/json"},
+                                         auth_settings=["BearerToken"])
+    response = api_client.call_api(*request, _request_timeout=_request_timeout)
+    response.read()
+    return api_client.response_deserialize(response, {"200": "object"}).data
 
 
 def _with_rank_records(status: JobStatus, job: JobHandle, attempt: int) -> JobStatus:
