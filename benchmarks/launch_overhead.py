@@ -10,20 +10,26 @@ The three run interleaved (one of each per round) in this one process tree, so d
 machine hits all of them alike. Prints each run, then medians and the ratios against raw-1node.
 
 Then the breakdown of the magic's 2-node job (`--breakdown N` runs, 0 to skip; `--breakdown-only`
-skips the comparison): where the time from Shift-Enter to rank 0's first training step goes, and
-what follows it, each part the median over the runs, beside the time `python -c "import paddle"`
-takes on this machine in this run (and the memory a Python with Paddle imported holds, what a warm
-interpreter waiting for the next job would cost). The parts come from the job itself: rank 0's cell
-notes when it starts, after the rendezvous and after its first step, and reads the start times of
-its own process, its node's `paddle.distributed.launch` and the job's supervisor from /proc.
+skips the comparison), cold and warm side by side, interleaved: where the time from Shift-Enter to
+rank 0's first training step goes, and what follows it, each part the median over the runs, beside
+the time `python -c "import paddle"` takes on this machine in this run. Cold is
+`LocalEngine.warm = False` (each node runs `paddle.distributed.launch`, which starts the ranks);
+warm is the default (the kernel's warm interpreter, Paddle imported, forks the supervisor, the
+nodes and the ranks). The first warm job of a kernel starts the warm interpreter and waits for its
+import: it is printed on its own, and the warm interpreter's resident memory with it. The parts
+come from the job itself: rank 0's cell notes when it starts, after the rendezvous and after its
+first step, and reads the start times of its own process, its node's leader and the job's
+supervisor from /proc.
 
 - job directory:   Shift-Enter until spec.json is written (parse, validate, preflight, directory)
 - supervisor start: until the supervisor process exists (the kernel's Popen)
 - supervisor:      until its node's launcher process exists (the supervisor's interpreter and
                    imports, its rendezvous master, starting the node's process group)
-- node launcher:   until rank 0's process exists (`paddle.distributed.launch`: an interpreter,
-                   `import paddle`, the nodes' own rendezvous, starting the ranks)
-- rank start:      until the cell's first line (the rank's interpreter and its `import paddle`)
+- node launcher:   until rank 0's process exists (cold, `paddle.distributed.launch`: an
+                   interpreter, `import paddle`, the nodes' own rendezvous, starting the ranks;
+                   warm, a fork)
+- rank start:      until the cell's first line (cold, the rank's interpreter and its
+                   `import paddle`; warm, the fork's set-up, Paddle imported already)
 - rendezvous:      `dist.init_parallel_env()`
 - first step:      building the model and the first optimizer step
 - rest of training, then end of job: from rank 0's last line until the cell returns (ranks and
@@ -146,41 +152,68 @@ def timed_magic_run(shell, cell: str, jobs: Path) -> dict[str, float]:
     return marks
 
 
+def _engine(shell):
+    from launcher_magic.kernel.magics import launcher
+
+    return launcher(parent=shell).engine("local")
+
+
+def _print_parts(title: str, marks: list[dict[str, float]], base: float) -> float:
+    def median_of(start: str, end: str) -> float:
+        return statistics.median(m[end] - m[start] for m in marks)
+
+    print(f"\n{title} (median of {len(marks)}):")
+    for name, start, end in PARTS:
+        seconds = median_of(start, end)
+        print(f"  {name:18s} {seconds:6.2f} s  {seconds / base:5.2f}x import")
+    first = median_of("shift_enter", "first_step")
+    print(f"  {'= first step':18s} {first:6.2f} s  {first / base:5.2f}x import (target 1.30x)")
+    print(f"  {'rest of training':18s} {median_of('first_step', 'end'):6.2f} s")
+    print(f"  {'end of job':18s} {median_of('end', 'returned'):6.2f} s  (rank 0's last line "
+          "until the cell returns)")
+    print(f"  {'whole cell':18s} {median_of('shift_enter', 'returned'):6.2f} s")
+    return first
+
+
 def breakdown(shell, runs: int, steps: int, jobs: Path) -> None:
     import contextlib
     import io
 
     cell = TIMED_TRAIN.format(steps=steps)
-    imports, marks = [], []
-    for run in range(runs):  # interleaved, so drift hits both alike
-        imports.append(import_seconds())
-        with contextlib.redirect_stdout(io.StringIO()):
-            marks.append(timed_magic_run(shell, cell, jobs))
-        m = marks[-1]
-        print(f"breakdown run {run + 1}: first step after {m['first_step'] - m['shift_enter']:.2f}"
-              f" s, import paddle {imports[-1]:.2f} s", flush=True)
+    engine = _engine(shell)
 
-    def median_of(start: str, end: str) -> float:
-        return statistics.median(m[end] - m[start] for m in marks)
+    def run(warm: bool) -> dict[str, float]:
+        engine.warm = warm
+        with contextlib.redirect_stdout(io.StringIO()):
+            return timed_magic_run(shell, cell, jobs)
+
+    first_warm = run(True)  # the kernel's first job starts the warm interpreter
+    warm_kib = engine.warm_interpreter.rss_kib() if engine.warm_interpreter else None
+    imports, cold, warm = [], [], []
+    for index in range(runs):  # interleaved, so drift hits all alike
+        imports.append(import_seconds())
+        cold.append(run(False))
+        warm.append(run(True))
+        print(f"breakdown run {index + 1}: first step after "
+              f"{cold[-1]['first_step'] - cold[-1]['shift_enter']:.2f} s cold, "
+              f"{warm[-1]['first_step'] - warm[-1]['shift_enter']:.2f} s warm; "
+              f"import paddle {imports[-1]:.2f} s", flush=True)
 
     base = statistics.median(imports)
-    print(f"\nShift-Enter to rank 0's first training step, 2 nodes (median of {runs}):")
-    for name, start, end in PARTS:
-        seconds = median_of(start, end)
-        print(f"  {name:18s} {seconds:6.2f} s  {seconds / base:5.2f}x import")
-    first = median_of("shift_enter", "first_step")
-    print(f"  {'= first step':18s} {first:6.2f} s  {first / base:5.2f}x import "
-          f"(target 1.30x)")
-    print(f"  {'rest of training':18s} {median_of('first_step', 'end'):6.2f} s")
-    print(f"  {'end of job':18s} {median_of('end', 'returned'):6.2f} s  (rank 0's last line "
-          "until the cell returns)")
-    print(f"  {'whole cell':18s} {median_of('shift_enter', 'returned'):6.2f} s")
-    print(f'`python -c "import paddle"`: {base:.2f} s (median of {runs}, same run)')
-    twice = median_of("launcher_process", "cell")
-    print(f"paddle is imported twice on the way (node launcher, then the rank): those parts "
-          f"take {twice:.2f} s = {twice / base:.2f}x import")
-    print(f"a warm interpreter with Paddle imported holds {warm_interpreter_kib() / 1024:.0f} MiB "
-          "(peak RSS), per kernel or per user that keeps one")
+    before = _print_parts("Before (cold, LocalEngine.warm = False): Shift-Enter to rank 0's first "
+                          "training step, 2 nodes", cold, base)
+    after = _print_parts("After (warm, the default): Shift-Enter to rank 0's first training "
+                         "step, 2 nodes", warm, base)
+    once = first_warm["first_step"] - first_warm["shift_enter"]
+    print(f"\n`python -c \"import paddle\"`: {base:.2f} s (median of {runs}, same run)")
+    print(f"first step: cold {before:.2f} s = {before / base:.2f}x import, warm {after:.2f} s = "
+          f"{after / base:.2f}x import (target 1.30x)")
+    print(f"the kernel's first job (starts the warm interpreter, waits for its import): "
+          f"{once:.2f} s = {once / base:.2f}x import")
+    if warm_kib:
+        print(f"the warm interpreter holds {warm_kib / 1024:.0f} MiB resident (RSS), once per "
+              "kernel that has run a local CPU job; its forks share those pages copy-on-write")
+    print(f"(a Python with Paddle imported peaks at {warm_interpreter_kib() / 1024:.0f} MiB RSS)")
 
 
 def free_port() -> int:

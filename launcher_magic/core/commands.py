@@ -7,11 +7,21 @@ Kubeflow's PaddleJob operator gives a worker pod (`PADDLE_MASTER`, `PADDLE_NNODE
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from launcher_magic.core.jobdir import JobDir
 from launcher_magic.core.spec import JobSpec
 from workbench_contract import environment as wbenv
+
+# The hub's credentials in a hub-spawned kernel's environment. A job's processes never get them:
+# a rank has no use for them, and Paddle's launcher writes each worker's whole environment to a
+# file in the job's log folder (`backup_env.<rank>.json`).
+HUB_CREDENTIALS = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN")
+
+
+def job_process_environ(environ: Mapping[str, str]) -> dict[str, str]:
+    """The kernel's environment as a job's processes inherit it: without the hub's credentials."""
+    return {k: v for k, v in environ.items() if k not in HUB_CREDENTIALS}
 
 
 def job_environment(spec: JobSpec, job: JobDir, master: str) -> dict[str, str]:

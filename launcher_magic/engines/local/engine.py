@@ -11,6 +11,12 @@ When the supervisor is gone without having written a final state (it was killed)
 stops whatever is left of the job's process groups and reports the job Failed (or Stopped, when it
 was asked to stop); that conclusion follows from the dead supervisor every time it is drawn, so it
 never changes and is not written.
+
+Warm start (`LocalEngine.warm`, on by default): the first local job of a kernel starts one warm
+interpreter (`launcher_magic.engines.local.warm`) that imports Paddle once and then forks each
+job's supervisor, nodes and ranks, so a rank reaches the cell without importing Paddle again. A job
+the warm interpreter cannot take (GPUs, import-time variables that differ, the warm process gone)
+starts cold, as before: the supervisor runs `paddle.distributed.launch` per node.
 """
 
 from __future__ import annotations
@@ -23,9 +29,9 @@ import sys
 import time
 from collections.abc import Sequence
 
-from traitlets import Float, Unicode, default
+from traitlets import Bool, Float, Unicode, default
 
-from launcher_magic.core.commands import assign_devices
+from launcher_magic.core.commands import assign_devices, job_process_environ
 from launcher_magic.core.jobdir import JobHandle, tail_lines
 from launcher_magic.core.processes import (
     StopTimeouts,
@@ -37,6 +43,7 @@ from launcher_magic.core.spec import JobSpec, SpecError
 from launcher_magic.core.status import JobState, JobStatus
 from launcher_magic.engines.base import Engine, EngineError, EngineUnavailable
 from launcher_magic.engines.local.devices import detect_gpus
+from launcher_magic.engines.local.warm import WarmInterpreter, WarmUnavailable, eligible
 
 PID_FILE = "supervisor.pid"
 LOG_FILE = "supervisor.log"
@@ -80,10 +87,43 @@ class LocalEngine(Engine):
         5.0, help="Seconds a stopping node gets after SIGTERM before SIGKILL."
     ).tag(config=True)
 
+    warm = Bool(
+        True,
+        help="""Start CPU jobs from a warm interpreter: one process per kernel, started with the
+        kernel's first local job, that has Paddle imported and forks each job's ranks, so a job
+        does not wait for `import paddle` (twice, cold). It holds the memory of a Python with
+        Paddle imported (about 300 MiB) for as long as the kernel lives. False: every job starts
+        cold, through `paddle.distributed.launch`.""",
+    ).tag(config=True)
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._children: dict[str, subprocess.Popen] = {}
         self._paddle_checked: set[str] = set()
+        self._warm: WarmInterpreter | None = None
+
+    @property
+    def warm_interpreter(self) -> WarmInterpreter | None:
+        """The kernel's warm interpreter, once a job has started it (None before, or when off)."""
+        return self._warm
+
+    def _warm_for(self, spec: JobSpec) -> WarmInterpreter | None:
+        """The warm interpreter that starts `spec`, started now if need be; None: start it cold."""
+        if not self.warm or eligible(spec) is not None:
+            return None
+        if self._warm is not None and not self._warm.alive():
+            self.log.warning("The warm interpreter exited (%s); starting another",
+                             self._warm.process.returncode)
+            self._warm.close()
+            self._warm = None
+        if self._warm is None:
+            try:
+                self._warm = WarmInterpreter(self.python, owner_pid=os.getpid())
+            except OSError as err:
+                self.log.warning("Could not start the warm interpreter: %s", err)
+                return None
+            self.log.info("Started the warm interpreter (pid %s)", self._warm.pid)
+        return self._warm
 
     @property
     def timeouts(self) -> StopTimeouts:
@@ -111,6 +151,7 @@ class LocalEngine(Engine):
                 raise EngineUnavailable(PADDLE_MISSING.format(python=self.python))
             self._paddle_checked.add(self.python)
         self._devices(spec)
+        self._warm_for(spec)  # importing Paddle while the job directory is written
 
     def notes(self, spec: JobSpec) -> list[str]:
         ignored = [flag for fieldname, flag in CLUSTER_ONLY
@@ -134,11 +175,25 @@ class LocalEngine(Engine):
             argv += ["--owner-pid", str(os.getpid())]
         if any(devices):
             argv += ["--devices", ";".join(",".join(map(str, d)) for d in devices)]
+        warm = self._warm_for(job.spec)
+        if warm is not None:
+            try:
+                # The supervisor's own arguments: argv less `python -m <module>`.
+                pid, started = warm.start_supervisor(
+                    argv[3:] + ["--warm"], job_process_environ(os.environ), job.dir.path,
+                    job.dir.path / LOG_FILE)
+            except WarmUnavailable as err:
+                self.log.warning("Starting job %s cold: %s", job.job_id, err)
+            else:
+                (job.dir.path / PID_FILE).write_text(f"{pid} {started or ''}\n")
+                self.log.info("Started job %s warm (supervisor pid %s)", job.job_id, pid)
+                return
         try:
             with open(job.dir.path / LOG_FILE, "ab") as log:
                 child = subprocess.Popen(
                     argv, cwd=str(job.dir.path), stdin=subprocess.DEVNULL, stdout=log,
                     stderr=subprocess.STDOUT, start_new_session=True,
+                    env=job_process_environ(os.environ),
                 )
         except OSError as err:
             raise EngineError(f"could not start the job's supervisor ({self.python}): "
@@ -206,6 +261,9 @@ class LocalEngine(Engine):
         """Signal each live supervisor and return: each stops its own nodes and writes the end."""
         for job in jobs:
             self._signal(job, signal.SIGTERM)
+        if self._warm is not None:  # the jobs it started are in their own sessions
+            self._warm.close()
+            self._warm = None
 
     def _signal(self, job: JobHandle, signum: int) -> None:
         if self._alive(job):

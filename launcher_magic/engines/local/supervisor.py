@@ -5,6 +5,11 @@ the rendezvous master, starts one process group per node, watches them, writes `
 relaunches the whole job after a failure while `--max-restarts` allows, enforces `--timeout`, and
 stops every node on SIGTERM/SIGINT or when the kernel that started it is gone. Whatever happens,
 it leaves no process of the job behind.
+
+Cold (`python -m launcher_magic.engines.local.supervisor`), each node is a process group led by
+`paddle.distributed.launch`. Warm (`--warm`: this supervisor was forked by the kernel's warm
+interpreter, see `warm`), each node is a forked process group with its ranks forked into it, Paddle
+already imported, and no rendezvous master is needed: the supervisor hands out the endpoints.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from launcher_magic.core.processes import (
 )
 from launcher_magic.core.status import JobState, JobStatus, NodeStatus, RankState, RankStatus
 from launcher_magic.engines.local.rendezvous import RendezvousServer
+from launcher_magic.engines.local.warm import free_endpoints, start_node
 
 POLL_SECONDS = 0.1
 
@@ -53,6 +59,7 @@ class Supervisor:
         devices: list[list[int]] | None = None,
         timeouts: StopTimeouts | None = None,
         python: str = sys.executable,
+        warm: bool = False,
     ):
         self.job = job
         self.spec = job.read_spec()
@@ -60,6 +67,7 @@ class Supervisor:
         self.devices = devices or [[] for _ in range(self.spec.nodes)]
         self.timeouts = timeouts or StopTimeouts()
         self.python = python
+        self.warm = warm
         self.stop_reason: str | None = None
         self.status = JobStatus(job_id=self.spec.job_id, supervisor_pid=os.getpid())
         self._parent = os.getppid()
@@ -144,11 +152,18 @@ class Supervisor:
 
     def _run_attempt(self, attempt: int, deadline: float | None) -> tuple[int, int] | None:
         """Run every node once. Returns None on success, or (node, exit code) of a failure."""
-        rendezvous = RendezvousServer().start()
+        rendezvous = None if self.warm else RendezvousServer().start()
         leaders = []
         succeeded = False
         try:
+            if self.warm:
+                # Rank 0's TCP store, then one endpoint per rank, as Paddle's launcher assigns.
+                master, *endpoints = free_endpoints(self.spec.world_size + 1)
             for node in range(self.spec.nodes):
+                if self.warm:
+                    leaders.append(start_node(self.spec, self.job, node=node, attempt=attempt,
+                                              master=master, endpoints=endpoints))
+                    continue
                 argv, env = node_command(
                     self.spec, self.job, node=node, attempt=attempt,
                     master=rendezvous.endpoint, python=self.python, devices=self.devices[node],
@@ -193,7 +208,8 @@ class Supervisor:
             for leader in leaders:
                 leader.poll()
             reap_children()
-            rendezvous.stop()
+            if rendezvous is not None:
+                rendezvous.stop()
             if leaders:
                 codes = [0 if succeeded else p.returncode for p in leaders]
                 nodes = tuple(
@@ -262,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--devices", default="", help="per node, ';'-separated lists: 0,1;2,3")
     parser.add_argument("--interrupt-timeout", type=float, default=5.0)
     parser.add_argument("--terminate-timeout", type=float, default=5.0)
+    parser.add_argument("--warm", action="store_true",
+                        help="fork the nodes and ranks (run from the warm interpreter)")
     args = parser.parse_args(argv)
     devices = [
         [int(d) for d in part.split(",") if d] for part in args.devices.split(";")
@@ -271,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         owner_pid=args.owner_pid,
         devices=devices,
         timeouts=StopTimeouts(args.interrupt_timeout, args.terminate_timeout),
+        warm=args.warm,
     )
     return supervisor.run()
 
