@@ -16,6 +16,7 @@ cell ends well, rank 0 saves its values of the pulled names (`--pull`) for the k
 
 from __future__ import annotations
 
+import json
 import os
 import runpy
 import signal
@@ -23,6 +24,7 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from launcher_magic.core.jobdir import JobDir, atomic_write_json
@@ -42,8 +44,11 @@ def _record(job: JobDir, attempt: int, rank: int, node: int, state: RankState, *
     atomic_write_json(path, record)
 
 
-def wait_for_store(endpoint: str, timeout: float = STORE_WAIT_SECONDS) -> bool:
-    """True once `host:port` accepts a TCP connection, False after `timeout` seconds."""
+def wait_for_store(endpoint: str, timeout: float = STORE_WAIT_SECONDS,
+                   gone: Callable[[], bool] = lambda: False) -> bool:
+    """True once `host:port` accepts a TCP connection; False after `timeout` seconds, or as soon
+    as `gone()` says the store will never open (rank 0 ended without opening it: a cell that
+    never calls `init_parallel_env`)."""
     host, _, port = endpoint.rpartition(":")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -51,11 +56,22 @@ def wait_for_store(endpoint: str, timeout: float = STORE_WAIT_SECONDS) -> bool:
             with socket.create_connection((host, int(port)), timeout=1):
                 return True
         except OSError:
+            if gone():
+                return False
             time.sleep(STORE_POLL_SECONDS)
     return False
 
 
-def _prepare_rendezvous(rank: int) -> None:
+def _rank0_ended(job: JobDir, attempt: int) -> bool:
+    """Whether rank 0 of `attempt` has recorded its end."""
+    try:
+        record = json.loads(job.rank_record(attempt, 0).read_text())
+    except (OSError, ValueError):
+        return False
+    return record.get("state") != RankState.RUNNING.value
+
+
+def _prepare_rendezvous(job: JobDir, attempt: int, rank: int) -> None:
     world = int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
     if world < 2:
         return
@@ -65,7 +81,7 @@ def _prepare_rendezvous(rank: int) -> None:
         return
     store = os.environ.get("PADDLE_MASTER", "")
     if rank != 0 and ":" in store:
-        wait_for_store(store)
+        wait_for_store(store, gone=lambda: _rank0_ended(job, attempt))
 
 
 def _terminate(signum, _frame):
@@ -85,7 +101,7 @@ def main(main_path: str) -> None:
     try:
         spec = job.read_spec()
         pushed = read_push(job.path) if spec.push else {}
-        _prepare_rendezvous(rank)
+        _prepare_rendezvous(job, attempt, rank)
         sys.argv = [str(job.cell_path)]
         sys.path.insert(0, str(job.path))
         names = runpy.run_path(str(job.cell_path), init_globals=pushed, run_name="__main__")
