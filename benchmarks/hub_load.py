@@ -1,22 +1,35 @@
 """Load on the hub: our configuration against a vanilla JupyterHub, side by side on one machine.
 
-Both hubs run at once (each with its own configurable-http-proxy), with the same lightweight
-spawner (no notebook process: every server is one shared stub HTTP endpoint), so the difference
-is what our configuration adds: the tenant-aware login (users file, groups, admin by group), the
-tenant policy on every spawn (tenants file, profile and image checks, home with the sample
-notebook, the magic's environment) and the culler services.
+Both hubs run at once in this process tree (each with its own configurable-http-proxy), with the
+same lightweight spawner (no notebook process: every server is one shared stub HTTP endpoint), so
+the difference is what our configuration adds: the tenant-aware login (users file, groups, admin
+by group), the tenant policy on every spawn (tenants file, profile and image checks, the magic's
+environment), the refresh of the user's groups before each spawn, and the culler services.
 
-For each hub, N simulated users (default 200) log in through the login form, call the REST API
-(`GET /hub/api/user`, 5 times each) and spawn. Printed: login and API latency p50/p95, spawn
-throughput, and ours/vanilla ratios. Logins differ by design: ours checks a salted PBKDF2 hash,
-vanilla's DummyAuthenticator checks nothing; the API and spawn figures are the hook overhead.
+The comparison is fair on login: the vanilla hub's authenticator (`HashedAuthenticator`, below)
+checks the same salted PBKDF2 hash, with the same parameters and off the event loop as ours does,
+and (unless `--no-vanilla-groups`) puts each user in the same JupyterHub groups, so that the
+database work of group membership, which any hub with teams does, is on both sides.
 
-    .venv/bin/python benchmarks/hub_load.py --users 200 --concurrency 16
+Each round, N simulated users (default 200) log in through the login form, call the REST API
+(`GET /hub/api/user`, 5 times each) and spawn; then every server is stopped (not timed) for the
+next round. By default both hubs are loaded at once, phase by phase, each by clients of its own
+(whatever else the machine does meanwhile then slows both alike); `--mode alternate` loads one
+hub after the other instead. Which hub goes first alternates between rounds. Printed: p50/p95/p99 of login,
+API call and spawn latency over all rounds, spawns per second (median of the rounds), the hub
+process's resident memory (peak while loaded, and at the end), and ours/vanilla. The last column
+is the cost ratio (ours/vanilla, inverted for spawns per second, where more is better); the
+target is at most 1.10 for each.
+
+    .venv/bin/python benchmarks/hub_load.py --users 200 --rounds 3 --concurrency 16
+    .venv/bin/python benchmarks/hub_load.py --users 1000 --rounds 2
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import os
 import secrets
 import signal
@@ -32,17 +45,22 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import requests
+import yaml
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
+from jupyterhub.auth import Authenticator  # noqa: E402
 from jupyterhub.spawner import Spawner  # noqa: E402
 
-from hub_config.auth import add_user  # noqa: E402
 from hub_config.local_spawner import TenantLocalSpawner  # noqa: E402
+from hub_config.users import hash_password, verify_password  # noqa: E402
 
 STUB_PORT_ENV = "HUB_LOAD_STUB_PORT"
+HASHES_ENV = "HUB_LOAD_HASHES"
+PASSWORD = "bench-password"
+TARGET = 1.10
 
 
 class StubSpawner(Spawner):
@@ -67,6 +85,23 @@ class TenantStubSpawner(StubSpawner, TenantLocalSpawner):
     async def start(self):
         self.apply_tenant_policy()
         return await StubSpawner.start(self)
+
+
+class HashedAuthenticator(Authenticator):
+    """The vanilla hub's login: a salted PBKDF2 hash per user (the same scheme, iterations and
+    thread as ours), from a JSON file of name -> [hash, groups] read once at start. With
+    `manage_groups` (`--vanilla-groups`, the default) the user is put in the same JupyterHub
+    groups as in our hub; nothing else."""
+
+    _users: dict[str, list] | None = None
+
+    async def authenticate(self, handler, data):
+        if self._users is None:
+            self._users = json.loads(Path(os.environ[HASHES_ENV]).read_text())
+        stored, groups = self._users.get(data.get("username", ""), (None, []))
+        if stored and await asyncio.to_thread(verify_password, data.get("password", ""), stored):
+            return {"name": data["username"], "groups": groups}
+        return None
 
 
 class _Stub(BaseHTTPRequestHandler):
@@ -95,8 +130,9 @@ c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_port}"
 c.ConfigurableHTTPProxy.command = [{proxy!r}]
 c.JupyterHub.db_url = "sqlite:///{state}/jupyterhub.sqlite"
 c.JupyterHub.cookie_secret_file = "{state}/cookie_secret"
-c.JupyterHub.authenticator_class = "dummy"
+c.JupyterHub.authenticator_class = "hub_load.HashedAuthenticator"
 c.Authenticator.allow_all = True
+c.Authenticator.manage_groups = {groups}
 c.JupyterHub.spawner_class = "hub_load.StubSpawner"
 """
 EXTRA_CONFIG = """
@@ -113,8 +149,20 @@ c.TenantStubSpawner.homes_dir = "{state}/home"
 """
 
 
+def write_users(state: Path, users: list[str]) -> None:
+    """Our users file and the vanilla hub's hashes: one salted hash (hashing 1,000 passwords
+    would take a minute), each user alternately in a tenant of the example file."""
+    stored = hash_password(PASSWORD)
+    groups = ["vision-team", "students"]
+    entries = {u: {"password": stored, "groups": [groups[i % 2]]} for i, u in enumerate(users)}
+    (state / "users.yaml").write_text(yaml.safe_dump({"users": entries}))
+    (state / "hashes.json").write_text(json.dumps({u: [stored, e["groups"]]
+                                                   for u, e in entries.items()}))
+
+
 class Hub:
-    def __init__(self, name: str, root: Path, proxy: str, stub_port: int, users: list[str]):
+    def __init__(self, name: str, root: Path, proxy: str, stub_port: int, users: list[str],
+                 vanilla_groups: bool = True):
         self.name, self.state = name, root / name
         self.state.mkdir(parents=True)
         self.token = secrets.token_hex(16)
@@ -122,6 +170,8 @@ class Hub:
         self.url = f"http://127.0.0.1:{port}"
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(REPO)]))
         env[STUB_PORT_ENV] = str(stub_port)
+        env[HASHES_ENV] = str(self.state / "hashes.json")
+        write_users(self.state, users)
         extra = self.state / "extra_config.py"
         extra_text = EXTRA_CONFIG.format(token=self.token)
         if name == "ours":
@@ -134,20 +184,37 @@ class Hub:
                 "WORKBENCH_PROXY_COMMAND": proxy, "WORKBENCH_EXTRA_CONFIG": str(extra),
                 "WORKBENCH_TENANTS_FILE": str(tenants),
             })
-            for i, user in enumerate(users):
-                group = ["vision-team", "students"][i % 2]
-                add_user(self.state / "users.yaml", user, [group], "bench-password")
             config = REPO / "hub_config" / "jupyterhub_config.py"
         else:
             config = self.state / "jupyterhub_config.py"
             config.write_text(VANILLA_CONFIG.format(
                 bind=self.url, hub_port=free_port(), proxy_port=free_port(), proxy=proxy,
-                state=self.state) + extra_text)
+                state=self.state, groups=vanilla_groups) + extra_text)
         extra.write_text(extra_text)
         self.log = open(self.state / "hub.log", "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "jupyterhub", "-f", str(config)], cwd=self.state, env=env,
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.rss_peak = 0
+        self.measuring = False
+        self._sampler = threading.Thread(target=self._sample_rss, daemon=True)
+        self._sampler.start()
+
+    def rss(self) -> int:
+        """The hub process's resident memory, bytes (0 once it has exited)."""
+        try:
+            for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return 0
+
+    def _sample_rss(self) -> None:
+        while self.process.poll() is None:
+            if self.measuring:
+                self.rss_peak = max(self.rss_peak, self.rss())
+            time.sleep(0.2)
 
     def wait(self) -> None:
         deadline = time.monotonic() + 120
@@ -182,21 +249,21 @@ def login_and_api(hub: Hub, user: str, calls: int) -> tuple[str, float, list[flo
     """Log in through the form, get a token, call the API; (token, login s, API call s)."""
     session = requests.Session()
     t0 = time.perf_counter()
-    session.get(f"{hub.url}/hub/login", timeout=60)
+    session.get(f"{hub.url}/hub/login", timeout=120)
     xsrf = session.cookies.get("_xsrf", path="/hub/")
-    response = session.post(f"{hub.url}/hub/login", allow_redirects=False, timeout=60,
-                            data={"username": user, "password": "bench-password", "_xsrf": xsrf})
+    response = session.post(f"{hub.url}/hub/login", allow_redirects=False, timeout=120,
+                            data={"username": user, "password": PASSWORD, "_xsrf": xsrf})
     login = time.perf_counter() - t0
     if response.status_code != 302:
         raise SystemExit(f"{hub.name}: login of {user} failed ({response.status_code})")
     admin = {"Authorization": f"token {hub.token}"}
     token = requests.post(f"{hub.url}/hub/api/users/{user}/tokens", headers=admin, json={},
-                          timeout=60).json()["token"]
+                          timeout=120).json()["token"]
     auth = {"Authorization": f"token {token}"}
     api = []
     for _ in range(calls):
         t0 = time.perf_counter()
-        requests.get(f"{hub.url}/hub/api/user", headers=auth, timeout=60).raise_for_status()
+        requests.get(f"{hub.url}/hub/api/user", headers=auth, timeout=120).raise_for_status()
         api.append(time.perf_counter() - t0)
     return token, login, api
 
@@ -208,59 +275,139 @@ def spawn(hub: Hub, user: str, token: str) -> float:
     response = requests.post(f"{hub.url}/hub/api/users/{user}/server", headers=auth, timeout=120)
     if response.status_code not in (201, 202):
         raise SystemExit(f"{hub.name}: spawn of {user} failed: {response.text}")
-    while not (requests.get(f"{hub.url}/hub/api/users/{user}", headers=auth, timeout=60)
+    while not (requests.get(f"{hub.url}/hub/api/users/{user}", headers=auth, timeout=120)
                .json()["servers"].get("", {}).get("ready")):
         time.sleep(0.05)
     return time.perf_counter() - t0
 
 
-def load(hub: Hub, users: list[str], concurrency: int, calls: int) -> dict[str, float]:
-    """Phase 1: every user logs in and calls the API. Phase 2: every user spawns (timed)."""
-    with ThreadPoolExecutor(concurrency) as pool:
-        first = list(pool.map(lambda u: login_and_api(hub, u, calls), users))
-        t0 = time.perf_counter()
-        spawns = list(pool.map(lambda ut: spawn(hub, ut[0], ut[1][0]), zip(users, first, strict=True)))
-        wall = time.perf_counter() - t0
-    logins = [f[1] for f in first]
-    api = [t for f in first for t in f[2]]
+def stop_server(hub: Hub, user: str) -> None:
+    """Stop a user's server (between rounds; not timed) and wait until it is gone."""
+    admin = {"Authorization": f"token {hub.token}"}
+    url = f"{hub.url}/hub/api/users/{user}"
+    requests.delete(f"{url}/server", headers=admin, timeout=120)
+    while requests.get(url, headers=admin, timeout=120).json()["servers"]:
+        time.sleep(0.05)
 
-    def pct(values: list[float], q: int) -> float:
-        return statistics.quantiles(values, n=100)[q - 1] * 1000
 
-    return {
-        "login_p50_ms": pct(logins, 50), "login_p95_ms": pct(logins, 95),
-        "api_p50_ms": pct(api, 50), "api_p95_ms": pct(api, 95),
-        "spawn_p50_ms": pct(spawns, 50), "spawn_p95_ms": pct(spawns, 95),
-        "spawns_per_s": len(users) / wall,
-    }
+def one_round(hubs: list[Hub], users: list[str], concurrency: int,
+              calls: int) -> dict[str, dict[str, list[float]]]:
+    """Every user logs in and calls the API, then every user spawns (timed); then every server
+    stops (not timed). Several hubs are loaded at once, each by `concurrency` clients of its own
+    (a shared pool would drift towards the slower hub and make it slower still), phase by phase,
+    so that whatever else the machine does meanwhile slows every hub alike.
+    Latencies in seconds, and each hub's spawn throughput, by hub name."""
+    phase = threading.Barrier(len(hubs))
+    out: dict[str, dict[str, list[float]]] = {}
+
+    def load(hub: Hub) -> None:
+        try:
+            load_phases(hub)
+        except BaseException:
+            phase.abort()  # the other hubs' clients stop waiting for this one
+            raise
+
+    def load_phases(hub: Hub) -> None:
+        with ThreadPoolExecutor(concurrency) as pool:
+            phase.wait()
+            hub.measuring = True
+            first = list(pool.map(lambda u: login_and_api(hub, u, calls), users))
+            phase.wait()
+            t0 = time.perf_counter()
+            spawns = list(pool.map(lambda ut: spawn(hub, ut[0], ut[1][0]),
+                                   zip(users, first, strict=True)))
+            wall = time.perf_counter() - t0
+            hub.measuring = False
+            phase.wait()
+            list(pool.map(lambda u: stop_server(hub, u), users))
+        out[hub.name] = {"login": [f[1] for f in first], "api": [t for f in first for t in f[2]],
+                         "spawn": spawns, "spawns_per_s": [len(users) / wall]}
+
+    with ThreadPoolExecutor(len(hubs)) as each:
+        for done in [each.submit(load, hub) for hub in hubs]:
+            done.result()
+    return out
+
+
+def summary(samples: dict[str, list[float]], hub: Hub) -> dict[str, float]:
+    """Percentiles (ms) over every round, the median round's spawns per second, memory (MiB)."""
+    out = {}
+    for kind in ("login", "api", "spawn"):
+        cuts = statistics.quantiles(samples[kind], n=100)
+        for q in (50, 95, 99):
+            out[f"{kind}_p{q}_ms"] = cuts[q - 1] * 1000
+    out["spawns_per_s"] = statistics.median(samples["spawns_per_s"])
+    out["rss_peak_mib"] = hub.rss_peak / 2**20
+    out["rss_end_mib"] = hub.rss() / 2**20
+    return out
+
+
+def report(figures: dict[str, dict[str, float]], args: argparse.Namespace) -> bool:
+    """Print the table; True when every cost ratio is within the target."""
+    print(f"{args.users} users, {args.rounds} rounds ({args.mode}), concurrency "
+          f"{args.concurrency} per hub, "
+          f"{args.calls} API calls each; vanilla {'with' if args.vanilla_groups else 'without'} "
+          f"the same groups; load average {os.getloadavg()[0]:.2f}")
+    print(f"{'metric':<16}{'vanilla':>11}{'ours':>11}{'ours/vanilla':>14}{'cost':>8}")
+    ok = True
+    for key in figures["vanilla"]:
+        v, o = figures["vanilla"][key], figures["ours"][key]
+        ratio = o / v
+        cost = 1 / ratio if key == "spawns_per_s" else ratio
+        ok = ok and cost <= TARGET
+        mark = "" if cost <= TARGET else "  > target"
+        print(f"{key:<16}{v:>11.1f}{o:>11.1f}{ratio:>14.2f}{cost:>8.2f}{mark}")
+    print(f"every cost ratio at or below {TARGET:.2f}" if ok else
+          f"some cost ratios above {TARGET:.2f} (marked)")
+    return ok
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--users", type=int, default=200)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--users", type=int, default=200, help="simulated users (up to 1000)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds on each hub; the hub that goes first alternates")
+    parser.add_argument("--concurrency", type=int, default=16, help="clients per hub")
+    parser.add_argument("--mode", choices=("together", "alternate"), default="together",
+                        help="load both hubs at once, interleaved (default), or one after the "
+                        "other")
     parser.add_argument("--calls", type=int, default=5, help="API calls per user")
+    parser.add_argument("--vanilla-groups", action=argparse.BooleanOptionalAction, default=True,
+                        help="put the vanilla hub's users in the same JupyterHub groups as ours "
+                        "(manage_groups); --no-vanilla-groups: no groups there")
     args = parser.parse_args()
+    if not 1 <= args.users <= 1000 or args.rounds < 1:
+        parser.error("--users must be 1 to 1000 and --rounds at least 1")
     proxy = str(REPO / "node_modules" / ".bin" / "configurable-http-proxy")
+    if not Path(proxy).exists():
+        raise SystemExit(f"{proxy} is missing; run `make setup` (npm ci)")
     stub = ThreadingHTTPServer(("127.0.0.1", 0), _Stub)
     threading.Thread(target=stub.serve_forever, daemon=True).start()
     users = [f"user{i:04d}" for i in range(args.users)]
     with tempfile.TemporaryDirectory(prefix="hub-load-") as root:
-        hubs = [Hub(name, Path(root), proxy, stub.server_port, users)
-                for name in ("vanilla", "ours")]
+        hubs = {name: Hub(name, Path(root), proxy, stub.server_port, users, args.vanilla_groups)
+                for name in ("vanilla", "ours")}
+        samples: dict[str, dict[str, list[float]]] = {name: {} for name in hubs}
         try:
-            for hub in hubs:
+            for hub in hubs.values():
                 hub.wait()
-            figures = {hub.name: load(hub, users, args.concurrency, args.calls) for hub in hubs}
+            for r in range(args.rounds):
+                order = ["vanilla", "ours"] if r % 2 == 0 else ["ours", "vanilla"]
+                batches = [order] if args.mode == "together" else [[name] for name in order]
+                for batch in batches:
+                    results = one_round([hubs[name] for name in batch], users,
+                                        args.concurrency, args.calls)
+                    for name, kinds in results.items():
+                        for kind, values in kinds.items():
+                            samples[name].setdefault(kind, []).extend(values)
+                print(f"round {r + 1} of {args.rounds} done ({' and '.join(order)})",
+                      file=sys.stderr, flush=True)
+            figures = {name: summary(samples[name], hub) for name, hub in hubs.items()}
         finally:
-            for hub in hubs:
+            for hub in hubs.values():
                 hub.stop()
             stub.shutdown()
-    print(f"{args.users} users, concurrency {args.concurrency}, {args.calls} API calls each")
-    print(f"{'metric':<14}{'vanilla':>12}{'ours':>12}{'ours/vanilla':>14}")
-    for key in figures["vanilla"]:
-        v, o = figures["vanilla"][key], figures["ours"][key]
-        print(f"{key:<14}{v:>12.1f}{o:>12.1f}{o / v:>14.2f}")
+    report(figures, args)
     return 0
 
 

@@ -162,8 +162,9 @@ class TenantAuthMixin(Tenancy):
         """Log once per change when the tenants file no longer gives the admin roles the hub
         loaded at start (JupyterHub loads roles at start only)."""
         loaded = getattr(self.parent, "load_roles", None)
-        if loaded is None:
-            return
+        if loaded is None or tenants is getattr(self, "_roles_checked_for", None):
+            return  # the tenants cache returns the same object until the file changes
+        self._roles_checked_for = tenants
         changed = roles_drift(loaded, tenant_admin_roles(tenants))
         if changed and changed != getattr(self, "_roles_drift_warned", None):
             self.log.warning(
@@ -339,6 +340,17 @@ class LocalGroupsAuthenticator(TenantAuthMixin, Authenticator):
             self.log.error("Cannot refresh the groups of %s: %s", user.name, err)
             return self.note_refresh(user.name, False)
         groups = list(entry["groups"]) if entry else []
-        return self.note_refresh(
-            user.name, {"groups": groups, "admin": self.admin_by_group(user.name, groups)}
-        )
+        admin = self.admin_by_group(user.name, groups)
+        if _hub_has(user, groups, admin):
+            # Confirmed and unchanged: True spares the hub rewriting the user (groups, roles,
+            # auth state) and a database commit before every spawn.
+            return self.note_refresh(user.name, True)
+        return self.note_refresh(user.name, {"groups": groups, "admin": admin})
+
+
+def _hub_has(user: Any, groups: Sequence[str], admin: bool) -> bool:
+    """Whether the hub's record of `user` already has exactly these groups and admin flag."""
+    hub_groups = getattr(user, "groups", None)
+    if hub_groups is None or getattr(user, "admin", None) is not admin:
+        return False
+    return sorted(g.name for g in hub_groups) == sorted(groups)

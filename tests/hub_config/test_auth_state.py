@@ -8,6 +8,7 @@ test_admin_scope.py.
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,6 +16,7 @@ import pytest
 from tornado import web
 from traitlets.config import Config
 
+from hub_config import auth as auth_module
 from hub_config import jupyterhub_config
 from hub_config.auth import LocalGroupsAuthenticator, TenantOAuthenticator, add_user
 
@@ -103,3 +105,55 @@ def test_a_spawn_whose_refresh_failed_is_refused_until_the_next_login(local) -> 
     # A completed login confirms the user afresh.
     asyncio.run(local.run_post_auth_hook(None, {"name": "vic", "groups": [], "admin": False}))
     local.pre_spawn_start(_user("vic"), spawner=None)
+
+
+def _hub_user(name: str, groups: list[str], admin: bool = False) -> SimpleNamespace:
+    """A hub user as JupyterHub hands it to `refresh_user`: its groups are ORM groups."""
+    return SimpleNamespace(name=name, admin=admin,
+                           groups=[SimpleNamespace(name=g) for g in groups])
+
+
+def test_a_refresh_that_changes_nothing_confirms_the_user_as_they_are(local) -> None:
+    # True: confirmed, nothing for the hub to rewrite (no group sync, no commit before a spawn).
+    assert asyncio.run(local.refresh_user(_hub_user("vic", ["vision-team"]))) is True
+    # The hub's record differs from the file: the file wins, as before.
+    assert asyncio.run(local.refresh_user(_hub_user("vic", ["students"]))) == {
+        "groups": ["vision-team"], "admin": False}
+    assert asyncio.run(local.refresh_user(_hub_user("vic", ["vision-team"], admin=True))) == {
+        "groups": ["vision-team"], "admin": False}
+    # An edit of the file is seen at the next refresh.
+    add_user(local.users_file, "vic", ["ops"], "pw")
+    assert asyncio.run(local.refresh_user(_hub_user("vic", ["vision-team"]))) == {
+        "groups": ["ops"], "admin": True}
+    assert asyncio.run(local.refresh_user(_hub_user("vic", ["ops"], admin=True))) is True
+    # A confirmed refresh clears an earlier failed one: the user may spawn again.
+    Path(local.users_file).write_text("users: [broken")
+    assert asyncio.run(local.refresh_user(_hub_user("vic", ["ops"], admin=True))) is False
+    Path(local.users_file).unlink()
+    add_user(local.users_file, "vic", ["ops"], "pw")
+    assert asyncio.run(local.refresh_user(_hub_user("vic", ["ops"], admin=True))) is True
+    local.pre_spawn_start(_user("vic"), spawner=None)
+
+
+def test_the_password_check_does_not_hold_up_other_requests(local, monkeypatch) -> None:
+    """The hash check runs off the event loop: here it can only finish once another coroutine
+    on the loop has run meanwhile (on the loop it would wait in vain and the login would fail)."""
+    other_ran = threading.Event()
+    real_verify = auth_module.verify_password
+
+    def verify_after_other_request(password: str, stored: str) -> bool:
+        return other_ran.wait(timeout=10) and real_verify(password, stored)
+
+    monkeypatch.setattr(auth_module, "verify_password", verify_after_other_request)
+
+    async def login_beside_another_request(password: str):
+        login = asyncio.ensure_future(local.authenticate(None, {"username": "vic",
+                                                                "password": password}))
+        await asyncio.sleep(0)  # the other request's turn on the loop
+        other_ran.set()
+        return await login
+
+    assert asyncio.run(login_beside_another_request("pw")) == {
+        "name": "vic", "groups": ["vision-team"], "admin": False}
+    other_ran.clear()
+    assert asyncio.run(login_beside_another_request("nope")) is None  # still checked
