@@ -175,10 +175,13 @@ def prepare_victim(user: User, up, state: Path) -> None:
     """The victim's secret file, sleeping job and board, and where their processes are."""
     user.run(VICTIM_SETUP)
     user.run(SLEEPER, timeout=300)
-    rank = wait_for(f"{user.name}'s job rank", lambda: [
-        p for p in user.processes("main.py") if "paddle.distributed.launch" not in
-        " ".join(p.info["cmdline"])])[0]
     facts = json.loads(user.run(BOARD).split("FACTS", 1)[1].strip().splitlines()[0])
+    # The rank's own record names its pid (a rank forked by the warm interpreter has no
+    # command line of its own to find it by); it must be a live process of this account.
+    record = Path(facts["job_dir"]) / "ranks" / "attempt-0" / "rank-0.json"
+    rank = wait_for(f"{user.name}'s job rank", lambda: [
+        p for p in user.processes() if record.exists()
+        and p.pid == json.loads(record.read_text())["pid"]])[0]
     server = user.processes("jupyterhub.singleuser")[0]
     kernel = user.processes("ipykernel_launcher")[0]
     argv = kernel.info["cmdline"]
