@@ -16,8 +16,9 @@
 #                         controller only (iptables + ipset, which this kernel has)
 #   pause, testserver     ./cmd/pause (the pod sandbox) and ./cmd/testserver (the tests' workload)
 #   tcprelay              ./cmd/tcprelay: the API server on the node's address, for pods
-#   ociarchive            ./cmd/ociarchive, which packs the two above into <dir>/images/*.tar,
-#                         OCI image archives for `ctr -n k8s.io images import` (nothing is pulled)
+#   ociarchive            ./cmd/ociarchive, which packs pause, testserver and coredns into
+#                         <dir>/images/*.tar, OCI image archives for `ctr -n k8s.io images import`
+#                         (nothing is pulled); CoreDNS runs as the cluster's kube-dns pod
 #
 # containerd, runc and the CNI plugins come from Debian (scripts/system-packages.txt).
 # <dir> is $PADDLE_WORKBENCH_CACHE/node/<k8s version>-<hash> (the cache defaults to
@@ -29,6 +30,7 @@ set -euo pipefail
 # Image names the node's containerd knows them by (tests/cluster/node/node_config.py reads these).
 PAUSE_IMAGE=localhost/workbench/pause:1
 TESTSERVER_IMAGE=localhost/workbench/testserver:1
+COREDNS_IMAGE=localhost/workbench/coredns:1
 
 here=$(cd "$(dirname "$0")" && pwd)
 mode=${1:-build}
@@ -60,7 +62,7 @@ hash=$( (cat "$here"/go.{mod,sum} "$here"/coredns/go.{mod,sum} "$here"/kube-rout
 cache_root=${PADDLE_WORKBENCH_CACHE:-$HOME/.cache/paddle-workbench}/node
 out="$cache_root/$k8s-$hash"
 binaries=(kubelet kube-proxy coredns kube-router pause testserver ociarchive tcprelay)
-images=(pause testserver)
+images=(pause testserver coredns)
 
 complete() {
   [ -f "$out/.complete" ] || return 1
@@ -104,7 +106,10 @@ echo "node: building pause, testserver, ociarchive, tcprelay" >&2
   -out "$tmp/images/pause.tar" "$tmp/bin/pause" >/dev/null
 "$tmp/bin/ociarchive" -name "$TESTSERVER_IMAGE" -entrypoint /testserver \
   -out "$tmp/images/testserver.tar" "$tmp/bin/testserver" >/dev/null
-printf 'pause %s\ntestserver %s\n' "$PAUSE_IMAGE" "$TESTSERVER_IMAGE" > "$tmp/images/NAMES"
+"$tmp/bin/ociarchive" -name "$COREDNS_IMAGE" -entrypoint /coredns -user 65532:65532 \
+  -out "$tmp/images/coredns.tar" "$tmp/bin/coredns" >/dev/null
+printf 'pause %s\ntestserver %s\ncoredns %s\n' "$PAUSE_IMAGE" "$TESTSERVER_IMAGE" \
+  "$COREDNS_IMAGE" > "$tmp/images/NAMES"
 printf 'kubernetes %s\ncoredns %s\nkube-router %s\n%s\n' "$k8s" "$coredns" "$kube_router" \
   "$go_version" > "$tmp/VERSIONS"
 touch "$tmp/.complete"

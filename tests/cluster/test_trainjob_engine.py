@@ -158,7 +158,7 @@ def test_magic_runs_a_two_node_trainjob_to_success(control_plane, tenant, kernel
     for pod in pods:
         (container,) = pod.spec.containers
         env = {e.name: e.value for e in container.env}
-        assert container.command[:3] == ["python", "-m", "paddle.distributed.launch"]
+        assert container.command == ["python", "-m", "launcher_magic.training.node_launch"]
         assert env["PADDLE_NNODES"] == "2"
         # node 0's stable DNS name: <jobset>-<replicated job>-<job index>-<pod index>
         assert env["PADDLE_MASTER"] == "$(PADDLE_JOB_ID)-node-0-0.$(PADDLE_JOB_ID):36543"

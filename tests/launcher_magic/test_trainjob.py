@@ -120,8 +120,9 @@ def test_the_patch_fits_the_runtime_it_patches():
     assert [c["name"] for c in pod["spec"]["containers"]] == [container["name"]]
     assert "env" not in pod["spec"]["containers"][0]
     # The runtime: launch with the master at node 0, rank = completion index, whole-job restarts.
-    assert container["command"][:3] == ["python", "-m", "paddle.distributed.launch"]
+    assert container["command"] == ["python", "-m", "launcher_magic.training.node_launch"]
     runtime_env = {e["name"]: e for e in container["env"]}
+    assert runtime_env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
     assert runtime_env["PADDLE_MASTER"]["value"].startswith("$(PADDLE_JOB_ID)-node-0-0.")
     assert "job-completion-index" in str(runtime_env["PADDLE_WORKBENCH_NODE_RANK"])
     policy = runtime["spec"]["template"]["spec"]["failurePolicy"]
@@ -307,3 +308,33 @@ def test_both_sides_name_the_same_local_queue():
     from hub_config.cli import kueue
 
     assert kueue.LOCAL_QUEUE == queueing.LOCAL_QUEUE
+
+
+def test_what_the_node_launcher_needs_comes_from_the_runtime_or_the_trainjob():
+    """Contract: every variable `node_launch` requires is set by the shipped runtime's container
+    or by the TrainJob's trainer env that `build_trainjob` writes, and the launcher arguments
+    the TrainJob carries follow the ones node_launch puts first."""
+    from launcher_magic.training.node_launch import NodeLaunchError, launch
+
+    runtime = yaml.safe_load(RUNTIME_FILE.read_text())
+    (rjob,) = runtime["spec"]["template"]["spec"]["replicatedJobs"]
+    (container,) = rjob["template"]["spec"]["template"]["spec"]["containers"]
+    spec, job, manifest = _job()
+    trainer_env = {e["name"]: e.get("value", "") for e in manifest["spec"]["trainer"]["env"]}
+    runtime_env = {e["name"]: e.get("value") or "from-the-pod" for e in container["env"]}
+    # As the kubelet would have them for node 0 and node 1 (the TrainJob's env wins on a clash).
+    pod_env = {**runtime_env, "PADDLE_MASTER": f"{spec.job_id}-node-0-0.{spec.job_id}:36543",
+               "POD_IP": "198.18.0.7", **trainer_env}
+    args = manifest["spec"]["trainer"]["args"]
+    cwd, argv, env = launch({**pod_env, "PADDLE_WORKBENCH_NODE_RANK": "0"}, args,
+                            python="python")
+    assert cwd == str(job.path)
+    assert env["PADDLE_MASTER"] == "198.18.0.7:36543"  # Paddle's launcher prefers it to --master
+    assert argv[:3] == ["python", "-m", "paddle.distributed.launch"]
+    assert argv[argv.index("--master") + 1] == "198.18.0.7:36543"
+    assert argv[argv.index("--nnodes") + 1] == "2" and argv[-len(args):] == args
+    _, argv, _ = launch({**pod_env, "PADDLE_WORKBENCH_NODE_RANK": "1"}, args, python="python")
+    assert argv[argv.index("--master") + 1] == f"{spec.job_id}-node-0-0.{spec.job_id}:36543"
+    assert argv[argv.index("--rank") + 1] == "1"
+    with pytest.raises(NodeLaunchError, match="PADDLE_WORKBENCH_JOB_DIR"):
+        launch({k: v for k, v in pod_env.items() if k != "PADDLE_WORKBENCH_JOB_DIR"}, args)

@@ -3,13 +3,16 @@
 ``real_node`` (session scope) builds (deploy/node/build.sh, cached outside the clone) and
 starts a ``real_node.RealNode`` beside the session's ``control_plane``
 (tests/cluster/conftest.py): containerd + runc from Debian, kubelet and kube-proxy of the
-plane's Kubernetes release, the CNI bridge on 198.18.0.0/24, CoreDNS for cluster names and
+plane's Kubernetes release, the CNI bridge on 198.18.0.0/24, CoreDNS (the kube-dns pod) and
 kube-router's NetworkPolicy controller. It yields the node; ``node.name`` is the Node's name
 and ``node.layout`` says where its files and logs are. Right after the last test of this
 folder (not at the end of the session, so that a ``pytest tests/cluster`` run does not hold
 the machine's one node and its host changes while the KWOK tests run) it deletes the node's
 pods, stops every process and removes every container, network namespace, mount, iptables
 chain, ipset, bridge and cgroup it made; anything left over fails that teardown.
+
+``cpu_image`` (session scope) is the images tier's CPU image on the internal registry the node
+pulls from (``job_image``: registry started when none answers, image built only when missing).
 
 ``restricted_namespace`` gives a test its own namespace with Pod Security ``restricted``
 enforced, like a tenant's; ``pods.server_pod`` builds a pod that fits it and the node, and
@@ -105,6 +108,26 @@ def _stop(node) -> None:
         node.stop()
     except rn.NodeError as exc:
         pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def cpu_image() -> Iterator[str]:
+    """The images tier's CPU image on the registry the node pulls from (``job_image``): the
+    registry is started if none answers there (and then stopped at the end), the image built
+    and pushed only when the registry lacks the one built from the same inputs."""
+    import job_image
+
+    registry = job_image.InternalRegistry()
+    try:
+        registry.start()
+        reference = job_image.cpu_image()
+    except job_image.ImageError as exc:
+        registry.stop()
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield reference
+    finally:
+        registry.stop()
 
 
 @pytest.fixture

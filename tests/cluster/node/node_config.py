@@ -12,6 +12,7 @@ never masqueraded, and ``node_host`` drops any forwarded packet that would leave
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,10 +36,15 @@ NODE_IP = "198.18.0.1"
 # The whole range the node's traffic must stay in (pod subnet, node address).
 CONTAINED_RANGE = "198.18.0.0/15"
 CNI_NETWORK = "wb-pods"
-# Cluster DNS: CoreDNS on the node's address, answering cluster.local from the API server.
+# Cluster DNS: CoreDNS as a pod in kube-system labelled `k8s-app: kube-dns` behind the
+# `kube-dns` Service (the tenants' allow-dns NetworkPolicy names exactly those), answering
+# cluster.local from the API server. The Service's address is the tenth of the plane's range.
 CLUSTER_DOMAIN = "cluster.local"
-DNS_IP = NODE_IP
+DNS_IP = str(ipaddress.ip_network(SERVICE_CIDR)[10])
+DNS_NAMESPACE, DNS_SERVICE, DNS_APP = "kube-system", "kube-dns", "kube-dns"
+DNS_ACCOUNT = "coredns"  # the pod's service account; its ClusterRole and binding share:
 DNS_USER = "workbench-node-coredns"
+DNS_READY_PORT = 8181
 # Pods reach the API server through the `kubernetes` Service: an EndpointSlice of ours sends it
 # to a relay on the node's address (the test plane's API server listens on loopback only).
 API_RELAY_PORT = 6443
@@ -57,6 +63,7 @@ INTERNAL_REGISTRY = "http://127.0.0.1:5000"
 # build.sh names the images it packs after these (see deploy/node/build.sh).
 PAUSE_IMAGE = "localhost/workbench/pause:1"
 TESTSERVER_IMAGE = "localhost/workbench/testserver:1"
+COREDNS_IMAGE = "localhost/workbench/coredns:1"
 
 
 @dataclass(frozen=True)
@@ -75,8 +82,6 @@ class NodeLayout:
     kubelet_healthz_port: int
     proxy_healthz_port: int
     proxy_metrics_port: int
-    dns_health_port: int
-    dns_ready_port: int
     policy_health_port: int
 
     def binary(self, name: str) -> str:
@@ -253,16 +258,14 @@ def kube_proxy_config(lay: NodeLayout) -> dict[str, Any]:
     }
 
 
-def corefile(lay: NodeLayout) -> str:
-    """CoreDNS's config: Service and pod names of cluster.local from the API server, on the
-    node's address only. No forward plugin: other names are refused, nothing leaves."""
+def corefile() -> str:
+    """CoreDNS's config: Service and pod names of cluster.local from the API server (in-cluster:
+    the pod's service account, through the `kubernetes` Service). No forward plugin: other names
+    are refused, nothing leaves."""
     return f"""{CLUSTER_DOMAIN}:53 in-addr.arpa:53 {{
-    bind {DNS_IP}
     errors
-    health 127.0.0.1:{lay.dns_health_port}
-    ready 127.0.0.1:{lay.dns_ready_port}
+    ready :{DNS_READY_PORT}
     kubernetes {CLUSTER_DOMAIN} in-addr.arpa {{
-        kubeconfig {lay.kubeconfig('coredns')}
         pods verified
     }}
     cache 5
@@ -270,8 +273,59 @@ def corefile(lay: NodeLayout) -> str:
 """
 
 
+def node_placement() -> dict[str, Any]:
+    """The pod spec fields that put a pod on the real node (its label selected, taint tolerated)."""
+    key, value = NODE_LABEL
+    return {"nodeSelector": {key: value},
+            "tolerations": [{"key": NODE_TAINT["key"], "operator": "Equal",
+                             "value": NODE_TAINT["value"], "effect": NODE_TAINT["effect"]}]}
+
+
+def coredns_objects() -> list[dict[str, Any]]:
+    """CoreDNS as the cluster's DNS: its service account, Corefile, pod and `kube-dns` Service
+    (fixed address ``DNS_IP``, which the kubelet hands to pods). It runs as a non-root user and
+    binds port 53 through the namespaced sysctl ``net.ipv4.ip_unprivileged_port_start``."""
+    meta = {"namespace": DNS_NAMESPACE}
+    app = {"k8s-app": DNS_APP}
+    ports = [{"name": f"dns-{p.lower()}", "port": 53, "protocol": p} for p in ("UDP", "TCP")]
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount",
+         "metadata": {**meta, "name": DNS_ACCOUNT}},
+        {"apiVersion": "v1", "kind": "ConfigMap",
+         "metadata": {**meta, "name": DNS_ACCOUNT}, "data": {"Corefile": corefile()}},
+        {"apiVersion": "v1", "kind": "Service",
+         "metadata": {**meta, "name": DNS_SERVICE, "labels": app},
+         "spec": {"selector": app, "clusterIP": DNS_IP, "ports": ports}},
+        {"apiVersion": "v1", "kind": "Pod",
+         "metadata": {**meta, "name": DNS_ACCOUNT, "labels": app},
+         "spec": {
+             **node_placement(),
+             "serviceAccountName": DNS_ACCOUNT,
+             "dnsPolicy": "Default",
+             "terminationGracePeriodSeconds": 1,
+             "securityContext": {
+                 "runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
+                 "seccompProfile": {"type": "RuntimeDefault"},
+                 "sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "53"}]},
+             "containers": [{
+                 "name": "coredns", "image": COREDNS_IMAGE, "imagePullPolicy": "Never",
+                 "args": ["-conf", "/etc/coredns/Corefile"],
+                 "ports": [{"containerPort": 53, "name": p["name"], "protocol": p["protocol"]}
+                           for p in ports],
+                 "readinessProbe": {"httpGet": {"path": "/ready", "port": DNS_READY_PORT},
+                                    "periodSeconds": 1},
+                 "securityContext": {"allowPrivilegeEscalation": False,
+                                     "readOnlyRootFilesystem": True,
+                                     "capabilities": {"drop": ["ALL"]}},
+                 "volumeMounts": [{"name": "config", "mountPath": "/etc/coredns",
+                                   "readOnly": True}]}],
+             "volumes": [{"name": "config", "configMap": {"name": DNS_ACCOUNT}}]}},
+    ]
+
+
 def coredns_rbac() -> list[dict[str, Any]]:
-    """What CoreDNS's kubernetes plugin reads (its upstream ClusterRole), bound to its user."""
+    """What CoreDNS's kubernetes plugin reads (its upstream ClusterRole), bound to its pod's
+    service account."""
     name = DNS_USER
     return [
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
@@ -284,7 +338,8 @@ def coredns_rbac() -> list[dict[str, Any]]:
          "metadata": {"name": name},
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                      "name": name},
-         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": name}]},
+         "subjects": [{"kind": "ServiceAccount", "name": DNS_ACCOUNT,
+                       "namespace": DNS_NAMESPACE}]},
     ]
 
 
@@ -341,10 +396,6 @@ def api_endpoint_slice() -> dict[str, Any]:
     }
 
 
-def coredns_argv(lay: NodeLayout) -> list[str]:
-    return [lay.binary("coredns"), "-conf", str(lay.config_file("Corefile"))]
-
-
 def containerd_argv(lay: NodeLayout) -> list[str]:
     return [CONTAINERD, f"--config={lay.config_file('containerd.toml')}"]
 
@@ -382,7 +433,6 @@ def config_files(lay: NodeLayout) -> dict[Path, str]:
         # Host resolvers the kubelet would hand to pods (dnsPolicy Default, and the search
         # path of ClusterFirst): none, so no query ever leaves the machine.
         lay.config_file("resolv.conf"): "# the test node has no upstream resolver\n",
-        lay.config_file("Corefile"): corefile(lay),
         lay.cni_conf_dir / f"10-{CNI_NETWORK}.conflist": json.dumps(cni_config(lay), indent=1),
     }
     for name, text in registry_hosts().items():

@@ -36,7 +36,6 @@ def server_pod(name: str, *, liveness: bool = False, port: int = PORT,
         container["livenessProbe"] = {"httpGet": {"path": "/healthz", "port": port},
                                       "periodSeconds": 1, "failureThreshold": 2,
                                       "timeoutSeconds": 5}
-    key, value = cfg.NODE_LABEL
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -44,9 +43,7 @@ def server_pod(name: str, *, liveness: bool = False, port: int = PORT,
         "spec": {
             "securityContext": pod_context,
             "containers": [container],
-            "nodeSelector": {key: value},
-            "tolerations": [{"key": cfg.NODE_TAINT["key"], "operator": "Equal",
-                             "value": cfg.NODE_TAINT["value"], "effect": "NoSchedule"}],
+            **cfg.node_placement(),
             "terminationGracePeriodSeconds": 1,
         },
     }

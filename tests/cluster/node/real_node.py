@@ -2,8 +2,8 @@
 
 ``RealNode(build_dir, work, plane).start()`` starts containerd (Debian's, with runc and the CRI
 plugin), imports the images build.sh packed (the pause sandbox and the test server: nothing is
-pulled), CoreDNS for cluster names, then the kubelet and kube-proxy built from the control
-plane's Kubernetes release, and kube-router's NetworkPolicy controller. The node is ``node_config.NODE_NAME``; it carries a NoSchedule
+pulled), the kubelet and kube-proxy built from the control plane's Kubernetes release, CoreDNS
+as the cluster's kube-dns pod, and kube-router's NetworkPolicy controller. The node is ``node_config.NODE_NAME``; it carries a NoSchedule
 taint, so only pods that tolerate it land there. ``stop()`` deletes the node's pods, stops every
 process (containerd's shims too), unmounts, deletes chains, bridge and cgroups, puts the
 sysctls back and raises ``NodeError`` listing anything still left behind. One node per
@@ -85,7 +85,6 @@ class RealNode:
             build=build, work=work, server=plane.server, ca_file=plane.ca_file,
             kubelet_port=free_port(), kubelet_healthz_port=free_port(),
             proxy_healthz_port=free_port(), proxy_metrics_port=free_port(),
-            dns_health_port=free_port(), dns_ready_port=free_port(),
             policy_health_port=free_port())
         self.name = cfg.NODE_NAME
         self._plane = plane
@@ -99,8 +98,9 @@ class RealNode:
 
     # --- start ----------------------------------------------------------------------------
     def start(self, timeout: float = 180) -> None:
-        """Start containerd (and import the images), CoreDNS, the kubelet, kube-proxy, the
-        API server relay and kube-router; return once the node is Ready and kube-router healthy.
+        """Start containerd (and import the images), the kubelet, kube-proxy, the API server
+        relay, the CoreDNS pod and kube-router; return once the node is Ready, CoreDNS ready and
+        kube-router healthy.
 
         Raises ``NodeError`` naming the component and its log (call ``stop()`` anyway)."""
         began = time.monotonic()
@@ -122,10 +122,9 @@ class RealNode:
 
         self._spawn("containerd", cfg.containerd_argv(lay))
         wait_for(lambda: self._ctr("version"), timeout, self._what("containerd"))
-        for image in ("pause", "testserver"):
+        for image in ("pause", "testserver", "coredns"):
             self._ctr("images", "import", str(lay.image_archive(image)))
 
-        self._start_coredns(timeout)
         self._spawn("kubelet", cfg.kubelet_argv(lay))
         wait_for(lambda: self._http_ok(f"http://127.0.0.1:{lay.kubelet_healthz_port}/healthz"),
                  timeout, self._what("kubelet", "the kubelet's /healthz"))
@@ -134,19 +133,27 @@ class RealNode:
                  timeout, self._what("kube-proxy", "kube-proxy's /healthz"))
         wait_for(self._ready, timeout, self._what("kubelet", f"node {self.name} to be Ready"))
         self._start_api_relay()
+        self._start_coredns(timeout)
         self._start_policy_controller(timeout)
         self.start_seconds = time.monotonic() - began
 
     def _start_coredns(self, timeout: float) -> None:
+        """CoreDNS as the kube-dns pod (it reads the API server through the relay)."""
+        from kubernetes import utils
+
+        api = self._plane.api_client()
+        for obj in (*cfg.coredns_rbac(), *cfg.coredns_objects()):
+            utils.create_from_dict(api, obj)
+        wait_for(self._dns_ready, timeout, self._what("kubelet", "the CoreDNS pod to be Ready"))
+
+    def _dns_ready(self) -> bool:
         from kubernetes import client
 
-        rbac = client.RbacAuthorizationV1Api(self._plane.api_client())
-        role, binding = cfg.coredns_rbac()
-        rbac.create_cluster_role(role)
-        rbac.create_cluster_role_binding(binding)
-        self._spawn("coredns", cfg.coredns_argv(self.layout))
-        ready = f"http://127.0.0.1:{self.layout.dns_ready_port}/ready"
-        wait_for(lambda: self._http_ok(ready), timeout, self._what("coredns", "CoreDNS /ready"))
+        self._check_alive()
+        pod = client.CoreV1Api(self._plane.api_client()).read_namespaced_pod(
+            cfg.DNS_ACCOUNT, cfg.DNS_NAMESPACE)
+        return any(c.type == "Ready" and c.status == "True"
+                   for c in (pod.status.conditions or []))
 
     def _start_api_relay(self) -> None:
         from kubernetes import client
@@ -197,9 +204,8 @@ class RealNode:
         proxy = pki.make_cert(d, "kube-proxy", ca, "system:kube-proxy")
         pki.make_cert(d, "kubelet-serving", ca, self.name, server=True,
                       dns_names=("localhost",), ips=("127.0.0.1",))
-        dns = pki.make_cert(d, "coredns", ca, cfg.DNS_USER)
         policy = pki.make_cert(d, "kube-router", ca, cfg.POLICY_USER)
-        for user, pair in (("kubelet", kubelet), ("kube-proxy", proxy), ("coredns", dns),
+        for user, pair in (("kubelet", kubelet), ("kube-proxy", proxy),
                            ("kube-router", policy)):
             pki.write_kubeconfig(lay.kubeconfig(user),
                                  pki.kubeconfig(lay.server, lay.ca_file, user, client=pair))
@@ -208,9 +214,9 @@ class RealNode:
     def stop(self, timeout: float = 90) -> None:
         """Stop everything and put the host back; ``NodeError`` lists what is left over.
 
-        Order: the node's pods are deleted so that the kubelet tears their sandboxes down
-        (network, volumes) itself; then kube-router, the relay, kube-proxy, the kubelet and
-        CoreDNS stop; any task still running is killed through containerd; containerd and its
+        Order: the node's pods (CoreDNS's too) are deleted so that the kubelet tears their
+        sandboxes down (network, volumes) itself; then kube-router, the relay, kube-proxy and
+        the kubelet stop; any task still running is killed through containerd; containerd and its
         shims stop; then ``node_host`` unmounts and deletes what remains. The lock is released
         last, so that no other session's node can be mistaken for a leftover of this one."""
         if self._lock is None:
@@ -218,7 +224,7 @@ class RealNode:
         try:
             if "kubelet" in self._procs and self._procs["kubelet"].poll() is None:
                 self._drain(timeout)
-            for name in ("kube-router", "api-relay", "kube-proxy", "kubelet", "coredns"):
+            for name in ("kube-router", "api-relay", "kube-proxy", "kubelet"):
                 if name in self._procs:
                     _terminate(self._procs.pop(name))
             if "containerd" in self._procs:
@@ -290,14 +296,22 @@ class RealNode:
         wait_for(lambda: not self.processes(), 30, "containerd's shims to exit")
 
     def _delete_api_objects(self) -> None:
-        """The Node, the API server's EndpointSlice, the RBAC of CoreDNS and kube-router: the
-        plane outlives the node in a test session."""
+        """The Node, the API server's EndpointSlice, CoreDNS's Service, ConfigMap and service
+        account, the RBAC of CoreDNS and kube-router: the plane outlives the node in a test
+        session."""
         from kubernetes import client
 
         api = self._plane.api_client()
+        core = client.CoreV1Api(api)
         rbac = client.RbacAuthorizationV1Api(api)
         discovery = client.DiscoveryV1Api(api)
-        for delete, name in ((client.CoreV1Api(api).delete_node, self.name),
+        dns = cfg.DNS_NAMESPACE
+        for delete, name in ((core.delete_node, self.name),
+                             (lambda n: core.delete_namespaced_service(n, dns), cfg.DNS_SERVICE),
+                             (lambda n: core.delete_namespaced_config_map(n, dns),
+                              cfg.DNS_ACCOUNT),
+                             (lambda n: core.delete_namespaced_service_account(n, dns),
+                              cfg.DNS_ACCOUNT),
                              (lambda n: discovery.delete_namespaced_endpoint_slice(n, "default"),
                               cfg.API_ENDPOINT_SLICE),
                              (rbac.delete_cluster_role_binding, cfg.DNS_USER),

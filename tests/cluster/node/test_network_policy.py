@@ -12,8 +12,9 @@ The API server is reached as a notebook's client reaches it, through the `kubern
 (on the node, a relay forwards it to the test plane's loopback-only API server; the policies
 name the relay's address as the API server's, as an operator names the real one).
 
-Not in the table yet: DNS (the rendered policy allows CoreDNS pods in kube-system; the node's
-CoreDNS runs as a host process) and the cloud metadata address (nothing listens there).
+DNS is the `kube-dns` Service in front of the CoreDNS pod in kube-system, which the rendered
+allow-dns policy names; a DNS row connects to it on port 53 and also resolves a Service name
+through it. Not in the table yet: the cloud metadata address (nothing listens there).
 """
 
 from __future__ import annotations
@@ -50,8 +51,11 @@ PODS = {
     "proxy": ("hub", {provisioning.HUB_COMPONENT_LABEL: "proxy"}, pods.PORT),
 }
 
-# Not a pod: the API server, as a notebook's client reaches it (the `kubernetes` Service).
+# Not pods: the API server, as a notebook's client reaches it (the `kubernetes` Service), and
+# cluster DNS (the `kube-dns` Service, TCP port 53).
 API_SERVER = "api-server"
+DNS = "dns"
+SERVICES = (API_SERVER, DNS)
 
 # (row id, from pod, to pod or API_SERVER, connection allowed?)
 VERDICTS = [
@@ -63,6 +67,8 @@ VERDICTS = [
     ("proxy-to-notebook", "proxy", "a-notebook", True),
     ("notebook-to-api-server", "a-notebook", API_SERVER, True),
     ("job-to-api-server", "a-job1-0", API_SERVER, False),
+    ("job-to-dns", "a-job1-0", DNS, True),
+    ("notebook-to-dns", "a-notebook", DNS, True),
 ]
 
 
@@ -73,7 +79,7 @@ class World:
 
 
 def _connects(world_ips: dict[str, str], src: str, dst: str) -> bool:
-    addr = world_ips[dst] if dst == API_SERVER else f"{world_ips[dst]}:{PODS[dst][2]}"
+    addr = world_ips[dst] if dst in SERVICES else f"{world_ips[dst]}:{PODS[dst][2]}"
     return dial(world_ips[src], addr, port=PODS[src][2])["connected"]
 
 
@@ -109,6 +115,8 @@ def world(control_plane, real_node):
                for name, (where, _, _) in PODS.items()}
         service = core.read_namespaced_service("kubernetes", "default")
         ips[API_SERVER] = f"{service.spec.cluster_ip}:443"
+        dns = core.read_namespaced_service(cfg.DNS_SERVICE, cfg.DNS_NAMESPACE)
+        ips[DNS] = f"{dns.spec.cluster_ip}:53"
         before = {row: _connects_eventually(ips, src, dst) for row, src, dst, _ in VERDICTS}
         # The operator names the API server's address (`--api-server-cidr`): here the relay's.
         api_cidrs = [f"{cfg.NODE_IP}/32"]
@@ -138,3 +146,16 @@ def test_network_policy_verdict(world, row, src, dst, allowed):
                     f"{src} -> {dst} {verdict}")
     # And it stays that way (the policy controller resyncs; nothing flips back).
     assert all(_connects(world.ips, src, dst) == allowed for _ in range(3))
+
+
+def test_a_job_pod_resolves_names_under_the_tenants_policies(world):
+    """A query, not only a connection: the job pod looks up a Service name through kube-dns.
+    A failed lookup says "lookup <name>"; a resolved one reaches the API server's address and is
+    refused there by the job-to-api-server rule."""
+    def resolved() -> dict | None:
+        got = dial(world.ips["a-job1-0"], "kubernetes.default.svc.cluster.local:443",
+                   port=PODS["a-job1-0"][2])
+        return None if "lookup" in got["error"] else got
+
+    got = wait_for(resolved, POD_TIMEOUT, "a name lookup from a job pod")
+    assert not got["connected"], got

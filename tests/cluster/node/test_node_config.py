@@ -22,7 +22,6 @@ def layout(tmp_path: Path) -> cfg.NodeLayout:
                           server="https://127.0.0.1:6443", ca_file=tmp_path / "ca.crt",
                           kubelet_port=10250, kubelet_healthz_port=10248,
                           proxy_healthz_port=10256, proxy_metrics_port=10249,
-                          dns_health_port=18080, dns_ready_port=18181,
                           policy_health_port=20244)
 
 
@@ -76,13 +75,38 @@ def test_only_pods_that_ask_for_the_real_node_land_on_it(layout):
 
 
 def test_cluster_dns_answers_cluster_names_only_and_forwards_nothing(layout):
-    corefile = cfg.corefile(layout)
+    corefile = cfg.corefile()
     assert "forward" not in corefile and "proxy" not in corefile
-    assert f"bind {cfg.DNS_IP}" in corefile
     assert cfg.kubelet_config(layout)["clusterDNS"] == [cfg.DNS_IP]
-    (role, _binding) = cfg.coredns_rbac()
+    (role, binding) = cfg.coredns_rbac()
     verbs = {verb for rule in role["rules"] for verb in rule["verbs"]}
     assert verbs == {"list", "watch"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": cfg.DNS_ACCOUNT,
+                                    "namespace": cfg.DNS_NAMESPACE}]
+
+
+def test_cluster_dns_is_the_pod_and_service_the_tenants_policies_allow():
+    """provisioning's allow-dns policy names kube-system pods labelled k8s-app: kube-dns."""
+    import tenancy
+
+    from hub_config.cli import provisioning
+    from hub_config.tenants import Tenant
+
+    tenant = Tenant.from_dict(tenancy.tenant_data("dns"), strict=True)
+    (allow_dns,) = [p for p in provisioning.network_policies(tenant, hub_namespace="hub")
+                    if p["metadata"]["name"].endswith("allow-dns")]
+    (peer,) = allow_dns["spec"]["egress"][0]["to"]
+    objects = {obj["kind"]: obj for obj in cfg.coredns_objects()}
+    pod, service = objects["Pod"], objects["Service"]
+    namespace_labels = {"kubernetes.io/metadata.name": pod["metadata"]["namespace"]}
+    assert peer["namespaceSelector"]["matchLabels"].items() <= namespace_labels.items()
+    assert peer["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert service["metadata"]["name"] == "kube-dns"
+    assert service["spec"]["clusterIP"] == cfg.DNS_IP
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert ipaddress.ip_address(cfg.DNS_IP) in ipaddress.ip_network(cfg.SERVICE_CIDR)
+    assert {p["port"] for p in allow_dns["spec"]["egress"][0]["ports"]} == {
+        c["containerPort"] for c in pod["spec"]["containers"][0]["ports"]}
 
 
 def test_kube_router_only_enforces_policies_and_only_reads_the_api(layout):

@@ -1,0 +1,283 @@
+"""A 2-node job trains for real on the real node, from a kernel holding a notebook's identity.
+
+The tenant is provisioned by ``workbench apply``'s bundle (admission policies, quota,
+NetworkPolicies) with the CPU image of the images tier (``job_image``) as its image, and its
+default job API (``trainjob``: Kubeflow Trainer v2 with the workbench's Paddle runtime). The
+cluster operator routes the tenant's pods to the real node without touching what users submit:
+the namespace's node selector and default tolerations (the ``PodNodeSelector`` and
+``PodTolerationRestriction`` admission plugins read them from the namespace's annotations).
+
+The user's storage is ``claim-<user>`` bound to a static ``local`` PersistentVolume on the
+node: the kernel's home folder, with node affinity to the node. The engine mounts that claim at
+the notebook's path in every worker, so the job folder, its checkpoints and the parameters each
+rank saves are the ones the kernel sees.
+
+The kernel runs ``%%paddle_launch --nodes 2`` with ``TRAIN_CELL`` (tests/launcher_magic): two
+worker pods find rank 0 through its headless Service name (the runtime's ``PADDLE_MASTER``,
+resolved by the kube-dns pod under the tenant's policies), train a data-parallel model with the
+CPU wheel over the pod network and save their parameters, which must be identical.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import node_config as cfg
+import numpy as np
+import pytest
+from node_figures import FIGURES
+from pod_client import core_api
+
+from tests.launcher_magic.support import TRAIN_CELL
+from workbench_contract.labels import LABEL_JOB
+from workbench_contract.ownership import user_claim
+
+NODE_CELL = "%%paddle_launch --nodes 2 --cpu 500m --memory 2Gi --name dp\n"
+JOB_TIMEOUT = 900
+STORAGE_CLASS = "workbench-node-local"
+# The kubelet's event after a pull: "Successfully pulled image "..." in 36.9s (...)".
+PULLED = re.compile(r"Successfully pulled image .* in ([0-9.]+)s")
+
+
+def _states(text: str, name: str) -> list[str]:
+    """The job states the text panel printed, in order."""
+    return [line.split(": ", 1)[1].split(" ")[0] for line in text.splitlines()
+            if line.startswith(f"Paddle job {name}-")]
+
+
+def _job_id(home: Path, name: str) -> str:
+    (job,) = [p.name for p in (home / "jobs").iterdir() if p.name.startswith(name + "-")]
+    return job
+
+
+def _params(home: Path, job_id: str, rank: int) -> np.ndarray:
+    return np.load(home / "jobs" / job_id / f"params-rank{rank}.npy")
+
+
+def local_volume(name: str, path: Path, node: str, namespace: str, claim: str) -> dict:
+    """A static PersistentVolume on the node's disk, reserved for one claim."""
+    return {
+        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name},
+        "spec": {
+            "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain", "storageClassName": STORAGE_CLASS,
+            "local": {"path": str(path)},
+            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}]}},
+            "claimRef": {"namespace": namespace, "name": claim},
+        },
+    }
+
+
+def user_storage(claim: str, mount_path: Path) -> dict:
+    """The spawner's storage settings (as Zero to JupyterHub's ``singleuser.storage`` renders
+    them): the user's claim mounted at the home folder."""
+    return {"volumes": [{"name": "home", "persistentVolumeClaim": {"claimName": claim}}],
+            "volume_mounts": [{"name": "home", "mountPath": str(mount_path)}]}
+
+
+@pytest.fixture
+def node_tenant(request, control_plane, real_node, paddle_runtime, cpu_image, tmp_path):
+    """A provisioned tenant whose pods land on the real node, and ada's storage there; yields
+    (tenant, ada's home). The home is where the notebook fixture puts it. The tenant's job API
+    is the default (``trainjob``) unless the test asks for another (indirect parameter)."""
+    import tenancy
+    from kubernetes import client
+
+    from hub_config.tenants import Tenant
+
+    data = tenancy.tenant_data(tenancy.unique("node"), gpus=0)
+    # The node's image first (the notebook's, so the jobs'); provisioning's own check of the
+    # admission policies submits a job with the example image, so that one stays allowed.
+    data["images"] = [{"name": "CPU (node)", "image": cpu_image}, *data["images"]]
+    job_api = getattr(request, "param", None)
+    if job_api:
+        data["job_api"] = job_api
+    tenant = Tenant.from_dict(data, strict=True)
+    assert tenant.job_api == (job_api or "trainjob")  # trainjob: the tenants' default
+    tenancy.provision(control_plane, tenant, hub_namespace="jupyterhub")
+    core = core_api(control_plane)
+    key, value = cfg.NODE_LABEL
+    taint = cfg.NODE_TAINT
+    core.patch_namespace(tenant.namespace, {"metadata": {"annotations": {
+        "scheduler.alpha.kubernetes.io/node-selector": f"{key}={value}",
+        "scheduler.alpha.kubernetes.io/defaultTolerations": json.dumps([{
+            "key": taint["key"], "operator": "Equal", "value": taint["value"],
+            "effect": taint["effect"]}])}}})
+    home = tmp_path / f"{tenant.name}-ada"
+    (home / "jobs").mkdir(parents=True)
+    # Workers run as the notebook's uid; the kernel here runs as root (see start_kernel).
+    for folder in (home, home / "jobs"):
+        folder.chmod(0o777)
+    claim = user_claim("ada")
+    volume = f"{tenant.namespace}-{claim}"
+    core.create_persistent_volume(local_volume(volume, home, real_node.name, tenant.namespace,
+                                               claim))
+    core.create_namespaced_persistent_volume_claim(tenant.namespace, {
+        "metadata": {"name": claim},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": STORAGE_CLASS,
+                 "volumeName": volume, "resources": {"requests": {"storage": "1Gi"}}}})
+    try:
+        yield tenant, home
+    finally:
+        tenancy.deprovision(control_plane, tenant)
+        try:
+            core.delete_persistent_volume(volume)
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+def start_kernel(notebook_kernel, tenant, home: Path):
+    """ada's kernel with her storage; files it makes are writable by the workers' uid (the
+    kernel runs as root here, a notebook as that uid)."""
+    previous = os.umask(0)
+    try:
+        return notebook_kernel(tenant, "ada", **user_storage(user_claim("ada"), home))
+    finally:
+        os.umask(previous)
+
+
+# The job APIs a tenant may choose, each with the custom resource a job becomes.
+JOB_APIS = {"trainjob": ("trainer.kubeflow.org", "v1alpha1", "trainjobs"),
+            "paddlejob": ("kubeflow.org", "v1", "paddlejobs")}
+
+
+@pytest.mark.parametrize("node_tenant", ["paddlejob", "trainjob"], indirect=True)
+def test_a_two_node_job_trains_on_the_real_node(control_plane, real_node, node_tenant,
+                                                notebook_kernel):
+    tenant, home = node_tenant
+    kernel = start_kernel(notebook_kernel, tenant, home)
+    began = time.monotonic()
+    result = kernel.run(NODE_CELL + TRAIN_CELL, timeout=JOB_TIMEOUT)
+    assert result.error is None, result.text
+    # Printed at the end of the session (benchmarks/k8s_node_job.py reads it); never asserted.
+    FIGURES[f"2-node job, {tenant.job_api}: cell wall time (s)"] = (
+        time.monotonic() - began)
+    states = _states(result.text, "dp")
+    assert "Running" in states and states[-1] == "Succeeded", result.text
+
+    job_id = _job_id(home, "dp")
+    from kubernetes import client
+
+    custom = client.CustomObjectsApi(control_plane.api_client())
+    group, version, plural = JOB_APIS[tenant.job_api]
+    custom.get_namespaced_custom_object(group, version, tenant.namespace, plural, job_id)
+    pods = core_api(control_plane).list_namespaced_pod(
+        tenant.namespace, label_selector=f"{LABEL_JOB}={job_id}").items
+    assert len(pods) == 2 and {p.spec.node_name for p in pods} == {real_node.name}, pods
+    assert {p.status.phase for p in pods} == {"Succeeded"}
+    pulls = [float(m[1]) for event in core_api(control_plane).list_namespaced_event(
+        tenant.namespace).items if event.reason == "Pulled"
+        for m in [PULLED.search(event.message or "")] if m]
+    if pulls:  # the first job of a session pulls the image into the node's fresh containerd
+        FIGURES["image pull into the node (s)"] = max(pulls)
+
+    rank0, rank1 = _params(home, job_id, 0), _params(home, job_id, 1)
+    assert rank0.size and np.array_equal(rank0, rank1)
+
+    for rank in (0, 1):
+        logs = kernel.run(f"%paddle_logs {job_id} --rank {rank}")
+        assert logs.error is None, logs.text
+        assert f"done world=2 rank={rank}" in logs.text, logs.text
+
+
+def training_process(job_id: str, rank: int) -> int:
+    """The pid of ``rank``'s training process of the job (not its node's launcher), found on
+    this machine by the environment Paddle's launcher gives it."""
+    wanted = (f"PADDLE_JOB_ID={job_id}".encode(), f"PADDLE_TRAINER_ID={rank}".encode())
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if all(w in environ for w in wanted) and b"paddle.distributed.launch" not in cmdline:
+            found.append(int(entry.name))
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_a_killed_worker_restarts_the_job_which_resumes_from_its_checkpoint(
+        control_plane, real_node, node_tenant, notebook_kernel):
+    """Killing rank 1's training process mid-training (SIGKILL, as the OOM killer does) fails
+    its pod with a signal's exit code, which restarts the job (the runtime's JobSet recreates
+    every node, ``--max-restarts 1``); each node resumes from the newest checkpoint on the
+    shared volume and the job ends with the parameters of an uninterrupted run."""
+    import signal
+
+    from launcher_magic.training.checkpoint import list_checkpoints
+    from tests.launcher_magic.support import wait_until
+
+    tenant, home = node_tenant
+    kernel = start_kernel(notebook_kernel, tenant, home)
+    reference = kernel.run(NODE_CELL.replace("--name dp", "--name ref") + TRAIN_CELL,
+                           timeout=JOB_TIMEOUT)
+    assert reference.error is None and _states(reference.text, "ref")[-1] == "Succeeded", \
+        reference.text
+
+    launch = NODE_CELL.replace("--name dp", "--name kill --max-restarts 1 --env STEP_SLEEP=2 "
+                               "--detach")
+    assert kernel.run(launch + TRAIN_CELL).error is None
+    job_id = _job_id(home, "kill")
+    checkpoints = home / "jobs" / job_id / "checkpoints"
+    assert wait_until(lambda: checkpoints.is_dir() and list_checkpoints(checkpoints),
+                      timeout=JOB_TIMEOUT), (home / "jobs" / job_id / "status.json").read_text()
+    os.kill(training_process(job_id, 1), signal.SIGKILL)
+    killed = time.monotonic()
+    resumed_log = home / "jobs" / job_id / "logs" / "attempt-1" / "node-1" / "workerlog.0"
+    assert wait_until(lambda: resumed_log.is_file()
+                      and "[checkpoint] resumed from step" in resumed_log.read_text(),
+                      timeout=JOB_TIMEOUT), (home / "jobs" / job_id / "status.json").read_text()
+    # Printed at the end of the session; never asserted.
+    FIGURES[f"kill to rank 1 resumed from its checkpoint, {tenant.job_api} (s)"] = (
+        time.monotonic() - killed)
+
+    waited = kernel.run(f"%paddle_attach {job_id} --wait", timeout=JOB_TIMEOUT)
+    status = json.loads((home / "jobs" / job_id / "status.json").read_text())
+    assert status["state"] == "Succeeded", (status, waited.text)
+    assert status["restarts"] == 1, status
+    resumed = kernel.run(f"%paddle_logs {job_id} --rank 1 --tail 200")
+    assert "[checkpoint] resumed from step" in resumed.text, resumed.text
+    ref_id = _job_id(home, "ref")
+    for rank in (0, 1):
+        assert np.array_equal(_params(home, job_id, rank), _params(home, ref_id, rank)), rank
+
+
+def test_paddle_stop_removes_the_jobs_pods_from_the_node(control_plane, real_node, node_tenant,
+                                                         notebook_kernel):
+    """``%paddle_stop`` on a running job: the job and its pods are gone from the node."""
+    from tests.launcher_magic.support import wait_until
+
+    tenant, home = node_tenant
+    kernel = start_kernel(notebook_kernel, tenant, home)
+    launch = NODE_CELL.replace("--name dp", "--name halt --env STEP_SLEEP=5 --detach")
+    assert kernel.run(launch + TRAIN_CELL).error is None
+    job_id = _job_id(home, "halt")
+    status_file = home / "jobs" / job_id / "status.json"
+    assert wait_until(lambda: status_file.is_file()
+                      and json.loads(status_file.read_text())["state"] == "Running",
+                      timeout=JOB_TIMEOUT), status_file.read_text()
+    core = core_api(control_plane)
+
+    def pods() -> list:
+        return core.list_namespaced_pod(tenant.namespace,
+                                        label_selector=f"{LABEL_JOB}={job_id}").items
+
+    assert len(pods()) == 2
+    stopped = kernel.run(f"%paddle_stop {job_id}", timeout=300)
+    assert stopped.error is None, stopped.text
+    assert json.loads(status_file.read_text())["state"] == "Stopped"
+    assert wait_until(lambda: not pods(), timeout=300), [p.metadata.name for p in pods()]
+    from kubernetes import client
+
+    group, version, plural = JOB_APIS[tenant.job_api]
+    with pytest.raises(client.ApiException) as gone:
+        client.CustomObjectsApi(control_plane.api_client()).get_namespaced_custom_object(
+            group, version, tenant.namespace, plural, job_id)
+    assert gone.value.status == 404
