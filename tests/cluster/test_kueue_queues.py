@@ -10,6 +10,7 @@ own test so that tests do not lend to each other.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import pytest
@@ -151,9 +152,14 @@ def test_a_queued_job_shows_its_place_and_starts_when_another_ends(
 
     second, launched = _launch(ada, "second", 1, 8)  # a warning, not a refusal
     assert "Queued" in launched.text, launched.text
+    assert wait_until(lambda: _status(ada, second)["message"].startswith(
+        "position 1 of 1 in workbench"), timeout=120), _status(ada, second)
+    # Kueue orders a queue by the Workloads' creation times, which have one-second resolution:
+    # two jobs made within one second have no order. The third comes a second later.
+    time.sleep(1.1)
     third, _ = _launch(ada, "third", 1, 8)
     assert wait_until(lambda: _status(ada, third)["message"].startswith(
-        "position 2 of 2 in workbench"), timeout=60), _status(ada, third)
+        "position 2 of 2 in workbench"), timeout=120), _status(ada, third)
     assert wait_until(lambda: _status(ada, second)["message"].startswith(
         "position 1 of 2 in workbench; "), timeout=60), _status(ada, second)
     # The positions are Kueue's own, from its visibility API (an aggregated API on this plane),
