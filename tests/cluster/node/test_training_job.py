@@ -203,12 +203,15 @@ def training_process(job_id: str, rank: int) -> int:
     return found[0]
 
 
+@pytest.mark.parametrize("how", ["sigkill", "delete-pod"])
 def test_a_killed_worker_restarts_the_job_which_resumes_from_its_checkpoint(
-        control_plane, real_node, node_tenant, notebook_kernel):
-    """Killing rank 1's training process mid-training (SIGKILL, as the OOM killer does) fails
-    its pod with a signal's exit code, which restarts the job (the runtime's JobSet recreates
-    every node, ``--max-restarts 1``); each node resumes from the newest checkpoint on the
-    shared volume and the job ends with the parameters of an uninterrupted run."""
+        control_plane, real_node, node_tenant, notebook_kernel, how):
+    """Killing rank 1 mid-training fails its pod with a signal's exit code, which restarts the
+    job (the runtime's JobSet recreates every node, ``--max-restarts 1``); each node resumes
+    from the newest checkpoint on the shared volume and the job ends with the parameters of an
+    uninterrupted run. Two ways to kill: SIGKILL of its training process (as the OOM killer
+    does), and deleting its pod through the API (the kubelet's SIGTERM, as an eviction or a
+    drained node sends; the node's entry point turns Paddle's exit 15 into 143)."""
     import signal
 
     from launcher_magic.training.checkpoint import list_checkpoints
@@ -228,14 +231,20 @@ def test_a_killed_worker_restarts_the_job_which_resumes_from_its_checkpoint(
     checkpoints = home / "jobs" / job_id / "checkpoints"
     assert wait_until(lambda: checkpoints.is_dir() and list_checkpoints(checkpoints),
                       timeout=JOB_TIMEOUT), (home / "jobs" / job_id / "status.json").read_text()
-    os.kill(training_process(job_id, 1), signal.SIGKILL)
+    if how == "sigkill":
+        os.kill(training_process(job_id, 1), signal.SIGKILL)
+    else:
+        (pod,) = [p for p in core_api(control_plane).list_namespaced_pod(
+            tenant.namespace, label_selector=f"{LABEL_JOB}={job_id}").items
+            if p.metadata.annotations.get("batch.kubernetes.io/job-completion-index") == "1"]
+        core_api(control_plane).delete_namespaced_pod(pod.metadata.name, tenant.namespace)
     killed = time.monotonic()
     resumed_log = home / "jobs" / job_id / "logs" / "attempt-1" / "node-1" / "workerlog.0"
     assert wait_until(lambda: resumed_log.is_file()
                       and "[checkpoint] resumed from step" in resumed_log.read_text(),
                       timeout=JOB_TIMEOUT), (home / "jobs" / job_id / "status.json").read_text()
     # Printed at the end of the session; never asserted.
-    FIGURES[f"kill to rank 1 resumed from its checkpoint, {tenant.job_api} (s)"] = (
+    FIGURES[f"{how} to rank 1 resumed from its checkpoint, {tenant.job_api} (s)"] = (
         time.monotonic() - killed)
 
     waited = kernel.run(f"%paddle_attach {job_id} --wait", timeout=JOB_TIMEOUT)
