@@ -37,7 +37,7 @@ SCAN=${SCAN:-trivy}
 PYTHON=${PYTHON:-$( [ -x "$repo/.venv/bin/python" ] && echo "$repo/.venv/bin/python" || echo python3)}
 cache=$IMAGE_CACHE
 out=$cache/out
-conf=$cache/conf
+conf=$cache/conf/${REGISTRY_ADDR//[:\/]/_}  # one per registry: builds for two registries may overlap
 storage=(--root "$cache/storage" --runroot "$cache/run" --storage-driver overlay)
 storage_ref="containers-storage:[overlay@$cache/storage+$cache/run]"
 log() { echo "images: $*" >&2; }
@@ -152,7 +152,9 @@ context() {
   echo "$ctx"
 }
 
-# image NAME BASE_REF CONTEXT DOCKERFILE: build, gate, push; prints the digest reference.
+# image NAME BASE_REF CONTEXT DOCKERFILE: build, gate, push; prints the digest reference. The labels
+# name the base by repository and digest without the registry's address, which is this machine's
+# and changes from run to run while the bytes (and the cached image) stay the same.
 image() {
   local name=$1 base_ref=$2 ctx=$3 dockerfile=$4 tag problem ca=()
   [ -f "$ctx/$dockerfile" ] || { log "no $dockerfile; name cpu, hub, proxy or a folder"; exit 2; }
@@ -168,7 +170,8 @@ image() {
     --label "org.opencontainers.image.title=workbench-$name" \
     --label "org.opencontainers.image.revision=$REVISION" \
     --label "org.opencontainers.image.source=paddle-workbench" \
-    --label "org.opencontainers.image.base.name=$base_ref" \
+    --label "org.opencontainers.image.base.name=${base_ref#"$REGISTRY_ADDR/"}" \
+    --label "org.opencontainers.image.base.digest=${base_ref##*@}" \
     --label "org.opencontainers.image.created=$(date -u +%Y-%m-%dT%H:%M:%SZ -d "@${SOURCE_DATE_EPOCH:-$(date +%s)}")" \
     --file "$dockerfile" --tag "localhost/workbench/$name:$tag" . >&2)
   gate "$name" "localhost/workbench/$name:$tag"

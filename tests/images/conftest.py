@@ -182,8 +182,9 @@ def built_images(registry: str, trivy: Path, trivy_db: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def build_conf(built_images) -> Path:
-    return cache_root() / "conf"
+def build_conf(built_images, registry: str) -> Path:
+    # build.sh keeps one configuration per registry address (images/local/build.sh, `conf`).
+    return cache_root() / "conf" / registry.replace(":", "_")
 
 
 @pytest.fixture(scope="session")

@@ -48,7 +48,10 @@ def test_labels_name_the_commit_and_the_base(built_images, name) -> None:
     assert len(revision) == 40, "the checkout has no commit to label the images with"
     assert labels.get("org.opencontainers.image.revision") == revision
     assert labels.get("org.opencontainers.image.title") == f"workbench-{name}"
-    assert labels.get("org.opencontainers.image.base.name") == built_images["base"]
+    # The base by repository and digest: the registry's address is this run's, not the image's.
+    _, base_name, base_digest = _split(built_images["base"])
+    assert labels.get("org.opencontainers.image.base.name") == f"{base_name}@{base_digest}"
+    assert labels.get("org.opencontainers.image.base.digest") == base_digest
     assert labels.get("org.opencontainers.image.created")
 
 
