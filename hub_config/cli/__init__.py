@@ -12,6 +12,9 @@ Kubernetes client): command modules import only the standard library, PyYAML and
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
+from pathlib import Path
 
 
 class CommandError(Exception):
@@ -31,3 +34,16 @@ def require_extra(extra: str, *modules: str) -> None:
             raise CommandError(
                 f"needs the {extra} extra: pip install 'paddle-workbench[{extra}]'"
             ) from None
+
+
+def run_checkout_script(script: Path, argv: list[str], command: str,
+                        env: dict[str, str] | None = None) -> int:
+    """Run one of the checkout's shell scripts (images/local/*.sh) with `env` added to ours.
+
+    Raises:
+        CommandError: the script is not there (the command runs outside the checkout).
+    """
+    if not script.is_file():
+        raise CommandError(f"{script} not found; run `workbench {command}` in the repository's "
+                           "checkout")
+    return subprocess.run(["bash", str(script), *argv], env={**os.environ, **(env or {})}).returncode

@@ -12,14 +12,12 @@ The rules are in `hub_config.cli.image_policy`.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from datetime import date
 from pathlib import Path
 
 import yaml
 
-from hub_config.cli import CommandError
+from hub_config.cli import CommandError, run_checkout_script
 from hub_config.cli.image_policy import (
     GATE_SEVERITIES,
     ReportError,
@@ -122,13 +120,9 @@ def run_gate(args) -> int:
 
 
 def run_build(args) -> int:
-    script = BUILD_SCRIPT
-    if not script.is_file():
-        raise CommandError(f"{script} not found; run `workbench images build` in the "
-                           "repository's checkout")
-    env = dict(os.environ)
+    env = {}
     if args.registry:
         env["REGISTRY_ADDR"] = args.registry
     if args.no_scan:
         env["SCAN"] = "off"
-    return subprocess.run(["bash", str(script), "all"], env=env).returncode
+    return run_checkout_script(BUILD_SCRIPT, ["all"], "images build", env)

@@ -8,11 +8,9 @@ images/local/registry.sh, so the build script and this command start the same re
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
-from hub_config.cli import CommandError
+from hub_config.cli import run_checkout_script
 
 SCRIPT = Path("images") / "local" / "registry.sh"
 
@@ -27,10 +25,5 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    if not SCRIPT.is_file():
-        raise CommandError(f"{SCRIPT} not found; run `workbench registry` in the repository's "
-                           "checkout")
-    env = dict(os.environ)
-    if args.addr:
-        env["REGISTRY_ADDR"] = args.addr
-    return subprocess.run(["bash", str(SCRIPT), args.action], env=env).returncode
+    return run_checkout_script(SCRIPT, [args.action], "registry",
+                               {"REGISTRY_ADDR": args.addr} if args.addr else None)
