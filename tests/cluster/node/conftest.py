@@ -14,6 +14,14 @@ chain, ipset, bridge and cgroup it made; anything left over fails that teardown.
 ``cpu_image`` (session scope) is the images tier's CPU image on the internal registry the node
 pulls from (``job_image``: registry started when none answers, image built only when missing).
 
+``metadata_service`` (module scope) makes the cloud instance-metadata address,
+169.254.169.254 port 80, answer pod traffic on this machine (which has no such service of its
+own, or must keep its own): a routing rule of the node's own sends packets from the pod subnet
+for that address to a local route, and a small HTTP server bound there answers; the host's own
+traffic is not rerouted. Packets stay on the host (the INPUT path, where the policy controller
+filters pod egress), never forwarded. Afterwards the rule, the route and the server are gone,
+or the fixture fails.
+
 ``restricted_namespace`` gives a test its own namespace with Pod Security ``restricted``
 enforced, like a tenant's; ``pods.server_pod`` builds a pod that fits it and the node, and
 ``pod_client`` waits for pods and talks to them over the pod network.
@@ -27,9 +35,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -146,6 +157,82 @@ def restricted_namespace(control_plane, real_node) -> Iterator[str]:
                 f"the default service account of {name}")
     yield name
     core.delete_namespace(name)
+
+
+METADATA_IP = "169.254.169.254"
+METADATA_PORT = 80
+# The routing table and rule priority the metadata stand-in uses (ours alone on this machine).
+METADATA_TABLE = "198"
+METADATA_RULE_PRIORITY = "198"
+# Bind (and answer from) an address no interface carries: the kernel routes a reply's source
+# only for a transparent socket (FREEBIND alone binds, but every SYN-ACK is dropped).
+_IP_TRANSPARENT = getattr(socket, "IP_TRANSPARENT", 19)
+
+
+class _MetadataHandler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - the http.server hook's name
+        body = b"instance metadata stand-in\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+class _MetadataServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def server_bind(self) -> None:
+        # No address lookup (HTTPServer's would ask DNS for a name of 169.254.169.254).
+        self.socket.setsockopt(socket.IPPROTO_IP, _IP_TRANSPARENT, 1)
+        self.socket.bind(self.server_address)
+        self.server_name, self.server_port = self.server_address
+
+
+def _metadata_routing() -> tuple[list[str], list[str]]:
+    """The `ip` arguments of the local route and the rule that sends pod traffic to it."""
+    import node_config as cfg
+
+    route = ["local", f"{METADATA_IP}/32", "dev", "lo", "table", METADATA_TABLE]
+    rule = ["from", cfg.POD_SUBNET, "to", f"{METADATA_IP}/32", "lookup", METADATA_TABLE,
+            "priority", METADATA_RULE_PRIORITY]
+    return route, rule
+
+
+def _metadata_leftovers() -> list[str]:
+    from node_host import run
+
+    left = [f"rule {line.strip()}" for line in run(["ip", "rule", "list"]).splitlines()
+            if METADATA_IP in line]
+    left += [f"route {line.strip()}" for line in run(
+        ["ip", "route", "show", "table", METADATA_TABLE], check=False).splitlines()]
+    return left
+
+
+@pytest.fixture(scope="module")
+def metadata_service(real_node) -> Iterator[str]:
+    """``169.254.169.254:80`` answering HTTP for pods of the real node (see the module doc)."""
+    from node_host import run
+
+    route, rule = _metadata_routing()
+    server = None
+    try:
+        run(["ip", "route", "replace", *route])
+        run(["ip", "rule", "add", *rule])
+        server = _MetadataServer((METADATA_IP, METADATA_PORT), _MetadataHandler)
+        threading.Thread(target=server.serve_forever, name="metadata", daemon=True).start()
+        yield f"{METADATA_IP}:{METADATA_PORT}"
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        run(["ip", "rule", "del", *rule], check=False)
+        run(["ip", "route", "del", *route], check=False)
+        left = _metadata_leftovers()
+        if left:
+            pytest.fail(f"the metadata stand-in left {left}", pytrace=False)
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

@@ -1,5 +1,6 @@
 """Talking to pods of the real node from the host: wait until one is Ready, then HTTP to its
-address over the pod bridge (the host sits on it), or ask a test server to dial from inside.
+address over the pod bridge (the host sits on it), ask a test server to dial from inside, or
+run a command in a pod through the API server's exec.
 
 Waits are generous (``POD_TIMEOUT``) because the machine may be busy; no test asserts on time.
 """
@@ -7,6 +8,7 @@ Waits are generous (``POD_TIMEOUT``) because the machine may be busy; no test as
 from __future__ import annotations
 
 import json
+import time
 import urllib.parse
 import urllib.request
 from typing import Any
@@ -50,3 +52,25 @@ def dial(pod_ip: str, addr: str, port: int = pods.PORT) -> dict:
     ``addr`` (name or IP, with port) from inside its pod: ``{"connected": bool, "error": str}``."""
     query = urllib.parse.urlencode({"addr": addr, "timeout": "5s"})
     return json.loads(http(f"http://{pod_ip}:{port}/dial?{query}"))
+
+
+def exec_in(core, namespace: str, name: str, argv: list[str],
+            timeout: float = 120) -> tuple[int, str]:
+    """Run ``argv`` in the pod's first container through the API server's exec (the kubelet
+    streams it, as for ``kubectl exec``): its exit code and its output (stdout, then stderr)."""
+    from kubernetes.stream import stream
+
+    resp = stream(core.connect_get_namespaced_pod_exec, name, namespace, command=argv,
+                  stdout=True, stderr=True, stdin=False, tty=False, _preload_content=False)
+    out, err = [], []
+    deadline = time.monotonic() + timeout
+    try:
+        while resp.is_open() and time.monotonic() < deadline:
+            resp.update(timeout=1)
+            out.append(resp.read_stdout() if resp.peek_stdout() else "")
+            err.append(resp.read_stderr() if resp.peek_stderr() else "")
+        if resp.is_open():
+            raise AssertionError(f"{argv} in {namespace}/{name} ran for over {timeout:.0f}s")
+        return resp.returncode, "".join(out) + "".join(err)
+    finally:
+        resp.close()

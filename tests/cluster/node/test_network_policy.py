@@ -14,7 +14,12 @@ name the relay's address as the API server's, as an operator names the real one)
 
 DNS is the `kube-dns` Service in front of the CoreDNS pod in kube-system, which the rendered
 allow-dns policy names; a DNS row connects to it on port 53 and also resolves a Service name
-through it. Not in the table yet: the cloud metadata address (nothing listens there).
+through it.
+
+The cloud instance-metadata address (169.254.169.254, port 80) answers for real: the
+``metadata_service`` fixture makes it serve HTTP to pods of this node. The rendered policies
+name it nowhere (default deny; the API server's ipBlocks except it where they contain it), so
+it connects before the policies and is refused after, from a notebook and from a job pod.
 """
 
 from __future__ import annotations
@@ -51,11 +56,12 @@ PODS = {
     "proxy": ("hub", {provisioning.HUB_COMPONENT_LABEL: "proxy"}, pods.PORT),
 }
 
-# Not pods: the API server, as a notebook's client reaches it (the `kubernetes` Service), and
-# cluster DNS (the `kube-dns` Service, TCP port 53).
+# Not pods: the API server, as a notebook's client reaches it (the `kubernetes` Service),
+# cluster DNS (the `kube-dns` Service, TCP port 53) and the cloud metadata address.
 API_SERVER = "api-server"
 DNS = "dns"
-SERVICES = (API_SERVER, DNS)
+METADATA = "cloud-metadata"
+SERVICES = (API_SERVER, DNS, METADATA)
 
 # (row id, from pod, to pod or API_SERVER, connection allowed?)
 VERDICTS = [
@@ -69,6 +75,8 @@ VERDICTS = [
     ("job-to-api-server", "a-job1-0", API_SERVER, False),
     ("job-to-dns", "a-job1-0", DNS, True),
     ("notebook-to-dns", "a-notebook", DNS, True),
+    ("notebook-to-cloud-metadata", "a-notebook", METADATA, False),
+    ("job-to-cloud-metadata", "a-job1-0", METADATA, False),
 ]
 
 
@@ -92,7 +100,7 @@ def _connects_eventually(world_ips: dict[str, str], src: str, dst: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def world(control_plane, real_node):
+def world(control_plane, real_node, metadata_service):
     """The two tenants' pods and the hub's, first without policies, then with them."""
     from kubernetes import client
 
@@ -117,6 +125,7 @@ def world(control_plane, real_node):
         ips[API_SERVER] = f"{service.spec.cluster_ip}:443"
         dns = core.read_namespaced_service(cfg.DNS_SERVICE, cfg.DNS_NAMESPACE)
         ips[DNS] = f"{dns.spec.cluster_ip}:53"
+        ips[METADATA] = metadata_service
         before = {row: _connects_eventually(ips, src, dst) for row, src, dst, _ in VERDICTS}
         # The operator names the API server's address (`--api-server-cidr`): here the relay's.
         api_cidrs = [f"{cfg.NODE_IP}/32"]
