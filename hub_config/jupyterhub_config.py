@@ -280,6 +280,21 @@ def configure(c: Any, env: Mapping[str, str]) -> None:
     _load_extra(env)
 
 
+def hub_url_across_namespaces(url: str, namespace: str) -> str:
+    """The chart's `hub_connect_url` (`http://hub:8081`) names the hub's Service by its short
+    name, which resolves only in the hub's own namespace; notebooks run in the tenants'
+    namespaces, so the name gets the hub's namespace (`http://hub.<namespace>.svc:8081`). A URL
+    whose host already has a dot (an operator's own) is kept."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if not namespace or not parts.hostname or "." in parts.hostname:
+        return url
+    host = f"{parts.hostname}.{namespace}.svc"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return parts._replace(netloc=netloc).geturl()
+
+
 def configure_in_cluster(c: Any, env: Mapping[str, str]) -> None:
     """The workbench's part of a hub that the Zero to JupyterHub chart runs (`hub.extraConfig`).
 
@@ -305,6 +320,9 @@ def configure_in_cluster(c: Any, env: Mapping[str, str]) -> None:
     _configure_auth(c, env, None, crypt_key_set=bool(keys) or bool(
         env.get("JUPYTERHUB_CRYPT_KEY", "").strip()))
     c.JupyterHub.spawner_class = "hub_config.kube_spawner.TenantKubeSpawner"
+    if "hub_connect_url" in c.JupyterHub:
+        c.JupyterHub.hub_connect_url = hub_url_across_namespaces(
+            c.JupyterHub.hub_connect_url, env.get("POD_NAMESPACE", ""))
     # The chart sets `profile_list` from singleuser.profileList ([] by default), which would
     # hide each user's tenant profiles (TenantKubeSpawner's default).
     if "KubeSpawner" in c and not c.KubeSpawner.get("profile_list", True):

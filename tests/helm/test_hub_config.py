@@ -102,6 +102,8 @@ def test_the_chart_config_runs_the_workbench_hub(hub_config: Config) -> None:
     # The chart's settings stay: the proxy in its own pod, servers kept over a hub restart.
     assert c.ConfigurableHTTPProxy.should_start is False
     assert c.JupyterHub.cleanup_servers is False
+    # Notebooks in the tenants' namespaces reach the hub's Service by its namespaced name.
+    assert c.JupyterHub.hub_connect_url == f"http://hub.{chart.NAMESPACE}.svc:8081"
     assert c.CryptKeeper["keys"] and all(c.CryptKeeper["keys"])  # `.keys` is dict.keys
 
 
@@ -166,3 +168,13 @@ def test_in_cluster_settings_name_what_is_missing(tmp_path, env: dict[str, str],
             "WORKBENCH_OIDC_CLIENT_SECRET": "s", "JUPYTERHUB_CRYPT_KEY": "ab" * 32}
     with pytest.raises(jupyterhub_config.HubSettingsError, match=message):
         jupyterhub_config.configure_in_cluster(Config(), {**base, **env})
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("http://hub:8081", "http://hub.jupyterhub.svc:8081"),
+    ("http://hub", "http://hub.jupyterhub.svc"),
+    ("http://hub.other.svc.cluster.local:8081", "http://hub.other.svc.cluster.local:8081"),
+])
+def test_the_hub_url_names_the_hub_s_namespace(url: str, expected: str) -> None:
+    assert jupyterhub_config.hub_url_across_namespaces(url, "jupyterhub") == expected
+    assert jupyterhub_config.hub_url_across_namespaces(url, "") == url

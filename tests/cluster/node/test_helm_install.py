@@ -1,0 +1,375 @@
+"""`helm install` of the Zero to JupyterHub chart with the workbench's values, on the real node.
+
+The chart (deploy/helm, release 4.4.0 unchanged) goes in with ``workbench-values.yaml``, the
+images by digest from the internal registry (the hub and proxy images built from images/hub and
+images/proxy, the CPU image as the notebooks' default: ``deploy/helm/image-values.py``), and what
+an operator's own values file would set (``helm_release.site_values``): the identity provider,
+the node, the hub database's volume, the proxy's node port.
+
+Around it, what an operator provides: the hub's namespace under Pod Security ``restricted``; one
+tenant provisioned by ``workbench apply``'s bundle with the hub's namespace named, its pods
+routed to the real node by the namespace's node selector and default tolerations; the tenants
+file in the ConfigMap ``workbench-tenants``; the OIDC client's secret in the Secret
+``workbench-oidc``; a static ``local`` volume for the hub's database claim. The identity
+provider is oidc-provider-mock (the hub tests' provider) listening on the node's address, so
+the hub pod and the test's browser on the host reach the same issuer.
+
+The browser is ``requests``: it goes to the proxy's node port (kube-proxy serves it on the
+node's address), which the hub's login page, the provider's and the callback all go through.
+The test's checks use an API-only service with admin scopes, its token set through the chart's
+``hub.services`` (so only in the chart's Secret).
+"""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import helm_release
+import node_config as cfg
+import pytest
+import requests
+import tenancy
+import yaml
+from node_figures import FIGURES
+from pod_client import core_api, running_pod
+
+from hub_config.cli.provisioning import POD_SECURITY_LABELS
+from hub_config.tenants import Tenant
+from tests.helm import chart
+from workbench_contract.ownership import user_claim
+
+pytestmark = pytest.mark.timeout(3600)
+
+READY_TIMEOUT = 600
+USER = "ada"
+HUB_DB_CLAIM = "hub-db-dir"  # the chart's claim for hub.db.type sqlite-pvc
+
+
+@dataclass
+class Release:
+    """The installed release and what the tests reach it by."""
+
+    helm: Path
+    kubeconfig: Path
+    namespace: str
+    tenant: Tenant
+    url: str  # the proxy's node port, as the host's browser reaches it
+    admin_token: str
+    provider: helm_release.OidcProvider
+    install_seconds: float  # helm install -> hub and proxy Ready
+    uninstalled: bool = False
+
+    def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        return requests.request(method, f"{self.url}/hub/api{path}", timeout=60, headers={
+            "Authorization": f"token {self.admin_token}"}, **kwargs)
+
+
+def _ready(pod) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+
+
+def wait_component_ready(core, namespace: str, component: str, timeout: float) -> Any:
+    """The chart's pod of ``component`` (hub, proxy) once Ready; AssertionError with every
+    such pod's status and the hub's log otherwise."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pods = core.list_namespaced_pod(namespace, label_selector=f"component={component}").items
+        ready = [p for p in pods if _ready(p) and not p.metadata.deletion_timestamp]
+        if ready:
+            return ready[0]
+        time.sleep(1)
+    statuses = "\n".join(f"{p.metadata.name}: {p.status}" for p in pods)
+    logs = ""
+    for pod in pods:
+        try:
+            logs += core.read_namespaced_pod_log(pod.metadata.name, namespace, tail_lines=40)
+        except Exception as exc:  # noqa: BLE001 - the log is a hint only
+            logs += f"(no log of {pod.metadata.name}: {exc})"
+    raise AssertionError(f"no Ready {component} pod in {namespace} after {timeout:.0f}s\n"
+                         f"{statuses}\n{logs}")
+
+
+def _helm(helm: Path, kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(helm), "--kubeconfig", str(kubeconfig), *args],
+                          capture_output=True, text=True, timeout=600)
+
+
+def _route_to_node(core, namespace: str) -> None:
+    """The namespace's pods go to the real node (PodNodeSelector, PodTolerationRestriction)."""
+    import json
+
+    key, value = cfg.NODE_LABEL
+    taint = cfg.NODE_TAINT
+    core.patch_namespace(namespace, {"metadata": {"annotations": {
+        "scheduler.alpha.kubernetes.io/node-selector": f"{key}={value}",
+        "scheduler.alpha.kubernetes.io/defaultTolerations": json.dumps([{
+            "key": taint["key"], "operator": "Equal", "value": taint["value"],
+            "effect": taint["effect"]}])}}})
+
+
+def _tenant(cpu_image: str) -> tuple[Tenant, dict[str, Any]]:
+    data = tenancy.tenant_data(tenancy.unique("helm"), gpus=0)
+    data["images"] = [{"name": "CPU (node)", "image": cpu_image}, *data["images"]]
+    return Tenant.from_dict(data, strict=True), data
+
+
+def _hub_namespace(core, namespace: str, tenants: dict[str, Any], client_secret: str) -> None:
+    """The hub's namespace as the guide's step 3 makes it: Pod Security `restricted`, the
+    tenants file in the ConfigMap `workbench-tenants`, the OIDC secret in `workbench-oidc`."""
+    core.create_namespace({"metadata": {"name": namespace, "labels": dict(POD_SECURITY_LABELS)}})
+    core.create_namespaced_config_map(namespace, {
+        "metadata": {"name": "workbench-tenants"},
+        "data": {"tenants.yaml": yaml.safe_dump(tenants, sort_keys=False)}})
+    core.create_namespaced_secret(namespace, {
+        "metadata": {"name": "workbench-oidc"}, "stringData": {"client-secret": client_secret}})
+
+
+def _volume(core, folder: Path, name: str, node: str, namespace: str, claim: str,
+            modes: list[str]) -> None:
+    """A folder of the node's disk as the volume the claim binds; open to the pods' uids (a
+    local volume keeps the folder's owner)."""
+    folder.mkdir()
+    folder.chmod(0o777)
+    core.create_persistent_volume(helm_release.local_volume(name, folder, node, namespace,
+                                                            claim, modes))
+
+
+def _delete_quietly(*deletes) -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    for delete in deletes:
+        try:
+            delete()
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+@pytest.fixture(scope="module")
+def release(control_plane, real_node, cpu_image, tmp_path_factory) -> Iterator[Release]:
+    """The release installed as the guide says, once hub and proxy are Ready; uninstalled (if a
+    test has not) and everything around it removed afterwards."""
+    try:
+        helm = chart.build_helm()
+        images = helm_release.chart_images()
+    except (chart.HelmUnavailable, chart.HelmBuildFailed, helm_release.ImageError) as exc:
+        pytest.fail(str(exc), pytrace=False)
+    work = tmp_path_factory.mktemp("helm-release")
+    core = core_api(control_plane)
+    namespace = tenancy.unique("hub")
+    tenant, data = _tenant(cpu_image)
+    provider = helm_release.OidcProvider(
+        [{"sub": USER, "preferred_username": USER, "groups": list(tenant.groups)}],
+        work / "provider.log")
+    db_volume = f"{namespace}-{HUB_DB_CLAIM}"
+    home_volume = f"{tenant.namespace}-{user_claim(USER)}"
+    kubeconfig = control_plane.kubeconfig
+    made: Release | None = None
+    try:
+        provider.start()
+        port = helm_release.node_port()
+        url = f"http://{cfg.NODE_IP}:{port}"
+        oidc_client = provider.register(f"{url}/hub/oauth_callback")
+        _hub_namespace(core, namespace, {"tenants": [data]}, oidc_client["client_secret"])
+        tenancy.provision(control_plane, tenant, hub_namespace=namespace)
+        _route_to_node(core, tenant.namespace)
+        _volume(core, work / "hub-db", db_volume, real_node.name, namespace, HUB_DB_CLAIM,
+                ["ReadWriteOnce"])
+        # The user's claim (the chart's singleuser.storage, made by the spawner) binds this.
+        _volume(core, work / f"home-{USER}", home_volume, real_node.name, tenant.namespace,
+                user_claim(USER), ["ReadWriteMany"])
+        admin_token = secrets.token_hex(32)
+        images_file = chart.image_values(work, {**images, "cpu": cpu_image})
+        site = helm_release.write_values(work / "site.yaml", helm_release.site_values(
+            issuer=provider.issuer, client_id=oidc_client["client_id"],
+            callback=f"{url}/hub/oauth_callback", port=port, admin_token=admin_token))
+
+        began = time.monotonic()
+        done = _helm(helm, kubeconfig, "install", chart.RELEASE, str(chart.CHART),
+                     "--namespace", namespace, "-f", str(chart.VALUES),
+                     "-f", str(images_file), "-f", str(site))
+        assert done.returncode == 0, f"helm install failed:\n{done.stderr}"
+        made = Release(helm, kubeconfig, namespace, tenant, url, admin_token, provider, 0.0)
+        wait_component_ready(core, namespace, "hub", READY_TIMEOUT)
+        wait_component_ready(core, namespace, "proxy", READY_TIMEOUT)
+        made.install_seconds = time.monotonic() - began
+        FIGURES["helm install -> hub and proxy Ready (s)"] = made.install_seconds
+        yield made
+    finally:
+        if made and not made.uninstalled:
+            _helm(helm, kubeconfig, "uninstall", chart.RELEASE, "--namespace", namespace)
+        tenancy.deprovision(control_plane, tenant)
+        _delete_quietly(lambda: core.delete_namespace(namespace),
+                        lambda: core.delete_persistent_volume(db_volume),
+                        lambda: core.delete_persistent_volume(home_volume))
+        provider.stop()
+
+
+def oauth_login(release: Release, sub: str) -> tuple[requests.Session, requests.Response]:
+    """The hub's login button -> the provider's authorize page -> the subject chosen -> the
+    hub's callback -> the hub's home page, all through the proxy's node port."""
+    session = requests.Session()
+    page = session.get(f"{release.url}/hub/oauth_login", params={"next": "/hub/home"},
+                       timeout=60)
+    assert page.status_code == 200 and "/oauth2/authorize" in page.url, (page.status_code,
+                                                                         page.url)
+    final = session.post(page.url, data={"sub": sub}, timeout=120)
+    return session, final
+
+
+def test_helm_install_reaches_hub_ready(release: Release, control_plane, real_node) -> None:
+    core = core_api(control_plane)
+    for component in ("hub", "proxy"):
+        (pod,) = [p for p in core.list_namespaced_pod(
+            release.namespace, label_selector=f"component={component}").items]
+        assert pod.spec.node_name == real_node.name
+        assert _ready(pod)
+    # The hub answers through the proxy's Service, and its health says so.
+    health = requests.get(f"{release.url}/hub/health", timeout=30)
+    assert health.status_code == 200, health.text
+    assert release.api("GET", "/").json()["version"]
+
+
+def test_login_through_the_proxy_lands_in_the_tenant(release: Release) -> None:
+    session, final = oauth_login(release, USER)
+    assert final.status_code == 200, (final.status_code, final.url, final.text[:2000])
+    assert final.url == f"{release.url}/hub/home", final.url
+    assert USER in final.text
+    model = release.api("GET", f"/users/{USER}").json()
+    assert model["groups"] == list(release.tenant.groups), model
+    assert model["admin"] is False
+    state = model.get("auth_state") or {}
+    assert state.get("oauth_user", {}).get("groups") == list(release.tenant.groups), state
+
+
+def user_token(release: Release, name: str) -> str:
+    response = release.api("POST", f"/users/{name}/tokens", json={"note": "helm install test"})
+    assert response.status_code == 201, response.text
+    return response.json()["token"]
+
+
+def wait_server_ready(release: Release, name: str, timeout: float = READY_TIMEOUT) -> dict:
+    """The user's model once their default server is ready; AssertionError otherwise."""
+    deadline = time.monotonic() + timeout
+    model: dict = {}
+    while time.monotonic() < deadline:
+        model = release.api("GET", f"/users/{name}").json()
+        server = (model.get("servers") or {}).get("")
+        if server and server.get("ready"):
+            return model
+        if not server and not model.get("pending"):
+            break  # the spawn failed and the hub gave up
+        time.sleep(1)
+    raise AssertionError(f"{name}'s server did not become ready: {model}")
+
+
+def spawn(release: Release, name: str) -> float:
+    """Start the user's server through the hub's API; seconds until the hub calls it ready."""
+    began = time.monotonic()
+    response = release.api("POST", f"/users/{name}/server")
+    assert response.status_code in (201, 202), response.text
+    wait_server_ready(release, name)
+    return time.monotonic() - began
+
+
+def status_through_proxy(release: Release, name: str, token: str) -> dict:
+    """The notebook server's /api/status, through the proxy's Service, as the user."""
+    response = requests.get(f"{release.url}/user/{name}/api/status", timeout=60,
+                            headers={"Authorization": f"token {token}"})
+    assert response.status_code == 200, (response.status_code, response.text[:2000])
+    return response.json()
+
+
+def notebook_pod(core, release: Release, name: str):
+    (pod,) = core.list_namespaced_pod(
+        release.tenant.namespace, label_selector=f"hub.jupyter.org/username={name}").items
+    return pod
+
+
+def test_spawn_starts_the_notebook_in_the_tenants_namespace(release: Release, control_plane,
+                                                            real_node) -> None:
+    core = core_api(control_plane)
+    oauth_login(release, USER)
+    first = spawn(release, USER)
+    pod = running_pod(core, release.tenant.namespace, notebook_pod(core, release, USER).metadata.name)
+    assert pod.spec.node_name == real_node.name
+    assert pod.metadata.namespace == release.tenant.namespace
+    claims = [v.persistent_volume_claim.claim_name for v in pod.spec.volumes
+              if v.persistent_volume_claim]
+    assert claims == [user_claim(USER)]
+    # The server reaches the hub's API across namespaces (its token checks go there).
+    env = {e.name: e.value for e in pod.spec.containers[0].env or []}
+    assert env["JUPYTERHUB_API_URL"] == f"http://hub.{release.namespace}.svc:8081/hub/api"
+    token = user_token(release, USER)
+    assert "started" in status_through_proxy(release, USER, token)
+    # Again with the image on the node: the spawn as users see it day to day.
+    response = release.api("DELETE", f"/users/{USER}/server")
+    assert response.status_code in (202, 204), response.text
+    wait_for_gone(core, release.tenant.namespace, pod.metadata.name)
+    cached = spawn(release, USER)
+    assert "started" in status_through_proxy(release, USER, token)
+    FIGURES["spawn -> notebook ready, first (image pulled) (s)"] = first
+    FIGURES["spawn -> notebook ready, image cached (s)"] = cached
+
+
+def wait_for_gone(core, namespace: str, name: str, timeout: float = READY_TIMEOUT) -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            core.read_namespaced_pod(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return
+            raise
+        time.sleep(1)
+    raise AssertionError(f"pod {namespace}/{name} still there after {timeout:.0f}s")
+
+
+def test_a_deleted_hub_pod_comes_back_with_its_users_and_servers(release: Release,
+                                                                 control_plane) -> None:
+    core = core_api(control_plane)
+    notebook = notebook_pod(core, release, USER)
+    token = user_token(release, USER)
+    (hub,) = core.list_namespaced_pod(release.namespace, label_selector="component=hub").items
+    core.delete_namespaced_pod(hub.metadata.name, release.namespace)
+    wait_for_gone(core, release.namespace, hub.metadata.name)
+    again = wait_component_ready(core, release.namespace, "hub", READY_TIMEOUT)
+    assert again.metadata.uid != hub.metadata.uid
+    model = wait_server_ready(release, USER)
+    assert model["groups"] == list(release.tenant.groups)
+    # The same notebook pod, still answering through the proxy with the same token.
+    assert notebook_pod(core, release, USER).metadata.uid == notebook.metadata.uid
+    assert "started" in status_through_proxy(release, USER, token)
+
+
+def test_helm_uninstall_keeps_the_tenant_and_the_users_claim(release: Release,
+                                                             control_plane) -> None:
+    core = core_api(control_plane)
+    done = _helm(release.helm, release.kubeconfig, "uninstall", chart.RELEASE,
+                 "--namespace", release.namespace)
+    assert done.returncode == 0, done.stderr
+    release.uninstalled = True
+    assert _wait_no_chart_pods(core, release.namespace)
+    namespace = core.read_namespace(release.tenant.namespace)
+    assert namespace.status.phase == "Active"
+    claim = core.read_namespaced_persistent_volume_claim(user_claim(USER),
+                                                         release.tenant.namespace)
+    assert claim.status.phase == "Bound" and not claim.metadata.deletion_timestamp
+
+
+def _wait_no_chart_pods(core, namespace: str, timeout: float = READY_TIMEOUT) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not core.list_namespaced_pod(namespace,
+                                        label_selector="component in (hub,proxy)").items:
+            return True
+        time.sleep(1)
+    return False
