@@ -137,6 +137,7 @@ class KubernetesEngine(Engine):
     job_kind, job_api = "PaddleJob", (GROUP, VERSION, PLURAL)
     # How a stop deletes the job object's dependents (see the trainjob engine for Background).
     delete_propagation = "Foreground"
+    container = CONTAINER  # the container of a job's pods whose log is shown
 
     kubeconfig = Unicode(
         help="Kubeconfig used outside a cluster (default: $KUBECONFIG). In a pod the service "
@@ -312,15 +313,19 @@ class KubernetesEngine(Engine):
             watch = self._watches.get(key)
             if watch is None:
                 core, custom = self._api()
-                watch = paddlejob_watch(
+                watch = self._new_watch(
                     core, custom, spec.namespace, key[1], watch_seconds=self.watch_seconds,
                     request_timeout=self.request_timeout, log=self.log,
                     on_change=lambda kind, obj, key=key: self._changed(key, kind, obj))
                 self._watches[key] = watch
-                self.log.info("Watching the PaddleJobs, pods and events of namespace %s",
+                self.log.info("Watching the %s of namespace %s", ", ".join(watch.informers),
                               spec.namespace)
                 watch.start(self.request_timeout)
         return watch if watch.synced else None
+
+    def _new_watch(self, core, custom, namespace: str, user_label: str, **options) -> JobWatch:
+        """The informers this engine reads its jobs from (`jobwatch`), not started yet."""
+        return paddlejob_watch(core, custom, namespace, user_label, **options)
 
     def _changed(self, key: tuple[str, str], kind: str, obj: dict | None) -> None:
         """From an informer's thread: bring the status of each followed job the change concerns
@@ -343,8 +348,6 @@ class KubernetesEngine(Engine):
     def status_feed(self, job: JobHandle) -> StatusFeed | None:
         """The job's statuses as they change, in order (each new state once), for a panel; None
         when the engine does not watch (the panel then polls `status`)."""
-        if type(self).status is not KubernetesEngine.status:
-            return None  # a subclass that reads status its own way watches (or not) its own way
         watch = self._job_watch(job.spec)
         if watch is None:
             return None
@@ -496,33 +499,39 @@ class KubernetesEngine(Engine):
         """What one of this engine's job objects held."""
         return usage_from_paddlejob(job_object)
 
-    def _pod(self, job: JobHandle, rank: int) -> str:
+    def _pod(self, job: JobHandle, rank: int) -> str | None:
+        """The pod that runs `rank` (None: none made yet); raises EngineError where finding it
+        asks the API server and that fails."""
         return f"{job.job_id}-worker-{rank // job.spec.resources.nproc_per_node}"
 
     def log_lines(self, job: JobHandle, rank: int, count: int,
                   status: JobStatus | None = None) -> list[str]:
         core, _ = self._api()
+        try:
+            pod = self._pod(job, rank)
+        except EngineError:
+            return []  # finding the pod asked the API server, which did not answer
+        if pod is None:
+            return []  # no pod made yet
         if self.watch and not (status or self.status(job)).state.is_terminal():
             # A live panel's tail comes from the rank's follow stream once it is open; the first
             # call (and a longer tail than the stream keeps) asks once.
-            tail, new = self._tail(job, rank)
+            tail, new = self._tail(job, pod)
             if not new and count <= tail.keep:
                 return tail.lines(count)
         try:
-            text = self._call(f"reading the log of {self._pod(job, rank)}",
-                              core.read_namespaced_pod_log, self._pod(job, rank),
-                              job.spec.namespace, container=CONTAINER, tail_lines=count,
+            text = self._call(f"reading the log of {pod}", core.read_namespaced_pod_log, pod,
+                              job.spec.namespace, container=self.container, tail_lines=count,
                               missing_ok=True)
         except EngineError:
             return []  # not scheduled yet, or its container has not started
         return (text or "").splitlines()[-count:]
 
-    def _tail(self, job: JobHandle, rank: int) -> tuple[LogTail, bool]:
-        """The follow stream of the rank's pod that a panel reads its tail from, opened at the
+    def _tail(self, job: JobHandle, pod: str) -> tuple[LogTail, bool]:
+        """The follow stream of a rank's pod that a panel reads its tail from, opened at the
         first call and closed by itself once nobody asked for `log_idle_seconds`; and whether
         it was opened by this call."""
         core, _ = self._api()
-        pod = self._pod(job, rank)
         with self._watch_lock:
             for key, idle in [(k, t) for k, t in self._tails.items() if t.idle or not t.alive]:
                 idle.stop()  # a rank no panel shows any more
@@ -531,7 +540,7 @@ class KubernetesEngine(Engine):
             if tail is None or not tail.alive:
                 def open_stream(lines: int):
                     return core.read_namespaced_pod_log(
-                        pod, job.spec.namespace, container=CONTAINER, follow=True,
+                        pod, job.spec.namespace, container=self.container, follow=True,
                         timestamps=True, tail_lines=lines, _preload_content=False,
                         # A quiet rank's stream is opened again after an hour (one request).
                         _request_timeout=(self.request_timeout, 3600.0))
@@ -548,14 +557,18 @@ class KubernetesEngine(Engine):
 
     def follow_log(self, job: JobHandle, rank: int, poll: float = 1.0) -> Iterator[str]:
         """One follow stream of the rank's pod, opened again (without repeating a line) when the
-        container restarts or the connection drops, until the job ends."""
+        container restarts or the connection drops, until the job ends; where the rank moves to
+        another pod (a whole-job restart's), that pod's log from its top."""
         core, _ = self._api()
-        pod, last = self._pod(job, rank), None
+        last, shown = None, None
         while True:
             try:
-                response = self._call(
+                pod = self._pod(job, rank)
+                if pod != shown:  # a new pod writes its log from the top
+                    last, shown = None, pod
+                response = None if pod is None else self._call(
                     f"following the log of {pod}", core.read_namespaced_pod_log, pod,
-                    job.spec.namespace, container=CONTAINER, follow=True, timestamps=True,
+                    job.spec.namespace, container=self.container, follow=True, timestamps=True,
                     _preload_content=False, _request_timeout=None, missing_ok=True)
             except EngineError:
                 response = None  # not scheduled yet, or its container has not started
@@ -574,9 +587,10 @@ class KubernetesEngine(Engine):
             time.sleep(poll)
 
 
-def _with_rank_records(status: JobStatus, job: JobHandle) -> JobStatus:
-    """Where the job directory is shared, each rank's own record is more precise than its pod."""
-    records = job.dir.read_rank_records(0)
+def _with_rank_records(status: JobStatus, job: JobHandle, attempt: int = 0) -> JobStatus:
+    """Where the job directory is shared, each rank's own record of `attempt` is more precise
+    than its pod."""
+    records = job.dir.read_rank_records(attempt)
     if not records:
         return status
     ranks = []

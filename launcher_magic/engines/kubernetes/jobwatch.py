@@ -7,8 +7,8 @@ stream for every job of the kernel. It also keeps the jobs being followed and, f
 concerns it and puts each new state into the feeds, so a panel draws every state the job went
 through, even two within one refresh.
 
-`paddlejob_watch` builds the PaddleJob engine's; another engine (TrainJob) builds its own set of
-informers the same way and hands them to `JobWatch`.
+`paddlejob_watch` builds the PaddleJob engine's (PaddleJobs, pods, events), `trainjob_watch` the
+trainjob engine's (TrainJobs and their JobSets' pods), both the same way.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable
 
 from launcher_magic.core.status import JobStatus
+from launcher_magic.engines.kubernetes import trainjob
 from launcher_magic.engines.kubernetes.paddlejob import GROUP, JOB_NAME_LABEL, KIND, PLURAL, VERSION
 from launcher_magic.engines.kubernetes.watcher import SharedInformer
 from workbench_contract.labels import LABEL_JOB, LABEL_USER
@@ -113,11 +114,38 @@ def paddlejob_job_of(kind: str, obj: dict) -> str | None:
     return None
 
 
-def paddlejob_watch(core, custom, namespace: str, user_label: str, *, watch_seconds: int,
-                    request_timeout: float, on_change: Callable[[str, dict | None], None],
-                    log=None) -> JobWatch:
+def trainjob_job_of(kind: str, obj: dict) -> str | None:
+    """The TrainJob an object of the trainjob engine's informers belongs to (its JobSet, and so
+    the JobSet's pods, bear the TrainJob's name)."""
+    metadata = obj.get("metadata") or {}
+    if kind == "jobs":
+        return metadata.get("name")
+    if kind == "pods":
+        return (metadata.get("labels") or {}).get(trainjob.JOBSET_NAME_LABEL)
+    return None
+
+
+Kinds = dict[str, tuple[Callable, str, str]]  # kind -> (list method, label and field selector)
+
+
+def _watch_of(namespace: str, kinds: Kinds, job_of: Callable[[str, dict], str | None], *,
+              watch_seconds: int, request_timeout: float,
+              on_change: Callable[[str, dict | None], None], log=None) -> JobWatch:
+    informers = {
+        kind: SharedInformer(f"{kind} of namespace {namespace}", lister, label_selector=labels,
+                             field_selector=fields, watch_seconds=watch_seconds,
+                             request_timeout=request_timeout,
+                             on_change=functools.partial(on_change, kind), log=log)
+        for kind, (lister, labels, fields) in kinds.items()
+    }
+    return JobWatch(informers, job_of)
+
+
+def paddlejob_watch(core, custom, namespace: str, user_label: str, **options) -> JobWatch:
     """The PaddleJob engine's informers for `namespace`: the workbench's PaddleJobs and worker
-    pods (of `user_label`'s jobs where it is not ""), and the events on PaddleJobs."""
+    pods (of `user_label`'s jobs where it is not ""), and the events on PaddleJobs. `options`:
+    `watch_seconds`, `request_timeout`, `on_change(kind, obj)` and `log`, as `SharedInformer`
+    takes them."""
     mine = f",{LABEL_USER}={user_label}" if user_label else ""
     kinds = {
         "jobs": (functools.partial(custom.list_namespaced_custom_object, GROUP, VERSION,
@@ -127,11 +155,20 @@ def paddlejob_watch(core, custom, namespace: str, user_label: str, *, watch_seco
         "events": (functools.partial(core.list_namespaced_event, namespace), "",
                    f"involvedObject.kind={KIND}"),
     }
-    informers = {
-        kind: SharedInformer(f"{kind} of namespace {namespace}", lister, label_selector=labels,
-                             field_selector=fields, watch_seconds=watch_seconds,
-                             request_timeout=request_timeout,
-                             on_change=functools.partial(on_change, kind), log=log)
-        for kind, (lister, labels, fields) in kinds.items()
+    return _watch_of(namespace, kinds, paddlejob_job_of, **options)
+
+
+def trainjob_watch(core, custom, namespace: str, user_label: str, **options) -> JobWatch:
+    """The trainjob engine's informers for `namespace`: the workbench's TrainJobs and the pods
+    of their JobSets (of `user_label`'s jobs where it is not ""); `options` as for
+    `paddlejob_watch`. JobSets are not watched (a notebook may only get and list them): the
+    engine reads one when its TrainJob or pods change."""
+    mine = f",{LABEL_USER}={user_label}" if user_label else ""
+    kinds = {
+        "jobs": (functools.partial(custom.list_namespaced_custom_object, trainjob.GROUP,
+                                   trainjob.VERSION, namespace, trainjob.PLURAL),
+                 LABEL_JOB + mine, ""),
+        "pods": (functools.partial(core.list_namespaced_pod, namespace),
+                 f"{trainjob.JOBSET_NAME_LABEL},{LABEL_JOB}{mine}", ""),
     }
-    return JobWatch(informers, paddlejob_job_of)
+    return _watch_of(namespace, kinds, trainjob_job_of, **options)

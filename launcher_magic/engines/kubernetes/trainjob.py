@@ -217,6 +217,17 @@ def nodes_of(spec: JobSpec, pods: Iterable[Mapping[str, Any]], attempt: int) -> 
     return tuple(nodes.get(n, NodeStatus(node=n)) for n in range(spec.nodes))
 
 
+def pod_of_node(pods: Iterable[Mapping[str, Any]], node: int) -> str | None:
+    """The name of node `node`'s newest pod: the latest attempt's (JobSet names pods with a
+    random suffix, and a whole-job restart makes new ones); None while it has none."""
+    mine = [p for p in pods if _label_int(p, COMPLETION_INDEX) == node]
+    if not mine:
+        return None
+    newest = max(mine, key=lambda p: (_label_int(p, RESTART_ATTEMPT_LABEL) or 0, _timestamp(
+        (p.get("metadata") or {}).get("creationTimestamp")) or 0.0))
+    return (newest.get("metadata") or {}).get("name")
+
+
 def status_from_trainjob(spec: JobSpec, trainjob: Mapping[str, Any],
                          pods: Iterable[Mapping[str, Any]],
                          jobset: Mapping[str, Any] | None = None) -> JobStatus:

@@ -7,42 +7,46 @@ reads status from the TrainJob's conditions, its JobSet and the JobSet's pods, f
 pod by the JobSet's labels, and stops a job by deleting the TrainJob (its JobSet and pods go
 with it).
 
+It follows jobs as the kubernetes engine does, by watching (`watch`): one stream of TrainJobs and
+one of their JobSets' pods for all of the kernel's jobs in a namespace (`jobwatch.trainjob_watch`),
+a panel's status read from their cache and its log tail from one follow stream per rank shown.
+A notebook may not watch JobSets; a job's JobSet (its restart counter) is read when the job's
+TrainJob or pods change, never on a panel's refresh.
+
 Queueing: where the tenant's namespace holds the workbench's Kueue LocalQueue (`workbench
 apply` makes it when the tenant has a `queue`), the TrainJob carries its queue label and starts
 suspended; Kueue resumes it once the tenant's ClusterQueue admits it. While it waits its state
 is Queued and its message gives its position in the tenant's queue and Kueue's reason. The
 quota preflight then warns that the job will wait instead of refusing it, and refuses only a
-job that can never fit.
+job that can never fit. The queue cannot be watched (the visibility API is an aggregated API
+with no watch, and a notebook may not watch Workloads), so while a job is Queued its place is
+read: at most once per `queue_refresh_seconds` per namespace, one read shared by all of the
+kernel's queued jobs there, and not at all while none is queued.
 
-`status.json` has one writer: this engine, in the kernel (`status` and `stop`).
+`status.json` has one writer: this engine, in the kernel (`status` and `stop`, and the watches'
+thread, which brings a followed job's status up to date on each change).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import replace
 
-from traitlets import Unicode
-from urllib3.exceptions import HTTPError
+from traitlets import Float, Unicode
 
 from launcher_magic.core.jobdir import JobHandle
 from launcher_magic.core.spec import JobSpec, SpecError
-from launcher_magic.core.status import JobState, JobStatus, RankState, RankStatus
+from launcher_magic.core.status import JobState, JobStatus
 from launcher_magic.engines.base import EngineError, UsageRecord
 from launcher_magic.engines.kubernetes import queueing
-from launcher_magic.engines.kubernetes.engine import (
-    KubernetesEngine,
-    _stream_lines,
-    unseen_lines,
-)
+from launcher_magic.engines.kubernetes.engine import KubernetesEngine, _with_rank_records
+from launcher_magic.engines.kubernetes.jobwatch import JobWatch, trainjob_watch
 from launcher_magic.engines.kubernetes.paddlejob import (
     env_secret,
     env_secret_name,
     owned_by,
 )
 from launcher_magic.engines.kubernetes.trainjob import (
-    COMPLETION_INDEX,
     CONTAINER,
     GROUP,
     JOBSET_GROUP,
@@ -51,13 +55,14 @@ from launcher_magic.engines.kubernetes.trainjob import (
     JOBSET_VERSION,
     MAX_RESTARTS_LIMIT,
     PLURAL,
-    RESTART_ATTEMPT_LABEL,
     RUNTIME,
     VERSION,
     build_trainjob,
+    pod_of_node,
     status_from_trainjob,
     usage_from_trainjob,
 )
+from launcher_magic.engines.kubernetes.watcher import SharedRead
 
 
 class TrainJobEngine(KubernetesEngine):
@@ -68,6 +73,7 @@ class TrainJobEngine(KubernetesEngine):
     # Background: the JobSet goes at once. Under Foreground it outlives its pods, and its
     # failure policy recreates every node that the deletion kills.
     delete_propagation = "Background"
+    container = CONTAINER
 
     runtime = Unicode(
         RUNTIME, help="The base name of the ClusterTrainingRuntimes TrainJobs name: a job names "
@@ -78,6 +84,12 @@ class TrainJobEngine(KubernetesEngine):
         help="The Kueue LocalQueue of the tenant's namespace that jobs are submitted to; used "
              "when it exists there ('' never queues).",
     ).tag(config=True)
+    queue_refresh_seconds = Float(
+        10.0, help="Seconds between two reads of the tenant's queue while one of this kernel's "
+        "jobs waits in it (the position from Kueue's visibility API, Kueue's reason from the "
+        "namespace's Workloads: two requests). One read per namespace, shared by all of its "
+        "queued jobs; none while no job is queued."
+    ).tag(config=True)
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -85,6 +97,12 @@ class TrainJobEngine(KubernetesEngine):
         self._waits: dict[str, str] = {}  # job id -> why it will wait (preflight)
         self._queued: dict[str, str] = {}  # job id -> its place in the queue (last status)
         self._visibility_served = True  # until a 404 says Kueue's visibility API is not
+        # (namespace, queue) -> the read of that queue, shared by its queued jobs
+        self._queue_reads: dict[tuple[str, str], SharedRead] = {}
+        # Each watched job's JobSet (None: not found or not readable) as last read, and the
+        # jobs whose TrainJob or pods changed since: their JobSet is read again.
+        self._jobsets: dict[str, dict | None] = {}
+        self._jobsets_stale: set[str] = set()
 
     # -- queueing -------------------------------------------------------------------------------
 
@@ -154,72 +172,147 @@ class TrainJobEngine(KubernetesEngine):
                                        message=f"in {queue}") if queue else
                              JobStatus(job_id=spec.job_id, message="submitted to the cluster"))
 
-    def _read_trainjob(self, spec: JobSpec):
-        """(TrainJob or None, its JobSet or None, its pods as dicts)."""
-        core, custom = self._api()
-        trainjob = self._call(f"reading TrainJob {spec.job_id}",
-                              custom.get_namespaced_custom_object, GROUP, VERSION,
-                              spec.namespace, PLURAL, spec.job_id, missing_ok=True)
-        jobset = None
-        if trainjob is not None:
-            try:  # the restart counter; pods say as much where the account may not read it
-                jobset = self._call(f"reading JobSet {spec.job_id}",
-                                    custom.get_namespaced_custom_object, JOBSET_GROUP,
-                                    JOBSET_VERSION, spec.namespace, JOBSET_PLURAL,
-                                    spec.job_id, missing_ok=True)
-            except EngineError:
-                jobset = None
+    # -- watching -------------------------------------------------------------------------------
+
+    def _new_watch(self, core, custom, namespace: str, user_label: str, **options) -> JobWatch:
+        return trainjob_watch(core, custom, namespace, user_label, **options)
+
+    def _changed(self, key: tuple[str, str], kind: str, obj: dict | None) -> None:
+        """A TrainJob or pod changed: the JobSets of the jobs it concerns are read again (a
+        restart shows in the JobSet's counter before any pod of the new attempt exists)."""
+        watch = self._watches.get(key)
+        if watch is not None:
+            self._jobsets_stale.update(job.job_id for job in watch.affected(kind, obj))
+        super()._changed(key, kind, obj)
+
+    def _get_trainjob(self, spec: JobSpec) -> dict | None:
+        _, custom = self._api()
+        return self._call(f"reading TrainJob {spec.job_id}", custom.get_namespaced_custom_object,
+                          GROUP, VERSION, spec.namespace, PLURAL, spec.job_id, missing_ok=True)
+
+    def _get_jobset(self, spec: JobSpec) -> dict | None:
+        """The job's JobSet (its restart counter); None where it is gone or the account may not
+        read it (the pods then say as much)."""
+        _, custom = self._api()
+        try:
+            return self._call(f"reading JobSet {spec.job_id}",
+                              custom.get_namespaced_custom_object, JOBSET_GROUP, JOBSET_VERSION,
+                              spec.namespace, JOBSET_PLURAL, spec.job_id, missing_ok=True)
+        except EngineError:
+            return None
+
+    def _watched_jobset(self, spec: JobSpec) -> dict | None:
+        """The JobSet as last read, read again only when the job changed since."""
+        if spec.job_id in self._jobsets and spec.job_id not in self._jobsets_stale:
+            return self._jobsets[spec.job_id]
+        self._jobsets_stale.discard(spec.job_id)  # first: a change during the read marks it again
+        self._jobsets[spec.job_id] = jobset = self._get_jobset(spec)
+        return jobset
+
+    def _list_pods(self, spec: JobSpec, cached: bool = True) -> list[dict]:
+        """The pods of the job's JobSet, as dicts: from the namespace's watch where it runs (and
+        `cached`)."""
+        watch = self._job_watch(spec) if cached else None
+        if watch is not None:
+            return watch["pods"].items(lambda pod: ((pod.get("metadata") or {}).get("labels")
+                                                    or {}).get(JOBSET_NAME_LABEL) == spec.job_id)
+        core, _ = self._api()
         pods = self._call(f"listing the pods of {spec.job_id}", core.list_namespaced_pod,
                           spec.namespace, label_selector=f"{JOBSET_NAME_LABEL}={spec.job_id}")
-        return trainjob, jobset, [core.api_client.sanitize_for_serialization(p)
-                                  for p in pods.items]
+        return [core.api_client.sanitize_for_serialization(p) for p in pods.items]
+
+    def _read_trainjob(self, spec: JobSpec, confirm: bool = True, jobset: bool = True,
+                       cached: bool = True):
+        """(TrainJob or None, its JobSet or None, its pods as dicts): from the namespace's
+        watches where they run (and `cached`), else from the API server. A TrainJob missing
+        from the cache is asked for once more (`confirm`): one created a moment ago may not be
+        in it yet."""
+        watch = self._job_watch(spec) if cached else None
+        if watch is None:
+            trainjob = self._get_trainjob(spec)
+            found = self._get_jobset(spec) if trainjob is not None and jobset else None
+            return trainjob, found, self._list_pods(spec, cached=False)
+        trainjob = watch["jobs"].get(spec.job_id)
+        if trainjob is None and confirm:
+            trainjob = self._get_trainjob(spec)
+        found = self._watched_jobset(spec) if trainjob is not None and jobset else None
+        return trainjob, found, self._list_pods(spec)
 
     def status(self, job: JobHandle) -> JobStatus:
-        last = job.dir.read_status() or JobStatus(job_id=job.job_id)
-        if last.state.is_terminal():
-            return last
+        with self._status_lock:
+            last = job.dir.read_status() or JobStatus(job_id=job.job_id)
+            if last.state.is_terminal():
+                return last
+            status = self._current(job, last)
+            if replace(status, updated_at=0) != replace(last, updated_at=0):
+                job.dir.write_status(status)
+            self._follow(job, status, last)
+            if status.state.is_terminal():
+                self._jobsets.pop(job.job_id, None)
+        return status
+
+    def _current(self, job: JobHandle, last: JobStatus) -> JobStatus:
+        """The job's status now, from its TrainJob, JobSet and pods (and, while it is queued,
+        its tenant's queue)."""
         trainjob, jobset, pods = self._read_trainjob(job.spec)
         if trainjob is None:
-            status = last.moved_to(JobState.STOPPED, "the TrainJob was deleted")
-        else:
+            return last.moved_to(JobState.STOPPED, "the TrainJob was deleted")
+        status = status_from_trainjob(job.spec, trainjob, pods, jobset)
+        if status.state.is_terminal() and self._job_watch(job.spec) is not None:
+            # An end is for good: it is read from the API server itself, as the streams of
+            # pods and TrainJobs resume apart after a drop and the pods' may lag behind (the
+            # failed node's exit code, the restarts).
+            trainjob, jobset, pods = self._read_trainjob(job.spec, cached=False)
+            if trainjob is None:
+                return last.moved_to(JobState.STOPPED, "the TrainJob was deleted")
             status = status_from_trainjob(job.spec, trainjob, pods, jobset)
-            if status.state == JobState.QUEUED and queueing.is_queued(trainjob):
-                message, refusal = self._queue_message(job.spec, trainjob)
-                status = replace(status, message=message)
-                self._queued[job.job_id] = f"queued: {message}"
-                if refusal:  # larger than all the queue could ever lend it: never runs
-                    self.log.info("Deleting TrainJob %s/%s: it can never be admitted",
-                                  job.spec.namespace, job.job_id)
-                    self._delete(job.spec, quiet=True)
-                    self._queued.pop(job.job_id, None)
-                    status = status.moved_to(
-                        JobState.FAILED, f"refused by your tenant's queue: {refusal}; the job "
-                        "is larger than all the quota it could ever borrow, ask for less")
-            else:
+        if status.state == JobState.QUEUED and queueing.is_queued(trainjob):
+            message, refusal = self._queue_message(job.spec, trainjob)
+            status = replace(status, message=message)
+            self._queued[job.job_id] = f"queued: {message}"
+            if refusal:  # larger than all the queue could ever lend it: never runs
+                self.log.info("Deleting TrainJob %s/%s: it can never be admitted",
+                              job.spec.namespace, job.job_id)
+                self._delete(job.spec, quiet=True)
                 self._queued.pop(job.job_id, None)
-            status = _with_rank_records(status, job, status.restarts)
-        if replace(status, updated_at=0) != replace(last, updated_at=0):
-            job.dir.write_status(status)
+                status = status.moved_to(
+                    JobState.FAILED, f"refused by your tenant's queue: {refusal}; the job "
+                    "is larger than all the quota it could ever borrow, ask for less")
+        else:
+            self._queued.pop(job.job_id, None)
+        status = _with_rank_records(status, job, status.restarts)
         return status
 
     def _queue_message(self, spec: JobSpec, trainjob: dict) -> tuple[str, str]:
         """("position N of M in <queue>; <Kueue's reason>", Kueue's refusal or "")."""
-        _, custom = self._api()
-        try:
-            listed = self._call(f"listing the Workloads of namespace {spec.namespace}",
-                                custom.list_namespaced_custom_object, queueing.GROUP,
-                                queueing.VERSION, spec.namespace, "workloads")
-        except EngineError as err:
-            self.log.debug("Cannot read the queue: %s", err)
+        queue = ((trainjob.get("metadata") or {}).get("labels") or {}).get(
+            queueing.QUEUE_LABEL, "")
+        with self._watch_lock:
+            shared = self._queue_reads.get((spec.namespace, queue))
+            if shared is None:
+                shared = SharedRead(lambda: self._read_queue(spec.namespace, queue),
+                                    self.queue_refresh_seconds)
+                self._queue_reads[(spec.namespace, queue)] = shared
+        workloads, pending = shared.get()
+        if workloads is None:
             return "waiting for the tenant's queue to admit it", ""
-        workloads = listed.get("items") or []
         uid = (trainjob.get("metadata") or {}).get("uid", "")
         mine = [w for w in workloads if queueing.owner_uid(w) == uid]
         refusal = queueing.never_fits(mine[0]) if mine else ""
-        queue = ((trainjob.get("metadata") or {}).get("labels") or {}).get(
-            queueing.QUEUE_LABEL, "")
-        return (queueing.queue_message(trainjob, workloads,
-                                       self._pending_workloads(spec.namespace, queue)), refusal)
+        return queueing.queue_message(trainjob, workloads, pending), refusal
+
+    def _read_queue(self, namespace: str, queue: str) -> tuple[list | None, dict | None]:
+        """(the namespace's Workloads, the LocalQueue's pending workloads from the visibility
+        API or None); (None, None) when the Workloads could not be read."""
+        _, custom = self._api()
+        try:
+            listed = self._call(f"listing the Workloads of namespace {namespace}",
+                                custom.list_namespaced_custom_object, queueing.GROUP,
+                                queueing.VERSION, namespace, "workloads")
+        except EngineError as err:
+            self.log.debug("Cannot read the queue: %s", err)
+            return None, None
+        return listed.get("items") or [], self._pending_workloads(namespace, queue)
 
     def _pending_workloads(self, namespace: str, queue: str) -> dict | None:
         """The LocalQueue's pending workloads from Kueue's visibility API, in Kueue's order;
@@ -250,27 +343,34 @@ class TrainJobEngine(KubernetesEngine):
         self.log.info("Deleting TrainJob %s/%s", job.spec.namespace, job.job_id)
         self._delete(job.spec)
         deadline, gone = time.monotonic() + self.stop_timeout, 0
+        watch = self._job_watch(job.spec)
         while time.monotonic() < deadline:
-            trainjob, _, pods = self._read_trainjob(job.spec)
+            since = watch["pods"].version if watch is not None else 0
+            trainjob, _, pods = self._read_trainjob(job.spec, confirm=watch is None,
+                                                    jobset=False)
             # Gone on two reads a second apart: once seen (flaky, 1 run in 3) pods of a deleted
             # TrainJob's JobSet outlived one empty listing.
             gone = gone + 1 if trainjob is None and not pods else 0
             if gone == 2:
                 break
-            time.sleep(0.5 if not gone else 1.0)
+            if watch is not None and not gone:  # the next change of its pods, not a poll
+                watch["pods"].wait_for_change(since, min(1.0, deadline - time.monotonic()))
+            else:
+                time.sleep(0.5 if not gone else 1.0)
         message = "stopped by request"
         if gone < 2:  # the cluster is slow to collect the pods: say so rather than hide it
             self.log.warning("TrainJob %s deleted; its pods were still terminating after %ss",
                              job.job_id, self.stop_timeout)
             message += "; its pods were still terminating (the cluster removes them)"
-        status = status.moved_to(JobState.STOPPED, message)
-        job.dir.write_status(status)
-        return status
-
-    def shutdown(self, jobs: Sequence[JobHandle]) -> None:
-        """Delete each job (its JobSet and pods follow); the kernel's exit does not wait."""
-        for job in jobs:
-            self._delete(job.spec, quiet=True)
+        with self._status_lock:
+            last = job.dir.read_status() or status
+            if last.state.is_terminal() and last.state != JobState.STOPPED:
+                return last  # it ended on its own while it was being deleted
+            stopped = status.moved_to(JobState.STOPPED, message)
+            job.dir.write_status(stopped)
+            self._follow(job, stopped, last)
+            self._jobsets.pop(job.job_id, None)
+        return stopped
 
     @staticmethod
     def _usage(job_object: dict) -> UsageRecord:
@@ -278,63 +378,9 @@ class TrainJobEngine(KubernetesEngine):
 
     # -- logs -----------------------------------------------------------------------------------
 
-    def _pod(self, job: JobHandle, rank: int) -> str:
-        """The newest pod of the rank's node (JobSet names pods with a random suffix)."""
-        core, _ = self._api()
-        node = rank // job.spec.resources.nproc_per_node
-        pods = self._call(f"finding the pod of rank {rank}", core.list_namespaced_pod,
-                          job.spec.namespace,
-                          label_selector=f"{JOBSET_NAME_LABEL}={job.job_id},"
-                                         f"{COMPLETION_INDEX}={node}")
-        if not pods.items:
-            return f"{job.job_id}-node-0-{node}"  # not made yet: reading it finds nothing
-
-        def attempt(pod) -> int:
-            return int((pod.metadata.labels or {}).get(RESTART_ATTEMPT_LABEL) or 0)
-
-        return max(pods.items, key=lambda p: (attempt(p), p.metadata.creation_timestamp)
-                   ).metadata.name
-
-    def log_lines(self, job: JobHandle, rank: int, count: int,
-                  status: JobStatus | None = None) -> list[str]:
-        core, _ = self._api()
-        try:
-            pod = self._pod(job, rank)
-            text = self._call(f"reading the log of {pod}", core.read_namespaced_pod_log, pod,
-                              job.spec.namespace, container=CONTAINER, tail_lines=count,
-                              missing_ok=True)
-        except EngineError:
-            return []  # not scheduled yet, or its container has not started
-        return (text or "").splitlines()[-count:]
-
-    def follow_log(self, job: JobHandle, rank: int, poll: float = 1.0):
-        """Follow the rank's pod; after a whole-job restart, the new attempt's pod."""
-        core, _ = self._api()
-        last, shown = None, None
-        while True:
-            try:
-                pod = self._pod(job, rank)
-                if pod != shown:  # a new attempt's pod writes its log from the top
-                    last, shown = None, pod
-                response = self._call(
-                    f"following the log of {pod}", core.read_namespaced_pod_log, pod,
-                    job.spec.namespace, container=CONTAINER, follow=True, timestamps=True,
-                    _preload_content=False, _request_timeout=None, missing_ok=True)
-            except EngineError:
-                response = None
-            if response is not None:
-                try:
-                    for line in _stream_lines(response):
-                        fresh, last = unseen_lines([line], last)
-                        if fresh:
-                            yield fresh[0] + "\n"
-                except (HTTPError, OSError):
-                    pass  # the stream broke: open it again below
-                finally:
-                    response.release_conn()
-            if self.status(job).state.is_terminal():
-                return
-            time.sleep(poll)
+    def _pod(self, job: JobHandle, rank: int) -> str | None:
+        """The newest pod of the rank's node (after a whole-job restart, the new attempt's)."""
+        return pod_of_node(self._list_pods(job.spec), rank // job.spec.resources.nproc_per_node)
 
 
 def get_path(api_client, path: str, _request_timeout=None) -> dict:
@@ -346,21 +392,3 @@ def get_path(api_client, path: str, _request_timeout=None) -> dict:
     response = api_client.call_api(*request, _request_timeout=_request_timeout)
     response.read()
     return api_client.response_deserialize(response, {"200": "object"}).data
-
-
-def _with_rank_records(status: JobStatus, job: JobHandle, attempt: int) -> JobStatus:
-    """Each rank's own record of the current attempt (where the job directory is shared) is
-    more precise than its pod."""
-    records = job.dir.read_rank_records(attempt)
-    if not records:
-        return status
-    ranks = []
-    for rank in status.ranks:
-        record = records.get(rank.rank)
-        if record:
-            rank = RankStatus(rank=rank.rank, node=rank.node,
-                              state=RankState(record.get("state", rank.state)),
-                              exit_code=record.get("exit_code", rank.exit_code),
-                              error=record.get("error"))
-        ranks.append(rank)
-    return replace(status, ranks=tuple(ranks))

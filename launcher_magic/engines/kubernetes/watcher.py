@@ -328,6 +328,37 @@ class SharedInformer:
             self.log.warning("Handling a change of %s failed: %s", self.name, err)
 
 
+class SharedRead:
+    """One read that every caller shares, made at most once per `every` seconds.
+
+    For what a kernel cannot watch but must keep roughly current while something shows it (the
+    place of queued jobs in Kueue's queue, served by an aggregated API that has no watch): a
+    caller within `every` seconds of the last read gets that read's answer, so any number of
+    callers cost one request per period, and no caller costs nothing. A read that raises is not
+    made again before the period ends either (the caller gets the error, later ones the last
+    answer), so a failing server is not asked harder.
+
+    Threads: `get` from any; the read runs in the calling thread, others wait for it.
+    """
+
+    def __init__(self, read: Callable[[], Any], every: float,
+                 clock: Callable[[], float] = time.monotonic):
+        self.read, self.every, self.clock = read, every, clock
+        self.reads = 0  # reads made, for tests and benchmarks
+        self._value: Any = None
+        self._at: float | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> Any:
+        with self._lock:
+            now = self.clock()
+            if self._at is None or now - self._at >= self.every:
+                self._at = now
+                self.reads += 1
+                self._value = self.read()
+            return self._value
+
+
 class WatchError(RuntimeError):
     """The watch stream said something went wrong (an ERROR event other than 410)."""
 
