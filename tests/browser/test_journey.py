@@ -13,29 +13,22 @@ the machine it runs on has two cores.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from pathlib import Path
 
 import pytest
 
+from tests.browser.sample_steps import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    NOTEBOOK,
+    notebook_ready,
+    run_the_sample_and_see_the_board,
+)
+from tests.browser.sample_steps import shot as shot_into
 from tests.hub_config.conftest import REPO, proxy_command, workbench_up
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-]
 SHOTS = REPO / "test-output" / "browser"
-NOTEBOOK = "paddle-quickstart.ipynb"
-SERIES_PIXELS = """canvas => {
-    const d = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
-    let blue = 0;
-    for (let i = 0; i < d.length; i += 4) {
-        if (d[i + 3] >= 128 && d[i + 2] > d[i] + 60 && d[i + 2] > d[i + 1] + 60) blue++;
-    }
-    return blue;
-}"""
 
 playwright_api = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed (test extra)")
@@ -62,10 +55,7 @@ def workbench(tmp_path):
 
 
 def shot(page, name: str) -> Path:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    path = SHOTS / f"{name}.png"
-    page.screenshot(path=str(path))
-    return path
+    return shot_into(page, SHOTS, name)
 
 
 def test_login_spawn_run_the_sample_and_see_the_chart(workbench):
@@ -99,60 +89,11 @@ def test_login_spawn_run_the_sample_and_see_the_chart(workbench):
             item = page.locator(".jp-DirListing-item", has_text=NOTEBOOK)
             item.wait_for(timeout=240_000)
             item.dblclick()
-            notebook = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
-            cells = notebook.locator(".jp-CodeCell")
-            cells.first.wait_for()
-            page.get_by_text(re.compile(r"\| Idle")).first.wait_for(timeout=240_000)
-            news = page.locator(".jp-toast-button", has_text="No")
-            if news.count():  # JupyterLab asks about its news feed once; decline as a person would
-                news.first.click()
+            notebook = notebook_ready(page)
             shot(page, "03-notebook")
 
-            # 4. run `%load_ext`, the variables cell, then the launch cell, with Shift+Enter as a
-            # person would
-            cells.nth(0).locator(".jp-InputArea-editor").click()
-            page.keyboard.press("Shift+Enter")
-            cells.nth(0).locator(".jp-InputPrompt", has_text="[1]").wait_for(timeout=120_000)
-            page.keyboard.press("Shift+Enter")
-            cells.nth(1).locator(".jp-InputPrompt", has_text="[2]").wait_for(timeout=120_000)
-            page.keyboard.press("Shift+Enter")
-            launch = cells.nth(2)
-            panel = launch.locator(".jp-OutputArea-output .paddle-job-panel").first
-            panel.wait_for(timeout=240_000)
-            shot(page, "04-running")
-
-            # 5. the panel says Succeeded: the live widget (its Stop button shows the final
-            # state) and the summary the notebook keeps
-            launch.locator("button", has_text="Succeeded").first.wait_for(timeout=900_000)
-            launch.locator(".paddle-job-panel:visible", has_text="Succeeded").first.wait_for(
-                timeout=60_000)
-
-            # 6. the job's VisualDL board is in the panel, with the loss chart drawn
-            frame_element = launch.locator("iframe[title^='VisualDL']")
-            frame_element.wait_for(timeout=120_000)
-            frame_element.scroll_into_view_if_needed()
-            frame = frame_element.content_frame
-            chart = frame.locator("canvas").first
-            chart.wait_for(timeout=180_000)
-            job_id = frame_element.get_attribute("title").split(": ", 1)[1]
-            points = frame.locator("body").evaluate(
-                """async (body, run) => {
-                    const response = await fetch(
-                        `api/scalar/list?run=${encodeURIComponent(run)}&tag=train%2Floss`);
-                    return (await response.json()).data;
-                }""",
-                job_id,
-            )
-            assert len(points) == 60, points  # one per step of the sample's 60 steps
-            box = chart.bounding_box()
-            assert box and box["width"] > 100 and box["height"] > 100, box
-            page.mouse.move(2, 300)  # no hover menus over the board in the picture
-            page.wait_for_timeout(1500)  # let the chart's entry animation finish
-            # The chart's titles live inside ECharts' canvas, not the DOM: count the pixels of
-            # the series line (VisualDL draws runs in blue; axes and grid are grey).
-            drawn = chart.evaluate(SERIES_PIXELS)
-            assert drawn > 200, f"the loss chart has no line drawn ({drawn} blue pixels)"
-            shot(page, "05-panel-and-board")
+            # 4-6. run the sample; the panel says Succeeded with the job's board drawn
+            run_the_sample_and_see_the_board(page, notebook, SHOTS)
             notebook.screenshot(path=str(SHOTS / "06-notebook.png"))
         except BaseException:
             shot(page, "99-failure")

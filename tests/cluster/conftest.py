@@ -205,3 +205,15 @@ def notebook_kernel(control_plane, tmp_path) -> Iterator[object]:
     for session in started:
         session.client.stop_channels()
         session.manager.shutdown_kernel(now=True)
+
+
+@pytest.fixture
+def proxy(control_plane):
+    """A CutProxy (tests/cluster/cut_proxy.py) in front of the plane's API server, which cuts
+    its connections for real."""
+    from cut_proxy import CutProxy
+
+    host, port = control_plane.server.removeprefix("https://").rsplit(":", 1)
+    made = CutProxy(host, int(port))
+    yield made
+    made.close()

@@ -63,13 +63,6 @@ def queued_tenant(control_plane, paddle_runtime):
         *KUEUE, "clusterqueues", f"workbench-{tenant.name}")
 
 
-@pytest.fixture
-def proxy(control_plane):
-    host, port = control_plane.server.removeprefix("https://").rsplit(":", 1)
-    made = CutProxy(host, int(port))
-    yield made
-    made.close()
-
 
 class Notebook:
     """ada's launch service and trainjob engine, with every HTTP request the engine sends

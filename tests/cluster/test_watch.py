@@ -23,7 +23,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from cut_proxy import CutProxy
 
 from launcher_magic.engines.kubernetes.watcher import SharedInformer
 from tests.hub_config.hub_env import notebook_env
@@ -33,14 +32,6 @@ EXAMPLE_TENANTS = Path(__file__).parents[2] / "hub_config" / "tenants.example.ya
 OUTCOME = "workbench.test/outcome"
 LABELS = {"app": "watched"}
 
-
-@pytest.fixture
-def proxy(control_plane):
-    """A CutProxy in front of the plane's API server."""
-    host, port = control_plane.server.removeprefix("https://").rsplit(":", 1)
-    made = CutProxy(host, int(port))
-    yield made
-    made.close()
 
 
 @pytest.fixture

@@ -282,6 +282,33 @@ def local_login(hub: HubProcess, name: str, password: str) -> requests.Session:
     return session
 
 
+def login_and_spawn(url: str, user: str, password: str, timeout: float = 180
+                    ) -> tuple[str, float]:
+    """Log in through the hub's form, make a token, start the user's server through the API:
+    (the token, seconds from the spawn request to the hub calling the server ready)."""
+    class Hub:  # what local_login needs
+        pass
+    hub = Hub()
+    hub.url = url
+    browser = local_login(hub, user, password)
+    assert browser.login_response.status_code == 302, browser.login_response.text[:2000]
+    xsrf = browser.cookies.get("_xsrf", path="/hub/")
+    token = browser.post(f"{url}/hub/api/users/{user}/tokens", headers={"X-XSRFToken": xsrf},
+                         json={"note": "e2e"}, timeout=30).json()["token"]
+    auth = {"Authorization": f"token {token}"}
+    began = time.monotonic()
+    spawn = requests.post(f"{url}/hub/api/users/{user}/server", headers=auth, timeout=120)
+    assert spawn.status_code in (201, 202), spawn.text
+    deadline = began + timeout
+    model: dict = {}
+    while time.monotonic() < deadline:
+        model = requests.get(f"{url}/hub/api/users/{user}", headers=auth, timeout=30).json()
+        if (model["servers"].get("") or {}).get("ready"):
+            return token, time.monotonic() - began
+        time.sleep(0.5)
+    raise AssertionError(f"{user}'s server was not ready in {timeout:.0f}s: {model}")
+
+
 @dataclass
 class WorkbenchUp:
     """A running `workbench up` (see `workbench_up`)."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import pytest
 from .conftest import (
     AS_ROOT,
     REPO,
-    local_login,
+    login_and_spawn,
     psutil,
     public_dir,
     requests,
@@ -73,25 +72,8 @@ def test_workbench_up_login_spawn_and_magic(tmp_path, tree, proxy_available):
     with workbench_up(tree, state, env) as up:
         url, user = up.url, up.user
         port = url.rsplit(":", 1)[1]
-
-        class Hub:  # what local_login needs
-            pass
-        hub = Hub()
-        hub.url = url
-        browser = local_login(hub, user, up.password)
-        assert browser.login_response.status_code == 302
-        xsrf = browser.cookies.get("_xsrf", path="/hub/")
-        token = browser.post(f"{url}/hub/api/users/{user}/tokens", headers={"X-XSRFToken": xsrf},
-                             json={"note": "e2e"}, timeout=30).json()["token"]
+        token, _ = login_and_spawn(url, user, up.password)
         auth = {"Authorization": f"token {token}"}
-        spawn = requests.post(f"{url}/hub/api/users/{user}/server", headers=auth, timeout=120)
-        assert spawn.status_code in (201, 202), spawn.text
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            model = requests.get(f"{url}/hub/api/users/{user}", headers=auth, timeout=30).json()
-            if (model["servers"].get("") or {}).get("ready"):
-                break
-            time.sleep(1)
         server = f"{url}/user/{user}"
         contents = requests.get(f"{server}/api/contents/{NOTEBOOK}", headers=auth, timeout=30)
         assert contents.status_code == 200, "the sample notebook was not copied into the home"

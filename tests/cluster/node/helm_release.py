@@ -155,7 +155,7 @@ class OidcProvider:
 
 
 def site_values(*, issuer: str, client_id: str, callback: str, port: int,
-                admin_token: str) -> dict[str, Any]:
+                admin_token: str, cull_every: int | None = None) -> dict[str, Any]:
     """What the test sets over workbench-values.yaml and the images (the operator's site.yaml,
     here): the provider, the node (its taint tolerated, its label selected), the hub's database
     on a static local volume, the proxy on a node port, and an API-only service with admin
@@ -172,6 +172,7 @@ def site_values(*, issuer: str, client_id: str, callback: str, port: int,
                 "WORKBENCH_OIDC_CALLBACK_URL": callback,
                 "WORKBENCH_ADMIN_GROUPS": "workbench-operators",
                 "WORKBENCH_PROMETHEUS_URL": "",
+                **({"WORKBENCH_CULL_EVERY": str(cull_every)} if cull_every else {}),
             },
             "db": {"pvc": {"storageClassName": STORAGE_CLASS}},
             "services": {ADMIN_SERVICE: {"apiToken": admin_token}},

@@ -7,9 +7,10 @@ an operator's own values file would set (``helm_release.site_values``): the iden
 the node, the hub database's volume, the proxy's node port.
 
 Around it, what an operator provides: the hub's namespace under Pod Security ``restricted``; one
-tenant provisioned by ``workbench apply``'s bundle with the hub's namespace named, its pods
-routed to the real node by the namespace's node selector and default tolerations; the tenants
-file in the ConfigMap ``workbench-tenants``; the OIDC client's secret in the Secret
+tenant provisioned by ``workbench apply``'s bundle with the hub's namespace and the API server's
+address (``--api-server-cidr``) named, its pods routed to the real node by the namespace's node
+selector and default tolerations; Trainer's Paddle runtime (the tenant's default job API); the
+tenants file in the ConfigMap ``workbench-tenants``; the OIDC client's secret in the Secret
 ``workbench-oidc``; a static ``local`` volume for the hub's database claim. The identity
 provider is oidc-provider-mock (the hub tests' provider) listening on the node's address, so
 the hub pod and the test's browser on the host reach the same issuer.
@@ -18,20 +19,39 @@ The browser is ``requests``: it goes to the proxy's node port (kube-proxy serves
 node's address), which the hub's login page, the provider's and the callback all go through.
 The test's checks use an API-only service with admin scopes, its token set through the chart's
 ``hub.services`` (so only in the chart's Secret).
+
+In the spawned notebook pod's own kernel (started through the server's REST API and its kernel
+websocket, through the proxy, with ada's token) the sample's ``%%paddle_launch --nodes 2`` cell
+runs with nothing but what the spawner gave the pod: the tenant's default engine, namespace,
+claim and image. Its worker pods train on the node; their parameters are read from ada's claim
+(a folder of the node's disk, so the test reads it too). ``%visualdl`` then opens the job's
+board through jupyter-server-proxy in that pod. Then the browser journey of tests/browser, in
+Chromium through the proxy: the provider's login page, the sample notebook in that pod, its
+launch cell run with Shift+Enter, the panel at Succeeded with the job's VisualDL chart drawn
+(screenshots in test-output/browser-cluster/).
+
+A second tenant, whose idle policy stops servers after a minute, has one user: the hub pod's
+per-tenant cullers (hub services, looking every few seconds here) stop that user's untouched
+server and leave ada's, whose tenant allows an hour.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import secrets
+import shutil
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import helm_release
 import node_config as cfg
+import numpy as np
 import pytest
 import requests
 import tenancy
@@ -39,16 +59,28 @@ import yaml
 from node_figures import FIGURES
 from pod_client import core_api, running_pod
 
-from hub_config.cli.provisioning import POD_SECURITY_LABELS
+from hub_config.cli.k8s_apply import apply_objects
+from hub_config.cli.provisioning import POD_SECURITY_LABELS, network_policies
 from hub_config.tenants import Tenant
 from tests.helm import chart
+from tests.hub_config.conftest import run_cell
+from tests.launcher_magic.support import TRAIN_CELL
+from workbench_contract import environment
+from workbench_contract.labels import LABEL_JOB
 from workbench_contract.ownership import user_claim
 
 pytestmark = pytest.mark.timeout(3600)
 
 READY_TIMEOUT = 600
 USER = "ada"
+# A user of a second tenant whose idle policy stops servers after IDLE_TIMEOUT seconds; the
+# hub's cullers look every CULL_EVERY seconds (WORKBENCH_CULL_EVERY).
+IDLE_USER = "cleo"
+IDLE_TIMEOUT = 60
+CULL_EVERY = 10
 HUB_DB_CLAIM = "hub-db-dir"  # the chart's claim for hub.db.type sqlite-pvc
+REPO = Path(__file__).resolve().parents[3]
+SHOTS = REPO / "test-output" / "browser-cluster"  # the browser's screenshots (git-ignored)
 
 
 @dataclass
@@ -59,11 +91,14 @@ class Release:
     kubeconfig: Path
     namespace: str
     tenant: Tenant
+    idle_tenant: Tenant  # IDLE_USER's, with the short idle timeout
     url: str  # the proxy's node port, as the host's browser reaches it
     admin_token: str
     provider: helm_release.OidcProvider
     install_seconds: float  # helm install -> hub and proxy Ready
+    home: Path  # the node's folder that ada's claim binds
     uninstalled: bool = False
+    jobs: list[str] = field(default_factory=list)  # jobs run from the notebook pod
 
     def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         return requests.request(method, f"{self.url}/hub/api{path}", timeout=60, headers={
@@ -113,9 +148,11 @@ def _route_to_node(core, namespace: str) -> None:
             "effect": taint["effect"]}])}}})
 
 
-def _tenant(cpu_image: str) -> tuple[Tenant, dict[str, Any]]:
-    data = tenancy.tenant_data(tenancy.unique("helm"), gpus=0)
+def _tenant(cpu_image: str, prefix: str = "helm", **idle: int) -> tuple[Tenant, dict[str, Any]]:
+    data = tenancy.tenant_data(tenancy.unique(prefix), gpus=0)
     data["images"] = [{"name": "CPU (node)", "image": cpu_image}, *data["images"]]
+    if idle:
+        data["idle"] = idle
     return Tenant.from_dict(data, strict=True), data
 
 
@@ -152,7 +189,8 @@ def _delete_quietly(*deletes) -> None:
 
 
 @pytest.fixture(scope="module")
-def release(control_plane, real_node, cpu_image, tmp_path_factory) -> Iterator[Release]:
+def release(control_plane, real_node, cpu_image, paddle_runtime,
+            tmp_path_factory) -> Iterator[Release]:
     """The release installed as the guide says, once hub and proxy are Ready; uninstalled (if a
     test has not) and everything around it removed afterwards."""
     try:
@@ -164,11 +202,15 @@ def release(control_plane, real_node, cpu_image, tmp_path_factory) -> Iterator[R
     core = core_api(control_plane)
     namespace = tenancy.unique("hub")
     tenant, data = _tenant(cpu_image)
+    idle_tenant, idle_data = _tenant(cpu_image, "idle", server_timeout=IDLE_TIMEOUT)
     provider = helm_release.OidcProvider(
-        [{"sub": USER, "preferred_username": USER, "groups": list(tenant.groups)}],
+        [{"sub": USER, "preferred_username": USER, "groups": list(tenant.groups)},
+         {"sub": IDLE_USER, "preferred_username": IDLE_USER,
+          "groups": list(idle_tenant.groups)}],
         work / "provider.log")
     db_volume = f"{namespace}-{HUB_DB_CLAIM}"
     home_volume = f"{tenant.namespace}-{user_claim(USER)}"
+    idle_home_volume = f"{idle_tenant.namespace}-{user_claim(IDLE_USER)}"
     kubeconfig = control_plane.kubeconfig
     made: Release | None = None
     try:
@@ -176,26 +218,36 @@ def release(control_plane, real_node, cpu_image, tmp_path_factory) -> Iterator[R
         port = helm_release.node_port()
         url = f"http://{cfg.NODE_IP}:{port}"
         oidc_client = provider.register(f"{url}/hub/oauth_callback")
-        _hub_namespace(core, namespace, {"tenants": [data]}, oidc_client["client_secret"])
-        tenancy.provision(control_plane, tenant, hub_namespace=namespace)
-        _route_to_node(core, tenant.namespace)
+        _hub_namespace(core, namespace, {"tenants": [data, idle_data]},
+                       oidc_client["client_secret"])
+        for each in (tenant, idle_tenant):
+            tenancy.provision(control_plane, each, hub_namespace=namespace)
+            # `--api-server-cidr` (the guide's `workbench apply`): here the API server's relay
+            # on the node's address, so the notebook's kubernetes engine reaches it.
+            apply_objects(control_plane.api_client(), network_policies(
+                each, hub_namespace=namespace, api_server_cidrs=[f"{cfg.NODE_IP}/32"]))
+            _route_to_node(core, each.namespace)
         _volume(core, work / "hub-db", db_volume, real_node.name, namespace, HUB_DB_CLAIM,
                 ["ReadWriteOnce"])
         # The user's claim (the chart's singleuser.storage, made by the spawner) binds this.
         _volume(core, work / f"home-{USER}", home_volume, real_node.name, tenant.namespace,
                 user_claim(USER), ["ReadWriteMany"])
+        _volume(core, work / f"home-{IDLE_USER}", idle_home_volume, real_node.name,
+                idle_tenant.namespace, user_claim(IDLE_USER), ["ReadWriteMany"])
         admin_token = secrets.token_hex(32)
         images_file = chart.image_values(work, {**images, "cpu": cpu_image})
         site = helm_release.write_values(work / "site.yaml", helm_release.site_values(
             issuer=provider.issuer, client_id=oidc_client["client_id"],
-            callback=f"{url}/hub/oauth_callback", port=port, admin_token=admin_token))
+            callback=f"{url}/hub/oauth_callback", port=port, admin_token=admin_token,
+            cull_every=CULL_EVERY))
 
         began = time.monotonic()
         done = _helm(helm, kubeconfig, "install", chart.RELEASE, str(chart.CHART),
                      "--namespace", namespace, "-f", str(chart.VALUES),
                      "-f", str(images_file), "-f", str(site))
         assert done.returncode == 0, f"helm install failed:\n{done.stderr}"
-        made = Release(helm, kubeconfig, namespace, tenant, url, admin_token, provider, 0.0)
+        made = Release(helm, kubeconfig, namespace, tenant, idle_tenant, url, admin_token,
+                       provider, 0.0, work / f"home-{USER}")
         wait_component_ready(core, namespace, "hub", READY_TIMEOUT)
         wait_component_ready(core, namespace, "proxy", READY_TIMEOUT)
         made.install_seconds = time.monotonic() - began
@@ -204,10 +256,12 @@ def release(control_plane, real_node, cpu_image, tmp_path_factory) -> Iterator[R
     finally:
         if made and not made.uninstalled:
             _helm(helm, kubeconfig, "uninstall", chart.RELEASE, "--namespace", namespace)
-        tenancy.deprovision(control_plane, tenant)
+        for each in (tenant, idle_tenant):
+            tenancy.deprovision(control_plane, each)
         _delete_quietly(lambda: core.delete_namespace(namespace),
                         lambda: core.delete_persistent_volume(db_volume),
-                        lambda: core.delete_persistent_volume(home_volume))
+                        lambda: core.delete_persistent_volume(home_volume),
+                        lambda: core.delete_persistent_volume(idle_home_volume))
         provider.stop()
 
 
@@ -286,9 +340,10 @@ def status_through_proxy(release: Release, name: str, token: str) -> dict:
     return response.json()
 
 
-def notebook_pod(core, release: Release, name: str):
+def notebook_pod(core, release: Release, name: str, tenant: Tenant | None = None):
     (pod,) = core.list_namespaced_pod(
-        release.tenant.namespace, label_selector=f"hub.jupyter.org/username={name}").items
+        (tenant or release.tenant).namespace,
+        label_selector=f"hub.jupyter.org/username={name}").items
     return pod
 
 
@@ -333,6 +388,180 @@ def wait_for_gone(core, namespace: str, name: str, timeout: float = READY_TIMEOU
     raise AssertionError(f"pod {namespace}/{name} still there after {timeout:.0f}s")
 
 
+NODE_CELL = "%%paddle_launch --nodes 2 --cpu 500m --memory 2Gi --name dp\n"
+JOB_TIMEOUT = 900
+# The custom resource each job API makes (the tenant's default is trainjob).
+JOB_APIS = {"trainjob": ("trainer.kubeflow.org", "v1alpha1", "trainjobs"),
+            "paddlejob": ("kubeflow.org", "v1", "paddlejobs")}
+# The board's link in %visualdl's output: the iframe's source.
+BOARD_LINK = re.compile(r'src="(/user/[^"]+)"')
+
+
+class UserKernel:
+    """A kernel of the user's notebook server, started through its REST API and driven over
+    its websocket with the user's token, both through the hub's proxy at ``url``."""
+
+    def __init__(self, url: str, name: str, token: str) -> None:
+        import websocket
+
+        self.server = f"{url}/user/{name}"
+        self.headers = {"Authorization": f"token {token}"}
+        response = requests.post(f"{self.server}/api/kernels", headers=self.headers, json={},
+                                 timeout=120)
+        assert response.status_code == 201, (response.status_code, response.text[:2000])
+        self.id = response.json()["id"]
+        self.session = uuid.uuid4().hex
+        self.ws = websocket.create_connection(
+            f"{self.server.replace('http://', 'ws://')}/api/kernels/{self.id}/channels",
+            header=[f"Authorization: token {token}"], timeout=120)
+
+    def run(self, code: str, timeout: float = 120) -> str:
+        status, output = run_cell(self.ws, code, self.session, timeout)
+        assert status == "ok", (status, output[-4000:])
+        return output
+
+    def close(self) -> None:
+        self.ws.close()
+        requests.delete(f"{self.server}/api/kernels/{self.id}", headers=self.headers,
+                        timeout=60)
+
+
+def _job_status(release: Release, job_id: str) -> dict:
+    return json.loads((release.home / "jobs" / job_id / "status.json").read_text())
+
+
+def test_a_two_node_job_from_the_notebook_pods_kernel_and_its_board(release: Release,
+                                                                    control_plane,
+                                                                    real_node) -> None:
+    from kubernetes import client
+
+    core = core_api(control_plane)
+    token = user_token(release, USER)
+    kernel = UserKernel(release.url, USER, token)
+    try:
+        # The kernel's engine runs with what the spawner put in the pod's env, nothing else.
+        image = notebook_pod(core, release, USER).spec.containers[0].image
+        env = json.loads(kernel.run(
+            "import json, os; print(json.dumps({k: v for k, v in os.environ.items() "
+            f"if k.startswith({environment.PREFIX!r})}}))").strip().splitlines()[-1])
+        assert (env[environment.ENGINE], env[environment.NAMESPACE],
+                env[environment.STORAGE_CLAIM], env[environment.IMAGE]) == (
+            release.tenant.job_api, release.tenant.namespace, user_claim(USER), image), env
+        began = time.monotonic()
+        kernel.run(NODE_CELL + TRAIN_CELL, timeout=JOB_TIMEOUT)
+        FIGURES["helm: notebook pod's kernel, 2-node job: cell to job Succeeded (s)"] = (
+            time.monotonic() - began)
+        (job_id,) = [p.name for p in (release.home / "jobs").iterdir()
+                     if p.name.startswith("dp-")]
+        release.jobs.append(job_id)
+        status = _job_status(release, job_id)
+        assert status["state"] == "Succeeded", status
+        group, version, plural = JOB_APIS[release.tenant.job_api]
+        client.CustomObjectsApi(control_plane.api_client()).get_namespaced_custom_object(
+            group, version, release.tenant.namespace, plural, job_id)
+        pods = core.list_namespaced_pod(release.tenant.namespace,
+                                        label_selector=f"{LABEL_JOB}={job_id}").items
+        assert len(pods) == 2 and {p.spec.node_name for p in pods} == {real_node.name}, pods
+        assert {p.status.phase for p in pods} == {"Succeeded"}
+        assert {c.image for p in pods for c in p.spec.containers} == {image}
+        folder = release.home / "jobs" / job_id
+        rank0, rank1 = (np.load(folder / f"params-rank{rank}.npy") for rank in (0, 1))
+        assert rank0.size and np.array_equal(rank0, rank1)
+
+        # The job's board, through jupyter-server-proxy in the pod and the chart's proxy.
+        shown = kernel.run(f"%visualdl {job_id}")
+        links = set(BOARD_LINK.findall(shown.replace("&amp;", "&")))
+        assert len(links) == 1, shown
+        (link,) = links
+        assert link.startswith(f"/user/{USER}/proxy/"), link
+        page = requests.get(f"{release.url}{link}", headers=kernel.headers, timeout=120)
+        assert page.status_code == 200, (page.status_code, page.text[:2000])
+        assert "visualdl" in page.text.lower(), page.text[:2000]
+        anonymous = requests.get(f"{release.url}{link}", timeout=60, allow_redirects=False)
+        assert anonymous.status_code in (302, 403), anonymous.status_code
+        assert "visualdl" not in anonymous.text.lower()
+        if anonymous.status_code == 302:
+            assert "/hub/" in anonymous.headers["Location"], anonymous.headers
+    finally:
+        kernel.close()
+
+
+def test_the_journey_in_chromium_through_the_proxy(release: Release, control_plane) -> None:
+    """The browser journey of tests/browser, pointed at the chart's proxy: OIDC login, the
+    sample notebook in ada's running notebook pod, its `%%paddle_launch --nodes 2 --visualdl`
+    cell run with Shift+Enter, the panel at Succeeded with the job's board drawn."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser import sample_steps as steps
+
+    assert steps.CHROMIUM.exists(), "Debian's chromium is missing (scripts/system-packages.txt)"
+    # The sample in ada's home, as she would upload it (the hub's local spawner copies it there;
+    # a notebook pod starts with the claim as it is).
+    token = user_token(release, USER)
+    sample = json.loads((REPO / "hub_config" / "samples" / steps.NOTEBOOK).read_text())
+    put = requests.put(f"{release.url}/user/{USER}/api/contents/{steps.NOTEBOOK}", timeout=60,
+                       headers={"Authorization": f"token {token}"},
+                       json={"type": "notebook", "format": "json", "content": sample})
+    assert put.status_code in (200, 201), (put.status_code, put.text[:2000])
+    if SHOTS.exists():
+        shutil.rmtree(SHOTS)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(steps.CHROMIUM),
+                                     args=steps.CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1050})
+        page.set_default_timeout(120_000)
+        try:
+            page.goto(f"{release.url}/hub/oauth_login?next=/user/{USER}/lab/tree/"
+                      f"{steps.NOTEBOOK}")
+            page.fill("input[name=sub]", USER)
+            steps.shot(page, SHOTS, "01-provider-login")
+            page.click("button:has-text('Authorize')")
+            page.wait_for_url(f"{release.url}/user/{USER}/lab**", timeout=240_000)
+            notebook = steps.notebook_ready(page)
+            steps.shot(page, SHOTS, "03-notebook")
+            job_id = steps.run_the_sample_and_see_the_board(page, notebook, SHOTS)
+            notebook.screenshot(path=str(SHOTS / "06-notebook.png"))
+        except BaseException:
+            steps.shot(page, SHOTS, "99-failure")
+            raise
+        finally:
+            browser.close()
+    # It ran as the cluster job of ada's tenant, on the node, from her notebook pod.
+    release.jobs.append(job_id)
+    assert _job_status(release, job_id)["state"] == "Succeeded"
+    core = core_api(control_plane)
+    pods = core.list_namespaced_pod(release.tenant.namespace,
+                                    label_selector=f"{LABEL_JOB}={job_id}").items
+    assert len(pods) == 2 and {p.status.phase for p in pods} == {"Succeeded"}, pods
+
+
+def test_the_tenants_idle_culler_stops_an_idle_server_and_only_in_its_tenant(
+        release: Release, control_plane) -> None:
+    """The per-tenant cullers run as the hub pod's services: the idle tenant's stops its user's
+    untouched server after its timeout (the pod deleted); ada's tenant (one hour) keeps hers."""
+    core = core_api(control_plane)
+    _, final = oauth_login(release, IDLE_USER)
+    assert final.status_code == 200, (final.status_code, final.url)
+    spawn(release, IDLE_USER)
+    pod = notebook_pod(core, release, IDLE_USER, release.idle_tenant)
+    ready = time.monotonic()
+    deadline = ready + IDLE_TIMEOUT + READY_TIMEOUT
+    model: dict = {}
+    while time.monotonic() < deadline:
+        model = release.api("GET", f"/users/{IDLE_USER}").json()
+        if not model.get("servers") and not model.get("pending"):
+            break
+        time.sleep(2)
+    else:
+        raise AssertionError(f"{IDLE_USER}'s idle server was not culled: {model}")
+    FIGURES[f"helm: idle culler, spawn ready -> server stopped (timeout {IDLE_TIMEOUT} s, "
+            f"every {CULL_EVERY} s) (s)"] = time.monotonic() - ready
+    wait_for_gone(core, release.idle_tenant.namespace, pod.metadata.name)
+    # The stop was the culler's: ada (the other tenant, one-hour timeout) still has hers.
+    assert (release.api("GET", f"/users/{USER}").json()["servers"] or {}).get("", {}).get(
+        "ready"), "ada's server was stopped too"
+
+
 def test_a_deleted_hub_pod_comes_back_with_its_users_and_servers(release: Release,
                                                                  control_plane) -> None:
     core = core_api(control_plane)
@@ -348,6 +577,12 @@ def test_a_deleted_hub_pod_comes_back_with_its_users_and_servers(release: Releas
     # The same notebook pod, still answering through the proxy with the same token.
     assert notebook_pod(core, release, USER).metadata.uid == notebook.metadata.uid
     assert "started" in status_through_proxy(release, USER, token)
+    # A job the notebook ran is still there, ended as it was.
+    for job_id in release.jobs:
+        assert _job_status(release, job_id)["state"] == "Succeeded"
+        pods = core.list_namespaced_pod(release.tenant.namespace,
+                                        label_selector=f"{LABEL_JOB}={job_id}").items
+        assert {p.status.phase for p in pods} == {"Succeeded"}, pods
 
 
 def test_helm_uninstall_keeps_the_tenant_and_the_users_claim(release: Release,
@@ -373,3 +608,36 @@ def _wait_no_chart_pods(core, namespace: str, timeout: float = READY_TIMEOUT) ->
             return True
         time.sleep(1)
     return False
+
+
+EMBEDDED_CELL = "%%paddle_launch --nodes 2 --name dp\n"
+
+
+def test_the_same_steps_on_the_embedded_default(tmp_path) -> None:
+    """The README's `workbench up` on this machine, in the same run, for the figures beside the
+    chart's: start to the hub answering, spawn to ready, and the same training cell to
+    Succeeded (the local engine, two process groups)."""
+    import os
+
+    from tests.hub_config.conftest import login_and_spawn, proxy_command, workbench_up
+
+    proxy = proxy_command()
+    assert proxy, "configurable-http-proxy is missing: `npm ci` (scripts/setup.sh) adds it"
+    env = dict(os.environ, WORKBENCH_PROXY_COMMAND=proxy, WORKBENCH_CULLER="0",
+               PYTHONPATH=str(REPO))
+    began = time.monotonic()
+    with workbench_up(REPO, tmp_path / "state", env) as up:
+        FIGURES["embedded default: workbench up -> hub answers (s)"] = time.monotonic() - began
+        token, spawned = login_and_spawn(up.url, up.user, up.password)
+        FIGURES["embedded default: spawn -> notebook ready (s)"] = spawned
+        kernel = UserKernel(up.url, up.user, token)
+        try:
+            kernel.run("%load_ext launcher_magic")
+            began = time.monotonic()
+            output = kernel.run(EMBEDDED_CELL + TRAIN_CELL, timeout=JOB_TIMEOUT)
+            assert "Succeeded" in output, output[-3000:]
+            FIGURES["embedded default: 2-node job, cell to job Succeeded (s)"] = (
+                time.monotonic() - began)
+        finally:
+            kernel.close()
+    assert not up.leftovers, f"left running after Ctrl-C: {up.leftovers}"
