@@ -21,18 +21,22 @@ The test's checks use an API-only service with admin scopes, its token set throu
 ``hub.services`` (so only in the chart's Secret).
 
 In the spawned notebook pod's own kernel (started through the server's REST API and its kernel
-websocket, through the proxy, with ada's token) the sample's ``%%paddle_launch --nodes 2`` cell
-runs with nothing but what the spawner gave the pod: the tenant's default engine, namespace,
-claim and image. Its worker pods train on the node; their parameters are read from ada's claim
-(a folder of the node's disk, so the test reads it too). ``%visualdl`` then opens the job's
-board through jupyter-server-proxy in that pod. Then the browser journey of tests/browser, in
-Chromium through the proxy: the provider's login page, the sample notebook in that pod, its
-launch cell run with Shift+Enter, the panel at Succeeded with the job's VisualDL chart drawn
+websocket, through the proxy, with ada's token) a ``%%paddle_launch --nodes 2`` cell runs with
+nothing but what the spawner gave the pod: the tenant's default engine (TrainJob), namespace,
+claim and image; then again as a PaddleJob (``--engine kubernetes``). Its worker pods train on
+the node; their parameters are read from ada's claim (a folder of the node's disk, so the test
+reads it too). ``%visualdl`` then opens the job's board through jupyter-server-proxy in that
+pod. Then the browser journey of tests/browser, in Chromium through the proxy: the provider's
+login page, the sample notebook (the pod's postStart hook put it into the new home), its launch
+cell run with Shift+Enter, the panel at Succeeded with the job's VisualDL chart drawn
 (screenshots in test-output/browser-cluster/).
 
 A second tenant, whose idle policy stops servers after a minute, has one user: the hub pod's
 per-tenant cullers (hub services, looking every few seconds here) stop that user's untouched
-server and leave ada's, whose tenant allows an hour.
+server and leave ada's, whose tenant allows an hour. The hub pod is deleted while a job trains:
+it comes back with its users and servers, and the job's same pods go on to Succeeded. The module
+ends with the README's embedded default (`workbench up`) doing the same steps, so that each run
+prints both sides' figures.
 """
 
 from __future__ import annotations
@@ -388,11 +392,13 @@ def wait_for_gone(core, namespace: str, name: str, timeout: float = READY_TIMEOU
     raise AssertionError(f"pod {namespace}/{name} still there after {timeout:.0f}s")
 
 
-NODE_CELL = "%%paddle_launch --nodes 2 --cpu 500m --memory 2Gi --name dp\n"
+NODE_CELL = "%%paddle_launch --nodes 2 --cpu 500m --memory 2Gi"
 JOB_TIMEOUT = 900
-# The custom resource each job API makes (the tenant's default is trainjob).
+# The custom resource each job API makes, and the magic's engine for it (the tenant's default
+# is trainjob; `--engine kubernetes` makes a PaddleJob).
 JOB_APIS = {"trainjob": ("trainer.kubeflow.org", "v1alpha1", "trainjobs"),
             "paddlejob": ("kubeflow.org", "v1", "paddlejobs")}
+ENGINES = {"trainjob": "trainjob", "paddlejob": "kubernetes"}
 # The board's link in %visualdl's output: the iframe's source.
 BOARD_LINK = re.compile(r'src="(/user/[^"]+)"')
 
@@ -430,9 +436,10 @@ def _job_status(release: Release, job_id: str) -> dict:
     return json.loads((release.home / "jobs" / job_id / "status.json").read_text())
 
 
+@pytest.mark.parametrize("job_api", ["trainjob", "paddlejob"])
 def test_a_two_node_job_from_the_notebook_pods_kernel_and_its_board(release: Release,
-                                                                    control_plane,
-                                                                    real_node) -> None:
+                                                                    control_plane, real_node,
+                                                                    job_api: str) -> None:
     from kubernetes import client
 
     core = core_api(control_plane)
@@ -447,16 +454,20 @@ def test_a_two_node_job_from_the_notebook_pods_kernel_and_its_board(release: Rel
         assert (env[environment.ENGINE], env[environment.NAMESPACE],
                 env[environment.STORAGE_CLAIM], env[environment.IMAGE]) == (
             release.tenant.job_api, release.tenant.namespace, user_claim(USER), image), env
+        name = f"dp-{job_api}"
+        engine = "" if job_api == release.tenant.job_api else f" --engine {ENGINES[job_api]}"
         began = time.monotonic()
-        kernel.run(NODE_CELL + TRAIN_CELL, timeout=JOB_TIMEOUT)
-        FIGURES["helm: notebook pod's kernel, 2-node job: cell to job Succeeded (s)"] = (
+        kernel.run(f"{NODE_CELL} --name {name}{engine}\n{TRAIN_CELL}", timeout=JOB_TIMEOUT)
+        FIGURES[f"helm: notebook pod's kernel, 2-node {job_api}: cell to job Succeeded (s)"] = (
             time.monotonic() - began)
         (job_id,) = [p.name for p in (release.home / "jobs").iterdir()
-                     if p.name.startswith("dp-")]
+                     if p.name.startswith(f"{name}-")]
         release.jobs.append(job_id)
         status = _job_status(release, job_id)
         assert status["state"] == "Succeeded", status
-        group, version, plural = JOB_APIS[release.tenant.job_api]
+        spec = json.loads((release.home / "jobs" / job_id / "spec.json").read_text())
+        assert spec["engine"] == ENGINES[job_api], spec
+        group, version, plural = JOB_APIS[job_api]
         client.CustomObjectsApi(control_plane.api_client()).get_namespaced_custom_object(
             group, version, release.tenant.namespace, plural, job_id)
         pods = core.list_namespaced_pod(release.tenant.namespace,
@@ -488,21 +499,16 @@ def test_a_two_node_job_from_the_notebook_pods_kernel_and_its_board(release: Rel
 
 def test_the_journey_in_chromium_through_the_proxy(release: Release, control_plane) -> None:
     """The browser journey of tests/browser, pointed at the chart's proxy: OIDC login, the
-    sample notebook in ada's running notebook pod, its `%%paddle_launch --nodes 2 --visualdl`
+    sample notebook that the pod's postStart hook put into ada's home, its `%%paddle_launch --nodes 2 --visualdl`
     cell run with Shift+Enter, the panel at Succeeded with the job's board drawn."""
     from playwright.sync_api import sync_playwright
 
     from tests.browser import sample_steps as steps
 
     assert steps.CHROMIUM.exists(), "Debian's chromium is missing (scripts/system-packages.txt)"
-    # The sample in ada's home, as she would upload it (the hub's local spawner copies it there;
-    # a notebook pod starts with the claim as it is).
-    token = user_token(release, USER)
-    sample = json.loads((REPO / "hub_config" / "samples" / steps.NOTEBOOK).read_text())
-    put = requests.put(f"{release.url}/user/{USER}/api/contents/{steps.NOTEBOOK}", timeout=60,
-                       headers={"Authorization": f"token {token}"},
-                       json={"type": "notebook", "format": "json", "content": sample})
-    assert put.status_code in (200, 201), (put.status_code, put.text[:2000])
+    # The pod's postStart hook put the sample into ada's new home (her claim's folder here).
+    sample = REPO / "hub_config" / "samples" / steps.NOTEBOOK
+    assert (release.home / steps.NOTEBOOK).read_bytes() == sample.read_bytes()
     if SHOTS.exists():
         shutil.rmtree(SHOTS)
     with sync_playwright() as pw:
@@ -562,27 +568,60 @@ def test_the_tenants_idle_culler_stops_an_idle_server_and_only_in_its_tenant(
         "ready"), "ada's server was stopped too"
 
 
-def test_a_deleted_hub_pod_comes_back_with_its_users_and_servers(release: Release,
-                                                                 control_plane) -> None:
+# A job that is still training while the hub restarts (it sleeps; --detach returns at once).
+STEADY_CELL = ("%%paddle_launch --nodes 2 --cpu 500m --memory 2Gi --name steady --detach\n"
+               "import time\ntime.sleep(45)\n")
+
+
+def _job_pods(core, release: Release, job_id: str) -> list:
+    return core.list_namespaced_pod(release.tenant.namespace,
+                                    label_selector=f"{LABEL_JOB}={job_id}").items
+
+
+def _wait_pods(core, release: Release, job_id: str, phase: str) -> list:
+    deadline = time.monotonic() + JOB_TIMEOUT
+    pods: list = []
+    while time.monotonic() < deadline:
+        pods = _job_pods(core, release, job_id)
+        if len(pods) == 2 and {p.status.phase for p in pods} == {phase}:
+            return pods
+        time.sleep(1)
+    raise AssertionError(f"{job_id}'s pods did not all reach {phase}: "
+                         f"{[(p.metadata.name, p.status.phase) for p in pods]}")
+
+
+def test_a_deleted_hub_pod_comes_back_with_its_users_servers_and_jobs(release: Release,
+                                                                      control_plane) -> None:
     core = core_api(control_plane)
     notebook = notebook_pod(core, release, USER)
     token = user_token(release, USER)
-    (hub,) = core.list_namespaced_pod(release.namespace, label_selector="component=hub").items
-    core.delete_namespaced_pod(hub.metadata.name, release.namespace)
-    wait_for_gone(core, release.namespace, hub.metadata.name)
-    again = wait_component_ready(core, release.namespace, "hub", READY_TIMEOUT)
-    assert again.metadata.uid != hub.metadata.uid
-    model = wait_server_ready(release, USER)
-    assert model["groups"] == list(release.tenant.groups)
-    # The same notebook pod, still answering through the proxy with the same token.
-    assert notebook_pod(core, release, USER).metadata.uid == notebook.metadata.uid
-    assert "started" in status_through_proxy(release, USER, token)
-    # A job the notebook ran is still there, ended as it was.
+    kernel = UserKernel(release.url, USER, token)
+    try:
+        kernel.run(STEADY_CELL)
+        (steady,) = [p.name for p in (release.home / "jobs").iterdir()
+                     if p.name.startswith("steady-")]
+        training = {p.metadata.uid for p in _wait_pods(core, release, steady, "Running")}
+
+        (hub,) = core.list_namespaced_pod(release.namespace,
+                                          label_selector="component=hub").items
+        core.delete_namespaced_pod(hub.metadata.name, release.namespace)
+        wait_for_gone(core, release.namespace, hub.metadata.name)
+        again = wait_component_ready(core, release.namespace, "hub", READY_TIMEOUT)
+        assert again.metadata.uid != hub.metadata.uid
+        model = wait_server_ready(release, USER)
+        assert model["groups"] == list(release.tenant.groups)
+        # The same notebook pod, still answering through the proxy with the same token.
+        assert notebook_pod(core, release, USER).metadata.uid == notebook.metadata.uid
+        assert "started" in status_through_proxy(release, USER, token)
+        # The job that was training went on through the restart: the same pods end Succeeded.
+        ended = _wait_pods(core, release, steady, "Succeeded")
+        assert {p.metadata.uid for p in ended} == training
+    finally:
+        kernel.close()
+    # A job the notebook ran before is still there, ended as it was.
     for job_id in release.jobs:
         assert _job_status(release, job_id)["state"] == "Succeeded"
-        pods = core.list_namespaced_pod(release.tenant.namespace,
-                                        label_selector=f"{LABEL_JOB}={job_id}").items
-        assert {p.status.phase for p in pods} == {"Succeeded"}, pods
+        assert {p.status.phase for p in _job_pods(core, release, job_id)} == {"Succeeded"}
 
 
 def test_helm_uninstall_keeps_the_tenant_and_the_users_claim(release: Release,
