@@ -145,6 +145,9 @@ def etcd_argv(lay: Layout) -> list[str]:
             f"--initial-cluster=default={peer}", "--log-level=warn"]
 
 
+# The user (and file name) of the API server's client certificate for kubelets.
+KUBELET_CLIENT = "kube-apiserver-kubelet-client"
+
 def apiserver_argv(lay: Layout) -> list[str]:
     p = lay.pki
     return [
@@ -183,6 +186,10 @@ def apiserver_argv(lay: Layout) -> list[str]:
         f"--proxy-client-cert-file={p / 'front-proxy-client.crt'}",
         f"--proxy-client-key-file={p / 'front-proxy-client.key'}",
         "--enable-aggregator-routing=true",
+        # The API server's identity at the kubelets (logs, exec, port-forward): the real node's
+        # kubelet authenticates it by certificate and asks the API server whether it may.
+        f"--kubelet-client-certificate={p / (KUBELET_CLIENT + '.crt')}",
+        f"--kubelet-client-key={p / (KUBELET_CLIENT + '.key')}",
         "--profiling=false",
     ]
 
@@ -391,6 +398,8 @@ class ControlPlane:
                                  "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"),
                       ips=("127.0.0.1", str(ipaddress.ip_network(SERVICE_CIDR)[1])))
         pki.make_service_account_key(d)
+        # No group: the real node binds this user to system:kubelet-api-admin, nothing more.
+        pki.make_cert(d, KUBELET_CLIENT, ca, KUBELET_CLIENT)
         users = {
             "admin": ("workbench-admin", ("system:masters",)),
             "kube-controller-manager": ("system:kube-controller-manager", ()),

@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from k8s_plane import SERVICE_CIDR
+from k8s_plane import KUBELET_CLIENT, SERVICE_CIDR
 
-# The node's name. The API server reaches a kubelet at the node's Hostname address first and
-# presents no client certificate to it (the test plane sets no --kubelet-client-certificate),
-# so the kubelet accepts anonymous requests: that is safe only on loopback, where nothing in
-# a pod can reach it. Naming the node "localhost" makes its Hostname address resolve there.
+# The node's name. The API server reaches a kubelet at the node's Hostname address first; the
+# kubelet listens on loopback only, where nothing in a pod can reach it. Naming the node
+# "localhost" makes its Hostname address resolve there. Every request to the kubelet's API is
+# authenticated (client certificate or token) and authorized by the API server: the API
+# server's own certificate (KUBELET_CLIENT) is bound to system:kubelet-api-admin.
 NODE_NAME = "localhost"
 # Test pods schedule onto the real node only when they tolerate this taint and select the
 # label, so pods of the KWOK tests never land on a node that cannot pull their images.
@@ -214,10 +215,15 @@ def kubelet_config(lay: NodeLayout) -> dict[str, Any]:
         "healthzPort": lay.kubelet_healthz_port,
         "tlsCertFile": str(lay.pki / "kubelet-serving.crt"),
         "tlsPrivateKeyFile": str(lay.pki / "kubelet-serving.key"),
-        # See NODE_NAME: the API server comes without a client certificate, over loopback.
-        "authentication": {"anonymous": {"enabled": True}, "webhook": {"enabled": False},
+        # No anonymous request; certificates of the plane's CA and tokens (TokenReview) are
+        # accepted as their users, and the API server decides what each may do
+        # (SubjectAccessReview on nodes/proxy, nodes/log, ...). See NODE_NAME.
+        "authentication": {"anonymous": {"enabled": False},
+                           "webhook": {"enabled": True, "cacheTTL": "30s"},
                            "x509": {"clientCAFile": str(lay.ca_file)}},
-        "authorization": {"mode": "AlwaysAllow"},
+        "authorization": {"mode": "Webhook",
+                          "webhook": {"cacheAuthorizedTTL": "30s",
+                                      "cacheUnauthorizedTTL": "10s"}},
         "containerRuntimeEndpoint": f"unix://{lay.containerd_socket}",
         "cgroupDriver": "cgroupfs",
         "cgroupRoot": CGROUP_ROOT,
@@ -341,6 +347,19 @@ def coredns_rbac() -> list[dict[str, Any]]:
          "subjects": [{"kind": "ServiceAccount", "name": DNS_ACCOUNT,
                        "namespace": DNS_NAMESPACE}]},
     ]
+
+
+def kubelet_client_rbac() -> dict[str, Any]:
+    """The API server's kubelet client may use the kubelet's API (logs, exec, port-forward),
+    through Kubernetes' own role for it."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": KUBELET_CLIENT},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": "system:kubelet-api-admin"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                      "name": KUBELET_CLIENT}],
+    }
 
 
 def policy_rbac() -> list[dict[str, Any]]:

@@ -125,6 +125,7 @@ class RealNode:
         for image in ("pause", "testserver", "coredns"):
             self._ctr("images", "import", str(lay.image_archive(image)))
 
+        self._bind_kubelet_client()
         self._spawn("kubelet", cfg.kubelet_argv(lay))
         wait_for(lambda: self._http_ok(f"http://127.0.0.1:{lay.kubelet_healthz_port}/healthz"),
                  timeout, self._what("kubelet", "the kubelet's /healthz"))
@@ -154,6 +155,17 @@ class RealNode:
             cfg.DNS_ACCOUNT, cfg.DNS_NAMESPACE)
         return any(c.type == "Ready" and c.status == "True"
                    for c in (pod.status.conditions or []))
+
+    def _bind_kubelet_client(self) -> None:
+        """The API server's kubelet client may use the kubelet's API (the kubelet asks)."""
+        from kubernetes import client
+
+        try:
+            client.RbacAuthorizationV1Api(self._plane.api_client()).create_cluster_role_binding(
+                cfg.kubelet_client_rbac())
+        except client.ApiException as exc:
+            if exc.status != 409:  # left by an earlier node of this plane
+                raise
 
     def _start_api_relay(self) -> None:
         from kubernetes import client
@@ -297,7 +309,8 @@ class RealNode:
 
     def _delete_api_objects(self) -> None:
         """The Node, the API server's EndpointSlice, CoreDNS's Service, ConfigMap and service
-        account, the RBAC of CoreDNS and kube-router: the plane outlives the node in a test
+        account, the RBAC of CoreDNS, kube-router and the API server's kubelet client: the plane
+        outlives the node in a test
         session."""
         from kubernetes import client
 
@@ -317,6 +330,7 @@ class RealNode:
                              (rbac.delete_cluster_role_binding, cfg.DNS_USER),
                              (rbac.delete_cluster_role, cfg.DNS_USER),
                              (rbac.delete_cluster_role_binding, cfg.POLICY_USER),
+                             (rbac.delete_cluster_role_binding, cfg.KUBELET_CLIENT),
                              (rbac.delete_cluster_role, cfg.POLICY_USER)):
             try:
                 delete(name)

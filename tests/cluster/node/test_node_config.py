@@ -57,9 +57,15 @@ def test_the_pod_network_stays_in_the_contained_range_without_masquerading(layou
     assert proxy["iptables"]["masqueradeAll"] is False
 
 
-def test_the_kubelet_accepts_anonymous_requests_only_on_loopback(layout):
+def test_the_kubelet_listens_on_loopback_and_lets_the_api_server_decide(layout):
     kubelet = cfg.kubelet_config(layout)
-    assert kubelet["authorization"]["mode"] == "AlwaysAllow"
+    assert kubelet["authentication"]["anonymous"]["enabled"] is False
+    assert kubelet["authentication"]["webhook"]["enabled"] is True
+    assert kubelet["authorization"]["mode"] == "Webhook"
+    binding = cfg.kubelet_client_rbac()
+    assert binding["roleRef"]["name"] == "system:kubelet-api-admin"
+    assert binding["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                                    "name": cfg.KUBELET_CLIENT}]
     assert ipaddress.ip_address(kubelet["address"]).is_loopback
     assert ipaddress.ip_address(kubelet["healthzBindAddress"]).is_loopback
     assert kubelet["readOnlyPort"] == 0

@@ -74,3 +74,43 @@ def _log_showing(core, namespace: str, name: str, text: str) -> str:
         return log if text in log else None
 
     return wait_for(showing, POD_TIMEOUT, f"{text!r} in the log of {namespace}/{name}")
+
+
+def test_the_kubelets_api_answers_only_whom_the_api_server_allows(
+        control_plane, real_node, restricted_namespace):
+    """A process on the machine (a local user, a pod's stolen token) that calls the kubelet's
+    API directly gets nothing: no anonymous request, and a service account's token is refused
+    the pod list and a command in a pod. The API server's own path (logs) still works, and the
+    cluster admin's certificate reaches the same endpoints, so the refusals are the kubelet's
+    authentication and authorization, nothing else."""
+    import requests
+
+    core = core_api(control_plane)
+    core.create_namespaced_pod(restricted_namespace, pods.server_pod("kept"))
+    running_pod(core, restricted_namespace, "kept")
+    base = f"https://127.0.0.1:{real_node.layout.kubelet_port}"
+    ca = str(control_plane.ca_file)
+    run = f"{base}/run/{restricted_namespace}/kept/server"
+
+    anonymous = requests.get(f"{base}/pods", verify=ca, timeout=30)
+    assert anonymous.status_code == 401, anonymous.text
+    assert requests.post(run, params={"cmd": "id"}, verify=ca, timeout=30).status_code == 401
+
+    token = core.create_namespaced_service_account_token(
+        "default", restricted_namespace,
+        {"spec": {"expirationSeconds": 600}}).status.token
+    bearer = {"Authorization": f"Bearer {token}"}
+    listed = requests.get(f"{base}/pods", headers=bearer, verify=ca, timeout=30)
+    assert listed.status_code == 403, listed.text
+    assert "Forbidden" in listed.text
+    ran = requests.post(run, params={"cmd": "id"}, headers=bearer, verify=ca, timeout=30)
+    assert ran.status_code == 403, ran.text
+
+    pki = control_plane.layout.pki
+    admin = requests.get(f"{base}/pods", verify=ca, timeout=30,
+                         cert=(str(pki / "admin.crt"), str(pki / "admin.key")))
+    assert admin.status_code == 200, admin.text
+    assert "kept" in {p["metadata"]["name"] for p in admin.json()["items"]}
+    # The API server's kubelet client (system:kubelet-api-admin) still fetches logs.
+    log = _log_showing(core, restricted_namespace, "kept", "testserver: started")
+    assert "testserver: started" in log
