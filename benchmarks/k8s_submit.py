@@ -80,6 +80,7 @@ def queue_latency(plane, core, custom, work: Path) -> tuple[float, float]:
     from launcher_magic.engines.kubernetes.paddlejob import ClusterSettings
     from launcher_magic.engines.kubernetes.trainjob import build_trainjob
     from workbench_contract.environment import Limits, NotebookContext
+    from workbench_contract.resources import LOCAL_QUEUE
 
     data = tenant_data(f"qb{uuid.uuid4().hex[:6]}", gpus=8)
     data["queue"] = {"cohort": f"bench-{uuid.uuid4().hex[:6]}", "borrowing_limit": {"gpus": 0}}
@@ -93,7 +94,7 @@ def queue_latency(plane, core, custom, work: Path) -> tuple[float, float]:
         manifest = build_trainjob(spec, JobDir(work / "queued" / spec.job_id),
                                   ClusterSettings(namespace=tenant.namespace,
                                                   image=tenant.images[0].image),
-                                  queue="workbench")
+                                  queue=LOCAL_QUEUE)
         custom.create_namespaced_custom_object("trainer.kubeflow.org", "v1alpha1",
                                                tenant.namespace, "trainjobs", manifest)
         ids.append(spec.job_id)

@@ -24,10 +24,9 @@ import re
 from typing import Any
 
 from hub_config.tenants import Tenant
-from workbench_contract.resources import GPU_RESOURCE
+from workbench_contract.resources import GPU_RESOURCE, LOCAL_QUEUE
 
 API_VERSION = "kueue.x-k8s.io/v1beta2"
-LOCAL_QUEUE = "workbench"  # launcher_magic.engines.kubernetes.queueing.LOCAL_QUEUE
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 DEFAULT_FLAVOR = "default-flavor"
 EPHEMERAL = "ephemeral-storage"

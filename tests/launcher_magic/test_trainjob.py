@@ -304,12 +304,6 @@ def test_a_request_beyond_the_queues_maximum_capacity_is_a_refusal():
                                          message="8 more needed")) == ""
 
 
-def test_both_sides_name_the_same_local_queue():
-    from hub_config.cli import kueue
-
-    assert kueue.LOCAL_QUEUE == queueing.LOCAL_QUEUE
-
-
 def test_what_the_node_launcher_needs_comes_from_the_runtime_or_the_trainjob():
     """Contract: every variable `node_launch` requires is set by the shipped runtime's container
     or by the TrainJob's trainer env that `build_trainjob` writes, and the launcher arguments

@@ -22,9 +22,6 @@ from launcher_magic.engines.kubernetes.paddlejob import GPU, _timestamp
 from workbench_contract.resources import parse_quantity
 
 GROUP, VERSION = "kueue.x-k8s.io", "v1beta2"
-# The LocalQueue `workbench apply` makes in every queued tenant's namespace
-# (hub_config.cli.kueue.LOCAL_QUEUE; tests hold the two equal).
-LOCAL_QUEUE = "workbench"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 VISIBILITY_GROUP, VISIBILITY_VERSION = "visibility.kueue.x-k8s.io", "v1beta2"
 

@@ -63,6 +63,7 @@ from launcher_magic.engines.kubernetes.trainjob import (
     usage_from_trainjob,
 )
 from launcher_magic.engines.kubernetes.watcher import SharedRead
+from workbench_contract.resources import LOCAL_QUEUE
 
 
 class TrainJobEngine(KubernetesEngine):
@@ -80,7 +81,7 @@ class TrainJobEngine(KubernetesEngine):
                       "<runtime>-restarts-<its --max-restarts> (deploy/k8s/trainer/runtimes.py)."
     ).tag(config=True)
     queue = Unicode(
-        queueing.LOCAL_QUEUE,
+        LOCAL_QUEUE,
         help="The Kueue LocalQueue of the tenant's namespace that jobs are submitted to; used "
              "when it exists there ('' never queues).",
     ).tag(config=True)

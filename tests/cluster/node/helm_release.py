@@ -6,7 +6,6 @@
   CPU image): ``{"hub": ref, "proxy": ref}``.
 - ``OidcProvider``: the hub tests' OIDC mock on the node's address (the hub pod and the host
   reach it there), with ``register(redirect_uri)`` for the hub's client.
-- ``local_volume``: a static PersistentVolume on the node's disk reserved for one claim.
 - ``site_values``/``write_values``: what an operator's own values file sets, for the test.
 """
 
@@ -28,6 +27,7 @@ import job_image
 import node_config as cfg
 import yaml
 from job_image import BUILD_SCRIPT, REGISTRY_ADDR, ImageError, holds
+from placement import STORAGE_CLASS
 
 BUILD_TIMEOUT = 3600
 
@@ -59,7 +59,6 @@ def chart_images() -> dict[str, str]:
     return {name: chart_image(name, key) for name in ("hub", "proxy")}
 
 
-STORAGE_CLASS = "workbench-node-local"
 ADMIN_SERVICE = "test-admin"
 # Node ports the test picks from (the API server's default range ends at 32767).
 NODE_PORTS = range(30100, 32700)
@@ -76,22 +75,6 @@ def free_node_address_port() -> int:
     with socket.socket() as sock:
         sock.bind((cfg.NODE_IP, 0))
         return sock.getsockname()[1]
-
-
-def local_volume(name: str, path: Path, node: str, namespace: str, claim: str,
-                 modes: list[str]) -> dict[str, Any]:
-    """A static PersistentVolume on the node's disk, reserved for one claim."""
-    return {
-        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name},
-        "spec": {
-            "capacity": {"storage": "10Gi"}, "accessModes": modes,
-            "persistentVolumeReclaimPolicy": "Retain", "storageClassName": STORAGE_CLASS,
-            "local": {"path": str(path)},
-            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
-                {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}]}},
-            "claimRef": {"namespace": namespace, "name": claim},
-        },
-    }
 
 
 @dataclass

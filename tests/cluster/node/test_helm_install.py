@@ -61,6 +61,7 @@ import requests
 import tenancy
 import yaml
 from node_figures import FIGURES
+from placement import local_volume, route_to_node
 from pod_client import core_api, running_pod
 
 from hub_config.cli.k8s_apply import apply_objects
@@ -139,19 +140,6 @@ def _helm(helm: Path, kubeconfig: Path, *args: str) -> subprocess.CompletedProce
                           capture_output=True, text=True, timeout=600)
 
 
-def _route_to_node(core, namespace: str) -> None:
-    """The namespace's pods go to the real node (PodNodeSelector, PodTolerationRestriction)."""
-    import json
-
-    key, value = cfg.NODE_LABEL
-    taint = cfg.NODE_TAINT
-    core.patch_namespace(namespace, {"metadata": {"annotations": {
-        "scheduler.alpha.kubernetes.io/node-selector": f"{key}={value}",
-        "scheduler.alpha.kubernetes.io/defaultTolerations": json.dumps([{
-            "key": taint["key"], "operator": "Equal", "value": taint["value"],
-            "effect": taint["effect"]}])}}})
-
-
 def _tenant(cpu_image: str, prefix: str = "helm", **idle: int) -> tuple[Tenant, dict[str, Any]]:
     data = tenancy.tenant_data(tenancy.unique(prefix), gpus=0)
     data["images"] = [{"name": "CPU (node)", "image": cpu_image}, *data["images"]]
@@ -177,7 +165,7 @@ def _volume(core, folder: Path, name: str, node: str, namespace: str, claim: str
     local volume keeps the folder's owner)."""
     folder.mkdir()
     folder.chmod(0o777)
-    core.create_persistent_volume(helm_release.local_volume(name, folder, node, namespace,
+    core.create_persistent_volume(local_volume(name, folder, node, namespace,
                                                             claim, modes))
 
 
@@ -230,7 +218,7 @@ def release(control_plane, real_node, cpu_image, paddle_runtime,
             # on the node's address, so the notebook's kubernetes engine reaches it.
             apply_objects(control_plane.api_client(), network_policies(
                 each, hub_namespace=namespace, api_server_cidrs=[f"{cfg.NODE_IP}/32"]))
-            _route_to_node(core, each.namespace)
+            route_to_node(core, each.namespace)
         _volume(core, work / "hub-db", db_volume, real_node.name, namespace, HUB_DB_CLAIM,
                 ["ReadWriteOnce"])
         # The user's claim (the chart's singleuser.storage, made by the spawner) binds this.

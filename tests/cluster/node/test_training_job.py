@@ -26,10 +26,10 @@ import re
 import time
 from pathlib import Path
 
-import node_config as cfg
 import numpy as np
 import pytest
 from node_figures import FIGURES
+from placement import STORAGE_CLASS, local_volume, route_to_node
 from pod_client import core_api
 
 from tests.launcher_magic.support import TRAIN_CELL
@@ -38,7 +38,6 @@ from workbench_contract.ownership import user_claim
 
 NODE_CELL = "%%paddle_launch --nodes 2 --cpu 500m --memory 2Gi --name dp\n"
 JOB_TIMEOUT = 900
-STORAGE_CLASS = "workbench-node-local"
 # The kubelet's event after a pull: "Successfully pulled image "..." in 36.9s (...)".
 PULLED = re.compile(r"Successfully pulled image .* in ([0-9.]+)s")
 
@@ -56,21 +55,6 @@ def _job_id(home: Path, name: str) -> str:
 
 def _params(home: Path, job_id: str, rank: int) -> np.ndarray:
     return np.load(home / "jobs" / job_id / f"params-rank{rank}.npy")
-
-
-def local_volume(name: str, path: Path, node: str, namespace: str, claim: str) -> dict:
-    """A static PersistentVolume on the node's disk, reserved for one claim."""
-    return {
-        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name},
-        "spec": {
-            "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
-            "persistentVolumeReclaimPolicy": "Retain", "storageClassName": STORAGE_CLASS,
-            "local": {"path": str(path)},
-            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
-                {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}]}},
-            "claimRef": {"namespace": namespace, "name": claim},
-        },
-    }
 
 
 def user_storage(claim: str, mount_path: Path) -> dict:
@@ -101,13 +85,7 @@ def node_tenant(request, control_plane, real_node, paddle_runtime, cpu_image, tm
     assert tenant.job_api == (job_api or "trainjob")  # trainjob: the tenants' default
     tenancy.provision(control_plane, tenant, hub_namespace="jupyterhub")
     core = core_api(control_plane)
-    key, value = cfg.NODE_LABEL
-    taint = cfg.NODE_TAINT
-    core.patch_namespace(tenant.namespace, {"metadata": {"annotations": {
-        "scheduler.alpha.kubernetes.io/node-selector": f"{key}={value}",
-        "scheduler.alpha.kubernetes.io/defaultTolerations": json.dumps([{
-            "key": taint["key"], "operator": "Equal", "value": taint["value"],
-            "effect": taint["effect"]}])}}})
+    route_to_node(core, tenant.namespace)
     home = tmp_path / f"{tenant.name}-ada"
     (home / "jobs").mkdir(parents=True)
     # Workers run as the notebook's uid; the kernel here runs as root (see start_kernel).
@@ -116,7 +94,7 @@ def node_tenant(request, control_plane, real_node, paddle_runtime, cpu_image, tm
     claim = user_claim("ada")
     volume = f"{tenant.namespace}-{claim}"
     core.create_persistent_volume(local_volume(volume, home, real_node.name, tenant.namespace,
-                                               claim))
+                                               claim, ["ReadWriteOnce"], capacity="1Gi"))
     core.create_namespaced_persistent_volume_claim(tenant.namespace, {
         "metadata": {"name": claim},
         "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": STORAGE_CLASS,
