@@ -22,6 +22,10 @@ traffic is not rerouted. Packets stay on the host (the INPUT path, where the pol
 filters pod egress), never forwarded. Afterwards the rule, the route and the server are gone,
 or the fixture fails.
 
+``node_tenant`` is a tenant provisioned by ``workbench apply``'s bundle, routed to the node
+(``placement``), with ada's claim bound to a local volume there; a test may name the job API
+(indirect parameter). It yields (tenant, ada's home) and deprovisions afterwards.
+
 ``restricted_namespace`` gives a test its own namespace with Pod Security ``restricted``
 enforced, like a tenant's; ``pods.server_pod`` builds a pod that fits it and the node, and
 ``pod_client`` waits for pods and talks to them over the pod network.
@@ -49,6 +53,10 @@ if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from node_figures import FIGURES  # noqa: E402 - needs the sys.path line above
+from placement import STORAGE_CLASS, local_volume, route_to_node  # noqa: E402
+from pod_client import core_api  # noqa: E402
+
+from workbench_contract.ownership import user_claim  # noqa: E402
 
 _HERE = Path(__file__).resolve().parent
 _RUNNING: list = []  # this session's node while it runs
@@ -189,6 +197,52 @@ class _MetadataServer(ThreadingHTTPServer):
         self.socket.setsockopt(socket.IPPROTO_IP, _IP_TRANSPARENT, 1)
         self.socket.bind(self.server_address)
         self.server_name, self.server_port = self.server_address
+
+
+@pytest.fixture
+def node_tenant(request, control_plane, real_node, paddle_runtime, cpu_image, tmp_path):
+    """A provisioned tenant whose pods land on the real node, and ada's storage there; yields
+    (tenant, ada's home). The home is where the notebook fixture puts it. The tenant's job API
+    is the default (``trainjob``) unless the test asks for another (indirect parameter)."""
+    import tenancy
+    from kubernetes import client
+
+    from hub_config.tenants import Tenant
+
+    data = tenancy.tenant_data(tenancy.unique("node"), gpus=0)
+    # The node's image first (the notebook's, so the jobs'); provisioning's own check of the
+    # admission policies submits a job with the example image, so that one stays allowed.
+    data["images"] = [{"name": "CPU (node)", "image": cpu_image}, *data["images"]]
+    job_api = getattr(request, "param", None)
+    if job_api:
+        data["job_api"] = job_api
+    tenant = Tenant.from_dict(data, strict=True)
+    assert tenant.job_api == (job_api or "trainjob")  # trainjob: the tenants' default
+    tenancy.provision(control_plane, tenant, hub_namespace="jupyterhub")
+    core = core_api(control_plane)
+    route_to_node(core, tenant.namespace)
+    home = tmp_path / f"{tenant.name}-ada"
+    (home / "jobs").mkdir(parents=True)
+    # Workers run as the notebook's uid; the kernel here runs as root (see start_kernel).
+    for folder in (home, home / "jobs"):
+        folder.chmod(0o777)
+    claim = user_claim("ada")
+    volume = f"{tenant.namespace}-{claim}"
+    core.create_persistent_volume(local_volume(volume, home, real_node.name, tenant.namespace,
+                                               claim, ["ReadWriteOnce"], capacity="1Gi"))
+    core.create_namespaced_persistent_volume_claim(tenant.namespace, {
+        "metadata": {"name": claim},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": STORAGE_CLASS,
+                 "volumeName": volume, "resources": {"requests": {"storage": "1Gi"}}}})
+    try:
+        yield tenant, home
+    finally:
+        tenancy.deprovision(control_plane, tenant)
+        try:
+            core.delete_persistent_volume(volume)
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
 
 
 def _metadata_routing() -> tuple[list[str], list[str]]:

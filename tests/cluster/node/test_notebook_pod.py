@@ -37,10 +37,9 @@ from pathlib import Path
 import node_config as cfg
 import pytest
 import yaml
-from node_figures import FIGURES
+from node_figures import FIGURES, pull_seconds
 from pod_client import core_api, exec_in, running_pod
 from real_node import ProcessExited, wait_for
-from test_training_job import PULLED, node_tenant  # noqa: F401 - node_tenant: the fixture
 
 from hub_config.cli.provisioning import NOTEBOOK_PORT
 from hub_config.kube_spawner import token_secret, token_secret_name
@@ -206,7 +205,7 @@ SIGNAL_SERVER = ("import os, signal, sys\n"
 
 
 def test_a_spawned_notebook_pod_serves_its_user_on_the_real_node(
-        control_plane, real_node, node_tenant, hub_on_node):  # noqa: F811 - fixture use
+        control_plane, real_node, node_tenant, hub_on_node):
     import tenancy
     from kubernetes import client
 
@@ -239,9 +238,8 @@ def test_a_spawned_notebook_pod_serves_its_user_on_the_real_node(
     # Printed at the end of the session; never asserted. Each node starts with an empty
     # containerd, so this includes pulling the image from the internal registry.
     FIGURES["notebook pod: create to Ready, with the image pull (s)"] = time.monotonic() - began
-    pulls = [float(m[1]) for event in core.list_namespaced_event(
-        tenant.namespace, field_selector=f"involvedObject.name={name}").items
-        for m in [PULLED.search(event.message or "")] if m]
+    pulls = pull_seconds(core.list_namespaced_event(
+        tenant.namespace, field_selector=f"involvedObject.name={name}").items)
     if pulls:
         FIGURES["notebook pod: image pull (s)"] = max(pulls)
 

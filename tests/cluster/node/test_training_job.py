@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from node_figures import FIGURES
-from placement import STORAGE_CLASS, local_volume, route_to_node
+from node_figures import FIGURES, pull_seconds
 from pod_client import core_api
 
 from tests.launcher_magic.support import TRAIN_CELL
@@ -38,8 +36,6 @@ from workbench_contract.ownership import user_claim
 
 NODE_CELL = "%%paddle_launch --nodes 2 --cpu 500m --memory 2Gi --name dp\n"
 JOB_TIMEOUT = 900
-# The kubelet's event after a pull: "Successfully pulled image "..." in 36.9s (...)".
-PULLED = re.compile(r"Successfully pulled image .* in ([0-9.]+)s")
 
 
 def _states(text: str, name: str) -> list[str]:
@@ -62,52 +58,6 @@ def user_storage(claim: str, mount_path: Path) -> dict:
     them): the user's claim mounted at the home folder."""
     return {"volumes": [{"name": "home", "persistentVolumeClaim": {"claimName": claim}}],
             "volume_mounts": [{"name": "home", "mountPath": str(mount_path)}]}
-
-
-@pytest.fixture
-def node_tenant(request, control_plane, real_node, paddle_runtime, cpu_image, tmp_path):
-    """A provisioned tenant whose pods land on the real node, and ada's storage there; yields
-    (tenant, ada's home). The home is where the notebook fixture puts it. The tenant's job API
-    is the default (``trainjob``) unless the test asks for another (indirect parameter)."""
-    import tenancy
-    from kubernetes import client
-
-    from hub_config.tenants import Tenant
-
-    data = tenancy.tenant_data(tenancy.unique("node"), gpus=0)
-    # The node's image first (the notebook's, so the jobs'); provisioning's own check of the
-    # admission policies submits a job with the example image, so that one stays allowed.
-    data["images"] = [{"name": "CPU (node)", "image": cpu_image}, *data["images"]]
-    job_api = getattr(request, "param", None)
-    if job_api:
-        data["job_api"] = job_api
-    tenant = Tenant.from_dict(data, strict=True)
-    assert tenant.job_api == (job_api or "trainjob")  # trainjob: the tenants' default
-    tenancy.provision(control_plane, tenant, hub_namespace="jupyterhub")
-    core = core_api(control_plane)
-    route_to_node(core, tenant.namespace)
-    home = tmp_path / f"{tenant.name}-ada"
-    (home / "jobs").mkdir(parents=True)
-    # Workers run as the notebook's uid; the kernel here runs as root (see start_kernel).
-    for folder in (home, home / "jobs"):
-        folder.chmod(0o777)
-    claim = user_claim("ada")
-    volume = f"{tenant.namespace}-{claim}"
-    core.create_persistent_volume(local_volume(volume, home, real_node.name, tenant.namespace,
-                                               claim, ["ReadWriteOnce"], capacity="1Gi"))
-    core.create_namespaced_persistent_volume_claim(tenant.namespace, {
-        "metadata": {"name": claim},
-        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": STORAGE_CLASS,
-                 "volumeName": volume, "resources": {"requests": {"storage": "1Gi"}}}})
-    try:
-        yield tenant, home
-    finally:
-        tenancy.deprovision(control_plane, tenant)
-        try:
-            core.delete_persistent_volume(volume)
-        except client.ApiException as exc:
-            if exc.status != 404:
-                raise
 
 
 def start_kernel(notebook_kernel, tenant, home: Path):
@@ -149,9 +99,7 @@ def test_a_two_node_job_trains_on_the_real_node(control_plane, real_node, node_t
         tenant.namespace, label_selector=f"{LABEL_JOB}={job_id}").items
     assert len(pods) == 2 and {p.spec.node_name for p in pods} == {real_node.name}, pods
     assert {p.status.phase for p in pods} == {"Succeeded"}
-    pulls = [float(m[1]) for event in core_api(control_plane).list_namespaced_event(
-        tenant.namespace).items if event.reason == "Pulled"
-        for m in [PULLED.search(event.message or "")] if m]
+    pulls = pull_seconds(core_api(control_plane).list_namespaced_event(tenant.namespace).items)
     if pulls:  # the first job of a session pulls the image into the node's fresh containerd
         FIGURES["image pull into the node (s)"] = max(pulls)
 
