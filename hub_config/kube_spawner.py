@@ -75,15 +75,29 @@ def build_profile_list(tenants: Iterable[Tenant]) -> list[dict[str, Any]]:
     return entries
 
 
+# How long a started container's server may take to answer at all: the chart's start timeout
+# (Zero to JupyterHub's `singleuser.startTimeout`, 300 s by default).
+STARTUP_SECONDS = 300
+
+
 def probes(base_path: str, port: int) -> dict[str, Any]:
-    """Readiness and liveness probes on the single-user server's unauthenticated `api` route."""
+    """Startup, readiness and liveness probes on the single-user server's unauthenticated `api`
+    route.
+
+    KubeSpawner reports a server started only once its pod is Ready. The startup probe asks every
+    second until the server first answers; the kubelet then runs the readiness probe at once, so
+    the pod is Ready about a second after the server is, rather than at the readiness probe's next
+    10-second tick. Liveness and readiness start only after that, so a slow start is never
+    restarted, and liveness is lenient: a server busy with a large notebook save must not be
+    restarted either."""
     check = {"httpGet": {"path": f"{base_path.rstrip('/')}/api", "port": port}}
     return {
+        "startupProbe": {**check, "periodSeconds": 1, "timeoutSeconds": 1,
+                         "failureThreshold": STARTUP_SECONDS},
         "readinessProbe": {**check, "periodSeconds": 10, "timeoutSeconds": 5,
                            "failureThreshold": 3},
-        # Liveness is lenient: a server busy with a large notebook save must not be restarted.
-        "livenessProbe": {**check, "initialDelaySeconds": 60, "periodSeconds": 30,
-                          "timeoutSeconds": 10, "failureThreshold": 5},
+        "livenessProbe": {**check, "periodSeconds": 30, "timeoutSeconds": 10,
+                          "failureThreshold": 5},
     }
 
 

@@ -91,7 +91,7 @@ def test_pod_manifest_per_tenant_and_profile(tenant, profile):
     assert env[names.IMAGE] == container["image"]
     assert env[names.MAX_NODES] == str(tenant.job_limits.max_nodes)
 
-    for probe in ("readinessProbe", "livenessProbe"):
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["httpGet"]["path"] == "/user/ann@example.org/api"
         assert container[probe]["httpGet"]["port"] == 8888
 

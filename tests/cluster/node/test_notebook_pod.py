@@ -224,7 +224,7 @@ def test_a_spawned_notebook_pod_serves_its_user_on_the_real_node(
     name = pod["metadata"]["name"]
     container = pod["spec"]["containers"][0]
     assert container["image"] == tenant.images[0].image and "@sha256:" in container["image"]
-    assert {"readinessProbe", "livenessProbe"} <= container.keys()
+    assert {"startupProbe", "readinessProbe", "livenessProbe"} <= container.keys()
 
     client.NetworkingV1Api(control_plane.api_client()).create_namespaced_network_policy(
         tenant.namespace, hub_egress(tenant.namespace, hub.port))
