@@ -165,8 +165,7 @@ def _volume(core, folder: Path, name: str, node: str, namespace: str, claim: str
     local volume keeps the folder's owner)."""
     folder.mkdir()
     folder.chmod(0o777)
-    core.create_persistent_volume(local_volume(name, folder, node, namespace,
-                                                            claim, modes))
+    core.create_persistent_volume(local_volume(name, folder, node, namespace, claim, modes))
 
 
 def _delete_quietly(*deletes) -> None:
