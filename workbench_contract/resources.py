@@ -1,8 +1,6 @@
 """Kubernetes names and quantities, one rule each for the hub and the notebook side.
 
 - `GPU_RESOURCE`: the extended resource GPUs are asked for by (NVIDIA's device plugin).
-- `LOCAL_QUEUE`: the name of the Kueue LocalQueue that `workbench apply` makes in a queued
-  tenant's namespace and that the trainjob engine labels its TrainJobs with.
 - `is_dns_label`: what Kubernetes accepts as a namespace, a label-like object name, a tenant or a
   profile name (RFC 1123 label, at most 63 characters; callers may ask for fewer).
 - `parse_quantity`: a Kubernetes resource quantity (`500m`, `2`, `1.5`, `8Gi`, `1e3`) as an exact
@@ -15,7 +13,6 @@ import re
 from decimal import Decimal, InvalidOperation
 
 GPU_RESOURCE = "nvidia.com/gpu"
-LOCAL_QUEUE = "workbench"
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS_LABEL_MAX = 63
