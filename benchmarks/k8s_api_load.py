@@ -51,9 +51,6 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "cluster")]
 # pods/log counts under pods
 RESOURCES = ("paddlejobs", "trainjobs", "jobsets", "workloads", "pods", "events")
 ENGINES = ("paddlejob", "trainjob")
-# Which pods are a job's: the label each job API's controller puts on them.
-POD_LABEL = {"paddlejob": "training.kubeflow.org/job-name",
-             "trainjob": "jobset.sigs.k8s.io/jobset-name"}
 READS = ("GET", "LIST", "WATCH", "WATCHLIST", "CONNECT")
 
 
@@ -83,13 +80,13 @@ def request_counts(plane) -> Counter:
 def panel_process(args) -> int:
     """The kernel side of one phase: live panels for every job, counting its own requests."""
     from launcher_magic.core.jobdir import JobHandle, list_jobs
-    from launcher_magic.kernel.watch import show
+    from launcher_magic.engines import load_engine
+    from launcher_magic.kernel.live import show
     from workbench_contract.environment import NotebookContext
 
-    engine = engine_class(args.engine)(context=NotebookContext.from_env(),
-                                       watch=args.phase == "watching",
-                                       watch_seconds=args.watch_seconds)
-    rest = engine._api()[0].api_client.rest_client
+    engine = load_engine(args.engine, context=NotebookContext.from_env(),
+                         watch=args.phase == "watching", watch_seconds=args.watch_seconds)
+    rest = engine.api.core.api_client.rest_client
     sent = {"n": 0}
     original = rest.request
 
@@ -109,14 +106,6 @@ def panel_process(args) -> int:
     time.sleep(args.window)
     print(f"DONE {sent['n']}", flush=True)
     os._exit(0)  # the panels' threads end with the process
-
-
-def engine_class(name: str):
-    """The engine of job API `name`."""
-    from launcher_magic.engines.kubernetes.engine import KubernetesEngine
-    from launcher_magic.engines.kubernetes.trainjob_engine import TrainJobEngine
-
-    return {"paddlejob": KubernetesEngine, "trainjob": TrainJobEngine}[name]
 
 
 def run_phase(plane, phase: str, args, env: dict) -> tuple[Counter, int]:
@@ -154,11 +143,12 @@ def run_engine(plane, args) -> dict[str, float]:
     from kubernetes import client
     from tenancy import deprovision, notebook_user, provision
 
-    from hub_config.cli.provisioning import user_service_account
+    from hub_config.cluster_policy.identities import user_service_account
     from hub_config.tenants import load_tenants
     from hub_config.tenants.model import Quota
     from launcher_magic.core.jobdir import JobDir, JobHandle
     from launcher_magic.core.spec import LaunchOptions, build_spec
+    from launcher_magic.engines import load_engine
     from workbench_contract.environment import NotebookContext
 
     tenant = load_tenants(ROOT / "hub_config" / "tenants.example.yaml").get("vision")
@@ -183,8 +173,8 @@ def run_engine(plane, args) -> dict[str, float]:
             "PYTHONPATH": str(ROOT),
         })
         context = NotebookContext.from_env(env)
-        submitter = engine_class(args.engine)(context=context, watch=False,
-                                              kubeconfig=str(kubeconfig))
+        submitter = load_engine(args.engine, context=context, watch=False,
+                                kubeconfig=str(kubeconfig))
         for n in range(args.jobs):
             spec = build_spec(LaunchOptions(nodes=1, name=f"load{n}", engine=args.engine),
                               "x = 1\n", context)
@@ -194,7 +184,7 @@ def run_engine(plane, args) -> dict[str, float]:
         deadline = time.monotonic() + 600
         while True:
             pods = core.list_namespaced_pod(tenant.namespace,
-                                            label_selector=POD_LABEL[args.engine]).items
+                                            label_selector=submitter.adapter.pod_job_label).items
             running = sum(1 for p in pods if p.status.phase == "Running")
             if running >= args.jobs:
                 break

@@ -5,8 +5,8 @@ and TrainJob; and from quota freed to a queued TrainJob Running.
 
 Starts the test control plane (kube-apiserver, controller-manager, scheduler, KWOK, the
 training-operator, JobSet, Kubeflow Trainer v2 and Kueue; see deploy/controlplane), applies the
-Paddle ClusterTrainingRuntime, provisions one tenant, and for each engine (`kubernetes`:
-PaddleJob, `trainjob`: TrainJob) and node count times, side by side in this one process tree:
+Paddle ClusterTrainingRuntime, provisions one tenant, and for each engine (`paddlejob`,
+`trainjob`) and node count times, side by side in this one process tree:
 
 - magic: `%%paddle_launch --nodes N --engine <engine> --detach` in an IPython shell holding the
   tenant's notebook token, until the N worker pods are all Running. Counts the HTTP requests
@@ -37,21 +37,26 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "cluster")]
 
 
-ENGINES = {  # engine -> (API group, version, plural, the pods' job label)
-    "kubernetes": ("kubeflow.org", "v1", "paddlejobs", "training.kubeflow.org/job-name"),
-    "trainjob": ("trainer.kubeflow.org", "v1alpha1", "trainjobs",
-                 "jobset.sigs.k8s.io/jobset-name"),
-}
+ENGINES = ("paddlejob", "trainjob")
 
 
-def running_pods(core, namespace: str, job_id: str, engine: str = "kubernetes") -> int:
+def kind_facts(engine: str):
+    """(the job kind's API, the label its controller puts on the job's pods)."""
+    from launcher_magic.engines.cluster.engine import ClusterEngine
+    from workbench_contract.jobkinds import job_kind
+
+    adapter = ClusterEngine(kind=job_kind(engine)).adapter
+    return adapter.kind.api, adapter.pod_job_label
+
+
+def running_pods(core, namespace: str, job_id: str, engine: str = "paddlejob") -> int:
     pods = core.list_namespaced_pod(
-        namespace, label_selector=f"{ENGINES[engine][3]}={job_id}").items
+        namespace, label_selector=f"{kind_facts(engine)[1]}={job_id}").items
     return sum(1 for p in pods if p.status.phase == "Running"
                and not p.metadata.deletion_timestamp)
 
 
-def wait_running(core, namespace: str, job_id: str, nodes: int, engine: str = "kubernetes",
+def wait_running(core, namespace: str, job_id: str, nodes: int, engine: str = "paddlejob",
                  timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while running_pods(core, namespace, job_id, engine) < nodes:
@@ -61,10 +66,10 @@ def wait_running(core, namespace: str, job_id: str, nodes: int, engine: str = "k
 
 
 def delete_and_wait(core, custom, namespace: str, job_id: str,
-                    engine: str = "kubernetes") -> None:
-    group, version, plural, label = ENGINES[engine]
-    custom.delete_namespaced_custom_object(group, version, namespace, plural, job_id,
-                                           propagation_policy="Foreground")
+                    engine: str = "paddlejob") -> None:
+    api, label = kind_facts(engine)
+    custom.delete_namespaced_custom_object(api.group, api.version, namespace, api.plural,
+                                           job_id, propagation_policy="Foreground")
     while core.list_namespaced_pod(namespace, label_selector=f"{label}={job_id}").items:
         time.sleep(0.05)
 
@@ -77,10 +82,10 @@ def queue_latency(plane, core, custom, work: Path) -> tuple[float, float]:
     from hub_config.tenants import Tenant
     from launcher_magic.core.jobdir import JobDir
     from launcher_magic.core.spec import LaunchOptions, build_spec
-    from launcher_magic.engines.kubernetes.paddlejob import ClusterSettings
-    from launcher_magic.engines.kubernetes.trainjob import build_trainjob
+    from launcher_magic.engines.cluster.objects import ClusterSettings
+    from launcher_magic.engines.cluster.trainjob import build_trainjob
+    from workbench_contract.cluster import LOCAL_QUEUE, TRAINJOB
     from workbench_contract.environment import Limits, NotebookContext
-    from workbench_contract.resources import LOCAL_QUEUE
 
     data = tenant_data(f"qb{uuid.uuid4().hex[:6]}", gpus=8)
     data["queue"] = {"cohort": f"bench-{uuid.uuid4().hex[:6]}", "borrowing_limit": {"gpus": 0}}
@@ -95,8 +100,8 @@ def queue_latency(plane, core, custom, work: Path) -> tuple[float, float]:
                                   ClusterSettings(namespace=tenant.namespace,
                                                   image=tenant.images[0].image),
                                   queue=LOCAL_QUEUE)
-        custom.create_namespaced_custom_object("trainer.kubeflow.org", "v1alpha1",
-                                               tenant.namespace, "trainjobs", manifest)
+        custom.create_namespaced_custom_object(TRAINJOB.group, TRAINJOB.version,
+                                               tenant.namespace, TRAINJOB.plural, manifest)
         ids.append(spec.job_id)
         if name == "holder":
             wait_running(core, tenant.namespace, spec.job_id, 1, "trainjob")
@@ -124,7 +129,10 @@ def main() -> int:
     from hub_config.tenants import load_tenants
     from launcher_magic.core.jobdir import JobDir
     from launcher_magic.core.spec import LaunchOptions, build_spec
-    from launcher_magic.engines.kubernetes.paddlejob import ClusterSettings, build_paddlejob
+    from launcher_magic.engines.cluster.objects import ClusterSettings
+    from launcher_magic.engines.cluster.paddlejob import build_paddlejob
+    from launcher_magic.engines.cluster.trainjob import build_trainjob
+    from workbench_contract.cluster import TRAINING_RUNTIME
     from workbench_contract.environment import NotebookContext
 
     bin_dir, error = k8s_plane.build_control_plane()
@@ -144,11 +152,12 @@ def main() -> int:
 
         for runtime in paddle_runtimes():  # the shipped runtime and its copy per --max-restarts
             custom.create_cluster_custom_object(
-                "trainer.kubeflow.org", "v1alpha1", "clustertrainingruntimes", runtime)
+                TRAINING_RUNTIME.group, TRAINING_RUNTIME.version, TRAINING_RUNTIME.plural,
+                runtime)
         # The user's own notebook account, as the hub makes it at the first spawn.
         from tenancy import notebook_user
 
-        from hub_config.cli.provisioning import user_service_account
+        from hub_config.cluster_policy.identities import user_service_account
 
         notebook_user(plane, tenant, "bench")
         kubeconfig = plane.service_account_kubeconfig(tenant.namespace,
@@ -157,7 +166,7 @@ def main() -> int:
         import os
 
         os.environ.update({
-            "KUBECONFIG": str(kubeconfig), "PADDLE_WORKBENCH_ENGINE": "kubernetes",
+            "KUBECONFIG": str(kubeconfig), "PADDLE_WORKBENCH_ENGINE": "paddlejob",
             "PADDLE_WORKBENCH_NAMESPACE": tenant.namespace, "PADDLE_WORKBENCH_TENANT": "vision",
             "PADDLE_WORKBENCH_USER": "bench",
             "PADDLE_WORKBENCH_MAX_RUNTIME_SECONDS": str(tenant.job_limits.max_runtime),
@@ -175,15 +184,13 @@ def main() -> int:
 
         counted = {"n": 0}
         for name in ENGINES:
-            rest = launcher(shell).engine(name)._api()[0].api_client.rest_client
+            rest = launcher(shell).engine(name).api.core.api_client.rest_client
 
             def counting(*a, _original=rest.request, **kw):
                 counted["n"] += 1
                 return _original(*a, **kw)
 
             rest.request = counting
-        from launcher_magic.engines.kubernetes.trainjob import build_trainjob
-
         # First, on a fresh plane: quota freed -> the queued TrainJob Running.
         freed, running = zip(*(queue_latency(plane, core, custom, work)
                                for _ in range(args.runs)), strict=True)
@@ -194,7 +201,7 @@ def main() -> int:
         for nodes in args.nodes:
             for run in range(args.runs):
                 for engine in ENGINES:
-                    group, version, plural, _ = ENGINES[engine]
+                    api, _ = kind_facts(engine)
                     name = f"m{engine[0]}{nodes}r{run}"
                     counted["n"] = 0
                     start = time.perf_counter()
@@ -211,13 +218,13 @@ def main() -> int:
 
                     spec = build_spec(LaunchOptions(nodes=nodes, name=f"r{engine[0]}{nodes}r{run}"),
                                       "x = 1\n", NotebookContext.from_env())
-                    build = build_paddlejob if engine == "kubernetes" else build_trainjob
+                    build = build_paddlejob if engine == "paddlejob" else build_trainjob
                     manifest = build(spec, JobDir(work / "raw" / spec.job_id),
                                      ClusterSettings(namespace=tenant.namespace,
                                                      image=tenant.images[0].image))
                     start = time.perf_counter()
-                    custom.create_namespaced_custom_object(group, version, tenant.namespace,
-                                                           plural, manifest)
+                    custom.create_namespaced_custom_object(api.group, api.version,
+                                                           tenant.namespace, api.plural, manifest)
                     wait_running(core, tenant.namespace, spec.job_id, nodes, engine)
                     results.setdefault(("raw", engine, nodes), []).append(
                         (time.perf_counter() - start, 1))
@@ -240,7 +247,7 @@ def main() -> int:
                       f"{magic / raw:>9.2f}x")
         for nodes in args.nodes:
             print(f"TrainJob/PaddleJob cell-to-Running, {nodes} nodes: "
-                  f"{medians['trainjob', nodes] / medians['kubernetes', nodes]:.2f}x")
+                  f"{medians['trainjob', nodes] / medians['paddlejob', nodes]:.2f}x")
         print("\nraw = one create request by an admin client; requests = HTTP requests the "
               "magic's engine sent until every pod ran")
 

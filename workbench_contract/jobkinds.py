@@ -48,7 +48,7 @@ class JobKind:
     admission: str
     reads: tuple[Api, ...] = ()
     queued: bool = False
-    description: str = ""
+    description: str = ""  # what the engine makes of a job, in words for users
 
 
 def load_object(reference: str) -> Any:
@@ -62,14 +62,14 @@ PADDLEJOB = JobKind(
     name="paddlejob", api=cluster.PADDLEJOB,
     adapter="launcher_magic.engines.cluster.paddlejob:PaddleJobAdapter",
     admission="hub_config.cluster_policy.admission.paddlejob:paddlejob_policies",
-    description="a Kubeflow training-operator v1 PaddleJob",
+    description="each job a Kubeflow training-operator v1 PaddleJob",
 )
 TRAINJOB = JobKind(
     name="trainjob", api=cluster.TRAINJOB,
     adapter="launcher_magic.engines.cluster.trainjob:TrainJobAdapter",
     admission="hub_config.cluster_policy.admission.trainjob:trainjob_policies",
     reads=(cluster.JOBSET,), queued=True,
-    description="a Kubeflow Trainer v2 TrainJob on the workbench's Paddle runtime",
+    description="each job a Kubeflow Trainer v2 TrainJob on the workbench's Paddle runtime",
 )
 DEFAULT = TRAINJOB.name
 

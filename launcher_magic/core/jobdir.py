@@ -54,6 +54,10 @@ class JobNotFound(LookupError):
     """No job matches what the user typed."""
 
 
+class JobUnreadable(ValueError):
+    """A job's directory is there but its spec cannot be read (edited by hand, half copied)."""
+
+
 def atomic_write_json(path: Path, data) -> None:
     """Write JSON so that readers see the old file or the new one, never half of one."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -242,5 +246,5 @@ def resolve(root: Path, ref: str) -> JobDir:
     raise JobNotFound(f"no job {ref!r} in {root}; recent jobs: {known} (see %paddle_jobs)")
 
 
-__all__ = ["JobDir", "JobHandle", "JobNotFound", "RESERVED_NAMES", "atomic_write_json", "jobs_root",
+__all__ = ["JobDir", "JobHandle", "JobNotFound", "JobUnreadable", "RESERVED_NAMES", "atomic_write_json", "jobs_root",
            "list_jobs", "read_json", "resolve", "tail_lines"]

@@ -11,8 +11,13 @@ Errors:
   could not start); the message says what happened and what to check. `EngineUnavailable` is the
   kind raised when the engine cannot run here at all.
 
-Threads: `status`, `log_lines` and `notes` may be called from any thread (a detached panel
-refreshes from its own); `submit`, `stop`, `follow_log` and `shutdown` from one thread at a time.
+Threads: `status`, `log_lines`, `notes` and `status_feed` may be called from any thread (a
+detached panel refreshes from its own); `submit`, `stop`, `follow_log` and `shutdown` from one
+thread at a time.
+
+Engines live in this package: `local` (process groups on this machine, `engines.local`) and the
+cluster engine with one adapter per job kind (`engines.cluster`; the kinds are registered in
+`workbench_contract.jobkinds`).
 
 `status.json` has exactly one writer per engine, named by each engine's docstring.
 """
@@ -20,6 +25,7 @@ refreshes from its own); `submit`, `stop`, `follow_log` and `shutdown` from one 
 from __future__ import annotations
 
 import codecs
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -66,6 +72,32 @@ class TenantUsage:
     caveat: str = ""
 
 
+class StatusFeed:
+    """The statuses of one job in the order its engine saw them, for one panel: an engine that
+    follows its jobs by watching puts each new state here, so the panel draws every state the job
+    went through, even two within one refresh."""
+
+    def __init__(self):
+        self._queued: list[JobStatus] = []
+        self._cond = threading.Condition()
+
+    def put(self, status: JobStatus) -> None:
+        with self._cond:
+            self._queued.append(status)
+            self._cond.notify_all()
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to `timeout` for a status; True when one is queued."""
+        with self._cond:
+            return self._cond.wait_for(lambda: bool(self._queued), timeout)
+
+    def take(self) -> list[JobStatus]:
+        """Every status queued since the last call, oldest first (at once, maybe none)."""
+        with self._cond:
+            taken, self._queued = self._queued, []
+            return taken
+
+
 class Engine(LoggingConfigurable):
     """Runs jobs described by a JobSpec in their job directory. Subclass and register the class
     under the `launcher_magic.engines` entry-point group; the magic finds it by that name."""
@@ -96,6 +128,15 @@ class Engine(LoggingConfigurable):
     def status(self, job: JobHandle) -> JobStatus:
         """The job's current status; once terminal it never changes. Raises: EngineError."""
         raise NotImplementedError
+
+    def status_feed(self, job: JobHandle) -> StatusFeed | None:
+        """A feed of the job's statuses as they change, starting with the current one, for a live
+        panel; None (the default) where the engine does not follow its jobs by itself, and the
+        panel asks `status` every `poll_interval` instead.
+
+        Raises: EngineError.
+        """
+        return None
 
     def stop(self, job: JobHandle) -> JobStatus:
         """End the job; returns its final status once nothing of it is left running.

@@ -19,7 +19,15 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from launcher_magic.core.jobdir import RESERVED_NAMES, JobDir, JobHandle, jobs_root, resolve
+from launcher_magic.core.jobdir import (
+    RESERVED_NAMES,
+    JobDir,
+    JobHandle,
+    JobNotFound,
+    JobUnreadable,
+    jobs_root,
+    resolve,
+)
 from launcher_magic.core.spec import JobSpec, LaunchOptions, SpecError, build_spec
 from launcher_magic.core.status import JobState, JobStatus
 from launcher_magic.core.transfer import (
@@ -29,12 +37,14 @@ from launcher_magic.core.transfer import (
     read_pull,
     write_push,
 )
-from launcher_magic.engines import Engine, EngineError, load_engine
+from launcher_magic.engines import Engine, EngineError, canonical_name, load_engine
 from workbench_contract.environment import HubSettingError, NotebookContext
 
 # What a launch or a lookup raises for a user or operator to act on: the magics turn these into
-# one line (a UsageError), never a traceback.
-USER_ERRORS = (SpecError, EngineError, HubSettingError, LookupError, TransferError)
+# one line (a UsageError), never a traceback. The project's own types only: a KeyError or an
+# IndexError is a bug, and the magics say so (see magics.reports_bugs).
+USER_ERRORS = (SpecError, EngineError, HubSettingError, JobNotFound, JobUnreadable,
+               TransferError)
 
 
 def check_files(paths: tuple[str, ...]) -> list[Path]:
@@ -74,8 +84,9 @@ class Launcher:
         return jobs_root(self._env)
 
     def engine(self, name: str) -> Engine:
-        """The engine `name`, loaded once. Raises EngineUnavailable."""
-        context = self.context()
+        """The engine `name` (or the one a deprecated name now is), loaded once. Raises
+        EngineUnavailable."""
+        context, name = self.context(), canonical_name(name)
         with self._lock:
             if name not in self._engines:
                 self._engines[name] = load_engine(name, context=context, parent=self._parent)
@@ -115,7 +126,7 @@ class Launcher:
         again by accident: say what runs and what the user can do."""
         try:
             running = self.lookup(spec.name)
-        except LookupError:
+        except (JobNotFound, JobUnreadable):
             return
         try:
             state = self.status(running).state
@@ -136,13 +147,17 @@ class Launcher:
         shutil.rmtree(job.dir.path, ignore_errors=True)
 
     def lookup(self, ref: str) -> JobHandle:
-        """A job by id or name (its newest). Raises LookupError (JobNotFound) with the ids a user
-        could have meant."""
+        """A job by id or name (its newest).
+
+        Raises:
+            JobNotFound: none matches; the message has the ids a user could have meant.
+            JobUnreadable: its directory's spec cannot be read.
+        """
         job = resolve(self.root(), ref)
         try:
             return JobHandle.open(job.path)
-        except (OSError, ValueError) as err:
-            raise LookupError(f"job {job.job_id} cannot be read: {err}") from None
+        except (OSError, ValueError, KeyError, TypeError) as err:  # a spec edited by hand
+            raise JobUnreadable(f"job {job.job_id} cannot be read: {err}") from None
 
     def status(self, job: JobHandle) -> JobStatus:
         return self.engine(job.spec.engine).status(job)
@@ -224,7 +239,7 @@ class Job:
 
     def attach(self) -> None:
         """Show the job's live panel in this cell's output."""
-        from launcher_magic.kernel.watch import show
+        from launcher_magic.kernel.live import show
 
         show(self.handle, self._launcher.engine(self.spec.engine))
 

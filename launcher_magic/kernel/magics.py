@@ -7,6 +7,7 @@ and hand the work to the spec builder, the job directory, an engine and the pane
 from __future__ import annotations
 
 import atexit
+import functools
 import time
 from pathlib import Path
 
@@ -22,8 +23,8 @@ from launcher_magic.core.transfer import DEFAULT_PUSH_LIMIT
 from launcher_magic.engines import Engine, available_engines
 from launcher_magic.kernel import history
 from launcher_magic.kernel.launch import USER_ERRORS, Job, Launcher
+from launcher_magic.kernel.live import show, wait
 from launcher_magic.kernel.panel import widgets_available
-from launcher_magic.kernel.watch import show, wait
 
 # The kernel's launcher: the jobs it started end with it (see stop_session_jobs).
 _LAUNCHER: Launcher | None = None
@@ -44,6 +45,26 @@ def stop_session_jobs() -> None:
 
 
 atexit.register(stop_session_jobs)
+
+
+def reports_bugs(magic):
+    """A magic whose unexpected exceptions (a bug, not the user's mistake: those are the
+    USER_ERRORS, turned into one line where they happen) say so in one line and where the
+    traceback is: `%tb` shows the whole chain, the original exception included."""
+
+    @functools.wraps(magic)
+    def run(self, *args, **kwargs):
+        try:
+            return magic(self, *args, **kwargs)
+        except UsageError:
+            raise
+        except Exception as err:
+            raise UsageError(
+                f"%{magic.__name__} failed unexpectedly ({type(err).__name__}: {err}). This is a "
+                "bug in Paddle Workbench, not in your cell: run %tb to see where it happened, "
+                "and please report it with that traceback.") from err
+
+    return run
 
 
 @magics_class
@@ -84,6 +105,7 @@ class PaddleMagics(Magics):
               help="start even if a job of this name is still running")
     @argument("--visualdl", action="store_true", help="log scalars for VisualDL")
     @cell_magic
+    @reports_bugs
     def paddle_launch(self, line: str, cell: str):
         """Run this cell as a distributed PaddlePaddle job and show it live."""
         options = LaunchOptions.from_namespace(parse_argstring(self.paddle_launch, line))
@@ -121,6 +143,7 @@ class PaddleMagics(Magics):
     @argument("--wait", action="store_true",
               help="keep the cell busy until the job ends (Ctrl-C detaches; the job goes on)")
     @line_magic
+    @reports_bugs
     def paddle_attach(self, line: str = ""):
         """Show the live panel of a job again, in this kernel: `%paddle_attach JOB [--wait]`.
 
@@ -143,6 +166,7 @@ class PaddleMagics(Magics):
     @argument("--all", action="store_true",
               help="GPU-hours of each user of your tenant, where the engine can list them")
     @line_magic
+    @reports_bugs
     def paddle_jobs(self, line: str = ""):
         """Your jobs and what they cost: `%paddle_jobs [--since 7d] [--all]`.
 
@@ -186,6 +210,7 @@ class PaddleMagics(Magics):
     @argument("--follow", action="store_true",
               help="keep printing until the job ends, across restarts (Ctrl-C: stop following)")
     @line_magic
+    @reports_bugs
     def paddle_logs(self, line: str = ""):
         """Show a rank's log: `%paddle_logs JOB [--rank N] [--tail K] [--follow]`.
 
@@ -218,6 +243,7 @@ class PaddleMagics(Magics):
         return None
 
     @line_magic
+    @reports_bugs
     def paddle_stop(self, line: str = ""):
         """Stop a job: `%paddle_stop JOB`."""
         if not line.strip():
@@ -236,6 +262,7 @@ class PaddleMagics(Magics):
     @argument("--logdir", default=None, help="a VisualDL log folder instead of a job's")
     @argument("--height", type=int, default=600, help="height of the board in pixels")
     @line_magic
+    @reports_bugs
     def visualdl(self, line: str = ""):
         """Show a VisualDL board in the output: `%visualdl [JOB | --logdir DIR] [--height H]`."""
         from IPython.display import display

@@ -2,7 +2,7 @@
 
 The engine runs in the test process as a kernel runs it: the launch service (`Launcher`) with
 the environment the hub's own spawner renders for ada and the token of her own notebook
-account; its panels are the real text panels (`kernel.watch.show`), each kept current by its
+account; its panels are the real text panels (`kernel.live.show`), each kept current by its
 own thread. The tenant has a Kueue queue with 8 GPUs and nothing to borrow, so a second 8-GPU
 job waits in it.
 
@@ -113,7 +113,7 @@ class Notebook:
         return job
 
     def show(self, job) -> None:
-        from launcher_magic.kernel.watch import show
+        from launcher_magic.kernel.live import show
 
         self.panels.append(show(job, self.engine))
 

@@ -85,14 +85,51 @@ def test_line_magics_refuse_bad_input(shell, magic, line, message):
     assert message in str(error.value)
 
 
-def test_kubernetes_engine_missing_is_a_usage_error(shell, monkeypatch, jobs_root):
+def test_an_engine_not_installed_is_a_usage_error(shell, monkeypatch, jobs_root):
     import launcher_magic.engines as engines
+    import workbench_contract.jobkinds as jobkinds
 
     monkeypatch.setattr(engines, "entry_points", lambda group: [])
+    monkeypatch.setattr(jobkinds, "entry_points", lambda group: [])  # no job kind either
     import launcher_magic.kernel.magics as magics
 
     monkeypatch.setattr(magics, "_LAUNCHER", None)  # no engine loaded yet
     with pytest.raises(UsageError) as error:
-        shell.run_cell_magic("paddle_launch", "--engine kubernetes", CELL)
-    assert "the 'kubernetes' engine is not installed" in str(error.value)
+        shell.run_cell_magic("paddle_launch", "--engine trainjob", CELL)
+    assert "the 'trainjob' engine is not installed in this environment (installed: none)" in str(error.value)
     assert list(jobs_root.iterdir()) == []
+
+
+def test_a_bug_is_one_line_that_says_so_and_keeps_its_traceback_for_tb(shell, monkeypatch,
+                                                                         jobs_root):
+    """A KeyError inside the launch is the workbench's bug, not a usage error the user can fix:
+    the magic says so in one line, and `%tb` still has the whole chain."""
+    from launcher_magic.kernel import launch
+
+    def broken(self, spec):
+        raise KeyError("max_nodes")
+
+    monkeypatch.setattr(launch.Launcher, "_refuse_a_second_copy", broken)
+    with pytest.raises(UsageError) as error:
+        shell.run_cell_magic("paddle_launch", "--nodes 1", CELL)
+    message = str(error.value)
+    assert message.startswith("%paddle_launch failed unexpectedly (KeyError: 'max_nodes')")
+    assert "bug in Paddle Workbench" in message and "%tb" in message
+    assert isinstance(error.value.__cause__, KeyError)  # what %tb shows, below the one line
+    assert list(jobs_root.iterdir()) == []
+    assert KeyError not in launch.USER_ERRORS and LookupError not in launch.USER_ERRORS
+
+
+def test_the_old_engine_name_runs_paddlejobs_and_says_it_is_deprecated(monkeypatch):
+    from launcher_magic.core.spec import LaunchOptions, build_spec
+    from launcher_magic.kernel.launch import Launcher
+    from workbench_contract.environment import NotebookContext
+
+    launcher = Launcher(env={"PADDLE_WORKBENCH_ENGINE": "kubernetes"})
+    engine = launcher.engine("kubernetes")
+    assert engine is launcher.engine("paddlejob")  # one engine, one set of watches
+    assert engine.name == "paddlejob"
+    spec = build_spec(LaunchOptions(nodes=1), CELL, NotebookContext(engine="kubernetes"))
+    (note,) = engine.notes(spec)
+    assert note == ("the engine name 'kubernetes' is deprecated: say --engine paddlejob (each "
+                    "job a Kubeflow training-operator v1 PaddleJob)")

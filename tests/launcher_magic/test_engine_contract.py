@@ -6,7 +6,7 @@
 - A third engine, registered only by entry point, runs through the magic; a submit that fails part
   way (an exception, a Ctrl-C) leaves no job directory and has the engine stop what it started.
 - `--detach` returns a handle that waits for and reports the job.
-- The kubernetes engine's log follower shows each line once, however often its stream reopens.
+- The cluster engine's log follower shows each line once, however often its stream reopens.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from launcher_magic.core.processes import StopTimeouts, group_members
 from launcher_magic.core.spec import LaunchOptions, build_spec
 from launcher_magic.core.status import JobState, JobStatus, RankState
 from launcher_magic.engines import Engine, EngineError, EngineUnavailable
-from launcher_magic.engines.kubernetes.engine import unseen_lines
+from launcher_magic.engines.cluster.informer import unseen_lines
 from launcher_magic.engines.local.engine import LocalEngine
 from launcher_magic.kernel.launch import Job, Launcher
 from launcher_magic.kernel.panel import PanelView, render_text

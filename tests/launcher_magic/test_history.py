@@ -21,8 +21,8 @@ from launcher_magic.core.jobdir import JobDir, JobHandle
 from launcher_magic.core.spec import JobSpec, LaunchOptions, Resources, SpecError, build_spec
 from launcher_magic.core.status import JobState, JobStatus
 from launcher_magic.engines.base import Engine, TenantUsage, UsageRecord
-from launcher_magic.engines.kubernetes.engine import usage_from_paddlejob
-from launcher_magic.engines.kubernetes.paddlejob import ClusterSettings, build_paddlejob
+from launcher_magic.engines.cluster.objects import ClusterSettings
+from launcher_magic.engines.cluster.paddlejob import build_paddlejob, usage_from_paddlejob
 from launcher_magic.engines.local.engine import LocalEngine
 from launcher_magic.kernel import history
 from workbench_contract.environment import NotebookContext
@@ -147,7 +147,7 @@ def test_text_and_html_show_every_job_and_its_notes():
     assert page.count("<tr>") == 3 and "12.00" in page and "--cpu not used" in page
 
 
-# -- the kubernetes engine's records ----------------------------------------------------------
+# -- the PaddleJob kind's records ----------------------------------------------------------
 
 def _paddlejob(status: dict, **metadata) -> dict:
     spec = _spec("cluster-abc123", nodes=2, gpus=4)

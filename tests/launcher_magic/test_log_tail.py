@@ -1,4 +1,4 @@
-"""`LogTail` (engines/kubernetes/watcher.py): one follow stream per rank shown, no line twice.
+"""`LogTail` (engines/cluster/informer.py): one follow stream per rank shown, no line twice.
 
 The streams here are scripted: the test control plane's KWOK nodes serve no container logs, so
 what the tail does with a stream that breaks, a container that restarts (a new stream from the
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 
-from launcher_magic.engines.kubernetes.watcher import LogTail
+from launcher_magic.engines.cluster.informer import LogTail
 from tests.launcher_magic.support import wait_until
 
 

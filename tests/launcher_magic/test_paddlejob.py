@@ -1,4 +1,5 @@
-"""The kubernetes engine's pure parts: PaddleJob manifests, quota preflight, status mapping."""
+"""The PaddleJob kind's pure parts and the cluster engine's shared ones: PaddleJob manifests,
+the `--env` Secret, quota preflight, status mapping, what a refusal says."""
 
 from __future__ import annotations
 
@@ -14,22 +15,26 @@ import yaml
 from launcher_magic.core.jobdir import JobDir
 from launcher_magic.core.spec import LaunchOptions, SpecError, build_spec
 from launcher_magic.core.status import JobState, RankState
-from launcher_magic.engines.kubernetes.paddlejob import (
+from launcher_magic.engines.cluster.api import policy_refusal, webhook_refusal
+from launcher_magic.engines.cluster.objects import (
     ClusterSettings,
-    build_paddlejob,
-    check_quota,
     env_secret,
     env_secret_name,
-    exits_from_events,
     owned_by,
-    status_from_cluster,
 )
+from launcher_magic.engines.cluster.paddlejob import (
+    build_paddlejob,
+    exits_from_events,
+    status_from_paddlejob,
+)
+from launcher_magic.engines.cluster.quota import check_quota
+from workbench_contract.cluster import PADDLEJOB
 from workbench_contract.environment import NotebookContext, Storage
 from workbench_contract.pod_security import restricted_security_contexts
 
 CRD = Path(__file__).parents[2] / "deploy" / "k8s" / "crds" / "kubeflow.org_paddlejobs.yaml"
 HUB_ENV = {"PADDLE_WORKBENCH_TENANT": "vision", "PADDLE_WORKBENCH_NAMESPACE": "wb-vision",
-           "PADDLE_WORKBENCH_USER": "ada@example.org", "PADDLE_WORKBENCH_ENGINE": "kubernetes",
+           "PADDLE_WORKBENCH_USER": "ada@example.org", "PADDLE_WORKBENCH_ENGINE": "paddlejob",
            "PADDLE_WORKBENCH_IMAGE": "reg.example/nb@sha256:" + "c" * 64,
            "PADDLE_WORKBENCH_MAX_RUNTIME_SECONDS": "86400"}
 CLUSTER = ClusterSettings(namespace="wb-vision", image=HUB_ENV["PADDLE_WORKBENCH_IMAGE"],
@@ -89,7 +94,7 @@ def test_paddlejob_is_collective_with_the_job_contract():
 
 def test_env_values_go_into_a_secret_of_the_user_that_the_job_owns():
     spec, _, manifest = _job(env=("API_KEY=s3cret", "LR=0.1"))
-    secret = env_secret(spec, CLUSTER)
+    secret = env_secret(spec, CLUSTER.namespace)
     assert secret["metadata"] == {"name": "ada-example-org.job-a1b2c3-env",
                                   "namespace": "wb-vision",
                                   "labels": manifest["metadata"]["labels"]}
@@ -102,37 +107,33 @@ def test_env_values_go_into_a_secret_of_the_user_that_the_job_owns():
     assert refs == {k: {"name": secret["metadata"]["name"], "key": k} for k in ("API_KEY", "LR")}
     assert "s3cret" not in repr(manifest)
     # No --env, no Secret.
-    assert env_secret(_job()[0], CLUSTER) is None
+    assert env_secret(_job()[0], CLUSTER.namespace) is None
     created = {**manifest, "metadata": {**manifest["metadata"], "uid": "u-1"}}
     assert owned_by(created) == {"metadata": {"ownerReferences": [{
         "apiVersion": "kubeflow.org/v1", "kind": "PaddleJob", "name": "job-a1b2c3",
         "uid": "u-1"}]}}
 
 
-def test_a_policy_refusal_reaches_the_user_as_its_rule():
-    from launcher_magic.engines.kubernetes.engine import _policy_refusal
-
+def test_apolicy_refusal_reaches_the_user_as_its_rule():
     said = ("paddlejobs.kubeflow.org \"job-a1\" is forbidden: ValidatingAdmissionPolicy "
             "'workbench-vision-paddlejobs' with binding 'workbench-vision-paddlejobs' denied "
             "request: workbench rule nodes: the job asks for 50 nodes")
-    assert _policy_refusal(SimpleNamespace(body=json.dumps({"message": said}))) == (
+    assert policy_refusal(SimpleNamespace(body=json.dumps({"message": said}))) == (
         "workbench rule nodes: the job asks for 50 nodes")
     rbac = 'User "x" cannot create resource "paddlejobs"'
-    assert _policy_refusal(SimpleNamespace(body=json.dumps({"message": rbac}))) == ""
-    assert _policy_refusal(SimpleNamespace(body="<html>")) == ""
-    assert _policy_refusal(SimpleNamespace(body=None)) == ""
+    assert policy_refusal(SimpleNamespace(body=json.dumps({"message": rbac}))) == ""
+    assert policy_refusal(SimpleNamespace(body="<html>")) == ""
+    assert policy_refusal(SimpleNamespace(body=None)) == ""
 
 
-def test_a_webhook_refusal_reaches_the_user_with_what_the_webhook_said():
+def test_awebhook_refusal_reaches_the_user_with_what_the_webhook_said():
     """A validating webhook answers 403 by default: the user sees its words, not "RBAC"."""
-    from launcher_magic.engines.kubernetes.engine import _webhook_refusal
-
     said = ('admission webhook "validate.trainjob.trainer.kubeflow.org" denied the request: '
             'spec.runtimeRef: Not found: "paddle-workbench"')
-    assert _webhook_refusal(SimpleNamespace(body=json.dumps({"message": said}))) == said
+    assert webhook_refusal(SimpleNamespace(body=json.dumps({"message": said}))) == said
     rbac = 'User "x" cannot create resource "trainjobs"'
-    assert _webhook_refusal(SimpleNamespace(body=json.dumps({"message": rbac}))) == ""
-    assert _webhook_refusal(SimpleNamespace(body=None)) == ""
+    assert webhook_refusal(SimpleNamespace(body=json.dumps({"message": rbac}))) == ""
+    assert webhook_refusal(SimpleNamespace(body=None)) == ""
 
 
 @pytest.mark.parametrize("user, name", [
@@ -180,17 +181,19 @@ def _quota(hard, used, name="compute"):
 
 def test_quota_preflight_refuses_what_cannot_fit():
     spec, _, _ = _job(gpus=4)  # 2 nodes x 4 GPUs
-    check_quota(spec, [_quota({"requests.nvidia.com/gpu": "8"}, {"requests.nvidia.com/gpu": "0"})])
+    check_quota(spec, PADDLEJOB, [_quota({"requests.nvidia.com/gpu": "8"},
+                                         {"requests.nvidia.com/gpu": "0"})])
     with pytest.raises(SpecError, match=r"needs 8 GPUs \(2 nodes x 4\).*'compute'.*"
                                         r"requests.nvidia.com/gpu=8 with 2 in use"):
-        check_quota(spec, [_quota({"requests.nvidia.com/gpu": "8"},
+        check_quota(spec, PADDLEJOB, [_quota({"requests.nvidia.com/gpu": "8"},
                                   {"requests.nvidia.com/gpu": "2"})])
     with pytest.raises(SpecError, match="1 more PaddleJob"):
-        check_quota(spec, [_quota({"count/paddlejobs.kubeflow.org": "3"},
+        check_quota(spec, PADDLEJOB, [_quota({"count/paddlejobs.kubeflow.org": "3"},
                                   {"count/paddlejobs.kubeflow.org": "3"})])
     spec_mem, _, _ = _job(gpus=0, memory="48Gi")
     with pytest.raises(SpecError, match="2 x 48Gi memory"):
-        check_quota(spec_mem, [_quota({"requests.memory": "64Gi"}, {"requests.memory": "0"})])
+        check_quota(spec_mem, PADDLEJOB, [_quota({"requests.memory": "64Gi"},
+                                                 {"requests.memory": "0"})])
 
 
 def _pod(index, phase, code=None, restarts=0):
@@ -208,21 +211,21 @@ def _paddlejob(*conditions):
 
 def test_status_follows_the_latest_condition_and_the_pods():
     spec, _, _ = _job()
-    assert status_from_cluster(spec, None, []).state == JobState.PENDING
-    running = status_from_cluster(spec, _paddlejob("Created", "Running"),
+    assert status_from_paddlejob(spec, None, []).state == JobState.PENDING
+    running = status_from_paddlejob(spec, _paddlejob("Created", "Running"),
                                   [_pod(0, "Running"), _pod(1, "Running")])
     assert running.state == JobState.RUNNING and running.message == "job is Running"
     same_second = _paddlejob("Created", "Running")
     for condition in same_second["status"]["conditions"]:
         condition["lastTransitionTime"] = "2026-11-26T10:00:00Z"
-    assert status_from_cluster(spec, same_second, []).state == JobState.RUNNING
+    assert status_from_paddlejob(spec, same_second, []).state == JobState.RUNNING
     assert [n.state for n in running.nodes] == [RankState.RUNNING, RankState.RUNNING]
-    failed = status_from_cluster(spec, _paddlejob("Created", "Running", "Failed"),
+    failed = status_from_paddlejob(spec, _paddlejob("Created", "Running", "Failed"),
                                  [_pod(0, "Running"), _pod(1, "Failed", code=1, restarts=2)])
     assert failed.state == JobState.FAILED and failed.failed_rank == 1
     assert failed.nodes[1].exit_code == 1 and failed.restarts == 2
     assert failed.finished_at is not None
-    done = status_from_cluster(spec, _paddlejob("Created", "Running", "Succeeded"),
+    done = status_from_paddlejob(spec, _paddlejob("Created", "Running", "Succeeded"),
                                [_pod(0, "Succeeded", 0), _pod(1, "Succeeded", 0)])
     assert done.state == JobState.SUCCEEDED
     assert [r.state for r in done.ranks] == [RankState.SUCCEEDED, RankState.SUCCEEDED]
@@ -244,15 +247,14 @@ def test_exit_codes_come_from_the_operators_events_when_pods_are_gone():
          "message": "job job-a1b2c3 is restarting because Worker replica(s) failed."},
     ]
     assert exits_from_events(spec.job_id, events) == {1: 1, 0: 137}
-    failed = status_from_cluster(spec, _paddlejob("Created", "Running", "Failed"), [], events)
+    failed = status_from_paddlejob(spec, _paddlejob("Created", "Running", "Failed"), [], events)
     assert failed.failed_rank == 1  # worker 1 exited first
     assert [n.exit_code for n in failed.nodes] == [137, 1]
     assert failed.restarts == 2
 
 
 def test_an_unreachable_api_server_is_a_clear_error(tmp_path, monkeypatch):
-    from launcher_magic.engines import EngineError
-    from launcher_magic.engines.kubernetes.engine import KubernetesEngine
+    from launcher_magic.engines import EngineError, load_engine
 
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(yaml.safe_dump({
@@ -261,7 +263,7 @@ def test_an_unreachable_api_server_is_a_clear_error(tmp_path, monkeypatch):
         "users": [{"name": "u", "user": {"token": "t"}}],
         "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}]}))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    engine = KubernetesEngine(kubeconfig=str(kubeconfig))
+    engine = load_engine("paddlejob", kubeconfig=str(kubeconfig))
     spec, _, _ = _job()
     with pytest.raises(EngineError, match="no answer from the Kubernetes API server at "
                                           "http://127.0.0.1:9"):

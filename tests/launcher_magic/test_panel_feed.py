@@ -1,7 +1,7 @@
 """A panel draws every state an engine's feed reports, even states shorter than a refresh.
 
-An engine that watches (the kubernetes engine's `status_feed`) hands the panel each state the job
-went through; `kernel/watch.py` draws them in order before the job's current state. Here an
+An engine that watches (the cluster engine's `status_feed`) hands the panel each state the job
+went through; `kernel/live.py` draws them in order before the job's current state. Here an
 engine's job goes through all its states before the panel's first refresh, which a poll of
 `status` alone would see only the end of; the real engine's feed is tried on the control plane
 (tests/cluster/test_watch.py).
@@ -17,9 +17,8 @@ import pytest
 from launcher_magic.core.jobdir import JobDir, JobHandle
 from launcher_magic.core.spec import JobSpec, Resources
 from launcher_magic.core.status import JobState, JobStatus
-from launcher_magic.engines.base import Engine
-from launcher_magic.engines.kubernetes.jobwatch import StatusFeed
-from launcher_magic.kernel import watch
+from launcher_magic.engines.base import Engine, StatusFeed
+from launcher_magic.kernel import live
 
 STATES = (JobState.PENDING, JobState.RUNNING, JobState.RESTARTING, JobState.RUNNING,
           JobState.FAILED)
@@ -64,7 +63,7 @@ def _shown(text: str, job_id: str) -> list[str]:
 
 
 def _make_panel(job: JobHandle, engine: Engine):
-    panel = watch.make_panel(job, engine)
+    panel = live.make_panel(job, engine)
     panel.widgets = False
     return panel
 
@@ -75,7 +74,7 @@ def test_a_blocking_panel_draws_every_state_of_the_feed(job, capsys):
     # job gets one); hand it the feed as for a job still running.
     panel = _make_panel(job, engine)
     panel.feed = engine.status_feed(job)
-    assert watch.wait(panel, interval=0.01).state == JobState.FAILED
+    assert live.wait(panel, interval=0.01).state == JobState.FAILED
     assert _shown(capsys.readouterr().out, job.job_id) == [s.value for s in STATES]
 
 
@@ -83,7 +82,7 @@ def test_a_detached_panel_draws_every_state_of_the_feed(job, capsys):
     engine = _Watched()
     panel = _make_panel(job, engine)
     panel.feed = engine.status_feed(job)
-    follower = threading.Thread(target=watch._follow, args=(panel, 0.01))
+    follower = threading.Thread(target=live._follow, args=(panel, 0.01))
     follower.start()
     follower.join(timeout=60)
     assert not follower.is_alive()
@@ -95,7 +94,7 @@ def test_without_a_feed_a_poll_sees_only_where_the_job_is(job, capsys):
     engine = _Polled()
     panel = _make_panel(job, engine)
     assert panel.feed is None
-    assert watch.wait(panel, interval=0.01).state == JobState.FAILED
+    assert live.wait(panel, interval=0.01).state == JobState.FAILED
     assert _shown(capsys.readouterr().out, job.job_id) == ["Failed"]
 
 

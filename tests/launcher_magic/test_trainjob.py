@@ -1,4 +1,4 @@
-"""The trainjob engine's pure parts: the TrainJob manifest, its status, the queue and quota.
+"""The TrainJob kind's pure parts: the TrainJob manifest, its status, the queue and quota.
 
 The manifest's fit with the real Trainer CRDs, webhooks and controllers is tested on the control
 plane (tests/cluster/test_trainjob_engine.py); here it is checked as data, against the runtime
@@ -15,19 +15,22 @@ import yaml
 from launcher_magic.core.jobdir import JobDir
 from launcher_magic.core.spec import LaunchOptions, SpecError, build_spec
 from launcher_magic.core.status import JobState, RankState
-from launcher_magic.engines.kubernetes import queueing
-from launcher_magic.engines.kubernetes.paddlejob import ClusterSettings
-from launcher_magic.engines.kubernetes.trainjob import (
-    MAX_RESTARTS_LIMIT,
+from launcher_magic.engines.cluster import kueue
+from launcher_magic.engines.cluster.objects import ClusterSettings
+from launcher_magic.engines.cluster.quota import check_quota
+from launcher_magic.engines.cluster.trainjob import (
     PATCH_MANAGER,
-    QUEUE_LABEL,
-    RUNTIME,
-    RUNTIME_MAX_RESTARTS,
+    TrainJobAdapter,
     build_trainjob,
-    restart_runtimes,
-    runtime_name,
     status_from_trainjob,
     usage_from_trainjob,
+)
+from workbench_contract.cluster import (
+    MAX_RESTARTS_LIMIT,
+    QUEUE_LABEL,
+    RUNTIME,
+    TRAINJOB,
+    pending_workloads_path,
 )
 from workbench_contract.environment import NotebookContext, Storage
 from workbench_contract.pod_security import restricted_security_contexts
@@ -127,37 +130,20 @@ def test_the_patch_fits_the_runtime_it_patches():
     assert "job-completion-index" in str(runtime_env["PADDLE_WORKBENCH_NODE_RANK"])
     policy = runtime["spec"]["template"]["spec"]["failurePolicy"]
     assert policy["restartStrategy"] == "Recreate"
-    assert policy["maxRestarts"] == RUNTIME_MAX_RESTARTS
+    assert 0 <= policy["maxRestarts"] <= MAX_RESTARTS_LIMIT
     codes = rjob["template"]["spec"]["podFailurePolicy"]["rules"][0]["onExitCodes"]["values"]
     assert codes == list(range(1, 128))  # the code's failures; 128+ (killed) restart
     assert rjob["template"]["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
 
 
-def test_max_restarts_picks_the_runtime_copy_that_differs_only_in_its_restart_limit():
-    from hub_config.cli.trainjob_admission import RUNTIMES
-
-    base = yaml.safe_load(RUNTIME_FILE.read_text())
-    copies = restart_runtimes(base)
-    assert [r["metadata"]["name"] for r in copies] == [
-        runtime_name(RUNTIME, n) for n in range(MAX_RESTARTS_LIMIT + 1)]
-    # The names the tenant's admission policy lets a TrainJob use are exactly these.
-    assert RUNTIMES == (RUNTIME, *(r["metadata"]["name"] for r in copies))
-    for count, runtime in enumerate(copies):
-        assert runtime["spec"]["template"]["spec"]["failurePolicy"]["maxRestarts"] == count
-        runtime["metadata"]["name"] = RUNTIME
-        runtime["spec"]["template"]["spec"]["failurePolicy"]["maxRestarts"] = (
-            RUNTIME_MAX_RESTARTS)
-        assert runtime == base
-    assert base["metadata"]["name"] == RUNTIME  # the shipped file is left as it was
-    _, _, manifest = _job(max_restarts=2)
-    assert manifest["spec"]["runtimeRef"]["name"] == f"{RUNTIME}-restarts-2"
-
-
 def test_more_restarts_than_any_runtime_allows_is_refused_before_anything_is_made():
-    from launcher_magic.engines.kubernetes.trainjob_engine import TrainJobEngine
+    from launcher_magic.engines import load_engine
 
     with pytest.raises(SpecError, match=f"use at most {MAX_RESTARTS_LIMIT}"):
-        TrainJobEngine().preflight(_spec(max_restarts=MAX_RESTARTS_LIMIT + 1))
+        load_engine("trainjob").preflight(_spec(max_restarts=MAX_RESTARTS_LIMIT + 1))
+    _, _, manifest = _job(max_restarts=2)
+    assert manifest["spec"]["runtimeRef"]["name"] == f"{RUNTIME}-restarts-2"
+    TrainJobAdapter().check(_spec(max_restarts=MAX_RESTARTS_LIMIT))
 
 
 def test_a_queued_trainjob_carries_its_queue_and_starts_suspended():
@@ -235,15 +221,15 @@ def _quota(hard, used):
 def test_the_quota_preflight_warns_when_queued_and_refuses_what_can_never_fit():
     spec = _spec(nodes=1, gpus=8)
     busy = [_quota({"requests.nvidia.com/gpu": "8"}, {"requests.nvidia.com/gpu": "8"})]
-    wait = queueing.check_quota(spec, busy, queued=True)
+    wait = check_quota(spec, TRAINJOB, busy, queued=True)
     assert wait == ("the job needs 8 GPUs (1 nodes x 8), but your tenant's quota "
                     "'workbench-quota' has requests.nvidia.com/gpu=8 with 8 in use")
     with pytest.raises(SpecError, match="wait for other jobs to finish"):
-        queueing.check_quota(spec, busy, queued=False)
+        check_quota(spec, TRAINJOB, busy, queued=False)
     with pytest.raises(SpecError, match="requests.nvidia.com/gpu=8 in all: it can never run"):
-        queueing.check_quota(_spec(nodes=2, gpus=8), busy, queued=True)
-    assert queueing.check_quota(spec, [_quota({"requests.nvidia.com/gpu": "8"}, {})],
-                                queued=True) == ""
+        check_quota(_spec(nodes=2, gpus=8), TRAINJOB, busy, queued=True)
+    assert check_quota(spec, TRAINJOB, [_quota({"requests.nvidia.com/gpu": "8"}, {})],
+                       queued=True) == ""
 
 
 def _workload(uid, created, reserved=False, priority=0, queue="workbench", message="short"):
@@ -263,8 +249,8 @@ def test_the_queue_message_gives_the_position_and_kueues_reason():
                  _workload("c", "2026-01-01T00:00:00Z", reserved=True),  # admitted: not queued
                  _workload("d", "2026-01-01T00:00:03Z", priority=10),  # higher priority first
                  _workload("e", "2026-01-01T00:00:00Z", queue="other")]
-    assert queueing.is_queued(mine)
-    assert queueing.queue_message(mine, workloads) == (
+    assert kueue.is_queued(mine)
+    assert kueue.queue_message(mine, workloads) == (
         "position 3 of 3 in workbench; 8 more needed")
 
 
@@ -283,13 +269,13 @@ def test_the_position_comes_from_kueues_visibility_api_where_it_is_served():
                 "positionInClusterQueue": position + 3}
 
     summary = {"kind": "PendingWorkloadsSummary", "items": [pending("a", 1), pending("b", 0)]}
-    assert queueing.queue_message(mine, workloads, summary) == (
+    assert kueue.queue_message(mine, workloads, summary) == (
         "position 1 of 2 in workbench; 8 more needed")
-    assert queueing.queue_message(mine, workloads) == (  # not served: FIFO order here
+    assert kueue.queue_message(mine, workloads) == (  # not served: FIFO order here
         "position 2 of 2 in workbench; 8 more needed")
-    assert queueing.queue_message(mine, workloads, {"items": [pending("a", 0)]}) == (
+    assert kueue.queue_message(mine, workloads, {"items": [pending("a", 0)]}) == (
         "in workbench, waiting for Kueue to take the job in")
-    assert queueing.pending_workloads_path("wb-vision", "workbench") == (
+    assert pending_workloads_path("wb-vision", "workbench") == (
         "/apis/visibility.kueue.x-k8s.io/v1beta2/namespaces/wb-vision/localqueues/workbench/"
         "pendingworkloads")
 
@@ -299,8 +285,8 @@ def test_a_request_beyond_the_queues_maximum_capacity_is_a_refusal():
         "couldn't assign flavors to pod set node: insufficient quota for nvidia.com/gpu in "
         "flavor gpu-nvidia-h100, previously considered podsets requests (0) + current podset "
         "request (24) > maximum capacity (16)"))
-    assert "maximum capacity (16)" in queueing.never_fits(never)
-    assert queueing.never_fits(_workload("a", "2026-01-01T00:00:00Z",
+    assert "maximum capacity (16)" in kueue.never_fits(never)
+    assert kueue.never_fits(_workload("a", "2026-01-01T00:00:00Z",
                                          message="8 more needed")) == ""
 
 

@@ -1,5 +1,5 @@
-"""The pure parts of the trainjob engine's watching: which job an object belongs to, which pod a
-rank's log comes from, and the queue read that all queued jobs share (`watcher.SharedRead`)."""
+"""The pure parts of the cluster engine's watching: which job an object belongs to, which pod a
+rank's log comes from, and the queue read that all queued jobs share (`informer.SharedRead`)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import threading
 
 import pytest
 
-from launcher_magic.engines.kubernetes.jobwatch import trainjob_job_of
-from launcher_magic.engines.kubernetes.trainjob import pod_of_node
-from launcher_magic.engines.kubernetes.watcher import SharedRead
+from launcher_magic.engines.cluster.informer import SharedRead
+from launcher_magic.engines.cluster.namespace_cache import job_of
+from launcher_magic.engines.cluster.paddlejob import PaddleJobAdapter
+from launcher_magic.engines.cluster.trainjob import TrainJobAdapter, pod_of_node
 
 
 class Clock:
@@ -95,7 +96,15 @@ def test_a_ranks_log_comes_from_its_nodes_newest_attempt():
     ("jobs", {"metadata": {"name": "job-1"}}, "job-1"),
     ("pods", _pod("job-1-node-0-0-aaaaa", 0, 0, "2026-01-01T00:00:00Z"), "job-1"),
     ("pods", {"metadata": {"name": "stray"}}, None),
-    ("events", {"involvedObject": {"name": "job-1"}}, None),
+    ("configmaps", {"metadata": {"name": "job-1"}}, None),
 ], ids=["trainjob", "its-pod", "unlabelled-pod", "unwatched-kind"])
 def test_each_watched_object_names_its_job(kind, obj, job):
-    assert trainjob_job_of(kind, obj) == job
+    assert job_of(TrainJobAdapter.pod_job_label, kind, obj) == job
+
+
+def test_a_paddlejobs_pods_and_events_name_it_by_their_own_labels():
+    label = PaddleJobAdapter.pod_job_label
+    pod = {"metadata": {"labels": {label: "job-2"}}}
+    assert job_of(label, "pods", pod) == "job-2"
+    assert job_of(TrainJobAdapter.pod_job_label, "pods", pod) is None  # not a JobSet's pod
+    assert job_of(label, "events", {"involvedObject": {"name": "job-2"}}) == "job-2"

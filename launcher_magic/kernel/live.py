@@ -19,13 +19,12 @@ from launcher_magic.kernel.panel import JobPanel
 
 def make_panel(job: JobHandle, engine: Engine) -> JobPanel:
     """The live panel of `job`, reading it through its engine (and the engine's feed of the
-    job's states, where it has one: `status_feed(job)`, as the kubernetes engine's watches give)."""
+    job's states, where it gives one: `Engine.status_feed`, as the cluster engine's watches do)."""
     panel = JobPanel(job.spec, job.dir, lambda: engine.status(job),
                      tail=lambda rank, lines, status: engine.log_lines(job, rank, lines, status),
                      on_stop=lambda: engine.stop(job), notes=engine.notes(job.spec))
-    status_feed = getattr(engine, "status_feed", None)
-    if status_feed is not None and not engine.status(job).state.is_terminal():
-        panel.feed = status_feed(job)
+    if not engine.status(job).state.is_terminal():
+        panel.feed = engine.status_feed(job)
     return panel
 
 
