@@ -4,7 +4,7 @@ magic reads (`hub_config.policy.notebook_context`: tenant, limits, images, uid/g
 and the claim of the user's storage, which job pods mount too).
 
 Each user's notebook runs as their own service account (`<service_account>-<user>`, made with
-its RoleBinding by the hub before the pod, `hub_config.cli.provisioning.user_identity`), so the
+its RoleBinding by the hub before the pod, `hub_config.cluster_policy.identities`), so the
 API server tells users apart and its admission policies hold each to their own jobs. No secret
 sits in the pod spec, which colleagues may read: the hub token reaches the server through a
 Secret of its own (`<pod>-token`, owned by the pod, so it goes with it), referenced by
@@ -29,7 +29,7 @@ from kubespawner import KubeSpawner
 from tornado import web
 from traitlets import Integer, Unicode, default, validate
 
-from hub_config.cli.provisioning import user_identity, user_service_account
+from hub_config.cluster_policy.identities import user_identity, user_service_account
 from hub_config.policy import Choice, SpawnRefused, choose, notebook_context, profile_slug
 from hub_config.tenant_spawner import TenantSpawnerMixin, http_error
 from hub_config.tenants import Tenant, parse_quantity

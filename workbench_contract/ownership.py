@@ -1,8 +1,8 @@
 """What belongs to one user in a tenant's namespace, by name.
 
-The hub's admission policies (`hub_config.cli.admission`) let a user's jobs mount only their own
-claim and read only their own Secrets; the kubernetes engine names the Secrets it makes so that
-they pass. Both sides read the rule here.
+The hub's admission policies (`hub_config.cluster_policy.admission`) let a user's jobs mount only
+their own claim and read only their own Secrets; the cluster engine names the Secrets it makes so
+that they pass. Both sides read the rule here.
 """
 
 # KubeSpawner's (and Zero to JupyterHub's) default claim of a user's default server is

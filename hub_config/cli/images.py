@@ -6,7 +6,7 @@
   push, 0 when the image may be pushed (images/local/scan.sh runs it after Trivy).
 - `build` runs the daemonless build of this checkout (images/local/build.sh all): the base, the
   CPU, hub and proxy images, scanned and pushed by digest to the local internal registry.
-The rules are in `hub_config.cli.image_policy`.
+The rules are in `hub_config.cluster_policy.images` and `hub_config.cluster_policy.scan_gate`.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from pathlib import Path
 import yaml
 
 from hub_config.cli import CommandError, run_checkout_script
-from hub_config.cli.image_policy import (
+from hub_config.cluster_policy.images import check_tree
+from hub_config.cluster_policy.scan_gate import (
     GATE_SEVERITIES,
     ReportError,
     blocking_findings,
-    check_tree,
     ignorefile_problems,
 )
 

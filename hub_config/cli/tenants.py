@@ -1,9 +1,10 @@
 """`workbench render` and `workbench apply`: tenant provisioning from the tenants file.
 
-`render` prints each tenant's namespace bundle (`hub_config.cli.provisioning`) as YAML or JSON, with
-no cluster needed. `apply` sends the same objects to the cluster by server-side apply and prints
-what changed (`hub_config.cli.k8s_apply`); it deletes nothing unless `--prune` is given. Errors (a
-bad tenants file, an unknown tenant, no cluster, a refusal) are one line and exit code 2.
+`render` prints each tenant's namespace bundle (`hub_config.cluster_policy.bundle`) as YAML or
+JSON, with no cluster needed. `apply` sends the same objects to the cluster by server-side apply
+and prints what changed (`hub_config.cluster_policy.apply`); it deletes nothing unless `--prune`
+is given. Errors (a bad tenants file, an unknown tenant, no cluster, a refusal) are one line and
+exit code 2.
 """
 
 from __future__ import annotations
@@ -15,11 +16,9 @@ from typing import Any
 import yaml
 
 from hub_config.cli import CommandError, require_extra
-from hub_config.cli.provisioning import (
-    DEFAULT_API_SERVER_CIDRS,
-    ProvisioningError,
-    namespace_bundle,
-)
+from hub_config.cluster_policy.bundle import namespace_bundle
+from hub_config.cluster_policy.metadata import ProvisioningError
+from hub_config.cluster_policy.network import DEFAULT_API_SERVER_CIDRS
 from hub_config.tenants import Tenant, TenantsFileError, load_tenants
 
 TENANTS_ENV = "WORKBENCH_TENANTS_FILE"
@@ -116,7 +115,7 @@ def _client(kubeconfig: str | None):
 
 def run_apply(args) -> int:
     require_extra("hub", "kubernetes")
-    from hub_config.cli.k8s_apply import ApplyError, apply_objects, summary_table
+    from hub_config.cluster_policy.apply import ApplyError, apply_objects, summary_table
 
     objects = render_objects(args)
     api_client = _client(args.kubeconfig)

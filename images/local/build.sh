@@ -158,7 +158,7 @@ context() {
 image() {
   local name=$1 base_ref=$2 ctx=$3 dockerfile=$4 tag problem ca=()
   [ -f "$ctx/$dockerfile" ] || { log "no $dockerfile; name cpu, hub, proxy or a folder"; exit 2; }
-  problem=$("$PYTHON" -c 'import sys; from hub_config.cli.image_policy import base_reference_problem as p; print(p(sys.argv[1]) or "")' "$base_ref")
+  problem=$("$PYTHON" -c 'import sys; from hub_config.cluster_policy.images import base_reference_problem as p; print(p(sys.argv[1]) or "")' "$base_ref")
   [ -z "$problem" ] || { log "BASE $base_ref: $problem"; exit 2; }
   local bundle=${BUILD_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
   [ -s "$bundle" ] && ca=(--volume "$bundle:/etc/ssl/certs/ca-certificates.crt:ro")

@@ -2,7 +2,7 @@
 
 - `make_tenant(...)`: a validated `Tenant` with a unique name and namespace (the plane is shared
   by the session, so every test provisions its own tenants).
-- `provision(plane, tenant, hub_namespace)`: `namespace_bundle` applied with `k8s_apply` as the
+- `provision(plane, tenant, hub_namespace)`: `namespace_bundle` applied with `apply_objects` as the
   cluster operator; waits until the quota controller has filled the ResourceQuota status (until
   then the API server refuses every pod in the namespace) and until the tenant's admission
   policies are enforced, and returns the apply results.
@@ -30,13 +30,9 @@ from typing import Any
 import k8s_plane
 import pytest
 
-from hub_config.cli.k8s_apply import ApplyResult, apply_objects
-from hub_config.cli.provisioning import (
-    QUOTA_NAME,
-    namespace_bundle,
-    user_identity,
-    user_service_account,
-)
+from hub_config.cluster_policy.apply import ApplyResult, apply_objects
+from hub_config.cluster_policy.bundle import QUOTA_NAME, namespace_bundle
+from hub_config.cluster_policy.identities import user_identity, user_service_account
 from hub_config.tenants import Tenant
 
 HUB_SERVICE_ACCOUNT = "hub"

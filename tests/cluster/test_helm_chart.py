@@ -23,7 +23,7 @@ pytest.importorskip("cryptography", reason="install the test extra (cryptography
 from kubernetes.client.exceptions import ApiException  # noqa: E402
 from kubernetes.dynamic import DynamicClient  # noqa: E402
 
-from hub_config.cli.provisioning import POD_SECURITY_LABELS  # noqa: E402
+from hub_config.cluster_policy.bundle import POD_SECURITY_LABELS  # noqa: E402
 from tests.helm import chart  # noqa: E402
 
 # Made for real (a Pod's service account must exist); workloads are dry-run only.

@@ -31,22 +31,23 @@ from tenancy import (  # noqa: E402
 )
 
 from hub_config.cli import main as cli_main  # noqa: E402
-from hub_config.cli.k8s_apply import (  # noqa: E402
+from hub_config.cluster_policy.apply import (  # noqa: E402
     CONFIGURED,
     CREATED,
     PRUNED,
     UNCHANGED,
     apply_objects,
 )
-from hub_config.cli.provisioning import (  # noqa: E402
-    MANAGED_BY,
-    MANAGED_BY_LABEL,
+from hub_config.cluster_policy.bundle import (  # noqa: E402
     POD_SECURITY_LABELS,
     QUOTA_NAME,
     namespace_bundle,
+)
+from hub_config.cluster_policy.identities import (  # noqa: E402
     user_identity,
     user_service_account,
 )
+from hub_config.cluster_policy.metadata import MANAGED_BY, MANAGED_BY_LABEL  # noqa: E402
 from hub_config.tenants import Quota  # noqa: E402
 
 hub_account = tenancy.hub_account  # fixtures shared by the tenancy tests

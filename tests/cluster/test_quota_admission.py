@@ -14,7 +14,7 @@ import k8s_plane  # noqa: E402  (tests/cluster is on sys.path)
 import tenancy  # noqa: E402
 from tenancy import call, notebook_user, paddlejob, pod  # noqa: E402
 
-from hub_config.cli.provisioning import QUOTA_NAME  # noqa: E402
+from hub_config.cluster_policy.bundle import QUOTA_NAME  # noqa: E402
 
 hub_account = tenancy.hub_account  # fixtures shared by the tenancy tests
 tenants = tenancy.tenants

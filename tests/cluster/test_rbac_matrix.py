@@ -28,7 +28,7 @@ from tenancy import (  # noqa: E402
     wait_allowed,
 )
 
-from hub_config.cli.provisioning import QUOTA_NAME  # noqa: E402
+from hub_config.cluster_policy.bundle import QUOTA_NAME  # noqa: E402
 
 hub_account = tenancy.hub_account  # fixtures shared by the tenancy tests
 tenants = tenancy.tenants

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from hub_config.cli.provisioning import HUB_COMPONENT_LABEL, namespace_bundle
+from hub_config.cluster_policy.bundle import namespace_bundle
+from hub_config.cluster_policy.network import HUB_COMPONENT_LABEL
 from hub_config.tenants import load_tenants
 from tests.helm import chart
 from workbench_contract import labels

@@ -1,4 +1,4 @@
-"""The vetted-image policy (hub_config.cli.image_policy) and `workbench images check`.
+"""The vetted-image policy (hub_config.cluster_policy.images) and `workbench images check`.
 
 Each bad Dockerfile in the table breaks exactly one rule; the test asserts that rule is reported
 at the right line, so a rule that stops firing (or fires on the wrong line) fails here. The real
@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from hub_config.cli.image_policy import (
+from hub_config.cli.main import main
+from hub_config.cluster_policy.images import (
     Violation,
     check_dockerfile,
     check_tree,
     lock_file_problems,
     parse_dockerfile,
 )
-from hub_config.cli.main import main
 
 REPO = Path(__file__).resolve().parents[2]
 DIGEST = "@sha256:" + "ab" * 32

@@ -15,7 +15,7 @@ kubernetes_validate = pytest.importorskip(
 
 from tornado import web  # noqa: E402
 
-from hub_config.cli.provisioning import user_service_account  # noqa: E402
+from hub_config.cluster_policy.identities import user_service_account  # noqa: E402
 from hub_config.kube_spawner import (  # noqa: E402
     HUB_TOKEN_ENV,
     TenantKubeSpawner,

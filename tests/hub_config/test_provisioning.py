@@ -11,27 +11,27 @@ import pytest
 import yaml
 
 from hub_config.cli import main as cli_main
-from hub_config.cli.admission import user_account_prefix
-from hub_config.cli.k8s_apply import (
+from hub_config.cluster_policy.apply import (
     ApplyError,
     ApplyResult,
     apply_objects,
     prune_selector,
     summary_table,
 )
-from hub_config.cli.provisioning import (
-    MANAGED_BY,
-    MANAGED_BY_LABEL,
-    METADATA_ADDRESS,
-    NOTEBOOK_ROLE,
-    ProvisioningError,
+from hub_config.cluster_policy.bundle import (
     hub_role_rules,
     namespace_bundle,
     notebook_role_rules,
     resource_quota,
+)
+from hub_config.cluster_policy.identities import (
+    NOTEBOOK_ROLE,
+    user_account_prefix,
     user_identity,
     user_service_account,
 )
+from hub_config.cluster_policy.metadata import MANAGED_BY, MANAGED_BY_LABEL, ProvisioningError
+from hub_config.cluster_policy.network import METADATA_ADDRESS
 from hub_config.tenants import Quota, load_tenants
 from workbench_contract import labels
 

@@ -17,14 +17,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hub_config.cli.image_policy import (
+from hub_config.cli.main import main
+from hub_config.cluster_policy.images import base_reference_problem, check_dockerfile
+from hub_config.cluster_policy.scan_gate import (
     ReportError,
-    base_reference_problem,
     blocking_findings,
-    check_dockerfile,
     ignorefile_problems,
 )
-from hub_config.cli.main import main
 
 REPO = Path(__file__).resolve().parents[2]
 REPORTS = Path(__file__).resolve().parent / "fixtures" / "trivy"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from launcher_magic.engines.kubernetes.trainjob import restart_runtimes
+from hub_config.cluster_policy.runtimes import restart_runtimes
 
 BASE = Path(__file__).with_name("paddle-runtime.yaml")
 

@@ -64,8 +64,9 @@ from node_figures import FIGURES
 from placement import local_volume, route_to_node
 from pod_client import core_api, running_pod
 
-from hub_config.cli.k8s_apply import apply_objects
-from hub_config.cli.provisioning import POD_SECURITY_LABELS, network_policies
+from hub_config.cluster_policy.apply import apply_objects
+from hub_config.cluster_policy.bundle import POD_SECURITY_LABELS
+from hub_config.cluster_policy.network import network_policies
 from hub_config.tenants import Tenant
 from tests.helm import chart
 from tests.hub_config.conftest import run_cell

@@ -1,11 +1,11 @@
 """NetworkPolicy verdicts by real packets: the policies `workbench apply` renders for two
 tenants, enforced by kube-router's policy controller on the real node.
 
-Two tenants (namespaces rendered by ``provisioning.namespace``, Pod Security ``restricted``)
+Two tenants (namespaces rendered by ``bundle.namespace``, Pod Security ``restricted``)
 each get a notebook pod (serving on the notebook port) and job pods; a hub namespace gets a
 hub and a proxy pod, labelled as Zero to JupyterHub labels them. Every row is measured once
 before the policies exist (it must connect: nothing else in the way) and then after they were
-applied as ``workbench apply`` applies them (``k8s_apply.apply_objects``). The source pod
+applied as ``workbench apply`` applies them (``apply.apply_objects``). The source pod
 makes the connection itself (``pod_client.dial``).
 
 The API server is reached as a notebook's client reaches it, through the `kubernetes` Service
@@ -34,8 +34,8 @@ import tenancy
 from pod_client import POD_TIMEOUT, core_api, dial, running_pod
 from real_node import NodeError, wait_for
 
-from hub_config.cli import provisioning
-from hub_config.cli.k8s_apply import apply_objects
+from hub_config.cluster_policy import bundle, network
+from hub_config.cluster_policy.apply import apply_objects
 from workbench_contract import labels
 
 NOTEBOOK = {labels.LABEL_COMPONENT: labels.COMPONENT_NOTEBOOK}
@@ -47,13 +47,13 @@ def _job(job: str) -> dict[str, str]:
 
 # (pod key, namespace key, labels, port): "a"/"b" are the tenants, "hub" the hub namespace.
 PODS = {
-    "a-notebook": ("a", NOTEBOOK, provisioning.NOTEBOOK_PORT),
+    "a-notebook": ("a", NOTEBOOK, network.NOTEBOOK_PORT),
     "a-job1-0": ("a", _job("job1"), pods.PORT),
     "a-job1-1": ("a", _job("job1"), pods.PORT),
-    "b-notebook": ("b", NOTEBOOK, provisioning.NOTEBOOK_PORT),
+    "b-notebook": ("b", NOTEBOOK, network.NOTEBOOK_PORT),
     "b-job2-0": ("b", _job("job2"), pods.PORT),
-    "hub": ("hub", {provisioning.HUB_COMPONENT_LABEL: "hub"}, pods.PORT),
-    "proxy": ("hub", {provisioning.HUB_COMPONENT_LABEL: "proxy"}, pods.PORT),
+    "hub": ("hub", {network.HUB_COMPONENT_LABEL: "hub"}, pods.PORT),
+    "proxy": ("hub", {network.HUB_COMPONENT_LABEL: "proxy"}, pods.PORT),
 }
 
 # Not pods: the API server, as a notebook's client reaches it (the `kubernetes` Service),
@@ -109,8 +109,8 @@ def world(control_plane, real_node, metadata_service):
     tenant_a, tenant_b = tenancy.make_tenant("npa"), tenancy.make_tenant("npb")
     hub_ns = f"hub-{uuid.uuid4().hex[:6]}"
     namespaces = {"a": tenant_a.namespace, "b": tenant_b.namespace, "hub": hub_ns}
-    core.create_namespace(provisioning.namespace(tenant_a))
-    core.create_namespace(provisioning.namespace(tenant_b))
+    core.create_namespace(bundle.namespace(tenant_a))
+    core.create_namespace(bundle.namespace(tenant_b))
     core.create_namespace({"metadata": {"name": hub_ns}})
     try:
         for ns in namespaces.values():
@@ -129,9 +129,9 @@ def world(control_plane, real_node, metadata_service):
         before = {row: _connects_eventually(ips, src, dst) for row, src, dst, _ in VERDICTS}
         # The operator names the API server's address (`--api-server-cidr`): here the relay's.
         api_cidrs = [f"{cfg.NODE_IP}/32"]
-        policies = [*provisioning.network_policies(tenant_a, hub_namespace=hub_ns,
+        policies = [*network.network_policies(tenant_a, hub_namespace=hub_ns,
                                                    api_server_cidrs=api_cidrs),
-                    *provisioning.network_policies(tenant_b, hub_namespace=hub_ns,
+                    *network.network_policies(tenant_b, hub_namespace=hub_ns,
                                                    api_server_cidrs=api_cidrs)]
         apply_objects(api, policies)
         yield World(ips, before)

@@ -92,14 +92,14 @@ def test_cluster_dns_answers_cluster_names_only_and_forwards_nothing(layout):
 
 
 def test_cluster_dns_is_the_pod_and_service_the_tenants_policies_allow():
-    """provisioning's allow-dns policy names kube-system pods labelled k8s-app: kube-dns."""
+    """The network module's allow-dns policy names kube-system pods labelled k8s-app: kube-dns."""
     import tenancy
 
-    from hub_config.cli import provisioning
+    from hub_config.cluster_policy import network
     from hub_config.tenants import Tenant
 
     tenant = Tenant.from_dict(tenancy.tenant_data("dns"), strict=True)
-    (allow_dns,) = [p for p in provisioning.network_policies(tenant, hub_namespace="hub")
+    (allow_dns,) = [p for p in network.network_policies(tenant, hub_namespace="hub")
                     if p["metadata"]["name"].endswith("allow-dns")]
     (peer,) = allow_dns["spec"]["egress"][0]["to"]
     objects = {obj["kind"]: obj for obj in cfg.coredns_objects()}

@@ -41,7 +41,7 @@ from node_figures import FIGURES, pull_seconds
 from pod_client import core_api, exec_in, running_pod
 from real_node import ProcessExited, wait_for
 
-from hub_config.cli.provisioning import NOTEBOOK_PORT
+from hub_config.cluster_policy.network import NOTEBOOK_PORT
 from hub_config.kube_spawner import token_secret, token_secret_name
 from tests.hub_config.conftest import HubProcess, free_port, proxy_command
 from workbench_contract import labels

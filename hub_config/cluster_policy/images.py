@@ -24,9 +24,7 @@ returns `Violation`s, each with the line it points at and what to change. The ru
 Lock files are found through the COPY that put them into the image, resolved against the build
 context (the repository root, where the pipeline runs `docker build`).
 
-The scan gate (`blocking_findings`, `ignorefile_problems`) judges Trivy's JSON report of a built
-image: a HIGH or CRITICAL finding stops the push unless the reviewed ignore file accepts it until a
-date that has not passed.
+After the build, `scan_gate` judges what Trivy found in the image.
 """
 
 from __future__ import annotations
@@ -35,7 +33,6 @@ import json
 import re
 import shlex
 from dataclasses import asdict, dataclass, fields
-from datetime import date, datetime, timedelta
 from pathlib import Path, PurePosixPath
 
 DOCKERFILE_NAMES = ("Dockerfile", "*.Dockerfile", "Dockerfile.*")
@@ -204,18 +201,25 @@ def check_dockerfile(
         elif ins.keyword == "RUN":
             _check_run(ins, path, copies, context, found)
 
-    if final_user is None:
-        violation(final_from_line or 1, "final-user",
-                  "the final stage has no USER, so it runs as root; end it with "
-                  "'USER 1000:100' (the notebook user)")
-    else:
-        line, user = final_user
-        name, _, group = user.partition(":")
-        if name in _ROOT_USERS or group in _ROOT_USERS:
-            violation(line, "final-user",
-                      f"the final USER is {user!r} (root); end with 'USER 1000:100' "
-                      "(the notebook user)")
+    found += _final_user_violations(path, final_from_line, final_user)
     return sorted(found, key=lambda v: (v.line, v.rule))
+
+
+def _final_user_violations(path: str, final_from_line: int,
+                           final_user: tuple[int, str] | None) -> list[Violation]:
+    """`final-user`: the final stage (from `final_from_line`) ends with `final_user` (line,
+    value; None: no USER), which must not be root."""
+    if final_user is None:
+        return [Violation(path, final_from_line or 1, "final-user",
+                          "the final stage has no USER, so it runs as root; end it with "
+                          "'USER 1000:100' (the notebook user)")]
+    line, user = final_user
+    name, _, group = user.partition(":")
+    if name in _ROOT_USERS or group in _ROOT_USERS:
+        return [Violation(path, line, "final-user",
+                          f"the final USER is {user!r} (root); end with 'USER 1000:100' "
+                          "(the notebook user)")]
+    return []
 
 
 def _from_violations(image: str, stages: set[str],
@@ -404,104 +408,3 @@ def check_tree(root: Path, context: Path) -> tuple[list[Path], list[Violation]]:
             shown = str(dockerfile)
         violations.extend(check_dockerfile(dockerfile.read_text(), shown, context))
     return files, violations
-
-
-# --- The scan gate: Trivy's verdict on a built image, before it may be pushed ----------------
-
-GATE_SEVERITIES = ("HIGH", "CRITICAL")
-MAX_ACCEPTANCE_DAYS = 180  # an accepted finding is looked at again at least twice a year
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One vulnerability Trivy reported in an image."""
-
-    id: str
-    package: str
-    installed: str
-    fixed: str
-    severity: str
-    target: str
-
-    def __str__(self) -> str:
-        fix = f"fixed in {self.fixed}" if self.fixed else "no fix yet"
-        return (f"{self.severity} {self.id} {self.package} {self.installed} ({fix}) "
-                f"in {self.target}")
-
-
-class ReportError(ValueError):
-    """A scan report the gate cannot judge (so the push must not go on)."""
-
-
-def blocking_findings(report: dict,
-                      severities: tuple[str, ...] = GATE_SEVERITIES) -> list[Finding]:
-    """The findings of a Trivy JSON report (`trivy image --format json`) that stop the push.
-
-    Findings that the ignore file accepted are not in `Results[].Vulnerabilities` (Trivy moves
-    them to `ExperimentalModifiedFindings`), so they do not count; an entry past its `expired_at`
-    is not applied by Trivy, so its finding counts again.
-    Raises:
-        ReportError: not a Trivy report (schema 2), or one that saw no packages at all: an
-            empty scan proves nothing, so it does not pass.
-    """
-    if not isinstance(report, dict) or report.get("SchemaVersion") != 2:
-        raise ReportError("not a Trivy JSON report (SchemaVersion 2); scan with "
-                          "`trivy image --format json`")
-    results = report.get("Results") or []
-    os_found = bool((report.get("Metadata") or {}).get("OS"))
-    if not results and not os_found:
-        raise ReportError(f"Trivy found no packages in {report.get('ArtifactName', 'the image')}; "
-                          "an image it cannot read is not vetted")
-    found = []
-    for result in results:
-        for vuln in result.get("Vulnerabilities") or []:
-            if vuln.get("Severity", "UNKNOWN").upper() in severities:
-                found.append(Finding(
-                    id=str(vuln.get("VulnerabilityID", "?")),
-                    package=str(vuln.get("PkgName", "?")),
-                    installed=str(vuln.get("InstalledVersion", "?")),
-                    fixed=str(vuln.get("FixedVersion", "")),
-                    severity=vuln["Severity"].upper(),
-                    target=str(result.get("Target", "?")),
-                ))
-    return sorted(found, key=lambda f: (f.severity != "CRITICAL", f.id, f.package))
-
-
-def ignorefile_problems(data: object, today: date) -> list[str]:
-    """What is wrong with a Trivy YAML ignore file's content (empty: every entry reviewed).
-
-    Each accepted vulnerability needs an `id`, a `statement` saying why it does not apply and an
-    `expired_at` date no more than MAX_ACCEPTANCE_DAYS after `today`. An entry past its date is
-    reported too: Trivy no longer applies it, so its finding stops the push again.
-    """
-    if data is None:
-        return []
-    if not isinstance(data, dict):
-        return ["the ignore file is not a mapping; write 'vulnerabilities: [...]'"]
-    problems = []
-    entries = data.get("vulnerabilities") or []
-    if not isinstance(entries, list):
-        return ["'vulnerabilities' is not a list"]
-    for number, entry in enumerate(entries, 1):
-        if not isinstance(entry, dict) or not entry.get("id"):
-            problems.append(f"entry {number}: no id")
-            continue
-        name = f"entry {number} ({entry['id']})"
-        if not str(entry.get("statement") or "").strip():
-            problems.append(f"{name}: no statement; say why the finding does not apply")
-        expiry = entry.get("expired_at")
-        if isinstance(expiry, datetime):
-            expiry = expiry.date()
-        if isinstance(expiry, str):
-            try:
-                expiry = date.fromisoformat(expiry[:10])
-            except ValueError:
-                expiry = None
-        if not isinstance(expiry, date):
-            problems.append(f"{name}: no expired_at (YYYY-MM-DD); every acceptance ends")
-        elif expiry < today:
-            problems.append(f"{name}: expired on {expiry}; fix the image or review the entry")
-        elif expiry > today + timedelta(days=MAX_ACCEPTANCE_DAYS):
-            problems.append(f"{name}: expired_at {expiry} is more than {MAX_ACCEPTANCE_DAYS} "
-                            "days away; accept it for less and review it then")
-    return problems

@@ -22,8 +22,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hub_config.cli.provisioning import FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL
-from workbench_contract import labels
+from hub_config.cluster_policy.metadata import FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL
+from workbench_contract import cluster, labels
 
 CREATED, CONFIGURED, UNCHANGED, PRUNED = "created", "configured", "unchanged", "pruned"
 
@@ -61,11 +61,11 @@ KINDS = (
     Kind("v1", "ResourceQuota", "resourcequotas", True),
     Kind("v1", "LimitRange", "limitranges", True),
     Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies", True),
-    # Kueue, for tenants with a queue (hub_config.cli.kueue); listing them where Kueue is not
-    # installed finds nothing to prune.
-    Kind("kueue.x-k8s.io/v1beta2", "ResourceFlavor", "resourceflavors", False),
-    Kind("kueue.x-k8s.io/v1beta2", "ClusterQueue", "clusterqueues", False),
-    Kind("kueue.x-k8s.io/v1beta2", "LocalQueue", "localqueues", True),
+    # Kueue, for tenants with a queue (`kueue`); listing them where Kueue is not installed
+    # finds nothing to prune.
+    *(Kind(api.api_version, api.kind, api.plural, namespaced) for api, namespaced in (
+        (cluster.RESOURCE_FLAVOR, False), (cluster.CLUSTERQUEUE, False),
+        (cluster.LOCALQUEUE, True))),
 )
 _BY_KIND = {(k.api_version, k.kind): k for k in KINDS}
 

@@ -1,7 +1,7 @@
 """Kueue objects of a queued tenant: its ResourceFlavor, ClusterQueue and LocalQueue.
 
 A tenant with a `queue` setting gets (all pure builders, applied by `workbench apply` as part of
-its namespace bundle, `provisioning.namespace_bundle`):
+its namespace bundle, `bundle.namespace_bundle`):
 
 - a `ResourceFlavor` for the kind of GPU its profiles ask for (the node label
   `nvidia.com/gpu.product`, named after it, e.g. `gpu-nvidia-h100`; `default-flavor` for a
@@ -13,9 +13,9 @@ its namespace bundle, `provisioning.namespace_bundle`):
   preempting the borrower, when the lender needs it: `reclaimWithinCohort: Any`); only the
   tenant's namespace may submit to it (`namespaceSelector`); `borrowingLimit` on GPUs where
   the tenant sets one.
-- a `LocalQueue` `workbench` (`LOCAL_QUEUE`) in the tenant's namespace pointing at it. The
-  trainjob engine submits there; the tenant's admission policy refuses a TrainJob that names
-  any other queue, or none.
+- a `LocalQueue` `workbench` (`workbench_contract.cluster.LOCAL_QUEUE`) in the tenant's
+  namespace pointing at it. Queued job kinds submit there; the tenant's admission policy refuses
+  a queued job that names any other queue, or none.
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from hub_config.cluster_policy.metadata import in_namespace
 from hub_config.tenants import Tenant
-from workbench_contract.resources import GPU_RESOURCE, LOCAL_QUEUE
+from workbench_contract.cluster import CLUSTERQUEUE, LOCAL_QUEUE, LOCALQUEUE, RESOURCE_FLAVOR
+from workbench_contract.resources import GPU_RESOURCE
 
-API_VERSION = "kueue.x-k8s.io/v1beta2"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 DEFAULT_FLAVOR = "default-flavor"
 EPHEMERAL = "ephemeral-storage"
@@ -53,27 +54,27 @@ def flavor_name(kind: str) -> str:
 def resource_flavor(tenant: Tenant, managed_labels: dict[str, str]) -> dict[str, Any]:
     kind = gpu_kind(tenant)
     spec: dict[str, Any] = {"nodeLabels": {GPU_PRODUCT_LABEL: kind}} if kind else {}
-    return {"apiVersion": API_VERSION, "kind": "ResourceFlavor",
+    return {"apiVersion": RESOURCE_FLAVOR.api_version, "kind": RESOURCE_FLAVOR.kind,
             "metadata": {"name": flavor_name(kind), "labels": dict(managed_labels)},
             "spec": spec}
 
 
 def cluster_queue(tenant: Tenant, object_labels: dict[str, str],
                   ephemeral_storage: str) -> dict[str, Any]:
-    """`ephemeral_storage`: what the namespace's quota holds of it (every pod gets the
-    LimitRange's default, and Kueue counts that as the pods' request)."""
+    """The tenant's ClusterQueue (the tenant must have a queue). `ephemeral_storage`: what the
+    namespace's quota holds of it (every pod gets the LimitRange's default, and Kueue counts
+    that as the pods' request)."""
     assert tenant.queue is not None
     quota = tenant.quota
     gpu: dict[str, Any] = {"name": GPU_RESOURCE, "nominalQuota": str(quota.gpus)}
     if tenant.queue.borrowing_limit_gpus is not None:
         gpu["borrowingLimit"] = str(tenant.queue.borrowing_limit_gpus)
     return {
-        "apiVersion": API_VERSION, "kind": "ClusterQueue",
+        "apiVersion": CLUSTERQUEUE.api_version, "kind": CLUSTERQUEUE.kind,
         "metadata": {"name": cluster_queue_name(tenant), "labels": dict(object_labels)},
         "spec": {
             "cohortName": tenant.queue.cohort,
-            "namespaceSelector": {"matchLabels": {
-                "kubernetes.io/metadata.name": tenant.namespace}},
+            "namespaceSelector": in_namespace(tenant.namespace),
             "queueingStrategy": "BestEffortFIFO",
             # Take lent quota back when this tenant needs it; never preempt its own jobs.
             "preemption": {"reclaimWithinCohort": "Any", "withinClusterQueue": "Never"},
@@ -93,7 +94,7 @@ def cluster_queue(tenant: Tenant, object_labels: dict[str, str],
 
 
 def local_queue(tenant: Tenant, object_labels: dict[str, str]) -> dict[str, Any]:
-    return {"apiVersion": API_VERSION, "kind": "LocalQueue",
+    return {"apiVersion": LOCALQUEUE.api_version, "kind": LOCALQUEUE.kind,
             "metadata": {"name": LOCAL_QUEUE, "namespace": tenant.namespace,
                          "labels": dict(object_labels)},
             "spec": {"clusterQueue": cluster_queue_name(tenant)}}

@@ -1,0 +1,82 @@
+"""The tenant's admission policies on what every workload of its namespace is made of: pods and
+Secrets.
+
+- `workbench-<tenant>-pods`: every pod created or changed (the hub's notebook pods, the job
+  operators' worker pods): `images` (only the tenant's, by digest) and `priority` (no priority
+  class but the tenant's). Users create no pods themselves (RBAC).
+- `workbench-<tenant>-secrets`: a notebook user's own account creates only Opaque Secrets named
+  `<user>.*` and labelled as theirs, and changes or deletes only its own (`secrets`). The
+  cluster engine keeps a job's `--env` values in such a Secret.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from hub_config.cluster_policy.admission import rules
+from hub_config.cluster_policy.admission.cel import (
+    check_spec_variable,
+    is_user,
+    label,
+    lit,
+    pod_priority,
+    user_variables,
+)
+from hub_config.tenants import Tenant
+from workbench_contract import labels
+from workbench_contract.cluster import Api
+from workbench_contract.ownership import SECRET_SEPARATOR
+
+POD = Api("", "v1", "pods", "Pod")
+SECRET = Api("", "v1", "secrets", "Secret")
+
+
+def pod_policy(tenant: Tenant, *, priority_classes: Sequence[str] = ()) -> dict[str, Any]:
+    """The policy on every pod in the tenant's namespace: the tenant's images and priority
+    classes only (the hub's notebook pods and the operators' worker pods alike)."""
+    return rules.policy(
+        tenant, "pods", POD, [check_spec_variable()],
+        [rules.container_images_rule(tenant, "object.spec", templates=False),
+         rules.priority_rule(tenant, priority_classes,
+                             pod_priority("object.spec", priority_classes))],
+        deletes=False)
+
+
+def secret_policy(tenant: Tenant) -> dict[str, Any]:
+    """What a notebook user's own account may do with Secrets (its Role lets it create, patch
+    and delete them, never read them): create Opaque Secrets named `<user>.*` labelled as the
+    user's, and change or delete only those. Opaque matters: a Secret of type
+    `kubernetes.io/service-account-token` would be filled with another account's token."""
+    user, v, forbidden = labels.LABEL_USER, rules.validation, rules.FORBIDDEN
+    validations = [
+        v("secrets",
+          "request.operation != 'CREATE' || object.metadata.name.startsWith("
+          "variables.secretPrefix)",
+          f"your Secrets must be named <you>{SECRET_SEPARATOR}<name>",
+          "'your Secrets must be named ' + variables.secretPrefix + '<name>, not ' + "
+          "object.metadata.name", forbidden),
+        v("secrets",
+          f"request.operation == 'CREATE' || {label('oldObject.metadata', user)} == "
+          "variables.owner",
+          "you may change or delete only your own Secrets",
+          "'Secret ' + oldObject.metadata.name + ' is not yours; you may change or delete "
+          "only your own Secrets'", forbidden),
+        v("secrets",
+          "request.operation == 'DELETE' || ((!has(object.type) || object.type == 'Opaque') "
+          f"&& {label('object.metadata', user)} == variables.owner)",
+          f"your Secrets must be of type Opaque and carry the label {user}=<you>",
+          f"{lit(f'your Secrets must be of type Opaque and carry the label {user}=')} + "
+          "variables.owner", forbidden),
+    ]
+    # Only a user's own account is held to this; the hub and the garbage collector are not.
+    return rules.policy(tenant, "secrets", SECRET, user_variables(tenant), validations,
+                        deletes=True,
+                        match_conditions=[{"name": "notebook-user",
+                                           "expression": is_user(tenant)}])
+
+
+def core_policies(tenant: Tenant, *, priority_classes: Sequence[str] = ()
+                  ) -> list[dict[str, Any]]:
+    """The policies on pods and Secrets, in that order."""
+    return [pod_policy(tenant, priority_classes=priority_classes), secret_policy(tenant)]
