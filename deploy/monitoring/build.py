@@ -78,12 +78,8 @@ def _panel(pid: int, kind: str, title: str, grid: tuple[int, int, int, int], tar
     }
 
 
-def tenant_dashboard(tenant: DashboardTenant) -> dict:
-    """The Grafana dashboard of one tenant: its GPUs against quota, utilisation, jobs, idle servers.
-
-    Every query is fixed to the tenant (no variable to switch tenants), so the dashboard can live
-    in a folder only that tenant's team may see.
-    """
+def tenant_panels(tenant: DashboardTenant) -> list[dict]:
+    """The panels of a tenant's dashboard, every query fixed to the tenant."""
     t, ns, below = tenant.name, tenant.namespace, tenant.idle_below
     sel = f'tenant="{t}"'
     paddle = f'job_namespace="{ns}",framework="paddle"'
@@ -127,6 +123,16 @@ def tenant_dashboard(tenant: DashboardTenant) -> dict:
     for panel in panels:
         for target in panel["targets"]:
             target["instant"] = panel["type"] in {"stat", "bargauge", "table"}
+    return panels
+
+
+def tenant_dashboard(tenant: DashboardTenant) -> dict:
+    """The Grafana dashboard of one tenant: its GPUs against quota, utilisation, jobs, idle servers.
+
+    Every query is fixed to the tenant (no variable to switch tenants), so the dashboard can live
+    in a folder only that tenant's team may see.
+    """
+    t = tenant.name
     return {
         "uid": _uid(t),
         "title": f"Paddle Workbench: {t}",
@@ -142,7 +148,7 @@ def tenant_dashboard(tenant: DashboardTenant) -> dict:
             "query": "prometheus", "hide": 0,
         }]},
         "annotations": {"list": []},
-        "panels": panels,
+        "panels": tenant_panels(tenant),
     }
 
 

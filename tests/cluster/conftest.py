@@ -14,12 +14,16 @@
   nodes with ``nvidia.com/gpu: 8``, label ``nvidia.com/gpu.product=NVIDIA-H100`` and a
   ``nvidia.com/gpu:NoSchedule`` taint (pods need the matching toleration).
 - ``plane.log_file(component)``: each component's log, for failure messages.
-- ``notebook_kernel(tmp_path)``: ``start(tenant, user="ada", annotations=None)`` starts a real
-  kernel as that user's notebook would run: the environment the hub's own spawner renders, the
-  token of the user's own notebook account, the magic loaded (``annotations`` go on every job
-  pod, e.g. KWOK's outcome; other keywords are the spawner's settings, e.g. ``volumes`` and
-  ``volume_mounts`` for the user's storage, see ``notebook_env``). Kernels are shut down
-  afterwards.
+- ``tenant``: tenant "vision" of the example file provisioned into a namespace of its own, with
+  the job API the test module names in ``JOB_API`` (default trainjob); deprovisioned afterwards.
+- ``notebook_kernel(tmp_path)``: ``start(tenant, user="ada", annotations=None, storage=False)``
+  starts a real kernel as that user's notebook would run: the environment the hub's own spawner
+  renders, the token of the user's own notebook account, the magic loaded (``annotations`` go on
+  every job pod, e.g. KWOK's outcome; ``storage`` mounts the user's claim at their home as Zero
+  to JupyterHub does; ``proxy``, a ``CutProxy``, stands between the kernel and the API server;
+  other keywords are the spawner's settings, e.g. ``uid``, ``volumes`` and
+  ``volume_mounts``, see ``notebook_env``). The session's ``home`` is the notebook's home, its
+  jobs in ``home / "jobs"``. Kernels are shut down afterwards.
 - ``paddle_runtime`` (session): the workbench's Paddle ClusterTrainingRuntime
   (deploy/k8s/trainer/paddle-runtime.yaml) applied, as an operator installs it; its name.
 
@@ -64,6 +68,7 @@ if str(Path(__file__).resolve().parent) not in sys.path:
 # the project-wide pytest timeout would cut short.
 BUILD_TIMEOUT_S = 3600
 _HERE = Path(__file__).resolve().parent
+EXAMPLE_TENANTS = _HERE.parents[1] / "hub_config" / "tenants.example.yaml"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -166,6 +171,28 @@ def paddle_runtime(control_plane) -> str:
 
 
 @pytest.fixture
+def tenant(request, control_plane) -> Iterator[object]:
+    """Tenant "vision" of the example file, provisioned into a namespace of its own (Pod Security,
+    admission policies, quota, network policies as ``workbench apply`` makes them), with the job
+    API its test module names in ``JOB_API`` ("paddlejob" or "trainjob"; default the example's,
+    trainjob, for which the Paddle runtimes are applied first). Deprovisioned afterwards."""
+    from dataclasses import replace
+
+    from tenancy import deprovision, provision
+
+    from hub_config.tenants import load_tenants
+
+    vision = load_tenants(EXAMPLE_TENANTS).get("vision")
+    job_api = getattr(request.module, "JOB_API", vision.job_api)
+    if job_api == "trainjob":
+        request.getfixturevalue("paddle_runtime")
+    made = replace(vision, namespace=f"wb-{job_api[:5]}-{uuid.uuid4().hex[:6]}", job_api=job_api)
+    provision(control_plane, made, hub_namespace="jupyterhub")  # waits for the quota too
+    yield made
+    deprovision(control_plane, made)
+
+
+@pytest.fixture
 def notebook_kernel(control_plane, tmp_path) -> Iterator[object]:
     """Start kernels as tenants' users (see the module docstring); shut them down after."""
     import os
@@ -175,18 +202,26 @@ def notebook_kernel(control_plane, tmp_path) -> Iterator[object]:
     pytest.importorskip("kubespawner", reason="jupyterhub-kubespawner is not installed (hub extra)")
     from tenancy import notebook_user
 
-    from hub_config.cli.provisioning import user_service_account
+    from hub_config.cluster_policy.identities import user_service_account
     from tests.hub_config.hub_env import notebook_env
     from tests.launcher_magic.support import KernelSession
 
     started = []
 
-    def start(tenant, user: str = "ada", annotations: dict | None = None, **spawner):
+    def start(tenant, user: str = "ada", annotations: dict | None = None, *,
+              storage: bool = False, proxy=None, **spawner):
         notebook_user(control_plane, tenant, user)
         kubeconfig = control_plane.service_account_kubeconfig(
             tenant.namespace, user_service_account(tenant, user))
         home = tmp_path / f"{tenant.name}-{user}"
         (home / "jobs").mkdir(parents=True, exist_ok=True)
+        if proxy is not None:  # the API server's address is the CutProxy's
+            kubeconfig = proxy.kubeconfig(kubeconfig, home / "proxied.kubeconfig")
+        if storage:  # Zero to JupyterHub's `singleuser.storage`: the user's claim at the home
+            spawner.setdefault("volumes", [{"name": "volume-{username}", "persistentVolumeClaim":
+                                            {"claimName": "claim-{username}"}}])
+            spawner.setdefault("volume_mounts", [{"name": "volume-{username}",
+                                                  "mountPath": str(home)}])
         env = {k: v for k, v in os.environ.items() if not k.startswith("PADDLE_WORKBENCH_")}
         env.update(notebook_env(tenant, user, home_mount_path=str(home), **spawner))
         env.setdefault("PADDLE_WORKBENCH_JOBS_DIR", str(home / "jobs"))
@@ -197,7 +232,7 @@ def notebook_kernel(control_plane, tmp_path) -> Iterator[object]:
         started.append(session)
         setup = "%load_ext launcher_magic\n"
         if annotations:
-            setup += f"get_ipython().config.KubernetesEngine.pod_annotations = {annotations!r}\n"
+            setup += f"get_ipython().config.ClusterEngine.pod_annotations = {annotations!r}\n"
         assert session.run(setup).error is None
         return session
 

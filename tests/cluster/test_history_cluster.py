@@ -11,20 +11,16 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-import test_kubernetes_engine as engine_tests
-
 from launcher_magic.core.jobdir import JobDir, JobHandle
 from launcher_magic.core.spec import LaunchOptions, build_spec
-from launcher_magic.engines.kubernetes.engine import KubernetesEngine
+from launcher_magic.engines import load_engine
 from launcher_magic.kernel.history import format_hours
 from tests.hub_config.hub_env import notebook_env
 from tests.launcher_magic.support import wait_until
 from workbench_contract.environment import NotebookContext
 
-# The kubernetes engine tests' fixtures: tenant "vision" in a namespace of its own, and a kernel
-# started as Ada's notebook would be (the hub's environment, the tenant's notebook token).
-tenant, kernel_for = engine_tests.tenant, engine_tests.kernel_for
-OUTCOME = engine_tests.OUTCOME
+JOB_API = "paddlejob"  # the conftest's `tenant`: training-operator v1
+OUTCOME = "workbench.test/outcome"
 SUCCEED = {OUTCOME: "succeeded", f"{OUTCOME}-delay": "6s"}
 
 
@@ -43,12 +39,12 @@ def _bobs_job(plane, tenant, folder) -> str:
     (each user's notebook runs as their own service account)."""
     from tenancy import notebook_user
 
-    from hub_config.cli.provisioning import user_service_account
+    from hub_config.cluster_policy.identities import user_service_account
 
     context = NotebookContext.from_env(notebook_env(tenant, "bob"))
     notebook_user(plane, tenant, "bob")
-    engine = KubernetesEngine(
-        context=context, pod_annotations=SUCCEED,
+    engine = load_engine(
+        "paddlejob", context=context, pod_annotations=SUCCEED,
         kubeconfig=str(plane.service_account_kubeconfig(
             tenant.namespace, user_service_account(tenant, "bob"))))
     spec = build_spec(LaunchOptions(nodes=1, gpus=2, name="bobs"), "x = 1\n", context)
@@ -57,16 +53,16 @@ def _bobs_job(plane, tenant, folder) -> str:
     return spec.job_id
 
 
-def test_tenant_gpu_hours_are_what_each_paddlejob_held(control_plane, tenant, kernel_for,
+def test_tenant_gpu_hours_are_what_each_paddlejob_held(control_plane, tenant, notebook_kernel,
                                                         tmp_path):
     from kubernetes import client
 
-    kernel = kernel_for(tenant, SUCCEED)
+    kernel = notebook_kernel(tenant, "ada", SUCCEED)
     bobs = _bobs_job(control_plane, tenant, tmp_path / "bob-jobs")
     result = kernel.run("%%paddle_launch --nodes 2 --gpus 1 --name mine\nprint('hi')\n",
                         timeout=300)
     assert result.error is None and "Succeeded" in result.text, result.text
-    (mine,) = [p.name for p in (tmp_path / "jobs").iterdir()]
+    (mine,) = [p.name for p in (kernel.home / "jobs").iterdir()]
 
     custom = client.CustomObjectsApi(control_plane.api_client())
 
@@ -87,7 +83,7 @@ def test_tenant_gpu_hours_are_what_each_paddlejob_held(control_plane, tenant, ke
         "import json, time\n"
         "from launcher_magic.kernel.magics import launcher\n"
         "from launcher_magic.kernel.history import hours_in_period\n"
-        "usage = launcher().engine('kubernetes').tenant_usage(None)\n"
+        "usage = launcher().engine('paddlejob').tenant_usage(None)\n"
         "print(json.dumps({r.job_id: [r.user, r.nodes, r.gpus_per_node,\n"
         "                  hours_in_period(r, None, time.time())] for r in usage.records}))\n")
     assert listed.error is None, listed.text
@@ -101,7 +97,7 @@ def test_tenant_gpu_hours_are_what_each_paddlejob_held(control_plane, tenant, ke
     table = kernel.run("%paddle_jobs --all")
     assert table.error is None, table.text
     (row,) = [line for line in table.text.splitlines() if line.startswith(mine)]
-    assert "kubernetes" in row and "Succeeded" in row and "2 x 1" in row
+    assert "paddlejob" in row and "Succeeded" in row and "2 x 1" in row
     assert f"  {format_hours(expected[mine])}  " in row
     total = format_hours(expected[mine] + expected[bobs])
     assert (f"GPU-hours all time: you (ada) {format_hours(expected[mine])}; "

@@ -168,19 +168,19 @@ def test_a_queued_job_shows_its_place_and_starts_when_another_ends(
     from k8s_addons import visibility_available
     from kubernetes.client.exceptions import ApiException
 
-    from hub_config.cli.provisioning import user_service_account
-    from launcher_magic.engines.kubernetes.queueing import pending_workloads_path
-    from launcher_magic.engines.kubernetes.trainjob_engine import get_path
+    from hub_config.cluster_policy.identities import user_service_account
+    from launcher_magic.engines.cluster.api import ClusterApi
+    from workbench_contract.cluster import pending_workloads_path
 
     assert wait_until(lambda: visibility_available(control_plane.api_client()), timeout=60)
-    user = control_plane.service_account_client(tenant.namespace, user_service_account(tenant,
-                                                                                       "ada"))
-    summary = get_path(user, pending_workloads_path(tenant.namespace, "workbench"))
+    user = ClusterApi("trainjob", str(control_plane.service_account_kubeconfig(
+        tenant.namespace, user_service_account(tenant, "ada"))), request_timeout=30)
+    summary = user.get_path(pending_workloads_path(tenant.namespace, "workbench"))
     assert [(w["metadata"]["ownerReferences"][0]["name"], w["positionInLocalQueue"])
             for w in summary["items"]] == [(second, 0), (third, 1)], summary
     with pytest.raises(ApiException) as refused:
-        get_path(user, f"/apis/visibility.kueue.x-k8s.io/v1beta2/clusterqueues/"
-                       f"workbench-{tenant.name}/pendingworkloads")
+        user.get_path(f"/apis/visibility.kueue.x-k8s.io/v1beta2/clusterqueues/"
+                      f"workbench-{tenant.name}/pendingworkloads")
     assert refused.value.status == 403
     status = _status(ada, second)
     assert status["state"] == "Queued"

@@ -1,9 +1,10 @@
-"""The magic's kubernetes engine end to end on the real control plane.
+"""The cluster engine's PaddleJob kind end to end on the real control plane.
 
 A real kernel holds the token of ada's own notebook service account in tenant A (a TokenRequest
-token in its kubeconfig) and runs `%%paddle_launch --engine kubernetes`: the PaddleJob goes
-through RBAC, the tenant's admission policies, Pod Security `restricted`, quota and the
-training-operator, which makes the worker pods that KWOK runs. Nothing here talks to the API server as admin except to set up and to look.
+token in its kubeconfig) and runs `%%paddle_launch` with the tenant's engine, paddlejob: the
+PaddleJob goes through RBAC, the tenant's admission policies, Pod Security `restricted`, quota
+and the training-operator, which makes the worker pods that KWOK runs. Nothing here talks to the
+API server as admin except to set up and to look.
 
 The kernel's environment is the one the hub's own `TenantKubeSpawner` renders into the notebook
 pod (tests/hub_config/hub_env.py), never one written here by hand: that is the contract between
@@ -13,84 +14,13 @@ the hub and the engine, and these tests take each side's real output.
 from __future__ import annotations
 
 import json
-import os
-import uuid
-from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
-from tests.hub_config.hub_env import notebook_env
-from tests.launcher_magic.support import KernelSession, wait_until
+from tests.launcher_magic.support import wait_until
 
-EXAMPLE_TENANTS = Path(__file__).parents[2] / "hub_config" / "tenants.example.yaml"
+JOB_API = "paddlejob"  # the conftest's `tenant`: training-operator v1
 OUTCOME = "workbench.test/outcome"
-
-
-@pytest.fixture
-def tenant(control_plane):
-    """Tenant "vision" of the example file, provisioned into a namespace of its own."""
-    from tenancy import deprovision, provision
-
-    from hub_config.tenants import load_tenants
-
-    vision = load_tenants(EXAMPLE_TENANTS).get("vision")
-    # The PaddleJob engine's tests: the tenant's job API is training-operator v1.
-    tenant = replace(vision, namespace=f"wb-vision-{uuid.uuid4().hex[:6]}", job_api="paddlejob")
-    provision(control_plane, tenant, hub_namespace="jupyterhub")  # waits for the quota too
-    yield tenant
-    deprovision(control_plane, tenant)
-
-
-@pytest.fixture
-def kernel_for(control_plane, tmp_path):
-    """Start a kernel as tenant A's notebook would run: the hub's environment and its token.
-
-    `storage`: the hub's spawner mounts a claim per user at the notebook's home (`tmp_path`
-    stands in for /home/jovyan), as Zero to JupyterHub's `singleuser.storage` configures it.
-    """
-    from jupyter_client.manager import start_new_kernel
-
-    pytest.importorskip("kubespawner", reason="jupyterhub-kubespawner is not installed (hub extra)")
-    started = []
-
-    def start(tenant, annotations: dict | None = None, *, uid: int = 1000, gid: int = 100,
-              storage: bool = False) -> KernelSession:
-        from tenancy import notebook_user
-
-        from hub_config.cli.provisioning import user_service_account
-
-        # A real token of ada's own notebook account, made (with its RoleBinding) as the hub
-        # makes it at a spawn and mounted as the hub mounts it.
-        notebook_user(control_plane, tenant, "ada")
-        kubeconfig = control_plane.service_account_kubeconfig(
-            tenant.namespace, user_service_account(tenant, "ada"))
-        volumes, mounts = [], []
-        if storage:
-            volumes = [{"name": "volume-{username}",
-                        "persistentVolumeClaim": {"claimName": "claim-{username}"}}]
-            mounts = [{"name": "volume-{username}", "mountPath": str(tmp_path)}]
-        hub = notebook_env(tenant, "ada", uid=uid, gid=gid, volumes=volumes,
-                           volume_mounts=mounts, home_mount_path=str(tmp_path))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PADDLE_WORKBENCH_")}
-        env.update(hub)
-        # Where the local spawner would put the jobs when the hub mounts no claim.
-        env.setdefault("PADDLE_WORKBENCH_JOBS_DIR", str(tmp_path / "jobs"))
-        env.update({"KUBECONFIG": str(kubeconfig), "PADDLE_WORKBENCH_PANEL": "text"})
-        (tmp_path / "jobs").mkdir(exist_ok=True)
-        manager, kc = start_new_kernel(kernel_name="python3", env=env, cwd=str(tmp_path))
-        session = KernelSession(manager, kc)
-        started.append(session)
-        setup = "%load_ext launcher_magic\n"
-        if annotations:
-            setup += f"get_ipython().config.KubernetesEngine.pod_annotations = {annotations!r}\n"
-        assert session.run(setup).error is None
-        return session
-
-    yield start
-    for session in started:
-        session.client.stop_channels()
-        session.manager.shutdown_kernel(now=True)
 
 
 def _admin(plane):
@@ -106,17 +36,17 @@ def _pods(plane, tenant, job_id):
         tenant.namespace, label_selector=f"training.kubeflow.org/job-name={job_id}").items
 
 
-def _job_id(tmp_path, name) -> str:
-    (job,) = [p.name for p in (tmp_path / "jobs").iterdir() if p.name.startswith(name + "-")]
+def _job_id(home, name) -> str:
+    (job,) = [p.name for p in (home / "jobs").iterdir() if p.name.startswith(name + "-")]
     return job
 
 
-def _status(tmp_path, job_id) -> dict:
-    return json.loads((tmp_path / "jobs" / job_id / "status.json").read_text())
+def _status(home, job_id) -> dict:
+    return json.loads((home / "jobs" / job_id / "status.json").read_text())
 
 
-def test_magic_runs_a_paddlejob_to_success(control_plane, tenant, kernel_for, tmp_path):
-    kernel = kernel_for(tenant, {OUTCOME: "succeeded", f"{OUTCOME}-delay": "6s"})
+def test_magic_runs_a_paddlejob_to_success(control_plane, tenant, notebook_kernel):
+    kernel = notebook_kernel(tenant, "ada", {OUTCOME: "succeeded", f"{OUTCOME}-delay": "6s"})
     result = kernel.run("%%paddle_launch --nodes 2 --gpus 1 --name train\nprint('hi')\n",
                         timeout=300)
     assert result.error is None, result.text
@@ -124,8 +54,8 @@ def test_magic_runs_a_paddlejob_to_success(control_plane, tenant, kernel_for, tm
               if line.startswith("Paddle job train-")]
     assert "Running" in states and states[-1] == "Succeeded", result.text  # the panel, live
 
-    job_id = _job_id(tmp_path, "train")
-    assert _status(tmp_path, job_id)["state"] == "Succeeded"
+    job_id = _job_id(kernel.home, "train")
+    assert _status(kernel.home, job_id)["state"] == "Succeeded"
     pods = _pods(control_plane, tenant, job_id)
     assert sorted(p.metadata.name for p in pods) == [f"{job_id}-worker-0", f"{job_id}-worker-1"]
     for pod in pods:
@@ -146,7 +76,7 @@ def test_magic_runs_a_paddlejob_to_success(control_plane, tenant, kernel_for, tm
     assert paddlejob["spec"]["runPolicy"]["activeDeadlineSeconds"] == 86400
     assert paddlejob["spec"]["runPolicy"]["backoffLimit"] == 0
     listing = kernel.run("%paddle_jobs")
-    assert job_id in listing.text and "kubernetes" in listing.text
+    assert job_id in listing.text and "paddlejob" in listing.text
 
 
 @pytest.fixture
@@ -174,11 +104,11 @@ def user_claim(control_plane, tenant):
 
 @pytest.mark.parametrize("uid", [1000, 2345])
 def test_job_pods_mount_the_users_claim_and_run_as_the_notebook_user(
-        control_plane, tenant, user_claim, kernel_for, tmp_path, uid):
+        control_plane, tenant, user_claim, notebook_kernel, uid):
     """The hub's spawner says which claim holds the user's home, where it is mounted and which
     uid/gid the notebook runs as; every worker pod of the user's job mounts the same claim at the
     same path (so `main.py` and the job directory are there) and runs as the same user."""
-    kernel = kernel_for(tenant, {OUTCOME: "succeeded"}, uid=uid, gid=100, storage=True)
+    kernel = notebook_kernel(tenant, "ada", {OUTCOME: "succeeded"}, uid=uid, gid=100, storage=True)
     result = kernel.run("import os; print(sorted((k, v) for k, v in os.environ.items() "
                         "if k.startswith('PADDLE_WORKBENCH_STORAGE')))")
     assert "('PADDLE_WORKBENCH_STORAGE_CLAIM', 'claim-ada')" in result.text, result.text
@@ -186,7 +116,7 @@ def test_job_pods_mount_the_users_claim_and_run_as_the_notebook_user(
     assert result.error is None, result.text
     assert "Succeeded" in result.text, result.text
 
-    job_id = _job_id(tmp_path, "shared")
+    job_id = _job_id(kernel.home, "shared")
     pods = _pods(control_plane, tenant, job_id)
     assert len(pods) == 2
     for pod in pods:
@@ -194,9 +124,9 @@ def test_job_pods_mount_the_users_claim_and_run_as_the_notebook_user(
         (volume,) = pod.spec.volumes
         assert volume.persistent_volume_claim.claim_name == user_claim
         (mount,) = container.volume_mounts
-        assert (mount.name, mount.mount_path) == (volume.name, str(tmp_path))
-        assert container.command[-1] == str(tmp_path / "jobs" / job_id / "main.py")
-        assert container.working_dir == str(tmp_path / "jobs" / job_id)
+        assert (mount.name, mount.mount_path) == (volume.name, str(kernel.home))
+        assert container.command[-1] == str(kernel.home / "jobs" / job_id / "main.py")
+        assert container.working_dir == str(kernel.home / "jobs" / job_id)
         assert pod.spec.security_context.run_as_user == uid
         assert pod.spec.security_context.run_as_group == 100
         assert container.security_context.run_as_user == uid
@@ -213,13 +143,13 @@ def _running_pods(plane, tenant, job_id) -> int:
                 if p.status.phase == "Running" and not p.metadata.deletion_timestamp])
 
 
-def test_killed_worker_restarts_then_the_job_fails(control_plane, tenant, kernel_for, tmp_path):
+def test_killed_worker_restarts_then_the_job_fails(control_plane, tenant, notebook_kernel):
     """Exit 137 (killed: evicted, node lost) restarts the worker; exit 1 then fails the job and
     the panel names the rank that failed."""
-    kernel = kernel_for(tenant)
+    kernel = notebook_kernel(tenant)
     launch = "%%paddle_launch --nodes 2 --gpus 1 --name flaky --max-restarts 1 --detach\nx = 1\n"
     assert kernel.run(launch).error is None
-    job_id = _job_id(tmp_path, "flaky")
+    job_id = _job_id(kernel.home, "flaky")
     # The detached panel keeps refreshing the job's status.json from the cluster.
     assert wait_until(lambda: _running_pods(control_plane, tenant, job_id) == 2, timeout=120)
     first = {p.metadata.uid for p in _pods(control_plane, tenant, job_id)}
@@ -228,36 +158,36 @@ def test_killed_worker_restarts_then_the_job_fails(control_plane, tenant, kernel
     def restarted():
         pods = _pods(control_plane, tenant, job_id)
         replaced = {p.metadata.uid for p in pods} - first
-        return (_status(tmp_path, job_id)["restarts"] == 1 and replaced
+        return (_status(kernel.home, job_id)["restarts"] == 1 and replaced
                 and _running_pods(control_plane, tenant, job_id) == 2)
 
-    assert wait_until(restarted, timeout=120), _status(tmp_path, job_id)
-    assert _status(tmp_path, job_id)["state"] in ("Running", "Restarting")
+    assert wait_until(restarted, timeout=120), _status(kernel.home, job_id)
+    assert _status(kernel.home, job_id)["state"] in ("Running", "Restarting")
     # Exit 1 is the training code's own failure: no restart, the job fails.
     _fail_pod(control_plane, tenant, f"{job_id}-worker-1", 1)
-    assert wait_until(lambda: _status(tmp_path, job_id)["state"] == "Failed", timeout=120)
-    status = _status(tmp_path, job_id)
+    assert wait_until(lambda: _status(kernel.home, job_id)["state"] == "Failed", timeout=120)
+    status = _status(kernel.home, job_id)
     assert status["failed_rank"] == 1
     assert status["nodes"][1]["exit_code"] == 1
     assert status["restarts"] == 1
 
 
-def test_a_failing_worker_fails_the_job(control_plane, tenant, kernel_for, tmp_path):
+def test_a_failing_worker_fails_the_job(control_plane, tenant, notebook_kernel):
     """Exit 1 is the training code's own failure: no restart, the job fails."""
-    kernel = kernel_for(tenant)
+    kernel = notebook_kernel(tenant)
     launch = "%%paddle_launch --nodes 2 --name broken --max-restarts 3 --detach\nx = 1\n"
     assert kernel.run(launch).error is None
-    job_id = _job_id(tmp_path, "broken")
+    job_id = _job_id(kernel.home, "broken")
     assert wait_until(lambda: _running_pods(control_plane, tenant, job_id) == 2, timeout=120)
     _fail_pod(control_plane, tenant, f"{job_id}-worker-0", 1)
-    assert wait_until(lambda: _status(tmp_path, job_id)["state"] == "Failed", timeout=120)
-    assert _status(tmp_path, job_id)["restarts"] == 0
+    assert wait_until(lambda: _status(kernel.home, job_id)["state"] == "Failed", timeout=120)
+    assert _status(kernel.home, job_id)["restarts"] == 0
 
 
-def test_paddle_stop_deletes_the_job_and_its_pods(control_plane, tenant, kernel_for, tmp_path):
-    kernel = kernel_for(tenant)
+def test_paddle_stop_deletes_the_job_and_its_pods(control_plane, tenant, notebook_kernel):
+    kernel = notebook_kernel(tenant)
     assert kernel.run("%%paddle_launch --nodes 2 --name halt --detach\nx = 1\n").error is None
-    job_id = _job_id(tmp_path, "halt")
+    job_id = _job_id(kernel.home, "halt")
     assert wait_until(lambda: len(_pods(control_plane, tenant, job_id)) == 2, timeout=120)
     stopped = kernel.run(f"%paddle_stop {job_id}", timeout=200)
     assert "Stopped" in stopped.text
@@ -268,9 +198,8 @@ def test_paddle_stop_deletes_the_job_and_its_pods(control_plane, tenant, kernel_
     assert _pods(control_plane, tenant, job_id) == []
 
 
-def test_quota_preflight_refuses_before_anything_is_created(control_plane, tenant, kernel_for,
-                                                           tmp_path):
-    kernel = kernel_for(tenant)
+def test_quota_preflight_refuses_before_anything_is_created(control_plane, tenant, notebook_kernel):
+    kernel = notebook_kernel(tenant)
     # The example tenant has 8 GPUs of quota; 2 nodes x 8 GPUs cannot fit.
     result = kernel.run("%%paddle_launch --nodes 2 --gpus 8 --name greedy\nx = 1\n")
     assert result.error and "UsageError" in result.error
@@ -279,13 +208,12 @@ def test_quota_preflight_refuses_before_anything_is_created(control_plane, tenan
     _, custom = _admin(control_plane)
     assert custom.list_namespaced_custom_object("kubeflow.org", "v1", tenant.namespace,
                                                 "paddlejobs")["items"] == []
-    assert not (tmp_path / "jobs").exists() or list((tmp_path / "jobs").iterdir()) == []
+    assert list((kernel.home / "jobs").iterdir()) == []
 
 
-def test_the_notebook_token_cannot_reach_another_tenant(control_plane, tenant, kernel_for,
-                                                       tmp_path):
+def test_the_notebook_token_cannot_reach_another_tenant(control_plane, tenant, notebook_kernel):
     """The engine refuses clearly when RBAC says no (here: a namespace that is not ours)."""
-    kernel = kernel_for(tenant)
+    kernel = notebook_kernel(tenant)
     result = kernel.run(
         "import os\nos.environ['PADDLE_WORKBENCH_NAMESPACE'] = 'kube-system'\n")
     assert result.error is None

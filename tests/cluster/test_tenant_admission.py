@@ -33,7 +33,6 @@ client = pytest.importorskip("kubernetes.client", reason="install the test extra
 pytest.importorskip("cryptography", reason="install the test extra (cryptography)")
 
 import k8s_plane  # noqa: E402  (tests/cluster is on sys.path)
-import test_kubernetes_engine as engine_tests  # noqa: E402
 from tenancy import (  # noqa: E402
     HUB_SERVICE_ACCOUNT,
     USER_LABEL,
@@ -45,18 +44,17 @@ from tenancy import (  # noqa: E402
     unique,
 )
 
-from hub_config.cli.provisioning import user_service_account  # noqa: E402
+from hub_config.cluster_policy.identities import user_service_account  # noqa: E402
 from hub_config.tenants import Tenants  # noqa: E402
 from launcher_magic.core.jobdir import JobDir, JobHandle  # noqa: E402
 from launcher_magic.core.spec import LaunchOptions, build_spec  # noqa: E402
-from launcher_magic.engines.kubernetes.engine import KubernetesEngine  # noqa: E402
-from launcher_magic.engines.kubernetes.paddlejob import build_paddlejob  # noqa: E402
+from launcher_magic.engines import load_engine  # noqa: E402
+from launcher_magic.engines.cluster import ClusterEngine  # noqa: E402
+from launcher_magic.engines.cluster.paddlejob import build_paddlejob  # noqa: E402
 from tests.hub_config.hub_env import fake_user, notebook_env, offline_kubeconfig  # noqa: E402
 from workbench_contract.environment import NotebookContext  # noqa: E402
 
-# The kubernetes engine tests' fixtures: tenant "vision" in a namespace of its own, and a kernel
-# started as Ada's notebook would be (the hub's environment, her own account's token).
-tenant, kernel_for = engine_tests.tenant, engine_tests.kernel_for
+JOB_API = "paddlejob"  # the conftest's `tenant`: training-operator v1
 
 JOBS = "/apis/kubeflow.org/v1/namespaces/{ns}/paddlejobs"
 CORE = "/api/v1/namespaces/{ns}"
@@ -112,12 +110,12 @@ def _spawn_as_hub(plane, tenant, hub_namespace: str, user: str, token: str) -> s
 
 
 def _submit(plane, tenant, user: str, folder: Path, name: str, env: tuple[str, ...] = ()
-            ) -> tuple[KubernetesEngine, JobHandle]:
-    """`user`'s kernel submits a job with the kubernetes engine and their own account."""
+            ) -> tuple[ClusterEngine, JobHandle]:
+    """`user`'s kernel submits a PaddleJob with the cluster engine and their own account."""
     context = _context(tenant, user)
     kubeconfig = plane.service_account_kubeconfig(tenant.namespace,
                                                   user_service_account(tenant, user))
-    engine = KubernetesEngine(context=context, kubeconfig=str(kubeconfig))
+    engine = load_engine("paddlejob", context=context, kubeconfig=str(kubeconfig))
     spec = build_spec(LaunchOptions(nodes=2, name=name, env=env), "x = 1\n",
                       replace(context, jobs_dir=str(folder)))
     job = JobHandle(spec, JobDir.create(folder, spec, "x = 1\n"))
@@ -159,7 +157,7 @@ def scene(control_plane, tmp_path_factory) -> Iterator[Scene]:
         _, own = _submit(control_plane, tenant, "ada", tmp_path_factory.mktemp("ada"), "own")
         context = _context(tenant, "ada")
         spec = build_spec(LaunchOptions(nodes=2, name="ada"), "x = 1\n", context)
-        settings = KubernetesEngine(context=context).settings(spec)
+        settings = load_engine("paddlejob", context=context).settings(spec)
         manifest = build_paddlejob(spec, JobDir(Path(HOME) / "jobs" / spec.job_id), settings)
         yield Scene(tenant=tenant, ada=ada, bob_job=bob.job_id, bob_pod=bob_pod,
                     bob_env_secret=f"bob.{bob.job_id}-env",
@@ -442,12 +440,12 @@ def test_the_hub_token_reaches_the_notebook_only_through_its_secret(control_plan
     assert (owner.kind, owner.name, owner.uid) == ("Pod", scene.bob_pod, pod.metadata.uid)
 
 
-def test_a_kernel_that_lifts_its_own_limits_is_still_refused(control_plane, tenant, kernel_for,
-                                                            tmp_path):
+def test_a_kernel_that_lifts_its_own_limits_is_still_refused(control_plane, tenant,
+                                                            notebook_kernel):
     """The tenant's limits reach the kernel through its environment, which the user controls:
     raising them there gets past the magic's own checks, not past the API server. The magic
     says which rule refused, and leaves nothing behind."""
-    kernel = kernel_for(tenant)
+    kernel = notebook_kernel(tenant)
     lifted = kernel.run("import os\n"
                         "os.environ['PADDLE_WORKBENCH_MAX_NODES'] = '50'\n"
                         "os.environ['PADDLE_WORKBENCH_ALLOWED_IMAGES'] = ''\n"
@@ -465,12 +463,13 @@ def test_a_kernel_that_lifts_its_own_limits_is_still_refused(control_plane, tena
         assert result.error and "UsageError" in result.error, result.text
         assert rule in result.error, result.error
     # Refused before anything ran; what was made on the way (the --env Secret) is taken back.
-    core, custom = engine_tests._admin(control_plane)
+    api = control_plane.api_client()
+    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
     assert custom.list_namespaced_custom_object("kubeflow.org", "v1", tenant.namespace,
                                                 "paddlejobs")["items"] == []
     assert [s.metadata.name for s in core.list_namespaced_secret(tenant.namespace).items
             if s.metadata.name.startswith("ada.")] == []
-    assert not (tmp_path / "jobs").exists() or list((tmp_path / "jobs").iterdir()) == []
+    assert list((kernel.home / "jobs").iterdir()) == []
 
 
 def test_the_shared_notebook_account_of_earlier_versions_is_refused(control_plane, scene):

@@ -1,6 +1,6 @@
 """The trainjob engine end to end: Kubeflow Trainer v2 + JobSet on the real control plane.
 
-A real kernel holds the token of ada's own notebook account (as in test_kubernetes_engine) and
+A real kernel holds the token of ada's own notebook account (as in test_paddlejob_engine) and
 runs `%%paddle_launch --engine trainjob`: the TrainJob goes through RBAC, the tenant's admission
 policies (TrainJob, JobSet and pod), Trainer's webhooks and its controller, which makes a JobSet
 of the workbench's Paddle runtime; JobSet makes the indexed Job whose pods KWOK runs. The
@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import copy
 import json
-import uuid
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,7 +18,7 @@ import yaml
 
 from tests.launcher_magic.support import wait_until
 
-EXAMPLE_TENANTS = Path(__file__).parents[2] / "hub_config" / "tenants.example.yaml"
+JOB_API = "trainjob"  # the conftest's `tenant`
 RUNTIME_FILE = Path(__file__).parents[2] / "deploy" / "k8s" / "trainer" / "paddle-runtime.yaml"
 OUTCOME = "workbench.test/outcome"
 TRAINER = ("trainer.kubeflow.org", "v1alpha1")
@@ -31,26 +29,6 @@ def _admin(plane):
 
     api = plane.api_client()
     return client.CoreV1Api(api), client.CustomObjectsApi(api)
-
-
-@pytest.fixture
-def tenant(control_plane, paddle_runtime):
-    """Tenant "vision" of the example file (job API: trainjob, no queue), provisioned."""
-    from tenancy import deprovision, provision
-
-    from hub_config.tenants import load_tenants
-
-    vision = load_tenants(EXAMPLE_TENANTS).get("vision")
-    tenant = replace(vision, namespace=f"wb-tj-{uuid.uuid4().hex[:6]}")
-    assert tenant.job_api == "trainjob"  # the default
-    provision(control_plane, tenant, hub_namespace="jupyterhub")
-    yield tenant
-    deprovision(control_plane, tenant)
-
-
-@pytest.fixture
-def kernel_for(notebook_kernel):
-    return notebook_kernel
 
 
 def _pods(plane, tenant, job_id):
@@ -108,8 +86,8 @@ def test_the_tenants_policy_allows_only_the_paddle_runtimes(control_plane, tenan
 
     from launcher_magic.core.jobdir import JobDir
     from launcher_magic.core.spec import LaunchOptions, build_spec
-    from launcher_magic.engines.kubernetes.paddlejob import ClusterSettings
-    from launcher_magic.engines.kubernetes.trainjob import build_trainjob
+    from launcher_magic.engines.cluster.objects import ClusterSettings
+    from launcher_magic.engines.cluster.trainjob import build_trainjob
     from workbench_contract.environment import Limits, NotebookContext
 
     _, custom = _admin(control_plane)
@@ -137,8 +115,8 @@ def test_the_tenants_policy_allows_only_the_paddle_runtimes(control_plane, tenan
                                             "paddle-elsewhere")
 
 
-def test_magic_runs_a_two_node_trainjob_to_success(control_plane, tenant, kernel_for):
-    kernel = kernel_for(tenant, annotations={OUTCOME: "succeeded", f"{OUTCOME}-delay": "6s"})
+def test_magic_runs_a_two_node_trainjob_to_success(control_plane, tenant, notebook_kernel):
+    kernel = notebook_kernel(tenant, annotations={OUTCOME: "succeeded", f"{OUTCOME}-delay": "6s"})
     result = kernel.run("%%paddle_launch --engine trainjob --nodes 2 --gpus 1 --name train\n"
                         "print('hi')\n", timeout=300)
     assert result.error is None, result.text
@@ -177,10 +155,10 @@ def test_magic_runs_a_two_node_trainjob_to_success(control_plane, tenant, kernel
 
 
 def test_a_killed_node_restarts_the_whole_job_and_a_failing_one_names_its_rank(
-        control_plane, tenant, kernel_for):
+        control_plane, tenant, notebook_kernel):
     """Exit 137 (killed) restarts every node (JobSet's Recreate) and the restart is counted;
     exit 1 (the training code) fails the job at once and the status names the rank."""
-    kernel = kernel_for(tenant)
+    kernel = notebook_kernel(tenant)
     launch = ("%%paddle_launch --engine trainjob --nodes 2 --gpus 1 --max-restarts 2 "
               "--name flaky --detach\nx = 1\n")
     assert kernel.run(launch).error is None
@@ -208,9 +186,9 @@ def test_a_killed_node_restarts_the_whole_job_and_a_failing_one_names_its_rank(
     assert "node 1 (rank 1) exited with code 1" in status["message"]
 
 
-def test_a_job_killed_more_often_than_its_max_restarts_fails(control_plane, tenant, kernel_for):
+def test_a_job_killed_more_often_than_its_max_restarts_fails(control_plane, tenant, notebook_kernel):
     """--max-restarts 1: the first kill restarts the job, the second one fails it."""
-    kernel = kernel_for(tenant)
+    kernel = notebook_kernel(tenant)
     launch = ("%%paddle_launch --engine trainjob --nodes 2 --max-restarts 1 --name once "
               "--detach\nx = 1\n")
     assert kernel.run(launch).error is None
@@ -237,8 +215,8 @@ def test_a_job_killed_more_often_than_its_max_restarts_fails(control_plane, tena
     assert "no restart left: --max-restarts 1, 1 used" in status["message"], status
 
 
-def test_paddle_stop_deletes_the_trainjob_and_its_pods(control_plane, tenant, kernel_for):
-    kernel = kernel_for(tenant)
+def test_paddle_stop_deletes_the_trainjob_and_its_pods(control_plane, tenant, notebook_kernel):
+    kernel = notebook_kernel(tenant)
     result = kernel.run("%%paddle_launch --engine trainjob --nodes 2 --name halt --detach\n"
                         "x = 1\n")
     assert result.error is None, result.text

@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 import threading
 import uuid
-from collections import Counter
+from collections import Counter, namedtuple
 from pathlib import Path
 
 import pytest
@@ -64,6 +64,9 @@ def queued_tenant(control_plane, paddle_runtime):
 
 
 
+Watched = namedtuple("Watched", "name stats")
+
+
 class Notebook:
     """ada's launch service and trainjob engine, with every HTTP request the engine sends
     recorded as (method, url) and every `status` call counted per job."""
@@ -71,7 +74,7 @@ class Notebook:
     def __init__(self, plane, tenant, home: Path, monkeypatch, proxy: CutProxy | None = None):
         from tenancy import notebook_user
 
-        from hub_config.cli.provisioning import user_service_account
+        from hub_config.cluster_policy.identities import user_service_account
         from launcher_magic.kernel.launch import Launcher
         from tests.hub_config.hub_env import notebook_env
 
@@ -89,7 +92,7 @@ class Notebook:
         self.engine = self.launcher.engine("trainjob")
         self.requests: list[tuple[str, str]] = []
         self.refreshes: Counter = Counter()
-        rest = self.engine._api()[0].api_client.rest_client
+        rest = self.engine.api.core.api_client.rest_client
         send, lock = rest.request, threading.Lock()
 
         def recorded(method, url, *args, **kwargs):
@@ -120,9 +123,10 @@ class Notebook:
     def state(self, job) -> str:
         return job.dir.read_status().state.value
 
-    def informers(self):
-        return [informer for watch in list(self.engine._watches.values())
-                for informer in watch.informers.values()]
+    def informers(self) -> list[Watched]:
+        """Each of the engine's informers: what it follows and what it asked."""
+        return [Watched(kind, stats) for kinds in self.engine.watch_stats().values()
+                for kind, stats in kinds.items()]
 
     def close(self, plane) -> None:
         """Delete the jobs, let their panels draw the end (their threads then return), and
@@ -310,8 +314,7 @@ def test_live_panels_ask_nothing_per_job_while_nothing_changes(control_plane, qu
     followed = {re.search(r"/pods/([^/]+)/log", url).group(1) for _, url in window
                 if "follow=true" in url}
     assert len(followed) <= 3, followed  # only the ranks shown, one stream each
-    (queue_read,) = ada.engine._queue_reads.values()
-    assert queue_read.reads == 1  # the two queued jobs' places: one read for both
+    assert ada.engine.tenant_queue.reads == 1  # the two queued jobs' places: one read for both
 
     # Polling instead: the same refreshes ask the API server for each job, every time.
     ada.engine.watch = False

@@ -1,6 +1,6 @@
 """Watching instead of polling, on the real API server: streams that drop, versions that expire.
 
-- A `SharedInformer` (launcher_magic/engines/kubernetes/watcher.py) reaches the API server
+- A `SharedInformer` (launcher_magic/engines/cluster/informer.py) reaches the API server
   through `cut_proxy.CutProxy`, which cuts its connections for real. After a cut it watches again
   from the last resourceVersion (no new list) and its cache holds what changed meanwhile,
   deletions included.
@@ -16,19 +16,14 @@ Nothing here times anything: waits end when a state is reached (`wait_until`).
 from __future__ import annotations
 
 import functools
-import os
 import re
-import uuid
-from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
-from launcher_magic.engines.kubernetes.watcher import SharedInformer
-from tests.hub_config.hub_env import notebook_env
+from launcher_magic.engines.cluster.informer import SharedInformer
 from tests.launcher_magic.support import KernelSession, wait_until
 
-EXAMPLE_TENANTS = Path(__file__).parents[2] / "hub_config" / "tenants.example.yaml"
+JOB_API = "paddlejob"  # the conftest's `tenant`: its events are watched too
 OUTCOME = "workbench.test/outcome"
 LABELS = {"app": "watched"}
 
@@ -127,44 +122,10 @@ def test_a_version_the_server_no_longer_has_makes_it_list_again(control_plane, n
 # -- the engine and its panel ------------------------------------------------------------------
 
 @pytest.fixture
-def tenant(control_plane):
-    """Tenant "vision" of the example file, provisioned into a namespace of its own."""
-    from tenancy import deprovision, provision
-
-    from hub_config.tenants import load_tenants
-
-    vision = load_tenants(EXAMPLE_TENANTS).get("vision")
-    made = replace(vision, namespace=f"wb-watch-{uuid.uuid4().hex[:6]}", job_api="paddlejob")
-    provision(control_plane, made, hub_namespace="jupyterhub")
-    yield made
-    deprovision(control_plane, made)
-
-
-@pytest.fixture
-def proxied_kernel(control_plane, tenant, proxy, tmp_path):
+def proxied_kernel(tenant, proxy, notebook_kernel):
     """A kernel as ada's notebook runs it (the hub's environment, her own token), whose API
     server address is the proxy's."""
-    from jupyter_client.manager import start_new_kernel
-    from tenancy import notebook_user
-
-    from hub_config.cli.provisioning import user_service_account
-
-    pytest.importorskip("kubespawner", reason="jupyterhub-kubespawner is not installed (hub extra)")
-    notebook_user(control_plane, tenant, "ada")
-    token_config = control_plane.service_account_kubeconfig(
-        tenant.namespace, user_service_account(tenant, "ada"))
-    kubeconfig = proxy.kubeconfig(token_config, tmp_path / "ada-proxied.kubeconfig")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PADDLE_WORKBENCH_")}
-    env.update(notebook_env(tenant, "ada", home_mount_path=str(tmp_path)))
-    env.setdefault("PADDLE_WORKBENCH_JOBS_DIR", str(tmp_path / "jobs"))
-    env.update({"KUBECONFIG": str(kubeconfig), "PADDLE_WORKBENCH_PANEL": "text"})
-    (tmp_path / "jobs").mkdir(exist_ok=True)
-    manager, kc = start_new_kernel(kernel_name="python3", env=env, cwd=str(tmp_path))
-    session = KernelSession(manager, kc)
-    assert session.run("%load_ext launcher_magic").error is None
-    yield session
-    kc.stop_channels()
-    manager.shutdown_kernel(now=True)
+    return notebook_kernel(tenant, proxy=proxy)
 
 
 def _pods(plane, namespace: str, job_id: str):
@@ -183,11 +144,11 @@ def _fail(plane, namespace: str, pod: str, code: int) -> None:
 
 
 def test_the_panel_shows_every_state_across_dropped_streams(control_plane, tenant, proxy,
-                                                            proxied_kernel, tmp_path):
+                                                            proxied_kernel):
     kernel, namespace = proxied_kernel, tenant.namespace
     msg_id = kernel.execute_async(
         "%%paddle_launch --nodes 2 --gpus 1 --name flaky --max-restarts 1\nx = 1\n")
-    jobs = tmp_path / "jobs"
+    jobs = kernel.home / "jobs"
     job_id = wait_until(lambda: next((p.name for p in jobs.iterdir()
                                       if p.name.startswith("flaky-")), None), timeout=120)
     assert job_id, "the job directory never appeared"
@@ -217,7 +178,7 @@ def test_the_panel_shows_every_state_across_dropped_streams(control_plane, tenan
     # It watched (one list per kind, then resumed after each cut), it did not poll.
     counts = kernel.run(
         "from launcher_magic.kernel.magics import launcher\n"
-        "for kinds in launcher(get_ipython()).engine('kubernetes').watch_stats().values():\n"
+        "for kinds in launcher(get_ipython()).engine('paddlejob').watch_stats().values():\n"
         "    for kind, stats in sorted(kinds.items()):\n"
         "        print('WATCH', kind, stats.lists, stats.watches, stats.gone)\n")
     watched = {line.split()[1]: tuple(map(int, line.split()[2:]))

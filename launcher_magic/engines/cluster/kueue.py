@@ -120,6 +120,12 @@ class TenantQueue:
         self._visibility_served = True  # until a 404 says Kueue's visibility API is not
         self._lock = threading.Lock()
 
+    @property
+    def reads(self) -> int:
+        """How many times the queue was read, all namespaces together (tests, benchmarks)."""
+        with self._lock:
+            return sum(shared.reads for shared in self._reads.values())
+
     def name_in(self, namespace: str) -> str:
         """The tenant's LocalQueue when the namespace has it, else "" (not queued)."""
         if not self.queue:

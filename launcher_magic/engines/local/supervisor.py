@@ -33,8 +33,8 @@ from launcher_magic.core.processes import (
     stop_groups,
 )
 from launcher_magic.core.status import JobState, JobStatus, NodeStatus, RankState, RankStatus
+from launcher_magic.engines.local.forking import free_endpoints, start_node
 from launcher_magic.engines.local.rendezvous import RendezvousServer
-from launcher_magic.engines.local.warm import free_endpoints, start_node
 
 POLL_SECONDS = 0.1
 
@@ -153,71 +153,82 @@ class Supervisor:
     def _run_attempt(self, attempt: int, deadline: float | None) -> tuple[int, int] | None:
         """Run every node once. Returns None on success, or (node, exit code) of a failure."""
         rendezvous = None if self.warm else RendezvousServer().start()
-        leaders = []
+        leaders: list = []
         succeeded = False
         try:
-            if self.warm:
-                # Rank 0's TCP store, then one endpoint per rank, as Paddle's launcher assigns.
-                master, *endpoints = free_endpoints(self.spec.world_size + 1)
-            for node in range(self.spec.nodes):
-                if self.warm:
-                    leaders.append(start_node(self.spec, self.job, node=node, attempt=attempt,
-                                              master=master, endpoints=endpoints))
-                    continue
-                argv, env = node_command(
-                    self.spec, self.job, node=node, attempt=attempt,
-                    master=rendezvous.endpoint, python=self.python, devices=self.devices[node],
-                )
-                leaders.append(
-                    start_group(argv, {**os.environ, **env}, self.job.path,
-                                self.job.launch_log(attempt, node))
-                )
-            nodes = tuple(
-                NodeStatus(node=n, state=RankState.RUNNING, pid=p.pid)
-                for n, p in enumerate(leaders)
-            )
+            self._start_nodes(attempt, rendezvous, leaders)
+            nodes = tuple(NodeStatus(node=n, state=RankState.RUNNING, pid=p.pid)
+                          for n, p in enumerate(leaders))
             self._write(self.status.moved_to(
                 JobState.RUNNING, f"running attempt {attempt + 1}", nodes=nodes,
                 started_at=self.status.started_at or time.time(),
             ))
-            while True:
-                try:
-                    self._check_stop(deadline)
-                except _StopRequested as stop:
-                    self._write(self.status.moved_to(JobState.STOPPING, stop.reason))
-                    raise
-                codes = [p.poll() for p in leaders]
-                nodes = tuple(
-                    replace(n, state=_node_state(code), exit_code=code)
-                    for n, code in zip(self.status.nodes, codes, strict=True)
-                )
-                self._write(replace(self.status, nodes=nodes,
-                                    ranks=self._rank_statuses(attempt)))
-                failed = [(n, c) for n, c in enumerate(codes) if c not in (None, 0)]
-                if failed:
-                    return failed[0]
-                if all(code == 0 for code in codes) or self._ranks_done(attempt):
-                    succeeded = True
-                    return None
-                time.sleep(POLL_SECONDS)
+            failure = self._watch_nodes(attempt, leaders, deadline)
+            succeeded = failure is None
+            return failure
         finally:
-            # After success every rank has ended and the launchers have nothing left to finish:
-            # no need to give them time to wind down.
-            timeouts = StopTimeouts(0, 0, self.timeouts.kill) if succeeded else self.timeouts
-            stop_groups([p.pid for p in leaders], timeouts, leaders)
-            for leader in leaders:
-                leader.poll()
-            reap_children()
+            self._end_attempt(attempt, leaders, succeeded)
             if rendezvous is not None:
                 rendezvous.stop()
-            if leaders:
-                codes = [0 if succeeded else p.returncode for p in leaders]
-                nodes = tuple(
-                    replace(n, state=_node_state(code, stopped=True), exit_code=code)
-                    for n, code in zip(self.status.nodes, codes, strict=True)
-                )
-                self.status = replace(self.status, nodes=nodes,
-                                      ranks=self._rank_statuses(attempt))
+
+    def _start_nodes(self, attempt: int, rendezvous: RendezvousServer | None,
+                     leaders: list) -> None:
+        """Start each node's leader process (forked from the warm image, or a cold launcher)
+        into `leaders` as it starts, so that a failure half-way stops those already running."""
+        if self.warm:
+            # Rank 0's TCP store, then one endpoint per rank, as Paddle's launcher assigns.
+            master, *endpoints = free_endpoints(self.spec.world_size + 1)
+        for node in range(self.spec.nodes):
+            if self.warm:
+                leaders.append(start_node(self.spec, self.job, node=node, attempt=attempt,
+                                          master=master, endpoints=endpoints))
+                continue
+            argv, env = node_command(
+                self.spec, self.job, node=node, attempt=attempt,
+                master=rendezvous.endpoint, python=self.python, devices=self.devices[node],
+            )
+            leaders.append(start_group(argv, {**os.environ, **env}, self.job.path,
+                                       self.job.launch_log(attempt, node)))
+
+    def _watch_nodes(self, attempt: int, leaders: list,
+                     deadline: float | None) -> tuple[int, int] | None:
+        """Follow the nodes until all have succeeded (None) or one failed ((node, exit code)).
+        Raises _StopRequested when asked to stop, the kernel has gone or time ran out."""
+        while True:
+            try:
+                self._check_stop(deadline)
+            except _StopRequested as stop:
+                self._write(self.status.moved_to(JobState.STOPPING, stop.reason))
+                raise
+            codes = [p.poll() for p in leaders]
+            nodes = tuple(
+                replace(n, state=_node_state(code), exit_code=code)
+                for n, code in zip(self.status.nodes, codes, strict=True)
+            )
+            self._write(replace(self.status, nodes=nodes, ranks=self._rank_statuses(attempt)))
+            failed = [(n, c) for n, c in enumerate(codes) if c not in (None, 0)]
+            if failed:
+                return failed[0]
+            if all(code == 0 for code in codes) or self._ranks_done(attempt):
+                return None
+            time.sleep(POLL_SECONDS)
+
+    def _end_attempt(self, attempt: int, leaders: list, succeeded: bool) -> None:
+        """Stop whatever of the attempt still runs and record how each node ended."""
+        # After success every rank has ended and the launchers have nothing left to finish:
+        # no need to give them time to wind down.
+        timeouts = StopTimeouts(0, 0, self.timeouts.kill) if succeeded else self.timeouts
+        stop_groups([p.pid for p in leaders], timeouts, leaders)
+        for leader in leaders:
+            leader.poll()
+        reap_children()
+        if leaders:
+            codes = [0 if succeeded else p.returncode for p in leaders]
+            nodes = tuple(
+                replace(n, state=_node_state(code, stopped=True), exit_code=code)
+                for n, code in zip(self.status.nodes, codes, strict=True)
+            )
+            self.status = replace(self.status, nodes=nodes, ranks=self._rank_statuses(attempt))
 
     # -- the job ------------------------------------------------------------------------------
 

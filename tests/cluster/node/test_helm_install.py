@@ -23,7 +23,7 @@ The test's checks use an API-only service with admin scopes, its token set throu
 In the spawned notebook pod's own kernel (started through the server's REST API and its kernel
 websocket, through the proxy, with ada's token) a ``%%paddle_launch --nodes 2`` cell runs with
 nothing but what the spawner gave the pod: the tenant's default engine (TrainJob), namespace,
-claim and image; then again as a PaddleJob (``--engine kubernetes``). Its worker pods train on
+claim and image; then again as a PaddleJob (``--engine paddlejob``). Its worker pods train on
 the node; their parameters are read from ada's claim (a folder of the node's disk, so the test
 reads it too). ``%visualdl`` then opens the job's board through jupyter-server-proxy in that
 pod. Then the browser journey of tests/browser, in Chromium through the proxy: the provider's
@@ -72,6 +72,7 @@ from tests.helm import chart
 from tests.hub_config.conftest import run_cell
 from tests.launcher_magic.support import TRAIN_CELL
 from workbench_contract import environment
+from workbench_contract.jobkinds import job_kinds
 from workbench_contract.labels import LABEL_JOB
 from workbench_contract.ownership import user_claim
 
@@ -382,11 +383,10 @@ def wait_for_gone(core, namespace: str, name: str, timeout: float = READY_TIMEOU
 
 NODE_CELL = "%%paddle_launch --nodes 2 --cpu 500m --memory 2Gi"
 JOB_TIMEOUT = 900
-# The custom resource each job API makes, and the magic's engine for it (the tenant's default
-# is trainjob; `--engine kubernetes` makes a PaddleJob).
-JOB_APIS = {"trainjob": ("trainer.kubeflow.org", "v1alpha1", "trainjobs"),
-            "paddlejob": ("kubeflow.org", "v1", "paddlejobs")}
-ENGINES = {"trainjob": "trainjob", "paddlejob": "kubernetes"}
+# The custom resource each job API makes (the tenant's default is trainjob; the engine of a job
+# API has its name: `--engine paddlejob` makes a PaddleJob).
+JOB_APIS = {name: (kind.api.group, kind.api.version, kind.api.plural)
+            for name, kind in job_kinds().items()}
 # The board's link in %visualdl's output: the iframe's source.
 BOARD_LINK = re.compile(r'src="(/user/[^"]+)"')
 
@@ -443,7 +443,7 @@ def test_a_two_node_job_from_the_notebook_pods_kernel_and_its_board(release: Rel
                 env[environment.STORAGE_CLAIM], env[environment.IMAGE]) == (
             release.tenant.job_api, release.tenant.namespace, user_claim(USER), image), env
         name = f"dp-{job_api}"
-        engine = "" if job_api == release.tenant.job_api else f" --engine {ENGINES[job_api]}"
+        engine = "" if job_api == release.tenant.job_api else f" --engine {job_api}"
         began = time.monotonic()
         kernel.run(f"{NODE_CELL} --name {name}{engine}\n{TRAIN_CELL}", timeout=JOB_TIMEOUT)
         FIGURES[f"helm: notebook pod's kernel, 2-node {job_api}: cell to job Succeeded (s)"] = (
@@ -454,7 +454,7 @@ def test_a_two_node_job_from_the_notebook_pods_kernel_and_its_board(release: Rel
         status = _job_status(release, job_id)
         assert status["state"] == "Succeeded", status
         spec = json.loads((release.home / "jobs" / job_id / "spec.json").read_text())
-        assert spec["engine"] == ENGINES[job_api], spec
+        assert spec["engine"] == job_api, spec
         group, version, plural = JOB_APIS[job_api]
         client.CustomObjectsApi(control_plane.api_client()).get_namespaced_custom_object(
             group, version, release.tenant.namespace, plural, job_id)
