@@ -43,7 +43,7 @@ from oauthenticator.generic import GenericOAuthenticator
 from tornado import web
 from traitlets import Bool, List, Unicode, default
 
-from hub_config.policy import no_tenant_message, user_tenants
+from hub_config.spawn_policy import no_tenant_message, user_tenants
 from hub_config.tenancy import Tenancy
 from hub_config.tenants import FileCache, Tenants, TenantsFileError
 

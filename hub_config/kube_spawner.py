@@ -1,7 +1,7 @@
 """KubeSpawner for tenants: the notebook pod goes to the tenant's namespace, with the tenant's
 profiles and images only, the Pod Security `restricted` security context, and the environment the
-magic reads (`hub_config.policy.notebook_context`: tenant, limits, images, uid/gid, node selector,
-and the claim of the user's storage, which job pods mount too).
+magic reads (`hub_config.spawn_policy.notebook_context`: tenant, limits, images, uid/gid, node
+selector, and the claim of the user's storage, which job pods mount too).
 
 Each user's notebook runs as their own service account (`<service_account>-<user>`, made with
 its RoleBinding by the hub before the pod, `hub_config.cluster_policy.identities`), so the
@@ -30,7 +30,7 @@ from tornado import web
 from traitlets import Integer, Unicode, default, validate
 
 from hub_config.cluster_policy.identities import user_identity, user_service_account
-from hub_config.policy import Choice, SpawnRefused, choose, notebook_context, profile_slug
+from hub_config.spawn_policy import Choice, SpawnRefused, choose, notebook_context, profile_slug
 from hub_config.tenant_spawner import TenantSpawnerMixin, http_error
 from hub_config.tenants import Tenant, parse_quantity
 from workbench_contract import labels
@@ -209,7 +209,7 @@ def token_secret(name: str, namespace: str, token: str, owner_labels: Mapping[st
 
 
 def form_options_to_policy(options: dict[str, Any]) -> dict[str, Any]:
-    """Turn KubeSpawner form keys into the spawn options `policy.choose` understands.
+    """Turn KubeSpawner form keys into the spawn options `spawn_policy.choose` understands.
 
     KubeSpawner's form handler stores the image choice as `image` already; a free-text
     `image--unlisted-choice` is passed on as `image` so the allowlist refuses it by name.

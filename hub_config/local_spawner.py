@@ -41,7 +41,7 @@ from hub_config.accounts import (
     python_paths,
 )
 from hub_config.local_limits import Limits, ServerCgroup, unavailable
-from hub_config.policy import Choice, SpawnRefused, choose, notebook_context, profile_slug
+from hub_config.spawn_policy import Choice, SpawnRefused, choose, notebook_context, profile_slug
 from hub_config.tenant_spawner import TenantSpawnerMixin, http_error
 from hub_config.tenants import Tenant, parse_quantity
 

@@ -1,4 +1,4 @@
-"""Tenancy policy, as pure functions: which tenant a user is in, which profile and image a spawn
+"""The spawn policy, as pure functions: which tenant a user is in, which profile and image a spawn
 request may use, and what a notebook server is told (`notebook_context`, whose `to_env()` is the
 server's environment; `workbench_contract.environment` reads it back on the notebook side).
 
@@ -41,10 +41,6 @@ class SpawnRefused(Exception):
         self.message = message
 
 
-# The magic's engine (its `launcher_magic.engines` entry point) for each tenant `job_api`.
-CLUSTER_ENGINES = {"trainjob": "trainjob", "paddlejob": "kubernetes"}
-
-
 @dataclass(frozen=True)
 class Choice:
     """What a permitted spawn runs with."""
@@ -59,8 +55,9 @@ class Choice:
 
     @property
     def cluster_engine(self) -> str:
-        """The job engine a notebook of this tenant uses in a cluster."""
-        return CLUSTER_ENGINES[self.tenant.job_api]
+        """The job engine a notebook of this tenant uses in a cluster: the engine of the
+        tenant's job kind, which goes by the kind's name (`workbench_contract.jobkinds`)."""
+        return self.tenant.job_api
 
 
 def profile_slug(tenant: Tenant, profile: Profile) -> str:

@@ -2,15 +2,15 @@
 decision that come from the hub rather than from the request (the tenants, the user's groups).
 
 `TenantKubeSpawner` (a cluster) and `TenantLocalSpawner` (one machine) both decide every spawn with
-`hub_config.policy.choose(self.tenants(), user, self.group_names(), options)`, and both give the
-server `hub_config.policy.notebook_context(...).to_env()`.
+`hub_config.spawn_policy.choose(self.tenants(), user, self.group_names(), options)`, and both
+give the server `hub_config.spawn_policy.notebook_context(...).to_env()`.
 """
 
 from __future__ import annotations
 
 from tornado import web
 
-from hub_config.policy import SpawnRefused
+from hub_config.spawn_policy import SpawnRefused
 from hub_config.tenancy import Tenancy
 
 

@@ -419,7 +419,8 @@ def _check_gpus_within_quota(profiles: Sequence[Profile], job_limits: JobLimits,
 
 @dataclass(frozen=True)
 class Tenants:
-    """All tenants of one file, in file order (the order decides ties; see `policy`)."""
+    """All tenants of one file, in file order (the order decides ties; see
+    `hub_config.spawn_policy`)."""
 
     tenants: tuple[Tenant, ...]
     source: str = field(default="<tenants>", compare=False)

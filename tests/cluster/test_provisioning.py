@@ -216,7 +216,7 @@ def _render_notebook_pods(tenants_file: Path, tenant, monkeypatch, tmp_path) -> 
     from kubernetes_asyncio.client import ApiClient
 
     from hub_config.kube_spawner import TenantKubeSpawner
-    from hub_config.policy import profile_slug
+    from hub_config.spawn_policy import profile_slug
 
     offline = tmp_path / "offline.kubeconfig"
     offline.write_text(OFFLINE_KUBECONFIG)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from hub_config.policy import profile_slug
+from hub_config.spawn_policy import profile_slug
 from hub_config.tenants import Profile, Tenant, Tenants
 
 if TYPE_CHECKING:

@@ -22,7 +22,7 @@ from hub_config.kube_spawner import (  # noqa: E402
     hub_token_from_secret,
     token_secret,
 )
-from hub_config.policy import profile_slug  # noqa: E402
+from hub_config.spawn_policy import profile_slug  # noqa: E402
 from hub_config.tenants import load_tenants, parse_quantity  # noqa: E402
 from workbench_contract import environment as names  # noqa: E402
 from workbench_contract import labels  # noqa: E402
@@ -86,8 +86,8 @@ def test_pod_manifest_per_tenant_and_profile(tenant, profile):
     env = container_env(pod)
     assert env[names.TENANT] == tenant.name
     assert env[names.NAMESPACE] == tenant.namespace
-    # The tenant's job API picks the engine: TrainJob (Trainer v2) unless it says paddlejob.
-    assert env[names.ENGINE] == {"trainjob": "trainjob", "paddlejob": "kubernetes"}[tenant.job_api]
+    # The tenant's job kind picks the engine, which goes by the kind's name.
+    assert env[names.ENGINE] == tenant.job_api
     assert env[names.IMAGE] == container["image"]
     assert env[names.MAX_NODES] == str(tenant.job_limits.max_nodes)
 

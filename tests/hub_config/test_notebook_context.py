@@ -74,7 +74,7 @@ def test_notebook_reads_back_what_the_hub_decided(tenant_name, profile_name, uid
     profile = tenant.profile(profile_name)
     env = notebook_env(tenant, "ada", uid=uid, gid=gid, profile=profile_name, **settings)
     expected = NotebookContext(
-        engine="trainjob" if tenant.job_api == "trainjob" else "kubernetes",
+        engine=tenant.job_api,  # the engine of the tenant's job kind goes by its name
         user="ada",
         tenant=tenant.name,
         namespace=tenant.namespace,
@@ -187,12 +187,17 @@ def test_kube_literal_survives_kubespawner_expansion():
     assert {k: v.format(username="u") for k, v in kube_literal(raw).items()} == raw
 
 
-def test_every_engine_the_hub_names_is_one_the_notebook_has():
-    """The hub names the magic's engine by its entry point; each one it can name must exist."""
-    from importlib.metadata import entry_points
+@pytest.mark.parametrize("job_api", ["trainjob", "paddlejob"])
+def test_every_engine_the_hub_names_is_a_registered_job_kind(job_api):
+    """The hub names a notebook's cluster engine by its tenant's job kind
+    (`workbench_contract.jobkinds`, where both sides find the kind); each one it can name must
+    be registered."""
+    import dataclasses
 
-    from hub_config.policy import CLUSTER_ENGINES
+    from hub_config.spawn_policy import choose
+    from workbench_contract.jobkinds import job_kinds
 
-    registered = {e.name for e in entry_points(group="launcher_magic.engines")}
-    assert set(CLUSTER_ENGINES.values()) <= registered, registered
-    assert set(CLUSTER_ENGINES) == {"trainjob", "paddlejob"}
+    tenant = dataclasses.replace(TENANTS.tenants[0], job_api=job_api)
+    choice = choose(type(TENANTS)(tenants=(tenant,)), "ada", tenant.groups, None)
+    assert choice.cluster_engine == job_api
+    assert job_kinds()[choice.cluster_engine].name == job_api

@@ -1,5 +1,5 @@
-"""Tenancy policy as data: tenant choice, image allowlist, spawn options and what a notebook is
-told (the notebook context)."""
+"""The spawn policy (hub_config.spawn_policy) as data: tenant choice, image allowlist, spawn
+options and what a notebook is told (the notebook context)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from hub_config.policy import SpawnRefused, choose, notebook_context
 from hub_config.services.idle_culler import NEVER, culler_services
+from hub_config.spawn_policy import SpawnRefused, choose, notebook_context
 from hub_config.tenants import Tenants, load_tenants
 from workbench_contract import environment as names
 
@@ -66,9 +66,9 @@ CONTEXTS = [
       "limits": names.Limits(max_nodes=2, max_gpus_per_node=0, max_runtime_seconds=3600),
       "node_selector": {}, "storage": None, "uid": None, "gid": None}),
     ("kube-vision-gpu", ["vision-team"], "vision--gpu-small",
-     {"engine": "kubernetes", "jobs_dir": "/home/jovyan/jobs", "uid": 2345, "gid": 100,
+     {"engine": "trainjob", "jobs_dir": "/home/jovyan/jobs", "uid": 2345, "gid": 100,
       "storage": names.Storage("claim-ann", "/home/jovyan")},
-     {"tenant": "vision", "namespace": "wb-vision", "engine": "kubernetes",
+     {"tenant": "vision", "namespace": "wb-vision", "engine": "trainjob",
       "limits": names.Limits(max_nodes=4, max_gpus_per_node=8, max_runtime_seconds=86400),
       "node_selector": {"nvidia.com/gpu.product": "NVIDIA-H100"}, "uid": 2345, "gid": 100,
       "storage": names.Storage("claim-ann", "/home/jovyan")}),
