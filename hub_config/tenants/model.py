@@ -14,15 +14,20 @@ from typing import Any
 
 from hub_config.tenants import fields as f
 from hub_config.tenants.fields import Where
-from workbench_contract import resources
+from workbench_contract import jobkinds, resources
 
 DEFAULT_SERVICE_ACCOUNT = "notebook"
-# How a tenant's distributed jobs reach the cluster: a Kubeflow Trainer v2 TrainJob on the
-# workbench's Paddle runtime, or a training-operator v1 PaddleJob where only that is installed.
-# The value is also the name of the notebook-side engine that submits them.
-JOB_APIS = ("trainjob", "paddlejob")
-DEFAULT_JOB_API = "trainjob"
+# How a tenant's distributed jobs reach the cluster: the name of a registered job kind
+# (`workbench_contract.jobkinds`: a Kubeflow Trainer v2 TrainJob on the workbench's Paddle
+# runtime, or a training-operator v1 PaddleJob where only that is installed). The value is also
+# the name of the notebook-side engine that submits them.
+DEFAULT_JOB_API = jobkinds.DEFAULT
 DEFAULT_COHORT = "workbench"
+
+
+def job_api_names() -> tuple[str, ...]:
+    """The values `job_api` accepts: the registered job kinds' names, in name order."""
+    return tuple(jobkinds.job_kinds())
 
 
 @dataclass(frozen=True)
@@ -320,10 +325,11 @@ class Tenant:
     idle: IdlePolicy = field(default_factory=IdlePolicy)
     admin_groups: tuple[str, ...] = ()
     service_account: str = DEFAULT_SERVICE_ACCOUNT
-    # `trainjob` (default) or `paddlejob`: the job API, and the engine that submits to it.
+    # A registered job kind (`trainjob` by default, or `paddlejob`): the job API, and the
+    # engine that submits to it.
     job_api: str = DEFAULT_JOB_API
-    # Kueue queueing of the tenant's TrainJobs (None: not queued; jobs that do not fit the
-    # quota are refused).
+    # Kueue queueing of the tenant's jobs, for a kind Kueue admits (None: not queued; jobs
+    # that do not fit the quota are refused).
     queue: QueuePolicy | None = None
 
     @classmethod
@@ -364,7 +370,7 @@ class Tenant:
             job_limits=job_limits,
             idle=IdlePolicy.from_dict(data.get("idle") or {}, where.child("idle"), strict),
             job_api=f.choice(data.get("job_api", DEFAULT_JOB_API), where.child("job_api"),
-                             JOB_APIS),
+                             job_api_names()),
             queue=_queue(data, where, strict),
         )
 
@@ -390,9 +396,14 @@ def _queue(data: Mapping[str, Any], where: Where, strict: bool) -> QueuePolicy |
     if "queue" not in data or data["queue"] is False:
         return None
     policy = QueuePolicy.from_dict(data["queue"], where.child("queue"), strict)
-    if data.get("job_api", DEFAULT_JOB_API) != "trainjob":
-        raise where.child("queue").error(
-            "queues TrainJobs only; set job_api: trainjob or remove the queue")
+    kinds = jobkinds.job_kinds()
+    job_api = data.get("job_api", DEFAULT_JOB_API)
+    # `job_api` itself is checked by the caller; an unknown one is its error, not this one's.
+    if job_api in kinds and not kinds[job_api].queued:
+        queued = [name for name, kind in kinds.items() if kind.queued]
+        fix = (f"set job_api to a kind that is ({', '.join(queued)}) or remove the queue"
+               if queued else "no registered kind is; remove the queue")
+        raise where.child("queue").error(f"job_api {job_api} is not queued by Kueue; {fix}")
     return policy
 
 

@@ -191,13 +191,16 @@ def test_kube_literal_survives_kubespawner_expansion():
 def test_every_engine_the_hub_names_is_a_registered_job_kind(job_api):
     """The hub names a notebook's cluster engine by its tenant's job kind
     (`workbench_contract.jobkinds`, where both sides find the kind); each one it can name must
-    be registered."""
+    be registered, and the tenants file accepts exactly the registered kinds."""
     import dataclasses
 
     from hub_config.spawn_policy import choose
+    from hub_config.tenants import Tenants
+    from hub_config.tenants.model import job_api_names
     from workbench_contract.jobkinds import job_kinds
 
+    assert job_api_names() == tuple(job_kinds())
     tenant = dataclasses.replace(TENANTS.tenants[0], job_api=job_api)
-    choice = choose(type(TENANTS)(tenants=(tenant,)), "ada", tenant.groups, None)
+    choice = choose(Tenants(tenants=(tenant,)), "ada", tenant.groups, None)
     assert choice.cluster_engine == job_api
     assert job_kinds()[choice.cluster_engine].name == job_api

@@ -107,6 +107,8 @@ MALFORMED = [
     ("job-gpus-over-quota", _mutate(f"{T}.job_limits.max_gpus_per_node", 16), "field 'job_limits.max_gpus_per_node': 16 exceeds the tenant's GPU quota of 8"),
     ("idle-negative", _mutate(f"{T}.idle.server_timeout", -5), "tenant 'vision', field 'idle.server_timeout': must be at least 0"),
     ("gpu-idle-percent", _mutate(f"{T}.idle.gpu", {"utilisation_below": 120, "for": 60}), "field 'idle.gpu.utilisation_below': is a percentage"),
+    ("job-api-unknown", _mutate(f"{T}.job_api", "mpijob"), "tenant 'vision', field 'job_api': must be one of paddlejob, trainjob, got 'mpijob'"),
+    ("queue-unqueued-kind", lambda: {"tenants": [{**good()["tenants"][0], "job_api": "paddlejob", "queue": {}}]}, "tenant 'vision', field 'queue': job_api paddlejob is not queued by Kueue; set job_api to a kind that is (trainjob) or remove the queue"),
     ("gpu-warn-after-stop", _mutate(f"{T}.idle.gpu", {"utilisation_below": 20, "for": 60, "warn_after": 90}), "field 'idle.gpu.warn_after': 90s is later than the stop"),
 ]
 
