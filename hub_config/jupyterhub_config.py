@@ -54,14 +54,14 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_TENANTS = Path(__file__).resolve().parent / "tenants.example.yaml"
 
 
-class HubSettingsError(ValueError):
+class HubConfigError(ValueError):
     """A WORKBENCH_* setting is missing or wrong; the message names the variable."""
 
 
 def _require(env: Mapping[str, str], name: str) -> str:
     value = env.get(name, "").strip()
     if not value:
-        raise HubSettingsError(f"{name} is not set; set it to use WORKBENCH_AUTH=oidc")
+        raise HubConfigError(f"{name} is not set; set it to use WORKBENCH_AUTH=oidc")
     return value
 
 
@@ -74,7 +74,7 @@ def _require_crypt_key(env: Mapping[str, str]) -> None:
     message that does not say why the workbench needs the key.
     """
     if not env.get("JUPYTERHUB_CRYPT_KEY", "").strip():
-        raise HubSettingsError(
+        raise HubConfigError(
             "JUPYTERHUB_CRYPT_KEY is not set; WORKBENCH_AUTH=oidc keeps each user's tokens, "
             "encrypted with it, to refresh their groups from the identity provider before every "
             "spawn. Set it to 32 random bytes, hex-encoded (`openssl rand -hex 32`), and keep it: "
@@ -91,7 +91,7 @@ def proxy_command(env: Mapping[str, str]) -> str:
         return str(local)
     found = shutil.which("configurable-http-proxy")
     if not found:
-        raise HubSettingsError(
+        raise HubConfigError(
             "configurable-http-proxy not found; run `make setup` (npm ci) or set "
             "WORKBENCH_PROXY_COMMAND"
         )
@@ -105,7 +105,7 @@ def oidc_endpoints(issuer: str) -> dict[str, str]:
         with urllib.request.urlopen(url, timeout=10) as response:
             doc = json.load(response)
     except (OSError, ValueError) as err:
-        raise HubSettingsError(
+        raise HubConfigError(
             f"cannot read {url} ({err}); check WORKBENCH_OIDC_ISSUER and that the provider is up"
         ) from None
     try:
@@ -115,14 +115,14 @@ def oidc_endpoints(issuer: str) -> dict[str, str]:
             "userdata_url": doc["userinfo_endpoint"],
         }
     except KeyError as err:
-        raise HubSettingsError(f"{url} lacks {err.args[0]}; is this an OIDC issuer?") from None
+        raise HubConfigError(f"{url} lacks {err.args[0]}; is this an OIDC issuer?") from None
 
 
 def _tenants_file(env: Mapping[str, str], default: str) -> str:
     tenants_file = env.get("WORKBENCH_TENANTS_FILE") or default
     if not Path(tenants_file).is_file():
         # Never the shipped example: its admin groups would be real in this hub.
-        raise HubSettingsError(
+        raise HubConfigError(
             f"no tenants file at {tenants_file}: set WORKBENCH_TENANTS_FILE or write the file "
             f"(start from {EXAMPLE_TENANTS})"
         )
@@ -164,7 +164,7 @@ def _configure_auth(c: Any, env: Mapping[str, str], bind_url: str | None,
         oidc.username_claim = env.get("WORKBENCH_OIDC_USERNAME_CLAIM") or "sub"
         oidc.login_service = "your identity provider"
     else:
-        raise HubSettingsError(f"WORKBENCH_AUTH={auth!r}: use 'local' or 'oidc'")
+        raise HubConfigError(f"WORKBENCH_AUTH={auth!r}: use 'local' or 'oidc'")
     admin_groups = [g for g in (env.get("WORKBENCH_ADMIN_GROUPS") or "").split(",") if g]
     for cls in ("LocalGroupsAuthenticator", "TenantOAuthenticator"):
         c[cls].extra_admin_groups = admin_groups
@@ -221,7 +221,7 @@ def _load_extra(env: Mapping[str, str]) -> None:
     if extra:
         load_subconfig = globals().get("load_subconfig")
         if load_subconfig is None:
-            raise HubSettingsError("WORKBENCH_EXTRA_CONFIG works only when JupyterHub loads this file")
+            raise HubConfigError("WORKBENCH_EXTRA_CONFIG works only when JupyterHub loads this file")
         load_subconfig(extra)
 
 
@@ -269,7 +269,7 @@ def configure(c: Any, env: Mapping[str, str]) -> None:
     elif spawner == "kubernetes":
         c.JupyterHub.spawner_class = "hub_config.kube_spawner.TenantKubeSpawner"
     else:
-        raise HubSettingsError(f"WORKBENCH_SPAWNER={spawner!r}: use 'local' or 'kubernetes'")
+        raise HubConfigError(f"WORKBENCH_SPAWNER={spawner!r}: use 'local' or 'kubernetes'")
     _spawner_timeouts(c)
 
     services, roles = _roles_and_services(env, tenants, tenants_file)
@@ -302,13 +302,13 @@ def configure_in_cluster(c: Any, env: Mapping[str, str]) -> None:
     the users' storage (`c.KubeSpawner.volumes`, `pvc_name_template`); this adds the tenancy:
     the tenants file (WORKBENCH_TENANTS_FILE, required: the chart mounts it from a ConfigMap),
     the authenticator, TenantKubeSpawner, the tenant admins' roles and the cullers, after the
-    chart's own services and roles (the metrics reader's, say). Raises HubSettingsError naming
+    chart's own services and roles (the metrics reader's, say). Raises HubConfigError naming
     the setting to fix.
     """
     from hub_config.tenants import load_tenants
 
     if not env.get("WORKBENCH_TENANTS_FILE"):
-        raise HubSettingsError(
+        raise HubConfigError(
             "WORKBENCH_TENANTS_FILE is not set; point it at the tenants file mounted from the "
             "ConfigMap (hub.extraEnv in the Helm values)"
         )

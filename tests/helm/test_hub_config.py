@@ -166,7 +166,7 @@ def test_in_cluster_settings_name_what_is_missing(tmp_path, env: dict[str, str],
     base = {"WORKBENCH_TENANTS_FILE": str(EXAMPLE_TENANTS), "WORKBENCH_AUTH": "oidc",
             "WORKBENCH_OIDC_ISSUER": "http://127.0.0.1:9", "WORKBENCH_OIDC_CLIENT_ID": "hub",
             "WORKBENCH_OIDC_CLIENT_SECRET": "s", "JUPYTERHUB_CRYPT_KEY": "ab" * 32}
-    with pytest.raises(jupyterhub_config.HubSettingsError, match=message):
+    with pytest.raises(jupyterhub_config.HubConfigError, match=message):
         jupyterhub_config.configure_in_cluster(Config(), {**base, **env})
 
 

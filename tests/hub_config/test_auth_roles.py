@@ -161,7 +161,7 @@ def test_an_edit_that_changes_the_roles_is_reported_once_until_restart(tmp_path:
 
 def test_a_hub_without_a_tenants_file_refuses_to_start(tmp_path: Path) -> None:
     """Finding 8: no silent fallback to the shipped example, whose admin groups would be real."""
-    with pytest.raises(jupyterhub_config.HubSettingsError, match="no tenants file at .*"
+    with pytest.raises(jupyterhub_config.HubConfigError, match="no tenants file at .*"
                        "WORKBENCH_TENANTS_FILE") as err:
         jupyterhub_config.configure(Config(), {
             "WORKBENCH_STATE_DIR": str(tmp_path / "state"), "WORKBENCH_PROXY_COMMAND": "/bin/true"})

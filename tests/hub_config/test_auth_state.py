@@ -34,7 +34,7 @@ OIDC = {
 
 @pytest.mark.parametrize("key", ["", "   "], ids=["unset", "blank"])
 def test_oidc_without_a_crypt_key_names_the_variable(tmp_path: Path, key: str) -> None:
-    with pytest.raises(jupyterhub_config.HubSettingsError) as err:
+    with pytest.raises(jupyterhub_config.HubConfigError) as err:
         jupyterhub_config.configure(Config(), {**OIDC, "WORKBENCH_STATE_DIR": str(tmp_path),
                                                "JUPYTERHUB_CRYPT_KEY": key})
     assert "JUPYTERHUB_CRYPT_KEY is not set" in str(err.value)
@@ -42,7 +42,7 @@ def test_oidc_without_a_crypt_key_names_the_variable(tmp_path: Path, key: str) -
 
 
 def test_with_a_crypt_key_the_config_goes_on_to_the_provider(tmp_path: Path) -> None:
-    with pytest.raises(jupyterhub_config.HubSettingsError, match="WORKBENCH_OIDC_ISSUER"):
+    with pytest.raises(jupyterhub_config.HubConfigError, match="WORKBENCH_OIDC_ISSUER"):
         jupyterhub_config.configure(Config(), {**OIDC, "WORKBENCH_STATE_DIR": str(tmp_path),
                                                "JUPYTERHUB_CRYPT_KEY": "ab" * 32})
 
