@@ -33,6 +33,13 @@ FORBIDDEN = [
     ("hub_config.services", "hub_config.cli", "services run without the operator's CLI"),
     ("hub_config.services", "hub_config.kube_spawner", "services do not load the spawners"),
     ("hub_config.services", "hub_config.local_spawner", "services do not load the spawners"),
+    *((process, "hub_config.cli", "the hub's processes do not carry the operator's CLI")
+      for process in ("hub_config.kube_spawner", "hub_config.local_spawner",
+                      "hub_config.jupyterhub_config", "hub_config.auth")),
+    *(("hub_config.cluster_policy", module, "the cluster policy is pure data the CLI and the hub "
+       "both use; it reads tenants and the contract only")
+      for module in ("hub_config.cli", "hub_config.kube_spawner", "hub_config.local_spawner",
+                     "hub_config.auth", "hub_config.services", "hub_config.jupyterhub_config")),
 ]
 
 
@@ -100,7 +107,8 @@ def test_the_contract_imports_only_the_standard_library():
     ("hub_config.probe", "from launcher_magic.core import spec\n"),
     ("launcher_magic.core.probe", "from ..kernel import panel\n"),
     ("launcher_magic.engines.probe", "def later():\n    import launcher_magic.kernel.magics\n"),
-], ids=["absolute", "relative", "lazy"])
+    ("hub_config.cluster_policy.probe", "from hub_config.cli import CommandError\n"),
+], ids=["absolute", "relative", "lazy", "policy-to-cli"])
 def test_the_checker_catches_a_forbidden_import(tmp_path, module, code):
     """The rules are only worth something if a new bad import fails them."""
     probe = tmp_path / "probe.py"
