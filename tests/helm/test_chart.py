@@ -98,9 +98,10 @@ def test_images_are_the_workbench_images_by_digest(rendered: list[dict[str, Any]
 def test_without_the_images_file_no_real_image_is_named(helm_bin: Path) -> None:
     # The placeholders of workbench-values.yaml name no registry that could answer.
     objects = chart.render(helm_bin)
-    for _, spec in chart.pod_specs(objects):
-        for container in chart.containers(spec):
-            assert container["image"].startswith("set-by-image-values.invalid/")
+    images = [c["image"] for _, spec in chart.pod_specs(objects) for c in chart.containers(spec)]
+    assert len(images) >= 2, "no pod rendered: nothing was checked"  # the hub's and the proxy's
+    for image in images:
+        assert image.startswith("set-by-image-values.invalid/"), image
 
 
 @pytest.mark.parametrize("refs, message", [
@@ -186,7 +187,9 @@ def _secret_names(container: dict[str, Any]) -> list[str]:
 def test_no_secret_sits_in_an_env_value_or_argv(rendered: list[dict[str, Any]]) -> None:
     secrets = chart.secret_strings(rendered)
     assert secrets  # the chart's generated tokens: what must not leak
-    for where, spec in chart.pod_specs(rendered):
+    specs = chart.pod_specs(rendered)
+    assert specs, "no pod rendered: nothing was checked"
+    for where, spec in specs:
         for container in chart.containers(spec):
             plain = [e.get("value") or "" for e in container.get("env") or []]
             argv = [*(container.get("command") or []), *(container.get("args") or [])]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 import yaml
 
 from hub_config.cli import main as cli_main
+from hub_config.cluster_policy.admission import rules
 from hub_config.cluster_policy.apply import (
     ApplyError,
     ApplyResult,
@@ -32,12 +34,17 @@ from hub_config.cluster_policy.identities import (
 )
 from hub_config.cluster_policy.metadata import MANAGED_BY, MANAGED_BY_LABEL, ProvisioningError
 from hub_config.cluster_policy.network import METADATA_ADDRESS
-from hub_config.tenants import Quota, load_tenants
-from workbench_contract import labels
+from hub_config.cluster_policy.runtimes import restart_runtimes
+from hub_config.tenants import Quota, Tenants, TenantsFileError, load_tenants
+from workbench_contract import cluster, jobkinds, labels
+from workbench_contract.cluster import Api
+from workbench_contract.jobkinds import JobKind
 
 from .hub_env import OFFLINE_KUBECONFIG
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "hub_config" / "tenants.example.yaml"
+RUNTIME_FILE = (Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "trainer" /
+                "paddle-runtime.yaml")
 TENANTS = load_tenants(EXAMPLE)
 VISION = TENANTS.get("vision")
 KUBERNETES_VERSION = "1.30.0"
@@ -196,6 +203,89 @@ def test_notebook_role_reaches_jobs_pods_logs_events_quota_and_writes_secrets_on
     assert not any(rule.get("resourceNames") for rule in notebook_role_rules())
 
 
+def test_the_notebook_roles_job_rules_for_the_built_in_kinds_are_exactly_these():
+    """Derived from the registered kinds, the Role grants what the two engines need, no more."""
+    jobs = ["create", "get", "list", "watch", "delete"]
+    assert notebook_role_rules()[:5] == [
+        {"apiGroups": ["kubeflow.org"], "resources": ["paddlejobs"], "verbs": jobs},
+        {"apiGroups": ["trainer.kubeflow.org"], "resources": ["trainjobs"], "verbs": jobs},
+        {"apiGroups": ["jobset.x-k8s.io"], "resources": ["jobsets"], "verbs": ["get", "list"]},
+        {"apiGroups": ["kueue.x-k8s.io"], "resources": ["localqueues", "workloads"],
+         "verbs": ["get", "list"]},
+        {"apiGroups": ["visibility.kueue.x-k8s.io"],
+         "resources": ["localqueues/pendingworkloads"], "verbs": ["get"]},
+    ]
+
+
+# A job kind registered by a test (`new_kind`): everything the hub gives a kind follows from it.
+MPIJOB_API = Api("kubeflow.org", "v2beta1", "mpijobs", "MPIJob")
+MPIJOB = JobKind(name="mpijob", api=MPIJOB_API, adapter="not.loaded.here:Adapter",
+                 admission=f"{__name__}:mpijob_policies", reads=(cluster.JOBSET,))
+
+
+def mpijob_policies(tenant, *, default_cpu, default_memory, priority_classes=()):
+    """The test kind's admission builder: one policy with one rule."""
+    return [rules.policy(tenant, "mpijobs", MPIJOB_API, [], [rules.only_users_rule(tenant)],
+                         deletes=True)]
+
+
+@pytest.fixture
+def new_kind(monkeypatch):
+    """`MPIJOB` registered beside the built-in kinds, by entry point as a package would."""
+    registered = jobkinds.entry_points
+
+    def entry_points(group):
+        return [*registered(group=group),
+                importlib.metadata.EntryPoint("mpijob", f"{__name__}:MPIJOB", group)]
+
+    monkeypatch.setattr(jobkinds, "entry_points", entry_points)
+    return MPIJOB
+
+
+def test_a_new_job_kind_needs_no_edit_of_the_policy(new_kind):
+    assert list(jobkinds.job_kinds()) == ["mpijob", "paddlejob", "trainjob"]
+    rules_ = notebook_role_rules()
+    assert {"apiGroups": ["kubeflow.org"], "resources": ["mpijobs"],
+            "verbs": ["create", "get", "list", "watch", "delete"]} in rules_
+    # What two kinds read is granted once.
+    assert sum(rule["resources"] == ["jobsets"] for rule in rules_) == 1
+    assert resource_quota(VISION)["spec"]["hard"]["count/mpijobs.kubeflow.org"] == str(
+        VISION.quota.jobs)
+    (policy,) = [o for o in namespace_bundle(VISION) if o["kind"] == "ValidatingAdmissionPolicy"
+                 and o["metadata"]["name"] == "workbench-vision-mpijobs"]
+    assert policy["metadata"]["labels"][MANAGED_BY_LABEL] == MANAGED_BY
+    assert policy["spec"]["matchConstraints"]["resourceRules"][0]["resources"] == ["mpijobs"]
+    # The tenants file takes the kind's name; a queue still needs a kind Kueue admits.
+    data = yaml.safe_load(EXAMPLE.read_text())
+    data["tenants"][0]["job_api"] = "mpijob"
+    assert Tenants.from_dict(data).tenants[0].job_api == "mpijob"
+    data["tenants"][0]["queue"] = {"cohort": "shared"}
+    with pytest.raises(TenantsFileError, match="job_api mpijob is not queued by Kueue; set "
+                       r"job_api to a kind that is \(trainjob\) or remove the queue"):
+        Tenants.from_dict(data)
+
+
+def test_the_runtime_copies_are_the_runtimes_a_trainjob_may_name():
+    """`restart_runtimes` makes one copy per restart limit, differing only there; the TrainJob
+    policy admits the shipped runtime and exactly those copies."""
+    base = yaml.safe_load(RUNTIME_FILE.read_text())
+    copies = restart_runtimes(base)
+    assert (base["metadata"]["name"], *(r["metadata"]["name"] for r in copies)) == (
+        cluster.runtime_names())
+    shipped = base["spec"]["template"]["spec"]["failurePolicy"]["maxRestarts"]
+    for count, runtime in enumerate(copies):
+        assert runtime["spec"]["template"]["spec"]["failurePolicy"]["maxRestarts"] == count
+        runtime["metadata"]["name"] = base["metadata"]["name"]
+        runtime["spec"]["template"]["spec"]["failurePolicy"]["maxRestarts"] = shipped
+        assert runtime == base
+    policy = one(namespace_bundle(VISION), "ValidatingAdmissionPolicy",
+                 "workbench-vision-trainjobs")
+    (runtime_rule,) = [v for v in policy["spec"]["validations"]
+                       if v["message"].startswith("workbench rule runtime:")]
+    names = json.dumps(list(cluster.runtime_names()))  # a CEL list reads as JSON
+    assert f"object.spec.runtimeRef.name in {names} &&" in runtime_rule["expression"]
+
+
 def test_hub_role_is_what_kubespawner_needs_and_reads_no_secret():
     rules = hub_role_rules()
     grants = _grants(rules)
@@ -333,16 +423,17 @@ def test_notebooks_reach_the_api_server_only_where_the_operator_says():
             assert all("ipBlock" not in peer for peer in egress["to"]), name
 
 
-def test_no_egress_rule_reaches_the_cloud_metadata_address():
-    for cidrs in (("169.254.0.0/16",), ("169.254.0.0/16", "10.0.0.1/32")):
-        for name, spec in _policies(VISION, api_server_cidrs=cidrs).items():
-            for rule in spec.get("egress", []):
-                for peer in rule.get("to", []):
-                    block = peer.get("ipBlock")
-                    if block and block["cidr"] in ("0.0.0.0/0", "169.254.0.0/16"):
-                        assert block["except"] == [METADATA_ADDRESS], name
-                    elif block:
-                        assert "except" not in block  # an except outside the cidr is invalid
+@pytest.mark.parametrize("cidrs, blocks", [
+    (("169.254.0.0/16",), [{"cidr": "169.254.0.0/16", "except": [METADATA_ADDRESS]}]),
+    # An except outside its cidr is invalid, so a block without the address has none.
+    (("169.254.0.0/16", "10.0.0.1/32"),
+     [{"cidr": "169.254.0.0/16", "except": [METADATA_ADDRESS]}, {"cidr": "10.0.0.1/32"}]),
+], ids=["link-local", "link-local-and-host"])
+def test_no_egress_rule_reaches_the_cloud_metadata_address(cidrs, blocks):
+    found = [peer["ipBlock"] for spec in _policies(VISION, api_server_cidrs=cidrs).values()
+             for rule in spec.get("egress", []) for peer in rule.get("to", [])
+             if "ipBlock" in peer]
+    assert found == blocks
 
 
 @pytest.mark.parametrize("kwargs, fix", [
