@@ -1,8 +1,10 @@
-"""The import graph runs one way: hub -> contract <- notebook side, and layers inside each side.
+"""The import graph runs one way: hub -> contract <- notebook side, layers inside each side, and
+no circle between files.
 
 Every import statement of the project's packages is read with `ast` (module-level and inside
-functions alike, since a lazy import is still a dependency) and checked against the rules below;
-a test fails naming the file, the line and the rule it breaks.
+functions alike, since a lazy import is still a dependency) and checked against the rules below
+(docs/architecture.md states them); a test fails naming the file, the line and the rule it
+breaks, or the files that import each other round a circle.
 """
 
 from __future__ import annotations
@@ -88,6 +90,81 @@ def _violations(rules, sources) -> list[str]:
                         and not _within(importer, target):
                     found.append(f"{path.name}:{line} ({importer}) imports {imported}: {why}")
     return sorted(set(found))
+
+
+def _file_imports(path: Path, module: str, modules: set[str]) -> set[str]:
+    """The project modules (files) `module` imports. `from pkg import x` reaches x's file where
+    x is a module, else pkg's `__init__`; `import a.b.c` the longest of a.b.c, a.b, a that is
+    a module of the project."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    wanted = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            wanted += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join([*parent, base] if base else parent)
+            wanted += [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base
+                       for a in node.names]
+    found = set()
+    for name in wanted:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        if name and name != module:
+            found.add(name)
+    return found
+
+
+def _circles(sources) -> list[list[str]]:
+    """Every set of files that import each other round a circle (Tarjan's strongly connected
+    components of the file graph), each sorted."""
+    sources = list(sources)
+    modules = {module for _, module in sources}
+    graph = {module: _file_imports(path, module, modules) for path, module in sources}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    circles = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for other in graph[node]:
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = []
+            while not component or component[-1] != node:
+                component.append(stack.pop())
+            if len(component) > 1:
+                circles.append(sorted(component))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return sorted(circles)
+
+
+def test_no_import_circle_between_files():
+    assert _circles(_sources()) == []
+
+
+def test_the_checker_catches_a_circle(tmp_path):
+    """Two files that import each other (one of them lazily) are a circle, as
+    `engines/local/supervisor.py` and `warm.py` were."""
+    first, second = tmp_path / "first.py", tmp_path / "second.py"
+    first.write_text("from launcher_magic.engines.local.second import start\n")
+    second.write_text("def start():\n    from launcher_magic.engines.local import first\n")
+    probes = [(first, "launcher_magic.engines.local.first"),
+              (second, "launcher_magic.engines.local.second")]
+    assert _circles([*_sources(), *probes]) == [[p for _, p in probes]]
+    assert _circles([*_sources(), probes[0]]) == []
 
 
 def test_no_forbidden_import():
