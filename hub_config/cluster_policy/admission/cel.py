@@ -7,7 +7,6 @@ Secrets, and the variables each policy starts with (who asks, whose it is, the u
 The rules made of them are in `rules`. Pure: strings in, strings out.
 """
 
-
 from __future__ import annotations
 
 import json
