@@ -108,7 +108,7 @@ def tenant_overrides(choice: Choice, user: str) -> dict[str, Any]:
     gpus = {GPU_RESOURCE: str(profile.gpus)} if profile.gpus else {}
     return {
         "namespace": tenant.namespace,
-        # The user's own account: the magic's kubernetes engine creates PaddleJobs with its
+        # The user's own account: the magic's cluster engine creates jobs with its
         # token, and the API server's policies know whose jobs they are by it.
         "service_account": user_service_account(tenant, user),
         "automount_service_account_token": True,

@@ -56,7 +56,7 @@ def _common(parser) -> None:
                         help="the hub's service account in that namespace (default: hub)")
     parser.add_argument("--api-server-cidr", action="append", metavar="CIDR",
                         help="the API server's address, where notebooks may reach it on ports "
-                             "443/6443 (repeatable; default: nowhere, and the kubernetes engine "
+                             "443/6443 (repeatable; default: nowhere, and the cluster engines "
                              "cannot submit jobs until it is named)")
 
 

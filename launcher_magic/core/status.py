@@ -47,6 +47,13 @@ def _from_known(cls, data: Mapping):
     return {k: v for k, v in data.items() if k in known}
 
 
+def _with_rank_state(cls, data: Mapping) -> dict:
+    """The fields of `cls` in `data`, its `state` a RankState (Pending when absent)."""
+    values = _from_known(cls, data)
+    values["state"] = RankState(values.get("state", RankState.PENDING))
+    return values
+
+
 @dataclass(frozen=True)
 class RankStatus:
     """One training process: global rank, the node it runs on, its state and exit code."""
@@ -60,9 +67,7 @@ class RankStatus:
 
     @classmethod
     def from_dict(cls, data: Mapping) -> RankStatus:
-        values = _from_known(cls, data)
-        values["state"] = RankState(values.get("state", RankState.PENDING))
-        return cls(**values)
+        return cls(**_with_rank_state(cls, data))
 
 
 @dataclass(frozen=True)
@@ -76,9 +81,7 @@ class NodeStatus:
 
     @classmethod
     def from_dict(cls, data: Mapping) -> NodeStatus:
-        values = _from_known(cls, data)
-        values["state"] = RankState(values.get("state", RankState.PENDING))
-        return cls(**values)
+        return cls(**_with_rank_state(cls, data))
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@
 
 They are `paddle-runtime.yaml` (runtime `paddle-workbench`, 3 restarts) and one copy of it per
 `--max-restarts` value, `paddle-workbench-restarts-0` .. `-10`, that differs only in its JobSet's
-`failurePolicy.maxRestarts`: the trainjob engine names the copy of each job's `--max-restarts`
+`failurePolicy.maxRestarts`: the cluster engine names the copy of each job's `--max-restarts`
 (JobSet's restart limit is immutable and a TrainJob cannot patch it). Needs the workbench's
 Python package (`pip install .` of this repository).
 """

@@ -91,15 +91,11 @@ class ClusterEngine(Engine):
     request_timeout = Float(
         30.0, help="Seconds one request to the API server may take before it counts as failed."
     ).tag(config=True)
-    watch = Bool(
-        True, help="Follow jobs through watches shared per namespace (one stream per kind for all "
-        "of this kernel's jobs) and logs through one follow stream per rank shown. False: ask "
-        "the API server at every refresh."
-    ).tag(config=True)
-    watch_seconds = Int(
-        300, help="Seconds the API server keeps one watch open before the engine resumes it "
-        "(each resume is one request)."
-    ).tag(config=True)
+    watch = Bool(True, help="Follow jobs through watches shared per namespace (one stream per "
+                 "kind for all of this kernel's jobs) and logs through one follow stream per "
+                 "rank shown. False: ask the API server at every refresh.").tag(config=True)
+    watch_seconds = Int(300, help="Seconds the API server keeps one watch open before the "
+                        "engine resumes it (each resume is one request).").tag(config=True)
     log_idle_seconds = Float(
         30.0, help="Seconds a rank's log stream stays open after the panel last showed it."
     ).tag(config=True)

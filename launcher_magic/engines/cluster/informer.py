@@ -52,6 +52,17 @@ def _stop_all() -> None:
     for running in list(_RUNNING):
         running.stop()
 
+def _close(running, response) -> None:
+    """Mark a stream follower (an informer or a log tail) stopped and shut its open stream."""
+    _RUNNING.discard(running)
+    running._stopped.set()
+    if response is not None:
+        try:
+            response.shutdown()
+        except Exception:  # noqa: BLE001 - closing a stream that may be half gone
+            pass
+
+
 Lister = Callable[..., Any]  # a kubernetes client list method, namespace (and kind) bound
 
 
@@ -211,14 +222,7 @@ class SharedInformer:
 
     def stop(self) -> None:
         """End the watch now; the cache stays readable as it was."""
-        _RUNNING.discard(self)
-        self._stopped.set()
-        response = self._response
-        if response is not None:
-            try:
-                response.shutdown()
-            except Exception:  # noqa: BLE001 - closing a stream that may be half gone
-                pass
+        _close(self, self._response)
         with self._cond:
             self._cond.notify_all()
         if self._thread is not None and self._thread is not threading.current_thread():
@@ -420,14 +424,7 @@ class LogTail:
 
     def stop(self) -> None:
         """Close the stream now; the lines kept stay readable."""
-        _RUNNING.discard(self)
-        self._stopped.set()
-        response = self._response
-        if response is not None:
-            try:
-                response.shutdown()
-            except Exception:  # noqa: BLE001 - closing a stream that may be half gone
-                pass
+        _close(self, self._response)
 
     def _idle(self) -> bool:
         return time.monotonic() - self._asked > self.idle_seconds

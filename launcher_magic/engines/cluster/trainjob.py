@@ -34,18 +34,9 @@ from launcher_magic.core.jobdir import JobDir
 from launcher_magic.core.spec import JobSpec, SpecError
 from launcher_magic.core.status import JobState, JobStatus, NodeStatus, RankState
 from launcher_magic.engines.base import UsageRecord
+from launcher_magic.engines.cluster import objects
 from launcher_magic.engines.cluster.adapter import JobKindAdapter, Observed
-from launcher_magic.engines.cluster.objects import (
-    ClusterSettings,
-    container_resources,
-    env_entries,
-    job_labels,
-    node_state,
-    pod_placement,
-    ranks_of,
-    storage_volume,
-    timestamp,
-)
+from launcher_magic.engines.cluster.objects import ClusterSettings, timestamp
 from workbench_contract import environment as wbenv
 from workbench_contract.cluster import (
     COMPLETION_INDEX_LABEL,
@@ -93,17 +84,17 @@ def trainer_env(spec: JobSpec, job: JobDir) -> list[dict[str, Any]]:
     """The TrainJob's environment: the job contract's variables but the runtime's own; the
     user's `--env` values are read from the job's Secret, never written into the TrainJob."""
     env = job_environment(spec, job, master="")
-    return env_entries(spec, {k: v for k, v in env.items() if k not in RUNTIME_ENV})
+    return objects.env_entries(spec, {k: v for k, v in env.items() if k not in RUNTIME_ENV})
 
 
 def pod_patch(spec: JobSpec, cluster: ClusterSettings) -> dict[str, Any]:
     """The pod template patch: the user's identity, storage and placement."""
     pod_security, container_security = restricted_security_contexts(cluster.uid, cluster.gid)
-    mounts, volumes = storage_volume(cluster.storage)
+    mounts, volumes = objects.storage_volume(cluster.storage)
     container: dict[str, Any] = {"name": CONTAINER, "securityContext": container_security,
                                  **({"volumeMounts": mounts} if mounts else {})}
     return {"securityContext": pod_security, "containers": [container],
-            **({"volumes": volumes} if volumes else {}), **pod_placement(spec, cluster)}
+            **({"volumes": volumes} if volumes else {}), **objects.pod_placement(spec, cluster)}
 
 
 def build_trainjob(spec: JobSpec, job: JobDir, cluster: ClusterSettings, queue: str = "",
@@ -113,7 +104,7 @@ def build_trainjob(spec: JobSpec, job: JobDir, cluster: ClusterSettings, queue: 
     `queue` is the tenant's Kueue LocalQueue ("": not queued); `runtime` the base name of the
     ClusterTrainingRuntimes: the TrainJob names the copy for the spec's `max_restarts`.
     """
-    labels = job_labels(spec)
+    labels = objects.job_labels(spec)
     pod_metadata: dict[str, Any] = {"labels": dict(labels)}
     if cluster.pod_annotations:
         pod_metadata["annotations"] = dict(cluster.pod_annotations)
@@ -121,7 +112,7 @@ def build_trainjob(spec: JobSpec, job: JobDir, cluster: ClusterSettings, queue: 
         "image": cluster.image, "numNodes": spec.nodes, "args": launcher_args(spec, job),
         "env": trainer_env(spec, job),
     }
-    resources = container_resources(spec)
+    resources = objects.container_resources(spec)
     if resources:
         trainer["resourcesPerNode"] = resources
     patch = {"manager": PATCH_MANAGER, "trainingRuntimeSpec": {"template": {
@@ -171,7 +162,7 @@ def nodes_of(spec: JobSpec, pods: Iterable[Mapping[str, Any]],
     for pod in pods:
         index = _label_int(pod, COMPLETION_INDEX_LABEL)
         if index is not None and (_label_int(pod, RESTART_ATTEMPT_LABEL) or 0) == attempt:
-            nodes[index] = node_state(pod, index, CONTAINER)
+            nodes[index] = objects.node_state(pod, index, CONTAINER)
     return tuple(nodes.get(n, NodeStatus(node=n)) for n in range(spec.nodes))
 
 
@@ -229,7 +220,7 @@ def status_from_trainjob(spec: JobSpec, trainjob: Mapping[str, Any],
     started = min((t for t in (timestamp((p.get("status") or {}).get("startTime"))
                                for p in pods) if t is not None), default=None)
     return JobStatus(job_id=spec.job_id, state=state, message=message, restarts=restarts,
-                     nodes=nodes, ranks=ranks_of(spec, nodes), failed_rank=failed_rank,
+                     nodes=nodes, ranks=objects.ranks_of(spec, nodes), failed_rank=failed_rank,
                      started_at=started, finished_at=finished)
 
 
