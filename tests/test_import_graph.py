@@ -32,6 +32,14 @@ FORBIDDEN = [
     ("launcher_magic.training", "launcher_magic.kernel", "ranks run no kernel code"),
     ("launcher_magic.training", "launcher_magic.engines", "ranks run no engine code"),
     ("launcher_magic.engines", "launcher_magic.kernel", "engines know nothing of magics or panels"),
+    # Engines start ranks, which run the job's main.py; only the warm interpreter imports the
+    # training worker, to have it loaded before it forks any rank.
+    *((engine, "launcher_magic.training", "engines start ranks; they do not run training code")
+      for engine in ("launcher_magic.engines.base", "launcher_magic.engines.cluster",
+                     "launcher_magic.engines.local.engine", "launcher_magic.engines.local.forking",
+                     "launcher_magic.engines.local.supervisor",
+                     "launcher_magic.engines.local.rendezvous",
+                     "launcher_magic.engines.local.devices")),
     ("hub_config.services", "hub_config.cli", "services run without the operator's CLI"),
     ("hub_config.services", "hub_config.kube_spawner", "services do not load the spawners"),
     ("hub_config.services", "hub_config.local_spawner", "services do not load the spawners"),
