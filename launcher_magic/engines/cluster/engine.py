@@ -243,7 +243,8 @@ class ClusterEngine(Engine):
         its tenant's queue)."""
         seen = self.reader.read(job.spec)
         status = self.adapter.status(job.spec, seen) if seen.job is not None else None
-        if status is not None and status.state.is_terminal() and self._cache(job.spec):
+        watched = self._cache(job.spec) is not None
+        if status is not None and status.state.is_terminal() and watched:
             # An end is for good: it is read from the API server itself, as the streams of pods
             # and jobs resume apart after a drop and one may lag behind the other.
             seen = self.reader.read(job.spec, cached=False)
