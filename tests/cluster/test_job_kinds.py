@@ -123,9 +123,18 @@ def test_the_kinds_own_rule_refuses_a_job_that_is_not_indexed(control_plane, ten
            "spec": {"parallelism": 2, "completions": 2, "activeDeadlineSeconds": 600,
                     "template": {"metadata": {"labels": {"workbench.paddle.org/job": "plain"}},
                                  "spec": pod}}}
-    with pytest.raises(ApiException) as refused:
-        ada.create_namespaced_job(tenant.namespace, job, dry_run="All")
-    assert refused.value.status == 422, refused.value.body
-    assert "workbench rule indexed: a Job in tenant vision is Indexed" in refused.value.body
+    def refused() -> str:
+        try:
+            ada.create_namespaced_job(tenant.namespace, job, dry_run="All")
+        except ApiException as err:
+            return f"{err.status} {err.body}"
+        return ""
+
+    # The kind's policy reaches the API server's admission chain through an informer.
+    said = wait_until(refused, timeout=60)
+    policy = client.AdmissionregistrationV1Api(control_plane.api_client()) \
+        .read_validating_admission_policy(f"workbench-{tenant.name}-jobs")
+    assert said.startswith("422 "), (said, policy.status)
+    assert "workbench rule indexed: a Job in tenant vision is Indexed" in said
     job["spec"]["completionMode"] = "Indexed"  # what the rule asks for: now admitted
     ada.create_namespaced_job(tenant.namespace, job, dry_run="All")
