@@ -50,6 +50,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from hub_config.instance import MARKER
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_TENANTS = Path(__file__).resolve().parent / "tenants.example.yaml"
 
@@ -189,6 +191,9 @@ def _roles_and_services(env: Mapping[str, str], tenants: Any, tenants_file: str
     if prometheus:
         services.append(gpu_culler_service(tenants_file, prometheus))
         roles.append(gpu_culler_role())
+    if env.get(MARKER):  # `workbench up`'s mark: what a killed hub leaves is found by it
+        for service in services:
+            service["environment"] = {**service.get("environment", {}), MARKER: env[MARKER]}
     return services, roles
 
 

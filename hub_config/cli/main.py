@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "hub_config.cli.images",
     "hub_config.cli.registry",
     "hub_config.cli.tenants",
+    "hub_config.cli.service",
 ]
 
 

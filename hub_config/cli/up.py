@@ -4,8 +4,14 @@ Starts JupyterHub (which starts configurable-http-proxy) on 127.0.0.1 with the l
 (a users file, no identity provider), the local process spawner applying the tenants' rules, the
 idle cullers, and the local engine as every server's default. The hub's state lives under one
 directory (`--state-dir`: database, cookie secret, users file, login file), mode 0700, its files
-0600. Ctrl-C (or SIGTERM) stops the hub, which stops the proxy, the culler services and every
-server.
+0600. Ctrl-C, SIGTERM or SIGHUP stops the hub, which stops the proxy, the culler services and
+every server.
+
+Lifetimes (`hub_config.instance`, `hub_config.hub_process`): one `workbench up` per state folder
+(a lock; a second start is refused with the holder's pid); a start after a killed one first
+stops what that one left; the hub cannot outlive this process (it is sent SIGTERM when this one
+dies); a hub that dies after it served is started again a few times; its output goes to a
+size-bounded log (`hub_config.bounded_log`). `workbench service` runs all this under systemd.
 
 Run as root, every hub user is served as a system account of their own (`jupyter-<name>`, home
 under `--homes-dir`, default /home), with the chosen profile's CPU and memory limits enforced by
@@ -25,7 +31,6 @@ import os
 import secrets
 import signal
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,7 +44,10 @@ from hub_config.accounts import (
     os_user_name,
     python_paths,
 )
+from hub_config.bounded_log import BoundedLog
 from hub_config.cli import CommandError, require_extra
+from hub_config.hub_process import HubProcess, RestartBudget, answers, how_it_ended
+from hub_config.instance import StateHeld, StateLock, reclaim
 from hub_config.local_state import (
     TENANTS_IN_USE,
     TenantsMirror,
@@ -50,8 +58,9 @@ from hub_config.tenants import TenantsFileError, load_tenants
 from hub_config.users import add_user, load_users
 
 CONFIG_FILE = Path(jupyterhub_config.__file__).resolve()
-# How long each stop signal gets before the next, harder one (the hub stops servers first).
-STOP_TIMEOUTS = ((signal.SIGINT, 60), (signal.SIGTERM, 15), (signal.SIGKILL, 5))
+# Each of these stops the workbench cleanly, in a terminal or in the background (where SIGINT
+# may arrive ignored: the handler is set whatever the parent did).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 PASSWORD_ENV = "WORKBENCH_PASSWORD"
 # How often the operator's tenants file is looked at while the hub runs.
 TENANTS_POLL_SECONDS = 2.0
@@ -164,22 +173,6 @@ def hub_environment(state_dir: Path, tenants_file: Path, port: int,
     return env
 
 
-def stop(process: subprocess.Popen) -> int:
-    """Stop the hub: SIGINT (it stops servers, services and proxy), then harder signals."""
-    for sig, timeout in STOP_TIMEOUTS:
-        if process.poll() is not None:
-            break
-        try:
-            os.killpg(process.pid, sig) if sig == signal.SIGKILL else process.send_signal(sig)
-        except ProcessLookupError:
-            break
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            continue
-    return process.wait()
-
-
 def add_local_user(args, state_dir: Path, tenants_file: Path) -> int:
     if os.geteuid() != 0:
         raise CommandError(f"run as {os_user_name()}, not root, the workbench serves only "
@@ -209,13 +202,44 @@ def run(args) -> int:
     state_dir = Path(args.state_dir).resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     secure_state(state_dir)
-    homes_dir = Path(args.homes_dir).resolve()
+    if args.add_user:  # beside a running workbench too: the hub reads the users file anew
+        return add_local_user(args, state_dir, _tenants(args, state_dir).path)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _stop_requested)
+    lock = StateLock(state_dir)
+    try:
+        lock.acquire()
+    except StateHeld as err:
+        raise CommandError(str(err)) from None
+    try:
+        return start(args, state_dir)
+    finally:
+        lock.release()
+
+
+def _stop_requested(signum, _frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _tenants(args, state_dir: Path):
     try:
         tenants = choose_tenants_file(state_dir, args.tenants, jupyterhub_config.EXAMPLE_TENANTS)
-        if args.add_user:
-            if tenants.note:
-                print(tenants.note)
-            return add_local_user(args, state_dir, tenants.path)
+    except (TenantsFileError, ValueError) as err:
+        raise CommandError(str(err)) from None
+    if tenants.note:
+        print(tenants.note)
+    return tenants
+
+
+def start(args, state_dir: Path) -> int:
+    """With the state folder held: stop what a killed workbench left, set up, serve."""
+    left = reclaim(state_dir)
+    if left:
+        print(f"Stopped {len(left)} process(es) a workbench left running on {state_dir} when it "
+              f"was killed: " + "; ".join(f"{p.pid} {p.command[:80]}" for p in left))
+    homes_dir = Path(args.homes_dir).resolve()
+    tenants = _tenants(args, state_dir)
+    try:
         mirror = TenantsMirror(tenants.path, state_dir / TENANTS_IN_USE)
         mirror.sync()
         message = ensure_first_user(state_dir, tenants.path)
@@ -223,7 +247,7 @@ def run(args) -> int:
     except (TenantsFileError, ValueError) as err:
         raise CommandError(str(err)) from None
     granted = prepare_accounts(homes_dir) if os.geteuid() == 0 else []
-    for line in [tenants.note, message, *granted, serving_message(homes_dir)]:
+    for line in [message, *granted, serving_message(homes_dir)]:
         if line:
             print(line)
     env = hub_environment(state_dir, mirror.copy, args.port, homes_dir)
@@ -231,47 +255,75 @@ def run(args) -> int:
 
 
 def serve(env: dict[str, str], state_dir: Path, mirror: TenantsMirror, port: int) -> int:
-    """Run the hub until it exits or Ctrl-C; meanwhile keep its tenants file the last valid one."""
+    """Run the hub until it exits or a stop signal; meanwhile keep its tenants file the last
+    valid one, and start it again when it dies after it served (a few times at most)."""
     argv = [sys.executable, "-m", "jupyterhub", "-f", str(CONFIG_FILE)]
-    log = state_dir / "jupyterhub.log"
-    print(f"Starting the workbench on http://127.0.0.1:{port} (state in {state_dir}, "
-          f"tenants from {mirror.source}, hub log in {log}). Ctrl-C stops it.", flush=True)
-    # Started from a script or with `&`, SIGINT may arrive ignored, and the hub would inherit
-    # that: take Ctrl-C (and let the hub take our SIGINT) whatever our parent did.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    with open(log, "ab") as log_file:
-        # Its own session: Ctrl-C reaches us only, and we stop the hub in order.
-        process = subprocess.Popen(argv, cwd=state_dir, env=env, stdout=log_file,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-        previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
-        try:
-            code = wait_watching(process, mirror, log_file)
-            if code:
-                tail = log.read_text(errors="replace").splitlines()[-15:]
-                print("\n".join(tail), file=sys.stderr)
-                print(f"The hub exited with status {code}; see {log}", file=sys.stderr)
-            return code
-        except KeyboardInterrupt:
-            print("Stopping the workbench...", flush=True)
-            stop(process)
-            return 0
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-            if process.poll() is None:
-                stop(process)
+    log = BoundedLog(state_dir / "jupyterhub.log")
+    url = f"http://127.0.0.1:{port}"
+    print(f"Starting the workbench on {url} (state in {state_dir}, tenants from "
+          f"{mirror.source}, hub log in {log.path}). Ctrl-C stops it.", flush=True)
+    budget, hub = RestartBudget(), HubProcess(argv, env, state_dir, log)
+    try:
+        while True:
+            hub.start()
+            code, served = wait_watching(hub, mirror, log, url)
+            if not served or code == 0:
+                return _ended(code, log)
+            restart = budget.take()
+            if restart is None:
+                _say(log, f"The hub ended again ({how_it_ended(code)}) after "
+                          f"{budget.restarts} restarts within {budget.window / 60:g} min: "
+                          "stopping the workbench")
+                return 1
+            _say(log, f"The hub ended unexpectedly ({how_it_ended(code)}): starting it again "
+                      f"(restart {restart} of {budget.restarts} within {budget.window / 60:g} "
+                      "min)")
+            _reclaim(state_dir, log, "the ended hub left")
+    except KeyboardInterrupt:
+        print("Stopping the workbench...", flush=True)
+        return 0
+    finally:
+        if hub.process is not None and hub.process.poll() is None:
+            hub.stop()
+        _reclaim(state_dir, log, "still ran after the hub stopped")
+        log.close()
 
 
-def wait_watching(process: subprocess.Popen, mirror: TenantsMirror, log_file) -> int:
-    """Wait for the hub to exit; every few seconds, pass a valid edit of the tenants file on to
-    it, or report a broken one here and in the hub log (the hub keeps the last valid one)."""
+def _ended(code: int, log: BoundedLog) -> int:
+    """The hub ended by itself: before it served (its configuration, say) or asked to."""
+    if code:
+        print("\n".join(log.tail(15)), file=sys.stderr)
+        print(f"The hub ended ({how_it_ended(code)}); see {log.path}", file=sys.stderr)
+        return code if code > 0 else 1
+    print("The hub stopped; the workbench stops with it.", flush=True)
+    return 0
+
+
+def _say(log: BoundedLog, message: str) -> None:
+    """A line for the operator, on the terminal and in the hub log."""
+    line = f"[W {time.strftime('%Y-%m-%d %H:%M:%S')} workbench up] {message}"
+    print(line, file=sys.stderr, flush=True)
+    log.write(line.encode() + b"\n")
+
+
+def _reclaim(state_dir: Path, log: BoundedLog, what: str) -> None:
+    stopped = reclaim(state_dir)
+    if stopped:
+        _say(log, f"Stopped {len(stopped)} process(es) {what}: "
+                  + "; ".join(f"{p.pid} {p.command[:80]}" for p in stopped))
+
+
+def wait_watching(hub: HubProcess, mirror: TenantsMirror, log: BoundedLog,
+                  url: str) -> tuple[int, bool]:
+    """Wait for the hub to end: (its exit status, whether it had answered at `url`). Every few
+    seconds, pass a valid edit of the tenants file on to it, or report a broken one here and in
+    the hub log (the hub keeps the last valid one)."""
+    served = False
     while True:
-        try:
-            return process.wait(TENANTS_POLL_SECONDS)
-        except subprocess.TimeoutExpired:
-            pass
+        code = hub.wait(TENANTS_POLL_SECONDS)
+        if code is not None:
+            return code, served
+        served = served or answers(url)
         problem = mirror.sync()
         if problem:
-            line = f"[W {time.strftime('%Y-%m-%d %H:%M:%S')} workbench up] {problem}"
-            print(line, file=sys.stderr, flush=True)
-            log_file.write(line.encode() + b"\n")
-            log_file.flush()
+            _say(log, problem)

@@ -321,8 +321,9 @@ class WorkbenchUp:
     # (killed, then listed here).
     leftovers: list = field(default_factory=list)
     prefix: str = ""  # of the accounts this hub makes (as root)
-    homes: Path | None = None
+    homes: Path | None = None  # their homes (None: not made by this one)
     output: str = ""  # what `workbench up` printed, once it has exited
+    extra_config: Path | None = None  # the hub's extra config (as root: the accounts' prefix)
 
     def account(self, user: str) -> pwd.struct_passwd:
         from hub_config.accounts import account_name
@@ -333,12 +334,16 @@ class WorkbenchUp:
 @contextlib.contextmanager
 def workbench_up(cwd: Path, state: Path, env: dict[str, str],
                  tenants: Path | None = EXAMPLE_TENANTS,
-                 as_user: pwd.struct_passwd | None = None):
+                 as_user: pwd.struct_passwd | None = None, preexec_fn=None,
+                 after: WorkbenchUp | None = None):
     """Run `workbench up` from `cwd` on a free port until the hub answers; yield a WorkbenchUp.
 
     `tenants` is passed as `--tenants` (None: none, so `workbench up` picks or writes one).
     `as_user`: run it as that account instead (a normal user's workbench). As root, the hub's
-    accounts get a prefix of their own and homes in a fresh folder under /tmp.
+    accounts get a prefix of their own and homes in a fresh folder under /tmp. `preexec_fn`
+    runs in the child before `workbench up` (e.g. to start it with SIGINT ignored). `after`: a
+    workbench this one follows on the same state folder: its accounts and homes are reused, and
+    left for that one to remove.
     On exit it presses Ctrl-C as a user at the terminal would (SIGINT to its group), waits,
     and kills and records whatever still runs under `state` or as the hub's accounts, then
     removes the accounts.
@@ -352,6 +357,10 @@ def workbench_up(cwd: Path, state: Path, env: dict[str, str],
     if as_user is not None:
         identity = {"user": as_user.pw_uid, "group": as_user.pw_gid, "extra_groups": []}
         env.update(HOME=as_user.pw_dir, USER=as_user.pw_name, LOGNAME=as_user.pw_name)
+    elif AS_ROOT and after is not None:
+        prefix, config = after.prefix, after.extra_config
+        env["WORKBENCH_EXTRA_CONFIG"] = str(config)
+        argv += ["--homes-dir", str(after.homes)]
     elif AS_ROOT:
         homes = public_dir("wb-homes-")
         config = public_dir("wb-config-") / "accounts.py"
@@ -359,8 +368,11 @@ def workbench_up(cwd: Path, state: Path, env: dict[str, str],
         env["WORKBENCH_EXTRA_CONFIG"] = str(config)
         argv += ["--homes-dir", str(homes)]
     up = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, start_new_session=True, **identity)
+                          stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                          preexec_fn=preexec_fn, **identity)
     running = WorkbenchUp(process=up, url=f"http://127.0.0.1:{port}", prefix=prefix, homes=homes)
+    if env.get("WORKBENCH_EXTRA_CONFIG"):
+        running.extra_config = Path(env["WORKBENCH_EXTRA_CONFIG"])
     try:
         deadline = time.monotonic() + 120
         while True:
