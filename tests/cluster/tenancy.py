@@ -34,6 +34,7 @@ from hub_config.cluster_policy.apply import ApplyResult, apply_objects
 from hub_config.cluster_policy.bundle import QUOTA_NAME, namespace_bundle
 from hub_config.cluster_policy.identities import user_identity, user_service_account
 from hub_config.tenants import Tenant
+from workbench_contract.cluster import PADDLEJOB, RUNTIME, TRAINJOB
 
 HUB_SERVICE_ACCOUNT = "hub"
 IMAGE = ("registry.example.com/workbench/notebook-cpu@sha256:"
@@ -94,15 +95,26 @@ def provision(plane, tenant: Tenant, hub_namespace: str, **kwargs: Any) -> list[
 
 
 def wait_policies_enforced(api_client, tenant: Tenant) -> None:
-    """Admission policies reach the API server's admission chain through an informer: wait until
-    the tenant's PaddleJob policy refuses a job without a deadline (a dry run: nothing is made)."""
+    """Admission policies reach the API server's admission chain through an informer, each on its
+    own: wait until the tenant's PaddleJob and TrainJob policies both refuse a job without a
+    deadline (dry runs: nothing is made). The admission plugin runs the policies before any
+    webhook, so the refusal is the policy's."""
     unbounded = paddlejob("policy-probe")
     del unbounded["spec"]["runPolicy"]["activeDeadlineSeconds"]
-    path = f"/apis/kubeflow.org/v1/namespaces/{tenant.namespace}/paddlejobs"
+    trainjob = {"apiVersion": TRAINJOB.api_version, "kind": TRAINJOB.kind,
+                "metadata": {"name": "policy-probe"},
+                "spec": {"runtimeRef": {"name": RUNTIME}, "trainer": {"image": IMAGE}}}
+    probes = [(f"/apis/{PADDLEJOB.api_version}/namespaces/{tenant.namespace}/{PADDLEJOB.plural}",
+               unbounded),
+              (f"/apis/{TRAINJOB.api_version}/namespaces/{tenant.namespace}/{TRAINJOB.plural}",
+               trainjob)]
 
     def enforced() -> bool:
-        status, message = call(api_client, "POST", path, unbounded, [("dryRun", "All")])
-        return status == 422 and "workbench rule deadline" in message
+        for path, body in probes:
+            status, message = call(api_client, "POST", path, body, [("dryRun", "All")])
+            if status != 422 or "workbench rule " not in message:
+                return False
+        return True
 
     k8s_plane.wait_for(enforced, 60, f"the admission policies of {tenant.name} to be enforced")
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 import threading
 import uuid
-from collections import Counter, namedtuple
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -62,9 +62,6 @@ def queued_tenant(control_plane, paddle_runtime):
     client.CustomObjectsApi(control_plane.api_client()).delete_cluster_custom_object(
         *KUEUE, "clusterqueues", f"workbench-{tenant.name}")
 
-
-
-Watched = namedtuple("Watched", "name stats")
 
 
 class Notebook:
@@ -123,10 +120,8 @@ class Notebook:
     def state(self, job) -> str:
         return job.dir.read_status().state.value
 
-    def informers(self) -> list[Watched]:
-        """Each of the engine's informers: what it follows and what it asked."""
-        return [Watched(kind, stats) for kinds in self.engine.watch_stats().values()
-                for kind, stats in kinds.items()]
+    def informers(self):
+        return self.engine.informers()
 
     def close(self, plane) -> None:
         """Delete the jobs, let their panels draw the end (their threads then return), and
@@ -299,7 +294,7 @@ def test_live_panels_ask_nothing_per_job_while_nothing_changes(control_plane, qu
     assert wait_until(lambda: all(job.dir.read_status().message.startswith("position ")
                                   for job in queued), timeout=60)
     # Each running job's panel follows its rank's log: one stream each.
-    assert wait_until(lambda: len(ada.engine._tails) == 3)
+    assert wait_until(lambda: ada.engine.logs.streams == 3)
 
     jobs = running + queued
     assert _settled(ada, jobs), [(i.name, i.stats) for i in ada.informers()]

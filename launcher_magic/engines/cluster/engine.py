@@ -44,7 +44,7 @@ from launcher_magic.core.status import JobState, JobStatus
 from launcher_magic.engines.base import Engine, EngineError, StatusFeed, TenantUsage
 from launcher_magic.engines.cluster.adapter import JobKindAdapter
 from launcher_magic.engines.cluster.api import ClusterApi
-from launcher_magic.engines.cluster.informer import WatchStats
+from launcher_magic.engines.cluster.informer import SharedInformer, WatchStats
 from launcher_magic.engines.cluster.kueue import TenantQueue, is_queued
 from launcher_magic.engines.cluster.logs import PodLogs
 from launcher_magic.engines.cluster.namespace_cache import PODS, NamespaceCache, namespace_cache
@@ -455,6 +455,11 @@ class ClusterEngine(Engine):
         feed = cache.feed(job.job_id)
         feed.put(self.status(job))
         return feed
+
+    def informers(self) -> list[SharedInformer]:
+        """Every informer of the running caches (for tests and benchmarks)."""
+        return [informer for cache in list(self._caches.values())
+                for informer in cache.informers.values()]
 
     def watch_stats(self) -> dict[str, dict[str, WatchStats]]:
         """What each running cache asked of the API server: namespace -> kind -> counts."""

@@ -32,6 +32,12 @@ class PodLogs:
         self._tails: dict[tuple[str, str], LogTail] = {}
         self._lock = threading.Lock()
 
+    @property
+    def streams(self) -> int:
+        """How many follow streams are open now (for tests and benchmarks)."""
+        with self._lock:
+            return sum(1 for tail in self._tails.values() if tail.alive)
+
     def read(self, namespace: str, pod: str, count: int) -> list[str]:
         """The last `count` lines of the pod's log ([] where it cannot be read yet)."""
         try:
