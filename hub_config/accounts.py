@@ -74,7 +74,9 @@ def account_name(username: str, prefix: str = DEFAULT_PREFIX) -> str:
 
     A name of lower-case letters, digits and dashes that fits in 32 characters is kept; any
     other (upper case, `.`, `@`, non-ASCII, too long) is escaped to those characters, cut to fit
-    and given `_` and a hash of the original, so two hub users never map to one account.
+    and given `_` and a hash of the original, so two hub users never map to one account: a kept
+    name has no `_`, an escaped one always ends in `_<hash>` (a name with nothing left after
+    escaping, `张伟` say, is `<prefix>_<hash>`).
 
     Raises:
         ValueError: the prefix is not a valid start of an account name, or leaves no room.
@@ -90,7 +92,7 @@ def account_name(username: str, prefix: str = DEFAULT_PREFIX) -> str:
     digest = hashlib.sha256(username.encode()).hexdigest()[:_HASH_LENGTH]
     safe = re.sub(r"[^a-z0-9-]+", "-", username.lower()).strip("-")
     safe = safe[: room - _HASH_LENGTH - 1].rstrip("-")
-    return f"{prefix}{safe}{_HASH_SEPARATOR}{digest}" if safe else f"{prefix}{digest}"
+    return f"{prefix}{safe}{_HASH_SEPARATOR}{digest}"
 
 
 def make_homes_dir(path: Path) -> None:

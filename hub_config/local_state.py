@@ -1,5 +1,7 @@
 """The state folder of `workbench up`: the hub's alone, with a tenants file the hub can trust.
 
+- `check_state_place`: the folder, its files and the folders above it are owned by whoever
+  runs the hub (or root), and no other account may write to a folder on the way;
 - `secure_state`: the folder 0700 and its files 0600, owned by whoever runs the hub; the
   database, cookie secret, users file and login file are nobody else's business.
 - `default_tenants` (pure) and `choose_tenants_file`: with no tenants file, one is written into
@@ -31,6 +33,54 @@ DEFAULT_ADMIN_GROUP = "workbench-admins"
 GIB = 1024 ** 3
 # The copy of the operator's tenants file that the hub reads (see TenantsMirror).
 TENANTS_IN_USE = "tenants.in-use.yaml"
+
+
+class UnsafeStateFolder(ValueError):
+    """The state folder sits where another account could replace or read the hub's state."""
+
+
+def trusted_owners() -> set[int]:
+    """Who may own the state folder and the folders above it: root, this account, and, as root
+    under sudo, the account that ran sudo (a checkout in one's own home)."""
+    owners = {0, os.geteuid()}
+    sudo_uid = os.environ.get("SUDO_UID", "")
+    if os.geteuid() == 0 and sudo_uid.isdigit():
+        owners.add(int(sudo_uid))
+    return owners
+
+
+def check_state_place(state: Path) -> None:
+    """Refuse a state folder another account could take: one owned by someone else, or below a
+    folder that someone else owns or may write to (sticky folders such as /tmp aside, where
+    nobody may rename what is not theirs). `state` is resolved (no link on the way); it may not
+    exist yet. Also refuses files in it that are someone else's.
+
+    Raises:
+        UnsafeStateFolder: naming the folder or file and its owner.
+    """
+    owners = trusted_owners()
+    for path in [state, *state.parents]:
+        try:
+            info = path.lstat()
+        except FileNotFoundError:
+            continue
+        mode = stat.S_IMODE(info.st_mode)
+        if info.st_uid not in owners:
+            raise UnsafeStateFolder(
+                f"{path} is owned by uid {info.st_uid}, who could replace the hub's state (its "
+                f"cookie secret, its users) in {state}; use a state folder that only you or root "
+                "own, e.g. --state-dir /var/lib/paddle-workbench")
+        if path != state and mode & 0o022 and not mode & stat.S_ISVTX:
+            raise UnsafeStateFolder(
+                f"{path} may be written by other accounts (mode {mode:04o}), who could replace "
+                f"{state} and the hub's state in it; use a state folder below folders only you "
+                "or root may write to")
+    if state.is_dir():
+        for item in state.iterdir():
+            if item.lstat().st_uid not in owners:
+                raise UnsafeStateFolder(
+                    f"{item} is owned by uid {item.lstat().st_uid}, not by the account that runs "
+                    "the hub; remove it, or start from an empty state folder")
 
 
 def secure_state(state: Path) -> list[Path]:

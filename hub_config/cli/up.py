@@ -51,6 +51,8 @@ from hub_config.instance import StateHeld, StateLock, reclaim
 from hub_config.local_state import (
     TENANTS_IN_USE,
     TenantsMirror,
+    UnsafeStateFolder,
+    check_state_place,
     choose_tenants_file,
     secure_state,
 )
@@ -200,7 +202,12 @@ def run(args) -> int:
     # Everything the hub and this command write (database, secret, users, logs) is theirs alone.
     os.umask(0o077)
     state_dir = Path(args.state_dir).resolve()
-    state_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        check_state_place(state_dir)  # before anything is made or read there
+        state_dir.mkdir(parents=True, exist_ok=True)
+        check_state_place(state_dir)
+    except UnsafeStateFolder as err:
+        raise CommandError(str(err)) from None
     secure_state(state_dir)
     if args.add_user:  # beside a running workbench too: the hub reads the users file anew
         return add_local_user(args, state_dir, _tenants(args, state_dir).path)

@@ -9,8 +9,10 @@ The attacks on a running multi-user hub are in `test_local_accounts_attacks.py`.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import os
+import random
 import re
 import stat
 import subprocess
@@ -50,6 +52,8 @@ from hub_config.local_spawner import TenantLocalSpawner, options_form_html
 from hub_config.local_state import (
     DEFAULT_GROUP,
     TenantsMirror,
+    UnsafeStateFolder,
+    check_state_place,
     choose_tenants_file,
     default_tenants,
     secure_state,
@@ -92,6 +96,44 @@ def test_every_name_maps_to_a_distinct_valid_account():
         assert LINUX_NAME.match(account), (name, account)
         assert account.startswith("jupyter-")
     assert account_name("a.b") == account_name("a.b")  # stable
+
+
+def _tricky_names(count: int, seed: int = 7) -> set[str]:
+    """Names of every kind a company's identity provider hands out: Chinese (two or three
+    characters, and with a Latin alias), Latin with accents, e-mail addresses, digits only, and
+    plain names that look like an escaped one's hash."""
+    rng = random.Random(seed)
+    han = [chr(c) for c in range(0x4E00, 0x4E00 + 400)]
+    latin = "abcdefghijklmnopqrstuvwxyz"
+    names = {"张伟", "王芳", "李娜", "a3a0bafd0b", "_a3a0bafd0b"}
+    names |= {hashlib.sha256(n.encode()).hexdigest()[:10] for n in ("张伟", "王芳", "李娜")}
+    while len(names) < count:
+        kind = rng.randrange(5)
+        if kind == 0:
+            name = "".join(rng.choice(han) for _ in range(rng.choice((2, 3))))
+        elif kind == 1:
+            name = rng.choice(han) + rng.choice(han) + "." + "".join(rng.sample(latin, 4))
+        elif kind == 2:
+            name = "".join(rng.choice(latin + "éüøç.-_") for _ in range(rng.randrange(1, 40)))
+        elif kind == 3:
+            name = "".join(rng.sample(latin, 5)) + "@" + rng.choice(("corp.cn", "example.org"))
+        else:
+            name = "".join(rng.choice("0123456789abcdef") for _ in range(10))
+        names.add(name)
+    return names
+
+
+def test_no_two_names_share_an_account():
+    """`account_name("张伟")` once was `jupyter-a3a0bafd0b`, which the hub user `a3a0bafd0b`
+    also gets: names with nothing left after escaping must still carry the separator."""
+    names = _tricky_names(20000)
+    accounts: dict[str, str] = {}
+    for name in names:
+        account = account_name(name)
+        assert account not in accounts, (name, accounts.get(account), account)
+        assert len(account) <= MAX_NAME and LINUX_NAME.match(account), (name, account)
+        accounts[account] = name
+    assert account_name("张伟") != account_name(hashlib.sha256("张伟".encode()).hexdigest()[:10])
 
 
 @pytest.mark.parametrize("prefix", ["", "Jupyter-", "1x-", "x" * 25], ids=["empty", "upper",
@@ -323,6 +365,45 @@ def test_the_state_folder_is_the_hubs_alone(tmp_path):
     secure_state(state)
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
     assert {stat.S_IMODE(p.stat().st_mode) for p in state.iterdir()} == {0o600}
+
+
+OTHER_UID = 65534  # nobody
+
+
+@needs_root
+@pytest.mark.parametrize("place", ["parent-owned-by-another", "parent-writable-by-others",
+                                   "state-owned-by-another", "file-owned-by-another"])
+def test_a_state_folder_another_account_could_take_is_refused(tmp_path, monkeypatch, place):
+    """Root's `workbench up` in a folder another account owns or may write to would let that
+    account keep the hub's cookie secret and users file (replace the folder, or plant files)."""
+    monkeypatch.delenv("SUDO_UID", raising=False)
+    parent = tmp_path / "shared"
+    parent.mkdir()
+    state = parent / ".workbench"
+    if place == "parent-owned-by-another":
+        os.chown(parent, OTHER_UID, OTHER_UID)
+    elif place == "parent-writable-by-others":
+        parent.chmod(0o777)
+    else:
+        state.mkdir(mode=0o700)
+        target = state if place == "state-owned-by-another" else state / "users.yaml"
+        target.touch()
+        os.chown(target, OTHER_UID, OTHER_UID)
+    with pytest.raises(UnsafeStateFolder, match="uid 65534|may be written by other accounts"):
+        check_state_place(state)
+    refused = subprocess.run([sys.executable, "-m", "hub_config.cli.main", "up", "--state-dir",
+                              str(state), "--port", "1"], capture_output=True, text=True,
+                             timeout=120)
+    assert refused.returncode == 2 and "workbench up:" in refused.stderr, refused.stderr
+    assert not (state / "jupyterhub_cookie_secret").exists()
+
+
+def test_a_state_folder_below_a_sticky_folder_or_ones_own_is_accepted(tmp_path):
+    sticky = tmp_path / "tmp-like"
+    sticky.mkdir()
+    sticky.chmod(0o1777)  # like /tmp: anyone may create, nobody may rename what is not theirs
+    check_state_place(sticky / "state")
+    check_state_place(tmp_path / "state")
 
 
 def test_the_default_tenant_is_valid_and_fits_the_machine():
