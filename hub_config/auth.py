@@ -7,16 +7,18 @@ so (and the spawners refuse such users too, in case groups or tenants change lat
 Who administers what:
 - Members of a tenant's `admin_groups` administer that tenant only: `tenant_admin_roles` builds one
   JupyterHub role per tenant (`tenant-admin-<tenant>`) whose scopes are filtered to the tenant's
-  groups (`admin:servers!group=...`, `access:servers!group=...`, `read:users!group=...`,
-  `list:users!group=...`, plus the admin page itself), assigned to the tenant's admin groups. The
-  hub config puts them into `c.JupyterHub.load_roles`.
+  member group (`admin:servers!group=workbench:members:<tenant>`, `access:servers!...`,
+  `read:users!...`, `list:users!...`, plus the admin page itself), assigned to the tenant's admin
+  groups. A user's member groups are set at each login and refresh (`hub_groups`): one per tenant
+  the user is in, none for a full hub admin, so an operator who is also a member of a tenant is
+  beyond that tenant's admins. The hub config puts the roles into `c.JupyterHub.load_roles`.
 - Full hub admins are only the operator's admin groups (`extra_admin_groups`,
   `WORKBENCH_ADMIN_GROUPS`) and `admin_users`; the `admin` flag follows them at every login and
   refresh, so leaving the group revokes it.
-- JupyterHub loads roles at start only. Group *membership* follows the identity provider at each
-  refresh (below); an edit of the tenants file that changes a tenant's groups or admin_groups
-  changes logins and spawns at once, but the admin roles only at the next hub restart (the
-  authenticator logs a warning naming the roles until then).
+- JupyterHub loads roles at start only. Group *membership* (member groups included) follows the
+  identity provider at each refresh (below), so a change of a tenant's `groups` reaches the
+  admins' reach at each user's next refresh; a change of `admin_groups` reaches the roles only at
+  the next hub restart (the authenticator logs a warning naming the roles until then).
 
 Freshness: groups are refreshed from the source of truth before every spawn (`refresh_pre_spawn`)
 and whenever they are older than `auth_refresh_age` (300 s). A spawn is refused (403) when that
@@ -45,7 +47,7 @@ from traitlets import Bool, List, Unicode, default
 
 from hub_config.spawn_policy import no_tenant_message, user_tenants
 from hub_config.tenancy import Tenancy
-from hub_config.tenants import FileCache, Tenants, TenantsFileError
+from hub_config.tenants import FileCache, Tenant, Tenants, TenantsFileError
 
 # The users file lives in `hub_config.users` (no hub dependencies, for `workbench up --add-user`);
 # these names stay importable from here.
@@ -73,10 +75,13 @@ __all__ = [
 ]
 
 TENANT_ADMIN_ROLE_PREFIX = "tenant-admin-"
-# What a tenant's admins may do, each scope filtered to the tenant's groups: see, list, start,
+# What a tenant's admins may do, each scope filtered to the tenant's members: see, list, start,
 # stop and open the servers of the tenant's users. Not `admin:users` (which makes admins and
 # reads auth state), not `tokens`, not `groups`: those would reach beyond the tenant.
 TENANT_ADMIN_SCOPES = ("admin:servers", "access:servers", "read:users", "list:users")
+# The JupyterHub groups of each tenant's members but hub admins (`hub_groups`), which the tenant
+# admin roles are filtered to; a name no identity provider's group can take (they are dropped).
+MEMBERS_GROUP_PREFIX = "workbench:members:"
 # The admin page grants no action by itself; every call it makes is checked against the scopes.
 _ADMIN_PAGE = "admin-ui"
 # Shown when a spawn needs groups the source of truth could not confirm just now.
@@ -86,23 +91,41 @@ UNCONFIRMED_MESSAGE = (
 )
 
 
+def member_group(tenant: Tenant) -> str:
+    """The JupyterHub group of a tenant's members who are not hub admins."""
+    return f"{MEMBERS_GROUP_PREFIX}{tenant.name}"
+
+
+def hub_groups(tenants: Tenants, groups: Iterable[str], admin: bool) -> list[str]:
+    """The JupyterHub groups of a user whose identity provider (or users file) says `groups`:
+    those groups, minus any that claims to be a member group (nobody gets one from outside),
+    plus, unless the user is a full hub admin, the member group of each tenant they are in.
+
+    Tenant admin roles are filtered to member groups, so an operator who is also a member of a
+    tenant is not administered (their server opened, stopped) by that tenant's admins."""
+    own = sorted({g for g in groups if not g.startswith(MEMBERS_GROUP_PREFIX)})
+    if admin:
+        return own
+    return own + [member_group(t) for t in user_tenants(tenants, own)]
+
+
 def tenant_admin_roles(tenants: Tenants) -> list[dict[str, Any]]:
     """JupyterHub roles (`c.JupyterHub.load_roles` entries) that make each tenant's admin groups
     administrators of that tenant's users only.
 
     One role per tenant that has `admin_groups`, named `tenant-admin-<tenant>`, holding
-    `TENANT_ADMIN_SCOPES` each filtered to every one of the tenant's `groups`
-    (`admin:servers!group=vision-team`) and `admin-ui`, assigned to the tenant's admin groups.
-    Those are JupyterHub groups kept in step with the identity provider (`manage_groups`), so who
-    holds the role follows the provider; the role's scopes follow the tenants file when the hub
-    starts. A user in two tenants is administered by the admins of both. Pure: no I/O.
+    `TENANT_ADMIN_SCOPES` each filtered to the tenant's member group
+    (`admin:servers!group=workbench:members:vision`, see `hub_groups`) and `admin-ui`, assigned
+    to the tenant's admin groups. Those are JupyterHub groups kept in step with the identity
+    provider (`manage_groups`), so who holds the role, and whom it reaches, follows the
+    provider; the role's scopes follow the tenants file when the hub starts. A user in two
+    tenants is administered by the admins of both; a hub admin by none. Pure: no I/O.
     """
     roles = []
     for tenant in tenants.tenants:
         if not tenant.admin_groups:
             continue
-        filtered = [f"{scope}!group={group}" for scope in TENANT_ADMIN_SCOPES
-                    for group in tenant.groups]
+        filtered = [f"{scope}!group={member_group(tenant)}" for scope in TENANT_ADMIN_SCOPES]
         roles.append({
             "name": f"{TENANT_ADMIN_ROLE_PREFIX}{tenant.name}",
             "description": f"Administer the users and servers of tenant {tenant.name} only",
@@ -251,9 +274,10 @@ class TenantOAuthenticator(TenantAuthMixin, GenericOAuthenticator):
     def _username_claim_default(self) -> str:
         return "sub"
 
-    async def get_user_groups(self, auth_state: dict) -> set[str]:
-        # A provider that omits the claim for a user with no groups means "no groups", not an
-        # error; a claim that is a single string is one group.
+    def provider_groups(self, auth_state: dict) -> set[str]:
+        """The groups claim as the provider sent it. A provider that omits the claim for a user
+        with no groups means "no groups", not an error; a claim that is a single string is one
+        group."""
         groups = (auth_state.get("oauth_user") or {}).get(self.groups_claim)
         if groups is None:
             return set()
@@ -261,9 +285,17 @@ class TenantOAuthenticator(TenantAuthMixin, GenericOAuthenticator):
             return {groups}
         return {str(g) for g in groups}
 
+    async def get_user_groups(self, auth_state: dict) -> set[str]:
+        """The user's JupyterHub groups (`hub_groups`): the provider's, and their tenants'
+        member groups unless they are a full hub admin."""
+        groups = self.provider_groups(auth_state)
+        user_info = auth_state.get("oauth_user") or {}
+        name = self.normalize_username(str(user_info.get(self.username_claim, "")))
+        return set(hub_groups(self.tenants(), groups, self.admin_by_group(name, groups)))
+
     async def update_auth_model(self, auth_model: dict[str, Any]) -> dict[str, Any]:
         auth_model = await super().update_auth_model(auth_model)
-        groups = sorted(await self.get_user_groups(auth_model.get("auth_state") or {}))
+        groups = sorted(self.provider_groups(auth_model.get("auth_state") or {}))
         auth_model["admin"] = bool(auth_model.get("admin")) or self.admin_by_group(
             auth_model["name"], groups
         )
@@ -323,7 +355,9 @@ class LocalGroupsAuthenticator(TenantAuthMixin, Authenticator):
             self.log.warning("Failed login for %s", username or "(empty name)")
             return None
         groups = entry["groups"]
-        return {"name": username, "groups": groups, "admin": self.admin_by_group(username, groups)}
+        admin = self.admin_by_group(username, groups)
+        return {"name": username, "groups": hub_groups(self.tenants(), groups, admin),
+                "admin": admin}
 
     def check_allowed(self, username: str, authentication: dict[str, Any] | None = None) -> bool:
         if authentication is None:
@@ -341,6 +375,7 @@ class LocalGroupsAuthenticator(TenantAuthMixin, Authenticator):
             return self.note_refresh(user.name, False)
         groups = list(entry["groups"]) if entry else []
         admin = self.admin_by_group(user.name, groups)
+        groups = hub_groups(self.tenants(), groups, admin)
         if _hub_has(user, groups, admin):
             # Confirmed and unchanged: True spares the hub rewriting the user (groups, roles,
             # auth state) and a database commit before every spawn.

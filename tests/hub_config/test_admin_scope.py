@@ -28,6 +28,7 @@ USERS = {  # name: groups
     "tom": ["teachers"],  # admin of tenant classroom, and a member
     "cleo": ["students"],
     "oper": ["ops"],  # the operator's admin group: full admin
+    "opal": ["ops", "vision-team"],  # an operator who is also a member of tenant vision
 }
 PASSWORD = "correct horse battery"
 
@@ -42,9 +43,9 @@ def hub(tmp_path_factory, proxy_available):
         hub.start()
         for name in USERS:  # a login creates the user with their groups
             assert local_login(hub, name, PASSWORD).login_response.status_code == 302, name
-        for name in ("vic", "cleo"):
+        for name in ("vic", "cleo", "opal"):
             assert hub.api("POST", f"/users/{name}/server").status_code in (201, 202)
-        for name in ("vic", "cleo"):
+        for name in ("vic", "cleo", "opal"):
             hub.wait_ready(name)
         yield hub
     finally:
@@ -93,7 +94,8 @@ def running(hub: HubProcess, name: str) -> bool:
 
 def test_only_the_operators_group_makes_full_admins(hub, tokens) -> None:
     admins = {name: hub.api("GET", f"/users/{name}").json()["admin"] for name in USERS}
-    assert admins == {"ada": False, "vic": False, "tom": False, "cleo": False, "oper": True}
+    assert admins == {"ada": False, "vic": False, "tom": False, "cleo": False, "oper": True,
+                      "opal": True}
     assert as_user(hub, tokens, "oper", "GET", "/users/cleo").status_code == 200
 
 
@@ -103,6 +105,8 @@ REACH = [
     ("vision-admin-on-classroom-user", "ada", "cleo", False),
     ("classroom-admin-on-classroom-user", "tom", "cleo", True),
     ("classroom-admin-on-vision-user", "tom", "vic", False),
+    # An operator who is also a member of the tenant is beyond the tenant's admins.
+    ("vision-admin-on-operator-in-vision", "ada", "opal", False),
 ]
 
 
@@ -125,12 +129,13 @@ def test_a_tenant_admin_reaches_their_tenants_users_only(hub, tokens, admin, tar
 def test_a_tenant_admin_lists_their_tenant_only(hub, tokens) -> None:
     listed = as_user(hub, tokens, "ada", "GET", "/users")
     assert listed.status_code == 200
-    assert {u["name"] for u in listed.json()} == {"vic"}
+    assert {u["name"] for u in listed.json()} == {"vic"}  # not opal, an operator in vision
 
 
 # (id, method, path, body): what a tenant admin must not do to another tenant, or to anyone
 BEYOND = [
     ("stop-other-tenants-server", "DELETE", "/users/cleo/server", None),
+    ("stop-an-operators-server-in-the-tenant", "DELETE", "/users/opal/server", None),
     ("token-for-other-tenants-user", "POST", "/users/cleo/tokens", {"note": "x"}),
     ("token-for-own-tenants-user", "POST", "/users/vic/tokens", {"note": "x"}),
     ("make-self-admin", "PATCH", "/users/ada", {"admin": True}),
@@ -145,7 +150,7 @@ def test_a_tenant_admin_cannot_act_beyond_their_tenants_servers(hub, tokens, met
                                                                 body) -> None:
     response = as_user(hub, tokens, "ada", method, path, json=body)
     assert response.status_code in (400, 403, 404), (response.status_code, response.text)
-    assert running(hub, "cleo")
+    assert running(hub, "cleo") and running(hub, "opal")
     assert hub.api("GET", "/users/ada").json()["admin"] is False
     assert hub.api("GET", "/users/mallory").status_code == 404
 

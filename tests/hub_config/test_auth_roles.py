@@ -24,6 +24,7 @@ from hub_config.auth import (
     TENANT_ADMIN_SCOPES,
     LocalGroupsAuthenticator,
     add_user,
+    hub_groups,
     roles_drift,
     tenant_admin_roles,
 )
@@ -41,14 +42,14 @@ def roles() -> dict[str, dict]:
     return {r["name"]: r for r in tenant_admin_roles(load_tenants(EXAMPLE))}
 
 
-def test_each_tenant_admin_role_is_filtered_to_its_tenants_groups(roles) -> None:
+def test_each_tenant_admin_role_is_filtered_to_its_tenants_members(roles) -> None:
     vision, classroom = roles["tenant-admin-vision"], roles["tenant-admin-classroom"]
     assert vision["groups"] == ["vision-admins"]
     assert classroom["groups"] == ["teachers"]
-    assert set(vision["scopes"]) == {"admin-ui", *(f"{s}!group=vision-team"
+    assert set(vision["scopes"]) == {"admin-ui", *(f"{s}!group=workbench:members:vision"
                                                    for s in TENANT_ADMIN_SCOPES)}
-    assert set(classroom["scopes"]) == {"admin-ui", *(f"{s}!group={g}" for s in TENANT_ADMIN_SCOPES
-                                                      for g in ("students", "teachers"))}
+    assert set(classroom["scopes"]) == {"admin-ui", *(f"{s}!group=workbench:members:classroom"
+                                                      for s in TENANT_ADMIN_SCOPES)}
     for role in roles.values():
         assert not EVERYWHERE.intersection(role["scopes"]), role["scopes"]
         assert not [s for s in role["scopes"] if s.startswith(("tokens", "admin:users", "groups"))]
@@ -58,7 +59,22 @@ def test_the_roles_are_valid_for_this_jupyterhub(roles) -> None:
     for role in roles.values():
         hub_scopes._check_scopes_exist(role["scopes"], who_for=f"role {role['name']}")
     parsed = hub_scopes.parse_scopes(roles["tenant-admin-vision"]["scopes"])
-    assert parsed["admin:servers"] == {"group": {"vision-team"}}
+    assert parsed["admin:servers"] == {"group": {"workbench:members:vision"}}
+
+
+@pytest.mark.parametrize("groups, admin, member_of", [
+    (["vision-team"], False, ["vision"]),
+    (["students", "teachers"], False, ["classroom"]),
+    (["ops", "vision-team"], True, []),  # an operator in a tenant: no tenant admin reaches them
+    (["vision-admins"], False, []),  # a tenant's admin who is not a member of it
+    (["workbench:members:vision"], False, []),  # a provider's group cannot claim membership
+], ids=["member", "member-of-two-groups", "operator-member", "admin-only", "forged"])
+def test_hub_groups_put_members_but_operators_in_their_tenants_group(groups, admin, member_of):
+    made = hub_groups(load_tenants(EXAMPLE), groups, admin)
+    assert [g for g in made if g.startswith("workbench:members:")] == [
+        f"workbench:members:{name}" for name in member_of]
+    assert sorted(g for g in made if not g.startswith("workbench:")) == sorted(
+        g for g in groups if not g.startswith("workbench:"))
 
 
 def test_a_tenant_without_admin_groups_gets_no_role(tmp_path: Path) -> None:
@@ -119,7 +135,9 @@ def test_a_user_in_no_tenant_is_refused() -> None:
 DRIFT = [
     ("unchanged", {}, []),
     ("admin-group-replaced", {"admin_groups": ["vision-leads"]}, ["tenant-admin-vision"]),
-    ("tenant-group-added", {"groups": ["vision-team", "interns"]}, ["tenant-admin-vision"]),
+    # The roles reach the tenant's member group, which logins and refreshes keep current: a
+    # tenant's groups can change without a restart.
+    ("tenant-group-added", {"groups": ["vision-team", "interns"]}, []),
     ("admin-groups-removed", {"admin_groups": []}, ["tenant-admin-vision"]),
 ]
 

@@ -70,6 +70,10 @@ def test_the_oidc_authenticator_keeps_auth_state_refreshes_and_names_users_by_su
     assert TenantOAuthenticator(config=config).username_claim == "oid"
 
 
+# A member's hub groups: the file's, and their tenant's member group (the admin roles' filter).
+VIC_GROUPS = ["vision-team", "workbench:members:vision"]
+
+
 def _user(name: str) -> SimpleNamespace:
     return SimpleNamespace(name=name)
 
@@ -84,7 +88,7 @@ def local(tmp_path: Path) -> LocalGroupsAuthenticator:
 
 def test_local_refresh_reads_the_groups_the_file_has_now(local) -> None:
     assert local.refresh_pre_spawn is True
-    assert asyncio.run(local.refresh_user(_user("vic"))) == {"groups": ["vision-team"],
+    assert asyncio.run(local.refresh_user(_user("vic"))) == {"groups": VIC_GROUPS,
                                                              "admin": False}
     add_user(local.users_file, "vic", ["ops"], "pw")
     assert asyncio.run(local.refresh_user(_user("vic"))) == {"groups": ["ops"], "admin": True}
@@ -115,15 +119,15 @@ def _hub_user(name: str, groups: list[str], admin: bool = False) -> SimpleNamesp
 
 def test_a_refresh_that_changes_nothing_confirms_the_user_as_they_are(local) -> None:
     # True: confirmed, nothing for the hub to rewrite (no group sync, no commit before a spawn).
-    assert asyncio.run(local.refresh_user(_hub_user("vic", ["vision-team"]))) is True
+    assert asyncio.run(local.refresh_user(_hub_user("vic", VIC_GROUPS))) is True
     # The hub's record differs from the file: the file wins, as before.
     assert asyncio.run(local.refresh_user(_hub_user("vic", ["students"]))) == {
-        "groups": ["vision-team"], "admin": False}
-    assert asyncio.run(local.refresh_user(_hub_user("vic", ["vision-team"], admin=True))) == {
-        "groups": ["vision-team"], "admin": False}
+        "groups": VIC_GROUPS, "admin": False}
+    assert asyncio.run(local.refresh_user(_hub_user("vic", VIC_GROUPS, admin=True))) == {
+        "groups": VIC_GROUPS, "admin": False}
     # An edit of the file is seen at the next refresh.
     add_user(local.users_file, "vic", ["ops"], "pw")
-    assert asyncio.run(local.refresh_user(_hub_user("vic", ["vision-team"]))) == {
+    assert asyncio.run(local.refresh_user(_hub_user("vic", VIC_GROUPS))) == {
         "groups": ["ops"], "admin": True}
     assert asyncio.run(local.refresh_user(_hub_user("vic", ["ops"], admin=True))) is True
     # A confirmed refresh clears an earlier failed one: the user may spawn again.
@@ -154,6 +158,6 @@ def test_the_password_check_does_not_hold_up_other_requests(local, monkeypatch) 
         return await login
 
     assert asyncio.run(login_beside_another_request("pw")) == {
-        "name": "vic", "groups": ["vision-team"], "admin": False}
+        "name": "vic", "groups": VIC_GROUPS, "admin": False}
     other_ran.clear()
     assert asyncio.run(login_beside_another_request("nope")) is None  # still checked
