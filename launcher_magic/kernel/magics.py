@@ -119,12 +119,14 @@ class PaddleMagics(Magics):
         if options.detach or options.keep:
             show(job, engine)
             return Job(jobs, job, namespace=self.shell.user_ns)
-        panel = show(job, engine, follow=False)
-        try:
+        panel = None
+        try:  # a Ctrl-C while the panel is drawn stops the job as one while it waits does
+            panel = show(job, engine, follow=False)
             wait(panel, engine.poll_interval)
         except KeyboardInterrupt:
             engine.stop(job)
-            panel.refresh(force=True)
+            if panel is not None:
+                panel.refresh(force=True)
             print(f"Interrupted: job {job.job_id} was stopped.")
             return None
         if job.spec.pull:

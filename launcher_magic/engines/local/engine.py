@@ -21,6 +21,7 @@ starts cold, as before: the supervisor runs `paddle.distributed.launch` per node
 
 from __future__ import annotations
 
+import concurrent.futures
 import importlib.util
 import os
 import signal
@@ -42,6 +43,7 @@ from launcher_magic.core.processes import (
 from launcher_magic.core.spec import JobSpec, SpecError
 from launcher_magic.core.status import JobState, JobStatus
 from launcher_magic.engines.base import Engine, EngineError, EngineUnavailable
+from launcher_magic.engines.local import isolation
 from launcher_magic.engines.local.devices import detect_gpus
 from launcher_magic.engines.local.warm import WarmInterpreter, WarmUnavailable, eligible
 
@@ -101,6 +103,7 @@ class LocalEngine(Engine):
         self._children: dict[str, subprocess.Popen] = {}
         self._paddle_checked: set[str] = set()
         self._warm: WarmInterpreter | None = None
+        self._network_probe: concurrent.futures.Future | None = None
 
     @property
     def warm_interpreter(self) -> WarmInterpreter | None:
@@ -151,16 +154,36 @@ class LocalEngine(Engine):
                 raise EngineUnavailable(PADDLE_MISSING.format(python=self.python))
             self._paddle_checked.add(self.python)
         self._devices(spec)
+        self._probe_network()  # answered by the time the panel asks for the notes
         self._warm_for(spec)  # importing Paddle while the job directory is written
 
     def notes(self, spec: JobSpec) -> list[str]:
         ignored = [flag for fieldname, flag in CLUSTER_ONLY
                    if getattr(spec.resources, fieldname, None) or
                    (fieldname == "image" and spec.image and spec.image != self.context.image)]
-        if not ignored:
-            return []
-        return [f"{', '.join(ignored)} not used by the local engine: ranks run in this kernel's "
-                "environment with no per-job CPU or memory limit"]
+        notes = [f"{', '.join(ignored)} not used by the local engine: ranks run in this kernel's "
+                 "environment with no per-job CPU or memory limit"] if ignored else []
+        shared = self._shared_network()
+        if shared:
+            notes.append("other accounts of this machine can reach this job's ports (its "
+                         f"rendezvous and Paddle's stores): {shared}")
+        return notes
+
+    def _probe_network(self) -> None:
+        """Ask, once and in the background, whether jobs get a network of their own here."""
+        if self._network_probe is None:
+            pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="network-probe")
+            self._network_probe = pool.submit(isolation.available, self.python)
+            pool.shutdown(wait=False)
+
+    def _shared_network(self) -> str | None:
+        """Why jobs here run on the machine's loopback, not a network of their own (None: they
+        do not)."""
+        self._probe_network()
+        try:
+            return self._network_probe.result(timeout=60)
+        except concurrent.futures.TimeoutError:
+            return "the check of this machine did not answer within a minute"
 
     # -- the job -------------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from launcher_magic.core.spec import JobSpec
 from workbench_contract import environment as wbenv
 
 LINGER_SECONDS = 10.0
+LOOPBACK = "127.0.0.1"  # where every node of a local job is
 
 
 # -- what a rank is given -------------------------------------------------------------------------
@@ -61,7 +62,8 @@ def node_environments(spec: JobSpec, job: JobDir, *, node: int, attempt: int,
     (secrets included) in case a value is too long for the environment; none of these is."""
     nproc, world = spec.resources.nproc_per_node, spec.world_size
     base = job_environment(spec, job, master)
-    base.update({wbenv.NODE_RANK: str(node), wbenv.ATTEMPT: str(attempt)})
+    # POD_IP as the supervisor gives a cold node's launcher, which passes it on to its workers.
+    base.update({wbenv.NODE_RANK: str(node), wbenv.ATTEMPT: str(attempt), "POD_IP": LOOPBACK})
     envs = []
     for local in range(nproc):
         rank = node * nproc + local

@@ -1,6 +1,7 @@
 """The local engine's per-job supervisor: `python -m launcher_magic.engines.local.supervisor <job dir>`.
 
-One supervisor process runs each local job, in its own session, apart from the kernel. It hosts
+One supervisor process runs each local job, in its own session and its own network namespace
+(`isolation`: no other account reaches the job's ports), apart from the kernel. It hosts
 the rendezvous master, starts one process group per node, watches them, writes `status.json`,
 relaunches the whole job after a failure while `--max-restarts` allows, enforces `--timeout`, and
 stops every node on SIGTERM/SIGINT or when the kernel that started it is gone. Whatever happens,
@@ -33,7 +34,8 @@ from launcher_magic.core.processes import (
     stop_groups,
 )
 from launcher_magic.core.status import JobState, JobStatus, NodeStatus, RankState, RankStatus
-from launcher_magic.engines.local.forking import free_endpoints, start_node
+from launcher_magic.engines.local.forking import LOOPBACK, free_endpoints, start_node
+from launcher_magic.engines.local.isolation import enter_private_network
 from launcher_magic.engines.local.rendezvous import RendezvousServer
 
 POLL_SECONDS = 0.1
@@ -187,8 +189,10 @@ class Supervisor:
                 self.spec, self.job, node=node, attempt=attempt,
                 master=rendezvous.endpoint, python=self.python, devices=self.devices[node],
             )
-            leaders.append(start_group(argv, {**os.environ, **env}, self.job.path,
-                                       self.job.launch_log(attempt, node)))
+            # Every node is on this machine: Paddle's launcher is told so, rather than to look
+            # up the host's name, whose address the job's own network does not have.
+            leaders.append(start_group(argv, {**os.environ, **env, "POD_IP": LOOPBACK},
+                                       self.job.path, self.job.launch_log(attempt, node)))
 
     def _watch_nodes(self, attempt: int, leaders: list,
                      deadline: float | None) -> tuple[int, int] | None:
@@ -283,6 +287,11 @@ def _node_state(code: int | None, stopped: bool = False) -> RankState:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # First, while this process has one thread: the job's own network (see `isolation`).
+    shared = enter_private_network()
+    if shared:
+        print(f"supervisor: the job runs on the machine's loopback: {shared}", file=sys.stderr,
+              flush=True)
     parser = argparse.ArgumentParser(prog="python -m launcher_magic.engines.local.supervisor")
     parser.add_argument("job_dir", type=Path)
     parser.add_argument("--owner-pid", type=int, default=None)
