@@ -5,16 +5,19 @@ the hub can spawn there and a notebook can submit jobs there:
 
 1. the Namespace, with Pod Security `restricted` enforced (and audited and warned);
 2. the tenant's ValidatingAdmissionPolicies and their bindings (`admission`: images, nodes,
-   GPUs, CPU and memory, deadline, priority class, owner, claim, Secrets, for every registered
-   job kind), so the API server, not the user's kernel, holds every job to the tenant's limits;
-   they come before anything that lets a user in;
+   GPUs, CPU and memory, deadline, cleanup, priority class, component, queue, owner, claim,
+   Secrets, for every registered job kind; notebook pods made by the hub only), so the API
+   server, not the user's kernel, holds every job to the tenant's limits; they come before
+   anything that lets a user in;
 3. the notebook Role (`notebook_role_rules()`), bound by the hub at each spawn to the user's own
-   service account (`identities.user_identity`), so the API server can tell users apart;
+   service account (`identities.user_identity`), so the API server can tell users apart; in a
+   tenant with a queue it writes only the job kinds Kueue admits;
 4. a Role and RoleBinding for the hub's service account (what KubeSpawner needs, plus making
    those per-user accounts and the Secret that holds the server's hub token);
 5. the ResourceQuota (GPUs; CPU and memory, requests and limits; ephemeral storage; pods; the
    jobs of every kind) and a LimitRange with the tenant's default requests and limits (its
-   first profile's) and maximums, so no container goes unlimited;
+   first profile's) and maximums, GPUs per container and per pod included, so no container goes
+   unlimited and no init container gets past a node's GPUs;
 6. NetworkPolicies (`network`);
 7. for a queued tenant, its Kueue objects (`kueue`).
 
@@ -33,6 +36,7 @@ from typing import Any
 
 from hub_config.cluster_policy import kueue
 from hub_config.cluster_policy.admission import admission_policies
+from hub_config.cluster_policy.admission.cel import service_account_username
 from hub_config.cluster_policy.identities import NOTEBOOK_ROLE
 from hub_config.cluster_policy.metadata import (
     MANAGED_BY,
@@ -68,6 +72,7 @@ DEFAULT_EPHEMERAL_LIMIT_GI = 10
 EPHEMERAL = "ephemeral-storage"
 
 JOB_VERBS = ["create", "get", "list", "watch", "delete"]
+JOB_READ_VERBS = ["get", "list", "watch"]  # a job kind a queued tenant may not write
 READ_VERBS = ["get", "list"]
 
 
@@ -78,12 +83,18 @@ def namespace(tenant: Tenant) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
 
 
-def job_rules(kinds: Sequence[JobKind]) -> list[dict[str, Any]]:
+def job_rules(kinds: Sequence[JobKind], *, queued: bool = False) -> list[dict[str, Any]]:
     """The notebook Role's rules on jobs of `kinds`: each kind's own API (create, get, list,
     watch, delete), what it reads besides (get, list) and, when a kind is queued, its tenant's
     LocalQueue and Workloads (get, list) and the LocalQueue's pending workloads from Kueue's
-    visibility API (get; its place in the queue, no cluster-wide right needed)."""
-    rules = [{"apiGroups": [k.api.group], "resources": [k.api.plural], "verbs": list(JOB_VERBS)}
+    visibility API (get; its place in the queue, no cluster-wide right needed).
+
+    In a tenant with a queue (`queued`) a kind that Kueue does not admit is only read (get,
+    list, watch: its jobs from before the queue still show, and the engine's watches of every
+    kind still start); its jobs would hold quota past the queue (the `queue` rule refuses them
+    too, whoever asks)."""
+    rules = [{"apiGroups": [k.api.group], "resources": [k.api.plural],
+              "verbs": list(JOB_VERBS if k.queued or not queued else JOB_READ_VERBS)}
              for k in kinds]
     reads = list(dict.fromkeys(api for k in kinds for api in k.reads))
     rules += [{"apiGroups": [api.group], "resources": [api.plural], "verbs": list(READ_VERBS)}
@@ -99,11 +110,12 @@ def job_rules(kinds: Sequence[JobKind]) -> list[dict[str, Any]]:
     return rules
 
 
-def notebook_role_rules() -> list[dict[str, Any]]:
+def notebook_role_rules(*, queued: bool = False) -> list[dict[str, Any]]:
     """What a notebook may do in its own namespace: run and watch its jobs, nothing else.
 
     The cluster engine creates, lists, watches and deletes jobs of every registered kind
-    (`job_rules`), follows the pods made of them (status, logs, events) and reads the
+    (`job_rules`; in a tenant with a queue, `queued`, creates and deletes only those of the
+    kinds Kueue admits), follows the pods made of them (status, logs, events) and reads the
     ResourceQuota for its preflight. It creates a Secret for a job's `--env` values, gives it
     the job as owner (patch) and deletes it when a submit fails; the admission policies hold
     each user to their own jobs and Secrets. It never reads a Secret (get, list, watch),
@@ -111,7 +123,7 @@ def notebook_role_rules() -> list[dict[str, Any]]:
     Security and the policies still check), touches no RBAC object, and no rule is a wildcard.
     """
     return [
-        *job_rules(tuple(job_kinds().values())),
+        *job_rules(tuple(job_kinds().values()), queued=queued),
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list", "watch"]},
@@ -148,7 +160,7 @@ def _role(tenant: Tenant, name: str, rules: list[dict[str, Any]]) -> dict[str, A
 
 
 def notebook_role(tenant: Tenant) -> dict[str, Any]:
-    return _role(tenant, NOTEBOOK_ROLE, notebook_role_rules())
+    return _role(tenant, NOTEBOOK_ROLE, notebook_role_rules(queued=tenant.queue is not None))
 
 
 def hub_role(tenant: Tenant) -> dict[str, Any]:
@@ -189,6 +201,12 @@ def resource_quota(tenant: Tenant) -> dict[str, Any]:
             "metadata": object_meta(tenant, QUOTA_NAME), "spec": {"hard": hard}}
 
 
+def gpus_per_pod(tenant: Tenant) -> int:
+    """The most GPUs one pod of the tenant may have: a job's node (`max_gpus_per_node`) or a
+    notebook of its largest profile, whichever has more."""
+    return max([tenant.job_limits.max_gpus_per_node, *(p.gpus for p in tenant.profiles)])
+
+
 def _at_most(value: str, cap: str) -> str:
     return value if parse_quantity(value) <= parse_quantity(cap) else cap
 
@@ -197,37 +215,46 @@ def container_defaults(tenant: Tenant) -> dict[str, dict[str, str]]:
     """The LimitRange's `default` (limits), `defaultRequest` and `max` for a container.
 
     The defaults are the tenant's own: its first profile's (the one a spawn without a choice
-    gets), never more than its quota; a container may have at most the whole quota. A job's
-    workers without `--cpu`/`--memory` get these, so no container goes unlimited.
+    gets), never more than its quota; a container may have at most the whole quota, and at most
+    `gpus_per_pod` GPUs. A job's workers without `--cpu`/`--memory` get these, so no container
+    goes unlimited. GPUs default to none: the API server would otherwise give every container
+    that states none the maximum.
     """
     profile, quota = tenant.profiles[0], tenant.quota
     cpu = _at_most(profile.cpu.limit, quota.cpu)
     memory = _at_most(profile.memory.limit, quota.memory)
     return {
-        "default": {"cpu": cpu, "memory": memory, EPHEMERAL: f"{DEFAULT_EPHEMERAL_LIMIT_GI}Gi"},
+        "default": {"cpu": cpu, "memory": memory, EPHEMERAL: f"{DEFAULT_EPHEMERAL_LIMIT_GI}Gi",
+                    GPU_RESOURCE: "0"},
         "defaultRequest": {"cpu": _at_most(profile.cpu.guarantee, cpu),
                            "memory": _at_most(profile.memory.guarantee, memory),
-                           EPHEMERAL: f"{DEFAULT_EPHEMERAL_REQUEST_GI}Gi"},
+                           EPHEMERAL: f"{DEFAULT_EPHEMERAL_REQUEST_GI}Gi", GPU_RESOURCE: "0"},
         "max": {"cpu": quota.cpu, "memory": quota.memory,
-                EPHEMERAL: f"{DEFAULT_EPHEMERAL_LIMIT_GI}Gi"},
+                EPHEMERAL: f"{DEFAULT_EPHEMERAL_LIMIT_GI}Gi",
+                GPU_RESOURCE: str(gpus_per_pod(tenant))},
     }
 
 
 def limit_range(tenant: Tenant) -> dict[str, Any]:
     """Default requests and limits for containers that state none, and maximums (see
-    `container_defaults`): with the quota on limits, nothing in the namespace is unlimited."""
+    `container_defaults`): with the quota on limits, nothing in the namespace is unlimited. A
+    pod, its init containers counted as the API server counts them, has at most
+    `gpus_per_pod` GPUs: the admission rules hold jobs to less, this holds every pod."""
+    pod_max = {"type": "Pod", "max": {GPU_RESOURCE: str(gpus_per_pod(tenant))}}
     return {
         "apiVersion": "v1", "kind": "LimitRange",
         "metadata": object_meta(tenant, LIMIT_RANGE_NAME),
-        "spec": {"limits": [{"type": "Container", **container_defaults(tenant)}]},
+        "spec": {"limits": [{"type": "Container", **container_defaults(tenant)}, pod_max]},
     }
 
 
-def tenant_admission_policies(tenant: Tenant, priority_classes: Sequence[str] = ()
-                              ) -> list[dict[str, Any]]:
-    """The tenant's ValidatingAdmissionPolicies and bindings (cluster-scoped, our labels)."""
+def tenant_admission_policies(tenant: Tenant, *, hub_namespace: str, hub_service_account: str,
+                              priority_classes: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """The tenant's ValidatingAdmissionPolicies and bindings (cluster-scoped, our labels); the
+    hub's service account is the one that may make notebook pods."""
     defaults = container_defaults(tenant)["default"]
     return admission_policies(tenant, object_labels=bundle_labels(tenant),
+                              hub=service_account_username(hub_namespace, hub_service_account),
                               default_cpu=defaults["cpu"], default_memory=defaults["memory"],
                               priority_classes=priority_classes)
 
@@ -240,7 +267,8 @@ def namespace_bundle(tenant: Tenant, *, hub_namespace: str = "jupyterhub",
     admission policies, before anything that lets a user in).
 
     `hub_namespace`/`hub_service_account` name the hub's service account (it gets a RoleBinding
-    here) and the namespace whose `component: hub|proxy` pods may reach notebooks.
+    here, and is the only one that may make notebook pods) and the namespace whose
+    `component: hub|proxy` pods may reach notebooks.
     `api_server_cidrs` are where notebooks may open TLS connections to the API server (none: no
     notebook reaches it, and no cluster engine can submit). `priority_classes` are the priority
     classes the tenant's jobs and pods may use (none by default).
@@ -254,7 +282,9 @@ def namespace_bundle(tenant: Tenant, *, hub_namespace: str = "jupyterhub",
         check_name(name, "priority class")
     return [
         namespace(tenant),
-        *tenant_admission_policies(tenant, priority_classes),
+        *tenant_admission_policies(tenant, hub_namespace=hub_namespace,
+                                   hub_service_account=hub_service_account,
+                                   priority_classes=priority_classes),
         notebook_role(tenant),
         hub_role(tenant),
         hub_role_binding(tenant, hub_namespace, hub_service_account),

@@ -12,7 +12,7 @@
   from `user_identity` as the hub makes them at a spawn (here by the admin), and an ApiClient
   with a real TokenRequest token of that account, once RBAC lets it in: what a notebook holds.
 - `paddlejob(name, owner=...)`: a PaddleJob that the tenant's admission policies admit (owner
-  label, deadline, no API token in its pods) unless a test breaks one rule on purpose.
+  label, deadline, cleanup, no API token in its pods) unless a test breaks one rule on purpose.
 - `deprovision(plane, tenant)`: deletes the tenant's namespace and its cluster-scoped admission
   policies and bindings (the plane is shared: nothing of a test may outlive it).
 - `hub_account` fixture: a hub namespace with the hub's service account, as the Zero to JupyterHub
@@ -185,7 +185,9 @@ def paddlejob(name: str, *, workers: int = 1, gpus: int = 0,
     return {
         "apiVersion": "kubeflow.org/v1", "kind": "PaddleJob",
         "metadata": {"name": name, "labels": dict(labels)},
-        "spec": {"runPolicy": {"activeDeadlineSeconds": DEADLINE},
+        # Running pods go when the job ends, and the finished job after a while (`cleanup`).
+        "spec": {"runPolicy": {"activeDeadlineSeconds": DEADLINE, "cleanPodPolicy": "Running",
+                               "ttlSecondsAfterFinished": DEADLINE},
                  "paddleReplicaSpecs": {"Worker": {
                      "replicas": workers, "restartPolicy": "Never",
                      "template": {"metadata": {"labels": dict(labels)}, "spec": spec}}}},

@@ -10,8 +10,10 @@ token. Ada, another user of the tenant, attacks from her notebook: every row of 
 is one real request (or two, following what the first one shows) made with a real TokenRequest
 token of her own service account. Each is refused with a message that names the rule that
 refused it, and each row's legitimate twin (the same request without the attack, as a dry run)
-is admitted, so the refusal is the attack's and not the request's. Run with `pytest -s` to see
-the table.
+is admitted, so the refusal is the attack's and not the request's. A few rows are what the
+policies refuse whoever asks, tried as the cluster admin (who may create pods and JobSets, and
+is not the hub). A second tenant, with a Kueue queue, shows that no job skips its queue. Run
+with `pytest -s` to see the table.
 """
 
 from __future__ import annotations
@@ -35,14 +37,19 @@ pytest.importorskip("cryptography", reason="install the test extra (cryptography
 import k8s_plane  # noqa: E402  (tests/cluster is on sys.path)
 from tenancy import (  # noqa: E402
     HUB_SERVICE_ACCOUNT,
+    IMAGE,
+    RESTRICTED,
     USER_LABEL,
     call,
     deprovision,
     make_tenant,
     notebook_user,
+    paddlejob,
     provision,
+    tenant_data,
     unique,
 )
+from tenancy import pod as restricted_pod  # noqa: E402
 
 from hub_config.cluster_policy.identities import user_service_account  # noqa: E402
 from hub_config.tenants import Tenants  # noqa: E402
@@ -52,11 +59,19 @@ from launcher_magic.engines import load_engine  # noqa: E402
 from launcher_magic.engines.cluster import ClusterEngine  # noqa: E402
 from launcher_magic.engines.cluster.paddlejob import build_paddlejob  # noqa: E402
 from tests.hub_config.hub_env import fake_user, notebook_env, offline_kubeconfig  # noqa: E402
+from workbench_contract.cluster import CLUSTERQUEUE, JOBSET, RUNTIME, TRAINJOB  # noqa: E402
 from workbench_contract.environment import NotebookContext  # noqa: E402
+from workbench_contract.labels import (  # noqa: E402
+    COMPONENT_JOB_WORKER,
+    COMPONENT_NOTEBOOK,
+    LABEL_COMPONENT,
+)
 
 JOB_API = "paddlejob"  # the conftest's `tenant`: training-operator v1
 
 JOBS = "/apis/kubeflow.org/v1/namespaces/{ns}/paddlejobs"
+JOBSETS = f"/apis/{JOBSET.api_version}/namespaces/{{ns}}/{JOBSET.plural}"
+TRAINJOBS = f"/apis/{TRAINJOB.api_version}/namespaces/{{ns}}/{TRAINJOB.plural}"
 CORE = "/api/v1/namespaces/{ns}"
 DRY_RUN = [("dryRun", "All")]
 HUB_TOKEN = "bobs-hub-token-7c1e5d"
@@ -129,6 +144,7 @@ class Scene:
 
     tenant: Any
     ada: Any  # an ApiClient with a real token of Ada's own account
+    admin: Any  # an ApiClient of the cluster admin (system:masters), who is not the hub
     bob_job: str
     bob_pod: str
     bob_env_secret: str
@@ -159,7 +175,8 @@ def scene(control_plane, tmp_path_factory) -> Iterator[Scene]:
         spec = build_spec(LaunchOptions(nodes=2, name="ada"), "x = 1\n", context)
         settings = load_engine("paddlejob", context=context).settings(spec)
         manifest = build_paddlejob(spec, JobDir(Path(HOME) / "jobs" / spec.job_id), settings)
-        yield Scene(tenant=tenant, ada=ada, bob_job=bob.job_id, bob_pod=bob_pod,
+        yield Scene(tenant=tenant, ada=ada, admin=control_plane.api_client(),
+                    bob_job=bob.job_id, bob_pod=bob_pod,
                     bob_env_secret=f"bob.{bob.job_id}-env",
                     ada_manifest=lambda: copy.deepcopy(manifest), ada_job=own.job_id)
     finally:
@@ -214,6 +231,28 @@ def _no_deadline(manifest: dict[str, Any], s: Scene) -> None:
     del manifest["spec"]["runPolicy"]["activeDeadlineSeconds"]
 
 
+def _no_ttl(manifest: dict[str, Any], s: Scene) -> None:
+    del manifest["spec"]["runPolicy"]["ttlSecondsAfterFinished"]
+
+
+def _init_container(resources: dict[str, Any]) -> Callable[[dict[str, Any], Scene], None]:
+    """A mutation that gives the worker an init container (the tenant's image) asking for
+    `resources`: it runs on the node before the worker does."""
+
+    def mutate(manifest: dict[str, Any], s: Scene) -> None:
+        spec = _worker(manifest)["spec"]
+        (main,) = spec["containers"]
+        spec["initContainers"] = [{"name": "init", "image": main["image"], "command": ["true"],
+                                   "securityContext": main["securityContext"],
+                                   "resources": resources}]
+
+    return mutate
+
+
+def _claims_notebook(manifest: dict[str, Any], s: Scene) -> None:
+    _worker(manifest)["metadata"]["labels"][LABEL_COMPONENT] = COMPONENT_NOTEBOOK
+
+
 def _someone_elses_label(manifest: dict[str, Any], s: Scene) -> None:
     for meta in (manifest["metadata"], _worker(manifest)["metadata"]):
         meta["labels"][USER_LABEL] = "bob"
@@ -245,6 +284,41 @@ def _request(method: str, path: Callable[[Scene], str], body: Any = None,
         return call(s.ada, method2, path2(s), body2(s) if callable(body2) else body2, DRY_RUN)
 
     return attack, (legitimate if twin else None)
+
+
+def _as_admin(path: str, body: Callable[[bool], dict[str, Any]]):
+    """An attack the cluster admin makes, creating `body(True)` at `path`; its twin creates
+    `body(False)` (as a dry run)."""
+
+    def attack(s: Scene) -> tuple[int, str]:
+        return call(s.admin, "POST", s.path(path), body(True))
+
+    def twin(s: Scene) -> tuple[int, str]:
+        return call(s.admin, "POST", s.path(path), body(False), DRY_RUN)
+
+    return attack, twin
+
+
+def _pod_posing_as_notebook(posing: bool) -> dict[str, Any]:
+    """A pod labelled as a notebook (as a job worker, for the twin); kept Pending."""
+    body = restricted_pod("posing", unschedulable=True)
+    body["metadata"]["labels"] = {
+        LABEL_COMPONENT: COMPONENT_NOTEBOOK if posing else COMPONENT_JOB_WORKER}
+    return body
+
+
+def _jobset_with_init_gpus(gpus: bool) -> dict[str, Any]:
+    """A JobSet as the Trainer writes one from a TrainJob, whose init container asks for 16
+    GPUs (none, for the twin)."""
+    main = {"name": "node", "image": IMAGE, "securityContext": RESTRICTED}
+    init = {**main, "name": "init",
+            **({"resources": {"limits": {"nvidia.com/gpu": "16"}}} if gpus else {})}
+    pod_spec = {"restartPolicy": "Never", "automountServiceAccountToken": False,
+                "initContainers": [init], "containers": [main]}
+    return {"apiVersion": JOBSET.api_version, "kind": JOBSET.kind,
+            "metadata": {"name": "init-gpus"},
+            "spec": {"replicatedJobs": [{"name": "node", "replicas": 1, "template": {
+                "spec": {"template": {"spec": pod_spec}}}}]}}
 
 
 def _own_secret(name: str, **extra: Any) -> dict[str, Any]:
@@ -318,6 +392,29 @@ ROWS = [
     Row("cpu-over-quota", "2 nodes x 20 CPUs in a 32-CPU tenant",
         _job_attack(_container("resources", {"limits": {"cpu": "20"}})), 422,
         "workbench rule resources: the whole job needs cpu=40000m"),
+    Row("gpus-in-init-container", "16 GPUs in a worker's init container",
+        _job_attack(_init_container({"limits": {"nvidia.com/gpu": "16"}})), 422,
+        "workbench rule gpus: a node of the job asks for 16 GPUs"),
+    Row("cpu-in-init-container", "CPUs over the quota through an init container",
+        _job_attack(_init_container({"limits": {"cpu": "20"}})), 422,
+        "workbench rule resources: the whole job needs cpu=44000m"),
+    Row("gpus-in-jobset-init-container", "a JobSet (what a TrainJob becomes) whose init "
+        "container asks for 16 GPUs, made by the admin",
+        _as_admin(JOBSETS, _jobset_with_init_gpus), 422,
+        "workbench rule gpus: a node of the job asks for 16 GPUs"),
+    Row("clean-pod-policy-none", "workers that outlive a finished job (the master exits at "
+        "once: the job succeeds, no deadline applies, no pod is deleted)",
+        _job_attack(_set("spec.runPolicy.cleanPodPolicy", "None")), 422,
+        "workbench rule cleanup: spec.runPolicy.cleanPodPolicy must be Running or All"),
+    Row("no-ttl", "a finished job kept forever",
+        _job_attack(_no_ttl), 422,
+        "workbench rule cleanup: spec.runPolicy.ttlSecondsAfterFinished must be set"),
+    Row("job-pod-claims-notebook", "job pods labelled as a notebook, to pass the notebooks' "
+        "NetworkPolicies", _job_attack(_claims_notebook), 422,
+        f"workbench rule component: the label {LABEL_COMPONENT} of a job's pods"),
+    Row("notebook-pod-not-by-the-hub", "a pod labelled as a notebook, made by the cluster "
+        "admin, who is not the hub", _as_admin(CORE + "/pods", _pod_posing_as_notebook), 403,
+        "workbench rule notebook: only the hub (system:serviceaccount:"),
     Row("priority-class", "a priority class to preempt others",
         _job_attack(_set("pod.priorityClassName", "system-cluster-critical")), 422,
         "workbench rule priority:"),
@@ -495,3 +592,64 @@ def test_the_shared_notebook_account_of_earlier_versions_is_refused(control_plan
         assert status == 403, message
         assert (f"workbench rule owner: system:serviceaccount:{ns}:"
                 f"{scene.tenant.service_account} is not a user's own notebook account") in message
+
+
+# -- a tenant with a queue -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def queued(control_plane) -> Iterator[Any]:
+    """A tenant with a Kueue queue (so its job API is a queued kind, trainjob), provisioned;
+    its namespace, policies and ClusterQueue are deleted afterwards."""
+    data = tenant_data(unique("que"))
+    data["queue"] = {"cohort": unique("c")}
+    (tenant,) = Tenants.from_dict({"tenants": [data]}, strict=True).tenants
+    try:
+        provision(control_plane, tenant, "jupyterhub")
+        yield tenant
+    finally:
+        deprovision(control_plane, tenant)
+        client.CustomObjectsApi(control_plane.api_client()).delete_cluster_custom_object(
+            CLUSTERQUEUE.group, CLUSTERQUEUE.version, CLUSTERQUEUE.plural,
+            f"workbench-{tenant.name}")
+
+
+def test_a_queued_tenant_runs_no_job_past_its_queue(control_plane, scene, queued):
+    """Kueue admits only queued kinds (TrainJobs), and a queued tenant's GPU quota is what it
+    may borrow too: a PaddleJob there would hold GPUs the queue believes are lent. Ada's own
+    account may not create one (RBAC: her Role writes only queued kinds, and still reads the
+    others), and whoever may (the cluster admin) is refused by the `queue` rule; the same
+    PaddleJob is admitted in a tenant without a queue, so the refusal is the queue's."""
+    ada = notebook_user(control_plane, queued, "ada")  # waits until she may read PaddleJobs
+    jobs = JOBS.format(ns=queued.namespace)
+    job = paddlejob("skip-the-queue", gpus=8, owner="ada")
+    status, message = call(ada, "POST", jobs, job)
+    print(f"\nada's PaddleJob in a queued tenant: {status}  {message}")
+    assert status == 403 and 'cannot create resource "paddlejobs"' in message, message
+    assert call(ada, "DELETE", f"{jobs}/skip-the-queue")[0] == 403
+    assert call(ada, "GET", jobs)[0] == 200
+    status, message = call(scene.admin, "POST", jobs, job)
+    print(f"the admin's PaddleJob in a queued tenant: {status}  {message}")
+    assert status == 403, message
+    assert (f"workbench rule queue: tenant {queued.name}'s jobs wait in its queue workbench"
+            in message and "job_api trainjob" in message), message
+    status, message = call(scene.admin, "POST", scene.path(JOBS), job, DRY_RUN)
+    assert 200 <= status <= 299, f"the same PaddleJob in a tenant without a queue: {message}"
+
+
+def test_a_trainjobs_runtime_patches_carry_no_resources(scene):
+    """A TrainJob's runtime patches cannot ask for GPUs in an init container (or any other):
+    Trainer v2.3.0's schema gives their containers a name, env, securityContext and
+    volumeMounts only, so the API server refuses `resources` there (strict field validation)
+    or drops them. What the Trainer makes of runtime and patches, the JobSet, is held to the
+    `gpus` rule, init containers counted (row gpus-in-jobset-init-container)."""
+    init = {"name": "init", "resources": {"limits": {"nvidia.com/gpu": "16"}}}
+    patch = {"manager": "ada", "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [
+        {"name": "node", "template": {"spec": {"template": {"spec": {
+            "initContainers": [init]}}}}}]}}}}
+    trainjob = {"apiVersion": TRAINJOB.api_version, "kind": TRAINJOB.kind,
+                "metadata": {"name": "patched", "labels": {USER_LABEL: "ada"}},
+                "spec": {"runtimeRef": {"name": RUNTIME}, "runtimePatches": [patch]}}
+    status, message = call(scene.ada, "POST", scene.path(TRAINJOBS), trainjob,
+                           DRY_RUN + [("fieldValidation", "Strict")])
+    assert status in (400, 422), message
+    assert "unknown field" in message and "resources" in message, message

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import yaml
 
 from hub_config.cli import main as cli_main
 from hub_config.cluster_policy.admission import rules
+from hub_config.cluster_policy.admission.paddlejob import MAX_FINISHED_TTL
 from hub_config.cluster_policy.apply import (
     ApplyError,
     ApplyResult,
@@ -21,7 +23,9 @@ from hub_config.cluster_policy.apply import (
     summary_table,
 )
 from hub_config.cluster_policy.bundle import (
+    gpus_per_pod,
     hub_role_rules,
+    limit_range,
     namespace_bundle,
     notebook_role_rules,
     resource_quota,
@@ -124,23 +128,38 @@ def test_quota_follows_the_tenants_file(tenant):
 
 
 def test_limit_range_gives_the_tenants_defaults_and_maximums(tenant):
-    (item,) = one(namespace_bundle(tenant), "LimitRange")["spec"]["limits"]
-    first = tenant.profiles[0]
+    item, pod = one(namespace_bundle(tenant), "LimitRange")["spec"]["limits"]
+    first, gpus = tenant.profiles[0], str(tenant.job_limits.max_gpus_per_node)
     assert item["type"] == "Container"
-    # A worker without --cpu/--memory gets the tenant's first profile: never unlimited.
+    # A worker without --cpu/--memory gets the tenant's first profile: never unlimited. GPUs
+    # default to none: left out, the API server would default them to the maximum.
     assert item["default"] == {"cpu": first.cpu.limit, "memory": first.memory.limit,
-                               "ephemeral-storage": "10Gi"}
+                               "ephemeral-storage": "10Gi", "nvidia.com/gpu": "0"}
     assert item["defaultRequest"] == {"cpu": first.cpu.guarantee,
                                       "memory": first.memory.guarantee,
-                                      "ephemeral-storage": "1Gi"}
+                                      "ephemeral-storage": "1Gi", "nvidia.com/gpu": "0"}
     assert item["max"] == {"cpu": tenant.quota.cpu, "memory": tenant.quota.memory,
-                           "ephemeral-storage": "10Gi"}
+                           "ephemeral-storage": "10Gi", "nvidia.com/gpu": gpus}
+    # A pod, init containers counted, has at most a node's GPUs (the example's notebooks fit).
+    assert pod == {"type": "Pod", "max": {"nvidia.com/gpu": gpus}}
+
+
+def test_limit_range_lets_a_notebook_of_the_largest_profile_have_its_gpus():
+    """A profile with more GPUs than a job's node may have still spawns: the LimitRange holds
+    every pod to the larger of the two."""
+    big = dataclasses.replace(VISION.profiles[1], gpus=8)
+    tenant = dataclasses.replace(
+        VISION, profiles=(VISION.profiles[0], big),
+        job_limits=dataclasses.replace(VISION.job_limits, max_gpus_per_node=2))
+    assert gpus_per_pod(tenant) == 8 and gpus_per_pod(VISION) == 8
+    item, pod = limit_range(tenant)["spec"]["limits"]
+    assert item["max"]["nvidia.com/gpu"] == pod["max"]["nvidia.com/gpu"] == "8"
 
 
 def test_limit_range_defaults_never_exceed_the_quota():
     small = dataclasses.replace(VISION, quota=Quota(gpus=8, cpu="1", memory="2Gi", pods=5,
                                                     jobs=1))
-    (item,) = one(namespace_bundle(small), "LimitRange")["spec"]["limits"]
+    item, _ = one(namespace_bundle(small), "LimitRange")["spec"]["limits"]
     # cpu-small asks for a 2-CPU, 4Gi limit; the quota is smaller, so the quota it is.
     assert item["default"]["cpu"] == "1" and item["default"]["memory"] == "2Gi"
     assert item["defaultRequest"]["cpu"] == "0.5"
@@ -303,12 +322,12 @@ def test_hub_role_is_what_kubespawner_needs_and_reads_no_secret():
 
 
 RULES = {
-    "paddlejobs": {"images", "nodes", "gpus", "resources", "deadline", "priority", "token",
-                   "owner", "claim", "volumes", "secrets"},
+    "paddlejobs": {"images", "nodes", "gpus", "resources", "deadline", "cleanup", "priority",
+                   "token", "component", "owner", "claim", "volumes", "secrets"},
     "trainjobs": {"runtime", "images", "nodes", "gpus", "resources", "deadline", "priority",
-                  "token", "owner", "claim", "volumes", "secrets"},
-    "jobsets": {"images", "priority", "token"},
-    "pods": {"images", "priority"},
+                  "token", "component", "owner", "claim", "volumes", "secrets"},
+    "jobsets": {"images", "gpus", "priority", "token"},
+    "pods": {"images", "priority", "notebook"},
     "secrets": {"secrets"},
 }
 
@@ -565,3 +584,110 @@ def test_a_queued_tenants_gpu_quota_is_its_own_plus_what_its_cohort_can_lend(tmp
     assert resource_quota(first)["spec"]["hard"]["requests.nvidia.com/gpu"] == str(total)
     assert resource_quota(second)["spec"]["hard"]["requests.nvidia.com/gpu"] == str(
         second.quota.gpus + 1)
+
+
+# --- the second audit's holes, as data (tried for real in tests/cluster/test_tenant_admission.py)
+
+def _queued_vision():
+    data = yaml.safe_load(EXAMPLE.read_text())
+    data["tenants"][0]["job_api"] = "trainjob"
+    data["tenants"][0]["queue"] = {"cohort": "shared"}
+    return Tenants.from_dict(data).tenants[0]
+
+
+def _validations(policy: dict, rule: str) -> list[dict]:
+    return [v for v in policy["spec"]["validations"]
+            if v["message"].startswith(f"workbench rule {rule}:")]
+
+
+def test_a_queued_tenants_notebooks_write_only_the_kinds_kueue_admits():
+    queued = _queued_vision()
+    role = one(namespace_bundle(queued), "Role", NOTEBOOK_ROLE)
+    assert role["rules"] == notebook_role_rules(queued=True) != notebook_role_rules()
+    grants = _grants(role["rules"])
+    # PaddleJobs are read (jobs from before the queue still show), never made or stopped.
+    assert {v for _, r, v in grants if r == "paddlejobs"} == {"get", "list", "watch"}
+    assert {v for _, r, v in grants if r == "trainjobs"} == {"create", "get", "list", "watch",
+                                                             "delete"}
+    # Everything else is as in a tenant without a queue.
+    assert role["rules"][1:] == notebook_role_rules()[1:]
+
+
+def test_a_queued_tenant_refuses_every_new_job_of_a_kind_kueue_does_not_admit(new_kind):
+    """Whoever asks: the `queue` rule goes last into each non-queued kind's own policy (the
+    built-in PaddleJob and a kind registered by a package alike), names the tenant's queue and
+    the kinds to use, and refuses creation only (a job from before the queue may be stopped)."""
+    queued = _queued_vision()
+    bundle = namespace_bundle(queued)
+    for what, kind in (("paddlejobs", "PaddleJob"), ("mpijobs", "MPIJob")):
+        policy = one(bundle, "ValidatingAdmissionPolicy", f"workbench-vision-{what}")
+        last = policy["spec"]["validations"][-1]
+        assert last == rules.unqueued_rule(queued, kind, ["trainjob"])
+        assert last["expression"] == "request.operation != 'CREATE'"
+        assert last["reason"] == "Forbidden"
+        assert last["message"] == (
+            f"workbench rule queue: tenant vision's jobs wait in its queue workbench (Kueue "
+            f"ClusterQueue workbench-vision), which takes no {kind}s: use a queued job kind "
+            "(job_api trainjob)")
+    trainjobs = one(bundle, "ValidatingAdmissionPolicy", "workbench-vision-trainjobs")
+    assert all("takes no" not in v["message"] for v in trainjobs["spec"]["validations"])
+    # Without a queue, no kind is refused so.
+    assert not [v for o in by_kind(namespace_bundle(VISION), "ValidatingAdmissionPolicy")
+                for v in o["spec"]["validations"] if "takes no" in v["message"]]
+
+
+def test_a_kind_whose_builder_has_no_policy_on_its_api_still_gets_the_queue_rule(new_kind,
+                                                                                 monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "mpijob_policies",
+                        lambda tenant, **_: [])
+    policy = one(namespace_bundle(_queued_vision()), "ValidatingAdmissionPolicy",
+                 "workbench-vision-mpijobs-queue")
+    assert _rule_names(policy) == {"queue"}
+
+
+def test_only_the_hubs_own_account_makes_notebook_pods():
+    policy = one(namespace_bundle(VISION, hub_namespace="hubs", hub_service_account="jhub"),
+                 "ValidatingAdmissionPolicy", "workbench-vision-pods")
+    (rule,) = _validations(policy, "notebook")
+    assert rule == rules.notebook_rule("system:serviceaccount:hubs:jhub")
+    assert 'request.userInfo.username == "system:serviceaccount:hubs:jhub"' in rule["expression"]
+    # A pod that already was a notebook may be changed (the garbage collector, finalizers).
+    assert "request.operation == 'UPDATE'" in rule["expression"]
+    assert rule["reason"] == "Forbidden"
+
+
+@pytest.mark.parametrize("what", ["paddlejobs", "trainjobs"])
+def test_no_job_pod_may_claim_to_be_a_notebook(what):
+    policy = one(namespace_bundle(VISION), "ValidatingAdmissionPolicy", f"workbench-vision-{what}")
+    (rule,) = _validations(policy, "component")
+    assert f'in [\'\', "{labels.COMPONENT_JOB_WORKER}"]' in rule["expression"]
+    assert labels.LABEL_COMPONENT in rule["expression"]
+
+
+def test_a_paddlejob_must_clean_up_its_pods_and_itself():
+    """`cleanup`: cleanPodPolicy Running or All, a TTL at most a day; the engine's own PaddleJob
+    (its defaults) is within both."""
+    from launcher_magic.engines.cluster.paddlejob import PaddleJobAdapter
+
+    policy = one(namespace_bundle(VISION), "ValidatingAdmissionPolicy",
+                 "workbench-vision-paddlejobs")
+    clean, ttl = _validations(policy, "cleanup")
+    assert 'object.spec.runPolicy.cleanPodPolicy in ["Running", "All"]' in clean["expression"]
+    assert f"object.spec.runPolicy.ttlSecondsAfterFinished <= {MAX_FINISHED_TTL}" in (
+        ttl["expression"])
+    adapter = PaddleJobAdapter()
+    assert adapter.clean_pod_policy in ("Running", "All")
+    assert 0 <= adapter.ttl_seconds_after_finished <= MAX_FINISHED_TTL
+
+
+def test_init_containers_count_in_a_jobs_gpus_and_size():
+    bundle = namespace_bundle(VISION)
+    paddlejobs = one(bundle, "ValidatingAdmissionPolicy", "workbench-vision-paddlejobs")
+    variables = {v["name"]: v["expression"] for v in paddlejobs["spec"]["variables"]}
+    for name in ("jobCpu", "jobMemory", "jobGpus"):
+        assert "r.template.spec.initContainers.map(c, " in variables[name], name
+    (gpus,) = _validations(paddlejobs, "gpus")
+    assert "r.template.spec.initContainers.map(c, " in gpus["expression"]
+    jobsets = one(bundle, "ValidatingAdmissionPolicy", "workbench-vision-jobsets")
+    (gpus,) = _validations(jobsets, "gpus")
+    assert "r.template.spec.template.spec.initContainers.map(c, " in gpus["expression"]

@@ -2,9 +2,9 @@
 
 Literals (`lit`, `lits`, written by `json.dumps`, whose escapes CEL reads the same way; every
 value here is validated by the tenants file anyway), label access, `has` chains, every container
-of a pod, a pod's images, priority and account, amounts of a resource, where a job reads
-Secrets, and the variables each policy starts with (who asks, whose it is, the user's claim).
-The rules made of them are in `rules`. Pure: strings in, strings out.
+of a pod, a pod's images, priority and account, amounts of a resource (a container's, a
+pod's), where a job reads Secrets, and the variables each policy starts with (who asks, whose
+it is, the user's claim). The rules made of them are in `rules`. Pure: strings in, strings out.
 """
 
 from __future__ import annotations
@@ -128,6 +128,24 @@ def gpu_amount(root: str, path: str) -> str:
     return limit_amount(root, path, GPU_RESOURCE, 1, request)
 
 
+def container_gpus(container: str) -> str:
+    """CEL int: the GPUs of `container` (a container of a pod spec)."""
+    return gpu_amount(container, "resources")
+
+
+def pod_total(pod: str, amount: Callable[[str], str]) -> str:
+    """CEL int: `amount(c)` summed over the containers and init containers of pod spec `pod`
+    (list by list: their CEL types differ).
+
+    Init containers run before the others, so the pod needs at most the larger of the two; the
+    sum is an upper bound that needs no care for sidecars (restartable init containers, which
+    run alongside). Ephemeral containers are left out: they may state no resources, and no pod
+    is created with them."""
+    init = f"{pod}.initContainers"
+    return (f"({pod}.containers.map(c, {amount('c')}).sum() + "
+            f"(has({init}) ? {init}.map(c, {amount('c')}).sum() : 0))")
+
+
 def millicores(quantity: str) -> int:
     return int(parse_quantity(quantity) * 1000)
 
@@ -172,6 +190,12 @@ def volumes_all(pod: str, check: str) -> str:
 
 
 # -- variables ----------------------------------------------------------------------------------
+
+def service_account_username(namespace: str, name: str) -> str:
+    """How the API server names (`request.userInfo.username`) service account `name` of
+    `namespace`."""
+    return f"system:serviceaccount:{namespace}:{name}"
+
 
 def is_user(tenant: Tenant) -> str:
     """CEL: a notebook user's own account asks."""

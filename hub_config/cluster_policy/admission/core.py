@@ -2,8 +2,10 @@
 Secrets.
 
 - `workbench-<tenant>-pods`: every pod created or changed (the hub's notebook pods, the job
-  operators' worker pods): `images` (only the tenant's, by digest) and `priority` (no priority
-  class but the tenant's). Users create no pods themselves (RBAC).
+  operators' worker pods): `images` (only the tenant's, by digest), `priority` (no priority
+  class but the tenant's) and `notebook` (only the hub's own account makes a pod labelled as a
+  notebook, which the NetworkPolicies let further than any other). Users create no pods
+  themselves (RBAC).
 - `workbench-<tenant>-secrets`: a notebook user's own account creates only Opaque Secrets named
   `<user>.*` and labelled as theirs, and changes or deletes only its own (`secrets`). The
   cluster engine keeps a job's `--env` values in such a Secret.
@@ -32,14 +34,17 @@ POD = Api("", "v1", "pods", "Pod")
 SECRET = Api("", "v1", "secrets", "Secret")
 
 
-def pod_policy(tenant: Tenant, *, priority_classes: Sequence[str] = ()) -> dict[str, Any]:
+def pod_policy(tenant: Tenant, *, hub: str, priority_classes: Sequence[str] = ()
+               ) -> dict[str, Any]:
     """The policy on every pod in the tenant's namespace: the tenant's images and priority
-    classes only (the hub's notebook pods and the operators' worker pods alike)."""
+    classes only (the hub's notebook pods and the operators' worker pods alike), and pods
+    labelled as notebooks made by the hub only (`hub`: its account's API server username)."""
     return rules.policy(
         tenant, "pods", POD, [check_spec_variable()],
         [rules.container_images_rule(tenant, "object.spec", templates=False),
          rules.priority_rule(tenant, priority_classes,
-                             pod_priority("object.spec", priority_classes))],
+                             pod_priority("object.spec", priority_classes)),
+         rules.notebook_rule(hub)],
         deletes=False)
 
 
@@ -76,7 +81,8 @@ def secret_policy(tenant: Tenant) -> dict[str, Any]:
                                            "expression": is_user(tenant)}])
 
 
-def core_policies(tenant: Tenant, *, priority_classes: Sequence[str] = ()
+def core_policies(tenant: Tenant, *, hub: str, priority_classes: Sequence[str] = ()
                   ) -> list[dict[str, Any]]:
-    """The policies on pods and Secrets, in that order."""
-    return [pod_policy(tenant, priority_classes=priority_classes), secret_policy(tenant)]
+    """The policies on pods and Secrets, in that order (`hub`: see `pod_policy`)."""
+    return [pod_policy(tenant, hub=hub, priority_classes=priority_classes),
+            secret_policy(tenant)]

@@ -3,10 +3,15 @@
 `workbench-<tenant>-paddlejobs`, on every PaddleJob created, changed or deleted in the tenant's
 namespace. Whoever asks: `images` (only the tenant's, by digest), `nodes` (at most `max_nodes`,
 no elastic scaling), `gpus` (at most `max_gpus_per_node` per node), `resources` (the whole job,
-at its limits or the namespace's default limits, fits the tenant's quota), `deadline`
-(`activeDeadlineSeconds` set, at most `max_runtime`), `priority` (no priority class but the
-tenant's) and `token` (job pods run as the namespace's `default` account with no API token).
-No other account of the namespace may write PaddleJobs (`owner`). Asked by a notebook user's
+at its limits or the namespace's default limits, fits the tenant's quota; a node counts its
+containers and init containers), `deadline` (`activeDeadlineSeconds` set, at most
+`max_runtime`), `cleanup` (`cleanPodPolicy` Running or All, `ttlSecondsAfterFinished` set, at
+most `MAX_FINISHED_TTL`: a job whose Master ends at once is finished, and the operator holds no
+finished job to its deadline), `priority` (no priority class but the tenant's), `token` (job
+pods run as the namespace's `default` account with no API token) and `component` (no pod
+template labelled as anything but a job worker). In a tenant with a queue, the `queue` rule
+refuses every new PaddleJob (`admission.job_policies`: Kueue admits no PaddleJobs). No other
+account of the namespace may write PaddleJobs (`owner`). Asked by a notebook user's
 own account (`<service_account>-<user>`): `owner` (the user label is theirs on the job and its
 pod templates; they stop only their own jobs), `claim` (only their own, `claim-<user>`),
 `volumes` (that claim, emptyDir, downwardAPI and their own Secrets only) and `secrets` (only
@@ -26,9 +31,9 @@ from hub_config.cluster_policy.admission.cel import (
     OWN_SECRET_VOLUME,
     TEMPLATES,
     byte_count,
+    container_gpus,
     container_reads_own,
     every_container,
-    gpu_amount,
     job_variables,
     label,
     limit_amount,
@@ -36,6 +41,7 @@ from hub_config.cluster_policy.admission.cel import (
     millicores,
     of_tenant,
     own_pull_secrets,
+    pod_total,
     templates_priority,
     templates_run_as_default,
     volumes_all,
@@ -46,19 +52,20 @@ from workbench_contract import cluster, labels
 POD = "r.template.spec"  # a replica spec's pod spec, inside `variables.specs.all(r, ...)`
 META = "r.template.metadata"
 SPECS = "object.spec.paddleReplicaSpecs"
+RUN_POLICY = "spec.runPolicy"
+CLEAN_POD_POLICIES = ("Running", "All")  # the pods still running go when the job ends
+# The engine's default TTL (PaddleJobAdapter.ttl_seconds_after_finished): the engine has read
+# the job's end by then, and its logs are in the job directory; past it a finished job holds
+# only a place in the quota's job count.
+MAX_FINISHED_TTL = 86400
 
 
 def _every_pod(check: Callable[[str], str]) -> str:
     return f"{TEMPLATES}{check(POD)})"
 
 
-def _gpus(container: str) -> str:
-    return gpu_amount(container, "resources")
-
-
-def _per_pod(amount: Callable[[str], str]) -> str:
-    """CEL int: the sum of `amount(c)` over the regular containers of the replica's pod."""
-    return f"{POD}.containers.map(c, {amount('c')}).sum()"
+def _every_template(check: Callable[[str], str]) -> str:
+    return f"{TEMPLATES}!has({META}) || ({check(META)}))"
 
 
 def _replicas(spec: str) -> str:
@@ -76,6 +83,7 @@ def shape(tenant: Tenant) -> rules.JobShape:
     return rules.JobShape(
         kind=cluster.PADDLEJOB.kind,
         every_pod=_every_pod,
+        every_template=_every_template,
         templates_owned=(f"{TEMPLATES}has({META}) && {label(META, user)} == variables.owner && "
                          f"{label(META, tenant_label)} {ours})"),
         labelled=(f", on the PaddleJob and on every pod template (and {tenant_label}, where "
@@ -91,7 +99,7 @@ def shape(tenant: Tenant) -> rules.JobShape:
 
 def _variables(tenant: Tenant, default_cpu: str, default_memory: str) -> list[dict[str, str]]:
     def total(amount: Callable[[str], str]) -> str:
-        return f"variables.specs.map(r, {_replicas('r')} * {_per_pod(amount)}).sum()"
+        return f"variables.specs.map(r, {_replicas('r')} * {pod_total(POD, amount)}).sum()"
 
     cpu, memory = str(millicores(default_cpu)), str(byte_count(default_memory))
     return [
@@ -105,7 +113,7 @@ def _variables(tenant: Tenant, default_cpu: str, default_memory: str) -> list[di
          "expression": total(lambda c: limit_amount(c, "resources", "cpu", 1000, cpu))},
         {"name": "jobMemory",
          "expression": total(lambda c: limit_amount(c, "resources", "memory", 1, memory))},
-        {"name": "jobGpus", "expression": total(_gpus)},
+        {"name": "jobGpus", "expression": total(container_gpus)},
     ]
 
 
@@ -118,14 +126,15 @@ def _limit_rules(tenant: Tenant, classes: Sequence[str]) -> list[dict[str, Any]]
     return [
         rules.container_images_rule(tenant, POD, templates=True),
         rules.nodes_rule(tenant, elastic="spec.elasticPolicy"),
-        rules.gpus_rule(tenant, lambda most: f"{TEMPLATES}{_per_pod(_gpus)} <= {most})",
-                        f"variables.specs.map(r, {_per_pod(_gpus)}).max()"),
+        rules.template_gpus_rule(tenant, POD),
         rules.resources_rule(tenant, tenant.quota.gpus),
-        rules.deadline_rule(tenant, "spec.runPolicy.activeDeadlineSeconds"),
+        rules.deadline_rule(tenant, f"{RUN_POLICY}.activeDeadlineSeconds"),
+        *rules.cleanup_rules(RUN_POLICY, CLEAN_POD_POLICIES, MAX_FINISHED_TTL),
         rules.priority_rule(tenant, classes,
                             f"{job_priority} && {templates_priority(POD, classes)}",
                             scope=", on the job or its pods, and no pod priority"),
         rules.token_rule(templates_run_as_default(POD, "serviceAccountName", "serviceAccount")),
+        rules.component_rule(shape(tenant)),
     ]
 
 

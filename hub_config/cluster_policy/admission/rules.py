@@ -6,8 +6,10 @@ kinds of job is the CEL that reaches into the object (where its pod templates, n
 deadline are), which each kind's module passes in (`JobShape` and the arguments below), built
 from the pieces of `cel`.
 
-- rules on what may be asked for, whoever asks: `images_rule`, `nodes_rule`, `gpus_rule`,
-  `resources_rule`, `deadline_rule`, `priority_rule`, `token_rule`, `queue_rule`;
+- rules on what may be asked for, whoever asks: `images_rule`, `nodes_rule`, `gpus_rule`
+  (`template_gpus_rule`), `resources_rule`, `deadline_rule`, `cleanup_rules`, `priority_rule`,
+  `token_rule`, `component_rule`, `queue_rule` and `unqueued_rule`;
+- rules on who may make what: `notebook_rule` (pods labelled as notebooks: the hub only);
 - rules on whose it is, for a notebook user's own account: `only_users_rule`, `owner_rules`;
 - the objects: `policy` (a ValidatingAdmissionPolicy on one API in the tenant's namespace) and
   `binding` (which puts it in force there).
@@ -29,15 +31,20 @@ from hub_config.cluster_policy.admission.cel import (
     absent_or,
     bad_images,
     byte_count,
+    container_gpus,
     has_chain,
     label,
     lit,
+    lits,
     millicores,
     of_tenant,
     pod_images,
+    pod_total,
+    service_account_username,
     volumes_all,
 )
 from hub_config.cluster_policy.identities import user_account_prefix
+from hub_config.cluster_policy.kueue import cluster_queue_name
 from hub_config.cluster_policy.metadata import in_namespace
 from hub_config.tenants import Tenant
 from workbench_contract import labels
@@ -52,6 +59,23 @@ MESSAGE_PREFIX = "workbench rule"
 # Rules about what may be asked for answer 422 Invalid; rules about whose it is, 403 Forbidden.
 INVALID, FORBIDDEN = "Invalid", "Forbidden"
 NO_TOKEN = " with automountServiceAccountToken: false, so they carry no API token"
+
+
+@dataclass(frozen=True)
+class JobShape:
+    """Where one kind of job keeps what the rules check, as CEL (for `component_rule` and the
+    rules on a user's own jobs, `owner_rules`)."""
+
+    kind: str  # as messages name it: "PaddleJob"
+    # CEL: check(pod spec) holds for every pod template of the job.
+    every_pod: Callable[[Callable[[str], str]], str]
+    # CEL: check(metadata) holds for every pod template's metadata, where a template has any.
+    every_template: Callable[[Callable[[str], str]], str]
+    templates_owned: str  # CEL: the job's templates name no other user (or tenant)
+    labelled: str  # message: where the user label must be, after "must be your user name"
+    labelled_short: str  # messageExpression: the same, after "must be <user> (you) "
+    reads_own_secrets: str  # CEL: the job reads only the user's own Secrets, no ConfigMap
+    bad_claims: str | None = None  # CEL string: the claims it mounts that are not the user's
 
 
 # -- rules on what may be asked for (whoever asks) ---------------------------------------------
@@ -113,6 +137,14 @@ def gpus_rule(tenant: Tenant, each_node_within: Callable[[int], str], largest: s
         f"{lit(f' GPUs; tenant {name} allows at most {most} per node')}")
 
 
+def template_gpus_rule(tenant: Tenant, pod: str) -> dict[str, Any]:
+    """`gpus` on every replica spec's pod spec `pod` (`variables.specs`, each `r`): its
+    containers and init containers together (`cel.pod_total`)."""
+    gpus = pod_total(pod, container_gpus)
+    return gpus_rule(tenant, lambda most: f"{TEMPLATES}{gpus} <= {most})",
+                     f"variables.specs.map(r, {gpus}).max()")
+
+
 def resources_rule(tenant: Tenant, gpus: int) -> dict[str, Any]:
     """`resources`: the whole job (`variables.jobCpu`, `jobMemory`, `jobGpus`) fits the tenant's
     quota, with at most `gpus` GPUs."""
@@ -140,6 +172,31 @@ def deadline_rule(tenant: Tenant, field: str) -> dict[str, Any]:
         f"{field} must be set, {maximum}",
         f"{lit(f'{field} must be set, {maximum}; the job has ')}"
         f" + ({has_deadline} ? string({deadline}) : 'none')")
+
+
+def cleanup_rules(run_policy: str, policies: Sequence[str], most: int) -> list[dict[str, Any]]:
+    """`cleanup`: the job's `<run_policy>.cleanPodPolicy` (`spec.runPolicy`) is one of
+    `policies`, and its `ttlSecondsAfterFinished` is set, at most `most` seconds.
+
+    A job can end before its pods do (a PaddleJob whose Master exits at once has Succeeded
+    while its Workers train on), and the operator holds only unfinished jobs to their deadline:
+    the clean pod policy is what stops such pods. The TTL takes the finished job away, and with
+    it its place in the quota's job count."""
+    clean, ttl = f"{run_policy}.cleanPodPolicy", f"{run_policy}.ttlSecondsAfterFinished"
+    has_clean = has_chain("object.spec", clean.removeprefix("spec."))
+    has_ttl = has_chain("object.spec", ttl.removeprefix("spec."))
+    allowed = " or ".join(policies)
+    clean_msg = f"{clean} must be {allowed}, so that a job's running pods go when it ends"
+    ttl_msg = f"{ttl} must be set, at most {most}, so that a finished job goes too"
+    return [
+        validation("cleanup", CHECK + f"({has_clean} && object.{clean} in {lits(policies)})",
+                   clean_msg, f"{lit(clean_msg + '; the job has ')} + "
+                              f"({has_clean} ? object.{clean} : 'none')"),
+        validation("cleanup", CHECK + f"({has_ttl} && object.{ttl} >= 0 && "
+                                      f"object.{ttl} <= {most})",
+                   ttl_msg, f"{lit(ttl_msg + '; the job has ')} + "
+                            f"({has_ttl} ? string(object.{ttl}) : 'none')"),
+    ]
 
 
 def priority_rule(tenant: Tenant, classes: Sequence[str], check: str, *, what: str = "",
@@ -171,26 +228,51 @@ def queue_rule(tenant: Tenant) -> dict[str, Any]:
         f" + ({queue} == '' ? 'none' : {queue})", FORBIDDEN)
 
 
+def component_rule(shape: JobShape) -> dict[str, Any]:
+    """`component`: the job's pod templates carry the component label as a job worker's, if at
+    all: a job pod labelled a notebook would pass the NetworkPolicies meant for notebooks (the
+    hub and proxy reach them, they reach the API server)."""
+    key, worker = labels.LABEL_COMPONENT, labels.COMPONENT_JOB_WORKER
+    return validation(
+        "component",
+        CHECK + shape.every_template(lambda meta: f"{label(meta, key)} in ['', {lit(worker)}]"),
+        f"the label {key} of a job's pods may only be {worker}: they are not notebooks, whose "
+        "NetworkPolicies let the hub and proxy in and let them reach the API server")
+
+
+def unqueued_rule(tenant: Tenant, kind: str, queued: Sequence[str]) -> dict[str, Any]:
+    """`queue`: in a tenant with a queue, no job of a kind that Kueue does not admit (`kind`, as
+    messages name it) is created, whoever asks: its pods would hold quota (GPUs the tenant may
+    only borrow) that Kueue believes free or lent. `queued`: the names (`job_api`) of the kinds
+    it does admit."""
+    return validation(
+        "queue", "request.operation != 'CREATE'",
+        f"tenant {tenant.name}'s jobs wait in its queue {LOCAL_QUEUE} (Kueue ClusterQueue "
+        f"{cluster_queue_name(tenant)}), which takes no {kind}s: use a queued job kind "
+        f"(job_api {' or '.join(queued) or 'none is registered'})", reason=FORBIDDEN)
+
+
+# -- rules on who may make what ----------------------------------------------------------------
+
+def notebook_rule(hub: str) -> dict[str, Any]:
+    """`notebook`: only the hub (`hub`: its account as the API server names it) makes a pod
+    labelled as a notebook, or labels one so: the NetworkPolicies let the hub and proxy reach
+    notebooks and let notebooks reach the API server, which no other pod may get by a label."""
+    key, notebook = labels.LABEL_COMPONENT, labels.COMPONENT_NOTEBOOK
+    new, old = label("object.metadata", key), label("oldObject.metadata", key)
+    check = (f"{new} != {lit(notebook)} || request.userInfo.username == {lit(hub)} || "
+             f"(request.operation == 'UPDATE' && {old} == {lit(notebook)})")
+    message = f"only the hub ({hub}) may make pods labelled {key}={notebook}"
+    return validation("notebook", check, message,
+                      f"{lit(message + ', not ')} + request.userInfo.username", FORBIDDEN)
+
+
 # -- rules on whose it is (a notebook user's own account) --------------------------------------
-
-@dataclass(frozen=True)
-class JobShape:
-    """What the rules on a user's own jobs need of one kind of job, as CEL."""
-
-    kind: str  # as messages name it: "PaddleJob"
-    # CEL: check(pod spec) holds for every pod template of the job.
-    every_pod: Callable[[Callable[[str], str]], str]
-    templates_owned: str  # CEL: the job's templates name no other user (or tenant)
-    labelled: str  # message: where the user label must be, after "must be your user name"
-    labelled_short: str  # messageExpression: the same, after "must be <user> (you) "
-    reads_own_secrets: str  # CEL: the job reads only the user's own Secrets, no ConfigMap
-    bad_claims: str | None = None  # CEL string: the claims it mounts that are not the user's
-
 
 def only_users_rule(tenant: Tenant) -> dict[str, Any]:
     """`owner`: no account of the namespace but a user's own may write jobs; any other (the
     shared notebook account of earlier versions, `default`) would be held to no owner."""
-    accounts = f"system:serviceaccount:{tenant.namespace}:"
+    accounts = service_account_username(tenant.namespace, "")
     not_a_user = (f" is not a user's own notebook account ({user_account_prefix(tenant)}<user>);"
                   " only those may submit, change or stop jobs here")
     return validation(
@@ -281,6 +363,12 @@ def policy(tenant: Tenant, what: str, api: Api, variables: list[dict[str, str]],
     }
     return {"apiVersion": API_VERSION, "kind": POLICY_KIND,
             "metadata": {"name": policy_name(tenant, what)}, "spec": spec}
+
+
+def targets(policy: dict[str, Any], api: Api) -> bool:
+    """Whether `policy` (as `policy` makes one) is on objects of `api`."""
+    return any(api.group in rule["apiGroups"] and api.plural in rule["resources"]
+               for rule in policy["spec"]["matchConstraints"]["resourceRules"])
 
 
 def binding(policy: dict[str, Any], tenant: Tenant) -> dict[str, Any]:

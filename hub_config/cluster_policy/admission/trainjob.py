@@ -6,15 +6,22 @@ them.
   of its restart copies, no initializer, no hand-over to another cluster), `images`, `nodes`,
   `gpus`, `resources` (the whole job fits the quota; a queued tenant's GPUs may reach what it
   can borrow), `deadline`, `priority` (no Kueue workload priority class but the tenant's),
-  `queue` (a queued tenant's jobs go through its own LocalQueue) and `token` (no service
-  account in the pod patches). No other account of the namespace may write TrainJobs
-  (`owner`). Asked by a notebook user's own account: `owner` (the user label is theirs on the
-  TrainJob, and no template of its runtime patches names another user; they stop only their
-  own), `claim`, `volumes` and `secrets` (the patches mount only their claim, emptyDir,
-  downwardAPI and their own Secrets; the environment reads only their own Secrets).
+  `queue` (a queued tenant's jobs go through its own LocalQueue), `token` (no service
+  account in the pod patches) and `component` (no template of the patches labelled as anything
+  but a job worker). No other account of the namespace may write TrainJobs (`owner`). Asked by
+  a notebook user's own account: `owner` (the user label is theirs on the TrainJob, and no
+  template of its runtime patches names another user; they stop only their own), `claim`,
+  `volumes` and `secrets` (the patches mount only their claim, emptyDir, downwardAPI and their
+  own Secrets; the environment reads only their own Secrets).
 - `workbench-<tenant>-jobsets`, on every JobSet (the Trainer makes one of each TrainJob; users
-  may not, by RBAC): `images`, `priority` and `token` (pods run as the namespace's `default`
-  account with no API token), as for PaddleJobs.
+  may not, by RBAC): `images`, `gpus`, `priority` and `token` (pods run as the namespace's
+  `default` account with no API token), as for PaddleJobs.
+
+GPUs in init containers: the runtime patches of a TrainJob cannot ask for resources at all
+(Trainer v2.3.0's schema gives their containers and init containers a name, env,
+securityContext and volumeMounts only; the API server drops or, strictly, refuses the rest), so
+the TrainJob's GPUs are `resourcesPerNode`'s. What the Trainer makes of the runtime and the
+patches is the JobSet, and there `gpus` counts every pod's containers and init containers.
 
 A TrainJob's pods are the pod templates of its runtime patches (`variables.pods`, a list per
 patch of the templates of its replicated jobs): the rules of `rules` reach them through
@@ -81,6 +88,10 @@ def _every_pod(check: Callable[[str], str]) -> str:
     return _each_template(f"!has(t.spec) || ({check('t.spec')})")
 
 
+def _every_template(check: Callable[[str], str]) -> str:
+    return _each_template(f"!has(t.metadata) || ({check('t.metadata')})")
+
+
 def shape(tenant: Tenant) -> rules.JobShape:
     """How the rules on a user's own TrainJobs reach into one."""
     user, tenant_label, ours = labels.LABEL_USER, labels.LABEL_TENANT, of_tenant(tenant)
@@ -95,6 +106,7 @@ def shape(tenant: Tenant) -> rules.JobShape:
     return rules.JobShape(
         kind=cluster.TRAINJOB.kind,
         every_pod=_every_pod,
+        every_template=_every_template,
         templates_owned=f"{jobset_owned} && {_each_template(template_owned)}",
         labelled=(f" on the TrainJob, and no template of its runtime patches may name another "
                   f"user (or a {tenant_label} but {tenant.name})"),
@@ -154,6 +166,7 @@ def _limit_rules(tenant: Tenant, classes: Sequence[str]) -> list[dict[str, Any]]
                             what="workload ", scope=f" ({cluster.PRIORITY_LABEL})"),
         rules.token_rule(_every_pod(lambda pod: default_account(pod, "serviceAccountName")),
                          ": a runtime patch may not name another"),
+        rules.component_rule(shape(tenant)),
     ]
     return found + ([rules.queue_rule(tenant)] if tenant.queue is not None else [])
 
@@ -168,8 +181,8 @@ def trainjob_policy(tenant: Tenant, *, default_cpu: str, default_memory: str,
 
 
 def jobset_policy(tenant: Tenant, *, priority_classes: Sequence[str] = ()) -> dict[str, Any]:
-    """The policy on JobSets in the tenant's namespace: images, priority and token, on every
-    pod template of every replicated job."""
+    """The policy on JobSets in the tenant's namespace: images, GPUs per node (containers and
+    init containers), priority and token, on every pod template of every replicated job."""
     pod = JOBSET_POD
     return rules.policy(
         tenant, "jobsets", cluster.JOBSET,
@@ -177,6 +190,7 @@ def jobset_policy(tenant: Tenant, *, priority_classes: Sequence[str] = ()) -> di
          {"name": "specs", "expression": "object.spec.replicatedJobs.filter(r, "
                                          f"has({pod}))"}],
         [rules.images_rule(tenant, f"{TEMPLATES}{pod_images(pod, tenant)})"),
+         rules.template_gpus_rule(tenant, pod),
          rules.priority_rule(tenant, priority_classes, templates_priority(pod, priority_classes),
                              scope=", and no pod priority"),
          rules.token_rule(templates_run_as_default(pod, "serviceAccountName"))],
