@@ -230,6 +230,24 @@ def deprovision(plane, tenant: Tenant) -> None:
             raise
 
 
+def as_the_hub(plane, hub_namespace: str):
+    """An ApiClient with a real token of the hub's own service account in `hub_namespace` (made
+    if missing): what a tenant's bundle lets create notebook pods."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    core = client.CoreV1Api(plane.api_client())
+    for create, body in ((core.create_namespace, {"metadata": {"name": hub_namespace}}),
+                         (lambda b: core.create_namespaced_service_account(hub_namespace, b),
+                          {"metadata": {"name": HUB_SERVICE_ACCOUNT}})):
+        try:
+            create(body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+    return plane.service_account_client(hub_namespace, HUB_SERVICE_ACCOUNT)
+
+
 @pytest.fixture
 def hub_account(control_plane) -> Iterator[str]:
     """A hub namespace holding the hub's service account; its name. Deleted afterwards."""

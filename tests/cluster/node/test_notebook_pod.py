@@ -40,6 +40,7 @@ import yaml
 from node_figures import FIGURES, pull_seconds
 from pod_client import core_api, exec_in, running_pod
 from real_node import ProcessExited, wait_for
+from tenancy import as_the_hub
 
 from hub_config.cluster_policy.network import NOTEBOOK_PORT
 from hub_config.kube_spawner import token_secret, token_secret_name
@@ -233,7 +234,9 @@ def test_a_spawned_notebook_pod_serves_its_user_on_the_real_node(
         labels.LABEL_COMPONENT: labels.COMPONENT_NOTEBOOK})
     core.create_namespaced_secret(tenant.namespace, secret)
     began = time.monotonic()
-    core.create_namespaced_pod(tenant.namespace, pod)
+    # As the hub: the tenant's policy lets only the hub's own account make a notebook pod.
+    hub_api = client.CoreV1Api(as_the_hub(control_plane, "jupyterhub"))
+    hub_api.create_namespaced_pod(tenant.namespace, pod)
     running = running_pod(core, tenant.namespace, name)
     # Printed at the end of the session; never asserted. Each node starts with an empty
     # containerd, so this includes pulling the image from the internal registry.
