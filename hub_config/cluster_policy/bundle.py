@@ -116,9 +116,10 @@ def notebook_role_rules(*, queued: bool = False) -> list[dict[str, Any]]:
     The cluster engine creates, lists, watches and deletes jobs of every registered kind
     (`job_rules`; in a tenant with a queue, `queued`, creates and deletes only those of the
     kinds Kueue admits), follows the pods made of them (status, logs, events) and reads the
-    ResourceQuota for its preflight. It creates a Secret for a job's `--env` values, gives it
-    the job as owner (patch) and deletes it when a submit fails; the admission policies hold
-    each user to their own jobs and Secrets. It never reads a Secret (get, list, watch),
+    ResourceQuota for its preflight. It creates a job's own NetworkPolicy and a Secret for a
+    job's `--env` values, gives them the job as owner (patch) and deletes them when a submit
+    fails; the admission policies hold each user to their own jobs, Secrets and NetworkPolicies
+    of the one shape that lets a job's pods reach each other. It never reads a Secret (get, list, watch),
     creates no pod directly (jobs go through their operators, whose pods the quota, Pod
     Security and the policies still check), touches no RBAC object, and no rule is a wildcard.
     """
@@ -129,6 +130,8 @@ def notebook_role_rules(*, queued: bool = False) -> list[dict[str, Any]]:
         {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": [""], "resources": ["resourcequotas"], "verbs": ["get", "list"]},
         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "patch", "delete"]},
+        {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
+         "verbs": ["create", "patch", "delete"]},
     ]
 
 

@@ -1,7 +1,8 @@
 """A tenant's NetworkPolicies: default deny both ways, then the few flows the workbench needs.
 
 - notebooks are reachable only from the hub and proxy pods, and reach the hub's API;
-- a job's pods reach each other (and DNS);
+- every pod reaches DNS; a job's pods reach each other, and no other job's, through the job's
+  own policy, which the cluster engine makes with the job (`workbench_contract.job_network`);
 - notebooks reach the API server only at the addresses the operator names
   (`--api-server-cidr`, checked here: a network address, IPv4, no wider than a /8, never the
   cloud metadata address, which is cut out of any range that holds it).
@@ -100,7 +101,6 @@ def network_policies(tenant: Tenant, *, hub_namespace: str,
         ProvisioningError: a CIDR `api_server_network` refuses.
     """
     notebook = {"matchLabels": {labels.LABEL_COMPONENT: labels.COMPONENT_NOTEBOOK}}
-    job_pods = {"matchExpressions": [{"key": labels.LABEL_JOB, "operator": "Exists"}]}
 
     def hub_pods(*components: str) -> dict[str, Any]:
         return {"namespaceSelector": in_namespace(hub_namespace), "podSelector": {
@@ -123,9 +123,7 @@ def network_policies(tenant: Tenant, *, hub_namespace: str,
             "to": ip_blocks(api_server_cidrs),
             "ports": [{"protocol": "TCP", "port": p} for p in API_SERVER_PORTS],
         }])] if api_server_cidrs else []),
-        # A NetworkPolicy cannot say "the same value of a label", so pods of one job reach pods
-        # of the tenant's other jobs too; the tenant boundary (namespace) still holds.
-        _network_policy(tenant, "job-pods-to-each-other", job_pods, ["Ingress", "Egress"],
-                        ingress=[{"from": [{"podSelector": job_pods}]}],
-                        egress=[{"to": [{"podSelector": job_pods}]}]),
+        # Pods of one job reach each other through the job's own policy, which the cluster
+        # engine makes with the job (`workbench_contract.job_network`): nothing here lets a
+        # job's pods reach another job's.
     ]

@@ -129,7 +129,7 @@ def test_prune_deletes_only_with_the_flag_and_only_our_objects(control_plane, hu
     foreign = {"metadata": {"name": "someone-elses", "labels": {"team": "x"}},
                "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}
     net.create_namespaced_network_policy(mine.namespace, foreign)
-    dropped = "job-pods-to-each-other"
+    dropped = "notebook-from-hub"
     dropped_policy = f"workbench-{mine.name}-pods"  # cluster-scoped: found by its labels
     fewer = [o for o in namespace_bundle(mine, hub_namespace=hub_account)
              if o["metadata"]["name"] not in (dropped, dropped_policy)]

@@ -61,10 +61,12 @@ from launcher_magic.engines.cluster.paddlejob import build_paddlejob  # noqa: E4
 from tests.hub_config.hub_env import fake_user, notebook_env, offline_kubeconfig  # noqa: E402
 from workbench_contract.cluster import CLUSTERQUEUE, JOBSET, RUNTIME, TRAINJOB  # noqa: E402
 from workbench_contract.environment import NotebookContext  # noqa: E402
+from workbench_contract.job_network import job_network_policy  # noqa: E402
 from workbench_contract.labels import (  # noqa: E402
     COMPONENT_JOB_WORKER,
     COMPONENT_NOTEBOOK,
     LABEL_COMPONENT,
+    LABEL_JOB,
 )
 
 JOB_API = "paddlejob"  # the conftest's `tenant`: training-operator v1
@@ -73,6 +75,7 @@ JOBS = "/apis/kubeflow.org/v1/namespaces/{ns}/paddlejobs"
 JOBSETS = f"/apis/{JOBSET.api_version}/namespaces/{{ns}}/{JOBSET.plural}"
 TRAINJOBS = f"/apis/{TRAINJOB.api_version}/namespaces/{{ns}}/{TRAINJOB.plural}"
 CORE = "/api/v1/namespaces/{ns}"
+NETWORK_POLICIES = "/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies"
 DRY_RUN = [("dryRun", "All")]
 HUB_TOKEN = "bobs-hub-token-7c1e5d"
 API_KEY = "bobs-api-key-9a8b7c"
@@ -268,6 +271,34 @@ def _mount_colleagues_env(manifest: dict[str, Any], s: Scene) -> None:
     spec["volumes"].append({"name": "loot", "secret": {"secretName": s.bob_env_secret}})
 
 
+def _joins_colleagues_job(manifest: dict[str, Any], s: Scene) -> None:
+    _worker(manifest)["metadata"]["labels"][LABEL_JOB] = s.bob_job
+
+
+def _job_policy(s: Scene, job: str, user: str = "ada") -> dict[str, Any]:
+    """The NetworkPolicy the engine makes for `user`'s job `job` (the engine's own builder)."""
+    return job_network_policy(job, s.tenant.namespace, {LABEL_JOB: job, USER_LABEL: user})
+
+
+def _policy_letting_me_in(s: Scene) -> dict[str, Any]:
+    """A policy of Ada's that lets her job's pods into Bob's job (and his out to hers)."""
+    policy = _job_policy(s, "ada-x")
+    bobs = {LABEL_JOB: s.bob_job, USER_LABEL: "bob"}
+    policy["spec"]["podSelector"] = {"matchLabels": bobs}
+    policy["spec"]["egress"] = [{"to": [{"podSelector": {"matchLabels": bobs}}]}]
+    return policy
+
+
+def _policy_letting_all_in(s: Scene) -> dict[str, Any]:
+    policy = _job_policy(s, "ada-x")
+    policy["spec"]["ingress"] = [{}]  # from anywhere, on every port
+    return policy
+
+
+def _policy_path(name: Callable[[Scene], str]) -> Callable[[Scene], str]:
+    return lambda s: s.path(NETWORK_POLICIES + "/") + name(s)
+
+
 def _secret_path(name: Callable[[Scene], str]) -> Callable[[Scene], str]:
     return lambda s: s.path(CORE + "/secrets/") + name(s)
 
@@ -459,6 +490,31 @@ ROWS = [
             metadata={"name": "ada.token", "labels": {USER_LABEL: "ada"}, "annotations": {
                 "kubernetes.io/service-account.name": "notebook-bob"}})),
         403, "workbench rule secrets: your Secrets must be of type Opaque"),
+    Row("pod-joins-colleagues-job", "job pods labelled as a colleague's job, to pass its "
+        "NetworkPolicy", _job_attack(_joins_colleagues_job), 422,
+        f"workbench rule job: the label {LABEL_JOB} of the pods of"),
+    Row("network-policy-into-colleagues-job", "a NetworkPolicy that lets her pods into a "
+        "colleague's job (its unauthenticated rendezvous)",
+        _request("POST", lambda s: s.path(NETWORK_POLICIES), _policy_letting_me_in,
+                 twin=("POST", lambda s: s.path(NETWORK_POLICIES),
+                       lambda s: _job_policy(s, "ada-x"))),
+        403, "workbench rule network: your NetworkPolicies may only be a job's own"),
+    Row("network-policy-for-colleagues-job", "a job's own NetworkPolicy, made for a "
+        "colleague's job", _request("POST", lambda s: s.path(NETWORK_POLICIES),
+                                    lambda s: _job_policy(s, s.bob_job, user="bob")),
+        403, "workbench rule network: your NetworkPolicies may only be a job's own"),
+    Row("network-policy-open-to-all", "a job's NetworkPolicy that lets anyone in",
+        _request("POST", lambda s: s.path(NETWORK_POLICIES), _policy_letting_all_in), 403,
+        "workbench rule network: your NetworkPolicies may only be a job's own"),
+    Row("widen-own-network-policy", "her own job's NetworkPolicy, patched to let anyone in",
+        _request("PATCH", _policy_path(lambda s: s.ada_job), {"spec": {"ingress": [{}]}},
+                 twin=("PATCH", _policy_path(lambda s: s.ada_job), {"metadata": {}})),
+        403, "workbench rule network: you may hand your job's NetworkPolicy to its job"),
+    Row("delete-colleagues-network-policy", "delete a colleague's job's NetworkPolicy (his "
+        "nodes no longer reach each other)",
+        _request("DELETE", _policy_path(lambda s: s.bob_job),
+                 twin=("DELETE", _policy_path(lambda s: s.ada_job), None)), 403,
+        "workbench rule network: you may delete only your own jobs' NetworkPolicies"),
     Row("pod-directly", "a pod of her own making, past the operator",
         _request("POST", lambda s: s.path(CORE + "/pods"), {
             "metadata": {"name": "direct"}, "spec": {"containers": [
@@ -482,9 +538,9 @@ def test_attack_table(scene, row):
 
 def test_env_values_live_in_a_secret_that_goes_with_the_job(control_plane, scene, tmp_path):
     """Ada's kernel submits a job with an API key through the engine, as a user would: the
-    PaddleJob holds no value of it, her workers read it from her Secret, the Secret belongs to
-    the job, the workers have the tenant's default limits, and stopping the job takes the
-    Secret with it."""
+    PaddleJob holds no value of it, her workers read it from her Secret, the Secret and the
+    job's own NetworkPolicy belong to the job, the workers have the tenant's default limits,
+    and stopping the job takes the Secret and the policy with it."""
     api = control_plane.api_client()
     core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
     engine, job = _submit(control_plane, scene.tenant, "ada", tmp_path, "keyed",
@@ -497,6 +553,11 @@ def test_env_values_live_in_a_secret_that_goes_with_the_job(control_plane, scene
     (owner,) = secret.metadata.owner_references
     assert (owner.kind, owner.name, owner.uid) == ("PaddleJob", name,
                                                    paddlejob["metadata"]["uid"])
+    net = client.NetworkingV1Api(api)
+    policy = net.read_namespaced_network_policy(name, ns)
+    assert policy.spec.pod_selector.match_labels == {LABEL_JOB: name, USER_LABEL: "ada"}
+    (owner,) = policy.metadata.owner_references
+    assert (owner.kind, owner.uid) == ("PaddleJob", paddlejob["metadata"]["uid"])
 
     def workers():
         pods = core.list_namespaced_pod(
@@ -517,6 +578,7 @@ def test_env_values_live_in_a_secret_that_goes_with_the_job(control_plane, scene
     k8s_plane.wait_for(lambda: f"ada.{name}-env" not in {
         s.metadata.name for s in core.list_namespaced_secret(ns).items}, 60,
         "the garbage collector to delete the job's Secret")
+    assert name not in {p.metadata.name for p in net.list_namespaced_network_policy(ns).items}
 
 
 def test_the_hub_token_reaches_the_notebook_only_through_its_secret(control_plane, scene):

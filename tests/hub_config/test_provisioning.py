@@ -211,13 +211,15 @@ def test_notebook_role_reaches_jobs_pods_logs_events_quota_and_writes_secrets_on
     resources = {r for _, r, _ in grants}
     assert resources == {"paddlejobs", "trainjobs", "jobsets", "localqueues", "workloads", "pods",
                          "pods/log", "events", "resourcequotas", "secrets",
-                         "localqueues/pendingworkloads"}
+                         "localqueues/pendingworkloads", "networkpolicies"}
     # The queue's pending workloads (Kueue's visibility API): read, in the namespace only.
     assert {v for _, r, v in grants if r == "localqueues/pendingworkloads"} == {"get"}
     verbs_on_pods = {v for _, r, v in grants if r == "pods"}
     assert verbs_on_pods == {"get", "list", "watch"}  # never creates pods directly
     # A job's --env Secret: made, given to its job, deleted on a failed submit; never read.
     assert {v for _, r, v in grants if r == "secrets"} == {"create", "patch", "delete"}
+    # A job's own NetworkPolicy: the same three, never read or listed.
+    assert {v for _, r, v in grants if r == "networkpolicies"} == {"create", "patch", "delete"}
     assert not any("*" in part for grant in grants for part in grant)
     assert not any(rule.get("resourceNames") for rule in notebook_role_rules())
 
@@ -323,12 +325,13 @@ def test_hub_role_is_what_kubespawner_needs_and_reads_no_secret():
 
 RULES = {
     "paddlejobs": {"images", "nodes", "gpus", "resources", "deadline", "cleanup", "priority",
-                   "token", "component", "owner", "claim", "volumes", "secrets"},
+                   "token", "component", "job", "owner", "claim", "volumes", "secrets"},
     "trainjobs": {"runtime", "images", "nodes", "gpus", "resources", "deadline", "priority",
-                  "token", "component", "owner", "claim", "volumes", "secrets"},
+                  "token", "component", "job", "owner", "claim", "volumes", "secrets"},
     "jobsets": {"images", "gpus", "priority", "token"},
     "pods": {"images", "priority", "notebook"},
     "secrets": {"secrets"},
+    "networkpolicies": {"network"},
 }
 
 
@@ -416,10 +419,12 @@ def test_network_policies_deny_by_default_and_allow_only_the_needed_flows():
         "kubernetes.io/metadata.name": "kube-system"}
     assert {p["port"] for p in dns["ports"]} == {53}
 
-    jobs = policies["job-pods-to-each-other"]
-    job_selector = {"matchExpressions": [{"key": labels.LABEL_JOB, "operator": "Exists"}]}
-    assert jobs["podSelector"] == job_selector
-    assert jobs["ingress"] == [{"from": [{"podSelector": job_selector}]}]
+    # No tenant-wide policy lets job pods in: each job's own policy, made with the job, does,
+    # for that job's pods only.
+    for name, spec in policies.items():
+        assert labels.LABEL_JOB not in str(spec["podSelector"]), name
+        for rule in spec.get("ingress", []):
+            assert labels.LABEL_JOB not in str(rule), name
     # No policy admits traffic from outside the namespace except the hub's pods.
     for name, spec in policies.items():
         for rule in spec.get("ingress", []):

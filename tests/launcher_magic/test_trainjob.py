@@ -16,7 +16,8 @@ from launcher_magic.core.jobdir import JobDir
 from launcher_magic.core.spec import LaunchOptions, SpecError, build_spec
 from launcher_magic.core.status import JobState, RankState
 from launcher_magic.engines.cluster import kueue
-from launcher_magic.engines.cluster.objects import ClusterSettings
+from launcher_magic.engines.cluster.objects import ClusterSettings, job_network
+from launcher_magic.engines.cluster.paddlejob import build_paddlejob
 from launcher_magic.engines.cluster.quota import check_quota
 from launcher_magic.engines.cluster.trainjob import (
     PATCH_MANAGER,
@@ -318,3 +319,27 @@ def test_what_the_node_launcher_needs_comes_from_the_runtime_or_the_trainjob():
     assert argv[argv.index("--rank") + 1] == "1"
     with pytest.raises(NodeLaunchError, match="PADDLE_WORKBENCH_JOB_DIR"):
         launch({k: v for k, v in pod_env.items() if k != "PADDLE_WORKBENCH_JOB_DIR"}, args)
+
+
+def test_a_jobs_network_policy_joins_its_own_pods_and_no_colleagues_of_the_same_name():
+    """The pods each kind makes carry what their job's NetworkPolicy selects; Bob's TrainJob
+    and Ada's PaddleJob of the same name (two kinds, so both may exist) stay apart."""
+    bobs = build_spec(LaunchOptions(nodes=2), "train()", NotebookContext.from_env(
+        {**HUB_ENV, "PADDLE_WORKBENCH_USER": "bob@example.org"}), suffix="a1b2c3")
+    bobs_pods = _pod_patch(build_trainjob(bobs, JobDir(Path("/j") / bobs.job_id), CLUSTER))[1]
+    adas = _spec()
+    paddlejob = build_paddlejob(adas, JobDir(Path("/j") / adas.job_id), CLUSTER)
+    adas_pods = paddlejob["spec"]["paddleReplicaSpecs"]["Worker"]["template"]
+    assert adas.job_id == bobs.job_id
+
+    def selects(policy, pods) -> bool:
+        chosen = policy["spec"]["podSelector"]["matchLabels"]
+        return chosen.items() <= pods["metadata"]["labels"].items()
+
+    for spec, pods, other in ((adas, adas_pods, bobs_pods), (bobs, bobs_pods, adas_pods)):
+        policy = job_network(spec, CLUSTER.namespace)
+        assert policy["metadata"]["name"] == spec.job_id
+        assert selects(policy, pods) and not selects(policy, other)
+        (ingress,) = policy["spec"]["ingress"]
+        (egress,) = policy["spec"]["egress"]
+        assert ingress["from"] == egress["to"] == [{"podSelector": policy["spec"]["podSelector"]}]

@@ -9,6 +9,9 @@ Secrets.
 - `workbench-<tenant>-secrets`: a notebook user's own account creates only Opaque Secrets named
   `<user>.*` and labelled as theirs, and changes or deletes only its own (`secrets`). The
   cluster engine keeps a job's `--env` values in such a Secret.
+- `workbench-<tenant>-networkpolicies`: a notebook user's own account creates only a job's own
+  NetworkPolicy, of the one shape the cluster engine makes, and changes or deletes only its own
+  (`network`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from workbench_contract.ownership import SECRET_SEPARATOR
 
 POD = Api("", "v1", "pods", "Pod")
 SECRET = Api("", "v1", "secrets", "Secret")
+NETWORK_POLICY = Api("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy")
 
 
 def pod_policy(tenant: Tenant, *, hub: str, priority_classes: Sequence[str] = ()
@@ -81,8 +85,57 @@ def secret_policy(tenant: Tenant) -> dict[str, Any]:
                                            "expression": is_user(tenant)}])
 
 
+def _selects_the_job(selector: str) -> str:
+    """CEL: `selector` (a podSelector's holder) selects by the job label, set to the policy's
+    name, and the user label, set to the user, and by nothing else."""
+    job, user = lit(labels.LABEL_JOB), lit(labels.LABEL_USER)
+    pods, chosen = f"{selector}.podSelector", f"{selector}.podSelector.matchLabels"
+    return (f"has({pods}) && !has({pods}.matchExpressions) && has({chosen}) && "
+            f"{chosen}.size() == 2 && {job} in {chosen} && {user} in {chosen} && "
+            f"{chosen}[{job}] == object.metadata.name && {chosen}[{user}] == variables.owner")
+
+
+def _only_the_job(rules_field: str, peers: str) -> str:
+    """CEL: the policy's `rules_field` (ingress, egress) is one rule on every port whose
+    `peers` (from, to) are the job's own pods only."""
+    listed = f"object.spec.{rules_field}"
+    return (f"has({listed}) && {listed}.size() == 1 && {listed}.all(r, !has(r.ports) && "
+            f"has(r.{peers}) && r.{peers}.size() == 1 && r.{peers}.all(p, "
+            f"!has(p.namespaceSelector) && !has(p.ipBlock) && {_selects_the_job('p')}))")
+
+
+def network_policy_policy(tenant: Tenant) -> dict[str, Any]:
+    """What a notebook user's own account may do with NetworkPolicies (its Role lets it
+    create, patch and delete them, for its jobs): create only a job's own policy
+    (`workbench_contract.job_network`: the job's pods reach each other) labelled as the user's,
+    hand it to its job (a patch of owner references, never of the spec) and delete only its
+    own. Any wider policy would open the tenant's default deny."""
+    user, v, forbidden = labels.LABEL_USER, rules.validation, rules.FORBIDDEN
+    shape = (f"{_selects_the_job('object.spec')} && object.spec.policyTypes.size() == 2 && "
+             "'Ingress' in object.spec.policyTypes && 'Egress' in object.spec.policyTypes && "
+             f"{_only_the_job('ingress', 'from')} && {_only_the_job('egress', 'to')}")
+    mine = f"{label('object.metadata', user)} == variables.owner"
+    was_mine = f"{label('oldObject.metadata', user)} == variables.owner"
+    validations = [
+        v("network", f"request.operation != 'CREATE' || ({shape} && {mine})",
+          "your NetworkPolicies may only be a job's own, as the workbench makes it: named as "
+          f"the job, selecting and letting in the job's pods only (label {labels.LABEL_JOB}), "
+          f"labelled {user}=<you>", reason=forbidden),
+        v("network", f"request.operation != 'UPDATE' || (object.spec == oldObject.spec && "
+                     f"{mine} && {was_mine})",
+          "you may hand your job's NetworkPolicy to its job, not change what it allows",
+          reason=forbidden),
+        v("network", f"request.operation != 'DELETE' || {was_mine}",
+          "you may delete only your own jobs' NetworkPolicies", reason=forbidden),
+    ]
+    return rules.policy(tenant, "networkpolicies", NETWORK_POLICY, user_variables(tenant),
+                        validations, deletes=True,
+                        match_conditions=[{"name": "notebook-user", "expression": is_user(tenant)}])
+
+
 def core_policies(tenant: Tenant, *, hub: str, priority_classes: Sequence[str] = ()
                   ) -> list[dict[str, Any]]:
-    """The policies on pods and Secrets, in that order (`hub`: see `pod_policy`)."""
+    """The policies on pods, Secrets and NetworkPolicies, in that order (`hub`: see
+    `pod_policy`)."""
     return [pod_policy(tenant, hub=hub, priority_classes=priority_classes),
-            secret_policy(tenant)]
+            secret_policy(tenant), network_policy_policy(tenant)]

@@ -135,6 +135,7 @@ def _limit_rules(tenant: Tenant, classes: Sequence[str]) -> list[dict[str, Any]]
                             scope=", on the job or its pods, and no pod priority"),
         rules.token_rule(templates_run_as_default(POD, "serviceAccountName", "serviceAccount")),
         rules.component_rule(shape(tenant)),
+        rules.job_label_rule(shape(tenant)),
     ]
 
 

@@ -8,7 +8,7 @@ from the pieces of `cel`.
 
 - rules on what may be asked for, whoever asks: `images_rule`, `nodes_rule`, `gpus_rule`
   (`template_gpus_rule`), `resources_rule`, `deadline_rule`, `cleanup_rules`, `priority_rule`,
-  `token_rule`, `component_rule`, `queue_rule` and `unqueued_rule`;
+  `token_rule`, `component_rule`, `job_label_rule`, `queue_rule` and `unqueued_rule`;
 - rules on who may make what: `notebook_rule` (pods labelled as notebooks: the hub only);
 - rules on whose it is, for a notebook user's own account: `only_users_rule`, `owner_rules`;
 - the objects: `policy` (a ValidatingAdmissionPolicy on one API in the tenant's namespace) and
@@ -238,6 +238,22 @@ def component_rule(shape: JobShape) -> dict[str, Any]:
         CHECK + shape.every_template(lambda meta: f"{label(meta, key)} in ['', {lit(worker)}]"),
         f"the label {key} of a job's pods may only be {worker}: they are not notebooks, whose "
         "NetworkPolicies let the hub and proxy in and let them reach the API server")
+
+
+def job_label_rule(shape: JobShape) -> dict[str, Any]:
+    """`job`: the job label of the job's pod templates is the job's own name, if set at all: a
+    job's NetworkPolicy (`workbench_contract.job_network`) lets in the pods of that label, so a
+    pod labelled with another job's name would join that job's network."""
+    key = labels.LABEL_JOB
+    return validation(
+        "job",
+        CHECK + shape.every_template(
+            lambda meta: f"({label(meta, key)} == '' || "
+                         f"{label(meta, key)} == object.metadata.name)"),
+        f"the label {key} of a job's pods must be the job's own name: the pods of a job reach "
+        "the pods of that job only",
+        f"{lit(f'the label {key} of the pods of ')} + object.metadata.name + "
+        f"{lit(' must be its own name: the pods of a job reach the pods of that job only')}")
 
 
 def unqueued_rule(tenant: Tenant, kind: str, queued: Sequence[str]) -> dict[str, Any]:

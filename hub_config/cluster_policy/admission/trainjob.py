@@ -167,6 +167,7 @@ def _limit_rules(tenant: Tenant, classes: Sequence[str]) -> list[dict[str, Any]]
         rules.token_rule(_every_pod(lambda pod: default_account(pod, "serviceAccountName")),
                          ": a runtime patch may not name another"),
         rules.component_rule(shape(tenant)),
+        rules.job_label_rule(shape(tenant)),
     ]
     return found + ([rules.queue_rule(tenant)] if tenant.queue is not None else [])
 

@@ -102,6 +102,12 @@ class ClusterApi:
     def custom(self):
         return self.clients()[1]
 
+    @property
+    def networking(self):
+        from kubernetes import client
+
+        return client.NetworkingV1Api(self.core.api_client)
+
     def plain(self, obj) -> dict:
         """A client model object as the plain dict the API server sent."""
         return self.core.api_client.sanitize_for_serialization(obj)

@@ -52,6 +52,7 @@ from launcher_magic.engines.cluster.objects import (
     ClusterSettings,
     env_secret,
     env_secret_name,
+    job_network,
     label_value,
     owned_by,
     with_rank_records,
@@ -203,17 +204,15 @@ class ClusterEngine(Engine):
         settings = self.settings(spec)
         queue = self.tenant_queue.name_in(settings.namespace) if self.tenant_queue else ""
         manifest = self.adapter.build(spec, job.dir, settings, queue=queue)
-        secret, secret_name = env_secret(spec, settings.namespace), env_secret_name(spec)
         try:
-            if secret is not None:  # first, so the pods find their environment at start
-                self.api.call(f"creating Secret {secret_name}",
-                              self.api.core.create_namespaced_secret, settings.namespace, secret)
+            # First what the pods need at start: the job's NetworkPolicy (without it the
+            # tenant's default deny keeps its nodes apart) and its --env Secret.
+            companions = self._create_companions(spec, settings.namespace)
             created = self.api.call(f"creating {api.kind} {spec.job_id}",
                                     self.api.custom.create_namespaced_custom_object, api.group,
                                     api.version, settings.namespace, api.plural, manifest)
-            if secret is not None:  # the Secret now goes with the job
-                self.api.call(f"giving Secret {secret_name} to its {api.kind}",
-                              self.api.core.patch_namespaced_secret, secret_name,
+            for what, patch, name in companions:  # they now go with the job
+                self.api.call(f"giving {what} {name} to its {api.kind}", patch, name,
                               settings.namespace, owned_by(created))
         except BaseException:
             # A request that timed out may still have created the job: take it all back.
@@ -377,6 +376,22 @@ class ClusterEngine(Engine):
         return self.logs.follow(job.spec.namespace or "", lambda: self.rank_pod(job, rank),
                                 lambda: self.status(job).state.is_terminal(), poll)
 
+    def _create_companions(self, spec: JobSpec, namespace: str) -> list[tuple]:
+        """Create the job's NetworkPolicy and, with `--env`, its Secret; returns (what, the
+        patch method, name) of each, for handing them to the job once it exists."""
+        networking, core = self.api.networking, self.api.core
+        made = [("NetworkPolicy", networking.patch_namespaced_network_policy, spec.job_id)]
+        self.api.call(f"creating the NetworkPolicy of {spec.job_id}",
+                      networking.create_namespaced_network_policy, namespace,
+                      job_network(spec, namespace))
+        secret = env_secret(spec, namespace)
+        if secret is not None:
+            name = env_secret_name(spec)
+            self.api.call(f"creating Secret {name}", core.create_namespaced_secret, namespace,
+                          secret)
+            made.append(("Secret", core.patch_namespaced_secret, name))
+        return made
+
     def _delete(self, spec: JobSpec, quiet: bool = False) -> None:
         """Delete the job object (gone already is fine) and its `--env` Secret, which goes with
         the job unless the job never became its owner. `quiet`: log a failure, never raise."""
@@ -386,6 +401,10 @@ class ClusterEngine(Engine):
                           self.api.custom.delete_namespaced_custom_object, api.group, api.version,
                           spec.namespace, api.plural, spec.job_id,
                           propagation_policy=self.adapter.delete_propagation, missing_ok=True)
+            # Its companions go with it, unless the job never became their owner.
+            self.api.call(f"deleting the NetworkPolicy of {spec.job_id}",
+                          self.api.networking.delete_namespaced_network_policy, spec.job_id,
+                          spec.namespace, missing_ok=True)
             if spec.env:
                 self.api.call(f"deleting Secret {env_secret_name(spec)}",
                               self.api.core.delete_namespaced_secret, env_secret_name(spec),

@@ -2,7 +2,8 @@
 
 - `ClusterSettings`: where and as whom a job runs (namespace, image, the user's storage, uid/gid,
   node selector), from the hub's `NotebookContext` and the engine's config.
-- Names and labels: `label_value`, `job_labels`.
+- Names and labels: `label_value`, `job_labels`; the job's own NetworkPolicy (`job_network`),
+  which lets the pods of that job, and of no other, reach each other.
 - The job's `--env` Secret: no value of the user's `--env` is written into a job object, which
   the tenant's other users may read. The values go into a Secret of the job (`env_secret`, named
   `<user>.<job-id>-env`, which the tenant's admission policy lets only this user create and only
@@ -27,6 +28,7 @@ from launcher_magic.core.jobdir import JobDir
 from launcher_magic.core.spec import JobSpec
 from launcher_magic.core.status import JobStatus, NodeStatus, RankState, RankStatus
 from workbench_contract.environment import Storage
+from workbench_contract.job_network import job_network_policy
 from workbench_contract.labels import (
     COMPONENT_JOB_WORKER,
     LABEL_COMPONENT,
@@ -68,6 +70,12 @@ def job_labels(spec: JobSpec) -> dict[str, str]:
     if spec.user:
         labels[LABEL_USER] = label_value(spec.user)
     return labels
+
+
+def job_network(spec: JobSpec, namespace: str) -> dict[str, Any]:
+    """The job's own NetworkPolicy (`workbench_contract.job_network`): its pods, which carry
+    `job_labels`, reach each other."""
+    return job_network_policy(spec.job_id, namespace, job_labels(spec))
 
 
 def env_secret_name(spec: JobSpec) -> str:

@@ -1,12 +1,15 @@
 """NetworkPolicy verdicts by real packets: the policies `workbench apply` renders for two
-tenants, enforced by kube-router's policy controller on the real node.
+tenants and each job's own policy as the cluster engine makes it, enforced by kube-router's
+policy controller on the real node.
 
 Two tenants (namespaces rendered by ``bundle.namespace``, Pod Security ``restricted``)
-each get a notebook pod (serving on the notebook port) and job pods; a hub namespace gets a
-hub and a proxy pod, labelled as Zero to JupyterHub labels them. Every row is measured once
-before the policies exist (it must connect: nothing else in the way) and then after they were
-applied as ``workbench apply`` applies them (``apply.apply_objects``). The source pod
-makes the connection itself (``pod_client.dial``).
+each get a notebook pod (serving on the notebook port) and job pods: in tenant a, Ada's job1
+(two pods), her colleague Bob's job3, and a job of Bob's that has the name of Ada's (a job of
+another kind may); a hub namespace gets a hub and a proxy pod, labelled as Zero to JupyterHub
+labels them. Every row is measured once before the policies exist (it must connect: nothing
+else in the way) and then after they were applied as ``workbench apply`` applies them
+(``apply.apply_objects``), with each job's own (``job_network_policy``). The source pod makes
+the connection itself (``pod_client.dial``).
 
 The API server is reached as a notebook's client reaches it, through the `kubernetes` Service
 (on the node, a relay forwards it to the test plane's loopback-only API server; the policies
@@ -37,12 +40,15 @@ from real_node import NodeError, wait_for
 from hub_config.cluster_policy import bundle, network
 from hub_config.cluster_policy.apply import apply_objects
 from workbench_contract import labels
+from workbench_contract.job_network import job_network_policy
 
 NOTEBOOK = {labels.LABEL_COMPONENT: labels.COMPONENT_NOTEBOOK}
 
 
-def _job(job: str) -> dict[str, str]:
-    return {labels.LABEL_COMPONENT: labels.COMPONENT_JOB_WORKER, labels.LABEL_JOB: job}
+def _job(job: str, user: str = "ada") -> dict[str, str]:
+    """The labels the cluster engine gives the pods of `user`'s job `job`."""
+    return {labels.LABEL_COMPONENT: labels.COMPONENT_JOB_WORKER, labels.LABEL_JOB: job,
+            labels.LABEL_USER: user}
 
 
 # (pod key, namespace key, labels, port): "a"/"b" are the tenants, "hub" the hub namespace.
@@ -50,6 +56,8 @@ PODS = {
     "a-notebook": ("a", NOTEBOOK, network.NOTEBOOK_PORT),
     "a-job1-0": ("a", _job("job1"), pods.PORT),
     "a-job1-1": ("a", _job("job1"), pods.PORT),
+    "a-job3-0": ("a", _job("job3", "bob"), pods.PORT),
+    "a-bobs-job1-0": ("a", _job("job1", "bob"), pods.PORT),
     "b-notebook": ("b", NOTEBOOK, network.NOTEBOOK_PORT),
     "b-job2-0": ("b", _job("job2"), pods.PORT),
     "hub": ("hub", {network.HUB_COMPONENT_LABEL: "hub"}, pods.PORT),
@@ -66,6 +74,10 @@ SERVICES = (API_SERVER, DNS, METADATA)
 # (row id, from pod, to pod or API_SERVER, connection allowed?)
 VERDICTS = [
     ("inside-one-job", "a-job1-0", "a-job1-1", True),
+    ("job-to-colleagues-job", "a-job1-0", "a-job3-0", False),
+    ("colleagues-job-to-job", "a-job3-0", "a-job1-0", False),
+    ("job-to-colleagues-job-of-its-name", "a-job1-0", "a-bobs-job1-0", False),
+    ("colleagues-job-of-its-name-to-job", "a-bobs-job1-0", "a-job1-1", False),
     ("job-to-other-tenants-job", "a-job1-0", "b-job2-0", False),
     ("job-to-other-tenants-notebook", "a-job1-0", "b-notebook", False),
     ("notebook-to-other-tenants-notebook", "a-notebook", "b-notebook", False),
@@ -133,6 +145,14 @@ def world(control_plane, real_node, metadata_service):
                                                    api_server_cidrs=api_cidrs),
                     *network.network_policies(tenant_b, hub_namespace=hub_ns,
                                                    api_server_cidrs=api_cidrs)]
+        # Each job's own policy, as the engine makes it, named as the job: Bob's job of the
+        # name of Ada's has none (the name is Ada's policy's), and needs none to try.
+        jobs: dict[tuple[str, str], dict[str, str]] = {}
+        for where, pod_labels, _ in PODS.values():
+            if labels.LABEL_JOB in pod_labels:
+                jobs.setdefault((namespaces[where], pod_labels[labels.LABEL_JOB]), pod_labels)
+        policies += [job_network_policy(job, ns, pod_labels)
+                     for (ns, job), pod_labels in jobs.items()]
         apply_objects(api, policies)
         yield World(ips, before)
     finally:
