@@ -8,9 +8,13 @@ the server's `JUPYTERHUB_API_TOKEN` lives) and processes are out of reach.
 - `account_name` (pure): the account of a hub user; stable, at most 32 characters, and two hub
   users never share one.
 - `useradd_argv` (pure) and `ensure_account`: create the account once (serialised, retried while
-  another `useradd` holds the password file's lock).
+  another `useradd` holds the password file's lock), locked down so that it can start nothing
+  outside its server: no login, no cron or `at` job (`hub_config.account_lockdown`).
 - `prepare_home`: the home (0700, the account's), its `jobs` folder and the sample notebook. Root
   works inside a folder the user controls here, so nothing follows a link the user planted.
+- `prepare_runtime_dir` and `remove_runtime_dir`: the account's private runtime folder, outside
+  its home and with a short path, where its server keeps connection files and its kernels their
+  IPC sockets (a Unix socket's path has at most 107 bytes).
 - `access_problems` (pure) and `grant_traversal`: whether the accounts can reach the Python
   environment and the workbench's code, and making the folders on the way traversable.
 """
@@ -29,6 +33,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from hub_config.account_lockdown import EXPIRED, NOLOGIN, LockdownError, lock_down
 
 DEFAULT_PREFIX = "jupyter-"
 MAX_NAME = 32  # useradd's limit on Linux
@@ -105,34 +111,50 @@ def make_homes_dir(path: Path) -> None:
 
 
 def useradd_argv(name: str, home: Path, comment: str = "Paddle Workbench user") -> list[str]:
-    """The `useradd` command that creates account `name` with its own group and home."""
-    return ["useradd", "--create-home", "--home-dir", str(home), "--shell", "/bin/bash",
-            "--user-group", "--comment", comment, name]
+    """The `useradd` command that creates account `name` with its own group and home, with no
+    login shell and expired from the start (`hub_config.account_lockdown`)."""
+    return ["useradd", "--create-home", "--home-dir", str(home), "--shell", NOLOGIN,
+            "--expiredate", EXPIRED, "--user-group", "--comment", comment, name]
 
 
 def ensure_account(name: str, home: Path, *, attempts: int = 20,
                    run: Callable[..., subprocess.CompletedProcess] = subprocess.run) -> Account:
-    """The account `name`, created with home `home` if it does not exist yet (needs root).
+    """The account `name`, created with home `home` if it does not exist yet (needs root), and
+    locked down: no login, no cron or `at` job (`hub_config.account_lockdown.lock_down`, also
+    for an account made by an earlier version).
 
     An existing account is used as the password database has it (its home may differ). Safe to
     call from several threads: account creation is serialised here, and retried while another
-    process holds the password file's lock. Raises AccountError with useradd's message.
+    process holds the password file's lock. Raises AccountError with useradd's message, or why
+    the account could not be locked down.
     """
     with _USERADD_LOCK:
-        for _ in range(attempts):
-            try:
-                return Account.lookup(name)
-            except KeyError:
-                pass
-            make_homes_dir(home.parent)
-            result = run(useradd_argv(name, home), capture_output=True, text=True)
-            if result.returncode == 0:
-                return Account.lookup(name)
-            if result.returncode != _LOCKED:
-                raise AccountError(f"could not create account {name}: "
-                                   f"{(result.stderr or result.stdout).strip()}")
-            time.sleep(0.25)
-        raise AccountError(f"could not create account {name}: the password file stayed locked")
+        account = _find_or_create(name, home, attempts, run)
+        try:
+            lock_down(name, run=run)
+        except LockdownError as err:
+            raise AccountError(str(err)) from None
+        except OSError as err:
+            raise AccountError(f"could not lock down account {name}: {err}") from None
+        return account
+
+
+def _find_or_create(name: str, home: Path, attempts: int,
+                    run: Callable[..., subprocess.CompletedProcess]) -> Account:
+    for _ in range(attempts):
+        try:
+            return Account.lookup(name)
+        except KeyError:
+            pass
+        make_homes_dir(home.parent)
+        result = run(useradd_argv(name, home), capture_output=True, text=True)
+        if result.returncode == 0:
+            return Account.lookup(name)
+        if result.returncode != _LOCKED:
+            raise AccountError(f"could not create account {name}: "
+                               f"{(result.stderr or result.stdout).strip()}")
+        time.sleep(0.25)
+    raise AccountError(f"could not create account {name}: the password file stayed locked")
 
 
 def prepare_home(account: Account, sample: Path | None) -> Path:
@@ -178,6 +200,54 @@ def _copy_new(source: Path, name: str, dir_fd: int, owner: Account | None) -> No
         if owner is not None:
             os.fchown(target.fileno(), owner.uid, owner.gid)
         target.write(source.read_bytes())
+
+
+def prepare_runtime_dir(account: Account, root: Path) -> Path:
+    """`root/<account>`: the account's private runtime folder (mode 0700, the account's), made
+    when missing. Needs root.
+
+    `root` is made (mode 0755) when missing, and must be a folder of root's that nobody else may
+    write to, so that only root makes or replaces the folders in it. An entry for the account that
+    is not a folder of the account's uid (a link, a file, a folder of another uid) is replaced.
+
+    Raises AccountError when `root` is not such a folder.
+    """
+    make_homes_dir(root)  # its missing parents too, passable whatever the umask
+    info = root.lstat()
+    if (not stat.S_ISDIR(info.st_mode) or info.st_uid != 0
+            or stat.S_IMODE(info.st_mode) & 0o022):
+        raise AccountError(f"{root} must be a folder of root's that only root may write to "
+                           "(it holds the accounts' runtime folders); fix it or choose another")
+    entry = root / account.name
+    try:
+        found = entry.lstat()
+    except FileNotFoundError:
+        found = None
+    if found is not None and not (stat.S_ISDIR(found.st_mode) and found.st_uid == account.uid):
+        _remove(entry)
+        found = None
+    if found is None:
+        entry.mkdir(mode=0o700)
+        os.chown(entry, account.uid, account.gid)
+    entry.chmod(0o700)
+    return entry
+
+
+def remove_runtime_dir(name: str, root: Path) -> bool:
+    """Remove account `name`'s runtime folder in `root` with what is in it (links themselves,
+    never their targets); returns whether there was one."""
+    entry = root / name
+    if not (entry.exists() or entry.is_symlink()):
+        return False
+    _remove(entry)
+    return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)  # descends by file descriptor: a link inside is removed, not followed
+    else:
+        path.unlink()
 
 
 def adopt_folder(old: Path, account: Account, name: str = "workbench-home") -> Path | None:

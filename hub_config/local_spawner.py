@@ -7,7 +7,15 @@ the first spawn, with a home of mode 0700 under `homes_dir` (outside the hub's s
 with the sample notebook. The server runs as that account with umask 077, so its files, jobs and
 `/proc/<pid>/environ` (where its `JUPYTERHUB_API_TOKEN` lives) are its own; and in a cgroup that
 enforces the chosen profile's CPU and memory limits on it and everything it starts
-(`hub_config.local_limits`). Run as a normal user, the hub serves that one user, in their own home.
+(`hub_config.local_limits`); the account itself can start nothing outside the server (no login, no
+cron or `at` job: `hub_config.account_lockdown`). Run as a normal user, the hub serves that one
+user, in their own home.
+
+Kernels talk to the server over IPC sockets in the account's private runtime folder (mode 0700;
+`<runtime_root>/<account>` with system accounts), not over TCP on 127.0.0.1: any local account
+finds a TCP port's owner in /proc/net/tcp, and subscribing to a kernel's IOPub socket needs no
+key (messages are signed, not encrypted), so every cell's source and output would reach them.
+The server's terminals run /bin/bash themselves, as the account has no login shell.
 
 The tenant's choice becomes the environment the magic reads (engine `local`, tenant, limits, the
 account's uid/gid) and JupyterHub's CPU_LIMIT/MEM_LIMIT variables; the local engine honours the
@@ -18,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import json
 import os
 import re
 import sys
@@ -26,10 +35,11 @@ from typing import Any
 
 from jupyterhub.spawner import LocalProcessSpawner, set_user_setuid
 from tornado import web
-from traitlets import Bool, Float, Integer, Unicode, default, validate
+from traitlets import Bool, Float, Integer, TraitError, Unicode, default, validate
 
 from hub_config.accounts import (
     DEFAULT_PREFIX,
+    MAX_NAME,
     Account,
     AccountError,
     access_problems,
@@ -38,7 +48,9 @@ from hub_config.accounts import (
     ensure_account,
     os_user_name,
     prepare_home,
+    prepare_runtime_dir,
     python_paths,
+    remove_runtime_dir,
 )
 from hub_config.local_limits import Limits, ServerCgroup, unavailable
 from hub_config.spawn_policy import Choice, SpawnRefused, choose, notebook_context, profile_slug
@@ -50,6 +62,23 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 _SAFE_NAME = re.compile(r"^[a-z0-9][a-z0-9._@-]*$")
+# A Unix socket's path has at most 107 bytes (sun_path, with its NUL). jupyter_client names a
+# kernel's IPC sockets after its connection file: <runtime folder>/kernel-<uuid>-ipc-<1..5>.
+MAX_SOCKET_PATH = 107
+IPC_NAME = len("/kernel-") + 36 + len("-ipc-") + 2
+TERMINAL_SHELL = ["/bin/bash", "-l"]
+
+
+def ipc_fits(runtime_dir: Path) -> bool:
+    """Whether kernels' IPC sockets in `runtime_dir` have paths short enough for Unix sockets."""
+    return len(os.fsencode(runtime_dir)) + IPC_NAME <= MAX_SOCKET_PATH
+
+
+def server_args(ipc: bool) -> list[str]:
+    """What the single-user server is told beyond `Spawner.args`: its terminals run a shell of
+    their own (not the account's login shell), and, with `ipc`, kernels use IPC sockets."""
+    args = [f"--ServerApp.terminado_settings=shell_command={json.dumps(TERMINAL_SHELL)}"]
+    return args + (["--KernelManager.transport=ipc"] if ipc else [])
 
 
 def home_name(username: str) -> str:
@@ -136,6 +165,13 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
         (cgroup pids.max; 0: no limit). Stops a fork bomb from taking the machine."""
     ).tag(config=True)
 
+    runtime_root = Unicode(
+        "/run/workbench", help="""Folder of the accounts' private runtime folders (with system
+        accounts): `<runtime_root>/<account>` holds the server's connection files and its
+        kernels' IPC sockets, from the server's start to its stop. Kept short: a socket's path
+        has at most 107 bytes."""
+    ).tag(config=True)
+
     leftover_grace = Float(
         5.0, help="""Seconds the processes left in a stopped server's cgroup (jobs kept with
         --keep, boards) get between SIGTERM and SIGKILL."""
@@ -144,6 +180,15 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
     @default("system_accounts")
     def _system_accounts_default(self) -> bool:
         return os.geteuid() == 0
+
+    @validate("runtime_root")
+    def _check_runtime_root(self, proposal):
+        root = proposal["value"]
+        if not os.path.isabs(root) or not ipc_fits(Path(root) / ("x" * MAX_NAME)):
+            raise TraitError(f"c.TenantLocalSpawner.runtime_root = {root!r}: use an absolute "
+                             f"path of at most {MAX_SOCKET_PATH - IPC_NAME - MAX_NAME - 1} bytes "
+                             "(the kernels' socket paths must fit in 107), e.g. /run/workbench")
+        return root
 
     @validate("account_prefix")
     def _check_prefix(self, proposal):
@@ -182,6 +227,14 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
                                                username=home_name(self.user.name))
             return Path(self.homes_dir) / folder
 
+    @property
+    def runtime_dir(self) -> Path:
+        """The server's Jupyter runtime folder: `<runtime_root>/<account>` with system accounts,
+        else Jupyter's own in the user's home."""
+        if self.system_accounts:
+            return Path(self.runtime_root) / self.account_name
+        return self.home_dir / ".local" / "share" / "jupyter" / "runtime"
+
     def served_user(self) -> str:
         """Without system accounts: the one hub user served (the OS user's name, lower case)."""
         return os_user_name().lower()
@@ -207,7 +260,19 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
         env["USER"] = env["LOGNAME"] = self.account_name
         env["HOME"] = str(self.home_dir)
         env["SHELL"] = "/bin/bash"
+        env["JUPYTER_RUNTIME_DIR"] = str(self.runtime_dir)
         return env
+
+    def get_args(self) -> list[str]:
+        """`Spawner.args`, then `server_args`: IPC for kernels wherever the runtime folder's
+        path leaves room for their sockets (always with system accounts: `runtime_root` is
+        checked), else TCP, with a warning."""
+        ipc = ipc_fits(self.runtime_dir)
+        if not ipc:
+            self.log.warning("Kernels of %s use TCP on 127.0.0.1, where other local accounts "
+                             "can hear them: %s is too long for IPC sockets", self.user.name,
+                             self.runtime_dir)
+        return [*super().get_args(), *server_args(ipc)]
 
     def move_certs(self, paths):
         return paths
@@ -254,6 +319,10 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
         account = ensure_account(self.account_name, home)
         self.adopt_legacy_home(account)
         prepare_home(account, Path(self.sample_notebook))
+        try:
+            prepare_runtime_dir(account, Path(self.runtime_root))
+        except AccountError as err:
+            raise AccountError(f"{err} (c.TenantLocalSpawner.runtime_root)") from None
         extra = [str(REPO_ROOT), *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
         blocked = access_problems(python_paths(sys.executable, extra))
         if blocked:
@@ -299,6 +368,7 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
             # `stop`, so what it left behind goes now, as with a systemd unit whose main process
             # exited.
             await self._remove_cgroup(self.cgroup)
+            await self._remove_runtime_dir()
         return status
 
     async def stop(self, now=False):
@@ -306,6 +376,17 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
         cgroup = self.cgroup or self._existing_cgroup()
         if cgroup is not None:
             await self._remove_cgroup(cgroup)
+        await self._remove_runtime_dir()
+
+    async def _remove_runtime_dir(self) -> None:
+        # The runtime folder lives as long as the server: the next start begins with no stale
+        # connection files, and nothing is left in /run for an account that is gone.
+        if not self.system_accounts:
+            return
+        try:
+            await asyncio.to_thread(remove_runtime_dir, self.account_name, Path(self.runtime_root))
+        except OSError as err:
+            self.log.warning("Could not remove the runtime folder of %s: %s", self.user.name, err)
 
     async def _remove_cgroup(self, cgroup: ServerCgroup) -> None:
         try:

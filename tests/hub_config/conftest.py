@@ -13,7 +13,8 @@
   own account prefix (`wb<hex>-`, so concurrent runs never share an account) and a homes folder
   under /tmp that accounts can reach (pytest's own temp root is 0700). At the end the accounts'
   processes are killed and recorded, and the accounts removed with their homes
-  (`remove_accounts`). `HubProcess` links `<state>/home` to its homes folder, with homes named by
+  (`remove_accounts`), and with what the hub made for them elsewhere: their lines in the cron and
+  at deny files and their runtime folders (`forget_accounts`). `HubProcess` links `<state>/home` to its homes folder, with homes named by
   hub user, so `hub.state / "home" / name` is still a user's home.
 - `allow_accounts_to_run_python()`: what `workbench up` does as root before starting the hub: the
   folders on the way to this Python environment and the repository become traversable (o+x).
@@ -128,7 +129,23 @@ def remove_accounts(prefix: str) -> list[list[str]]:
                     time.sleep(0.1)
                     continue
             break
+    forget_accounts(prefix)
     return left
+
+
+def forget_accounts(prefix: str) -> None:
+    """Take the accounts with this prefix out of the cron and at deny files, and remove their
+    runtime folders: what the hub makes for an account outside its home."""
+    from hub_config.account_lockdown import DENY_FILES, undeny
+    from hub_config.local_spawner import TenantLocalSpawner
+
+    for path in DENY_FILES:
+        if path.exists():
+            undeny([line.strip() for line in path.read_text().splitlines()
+                    if line.strip().startswith(prefix)], path)
+    runtime_root = Path(TenantLocalSpawner.runtime_root.default_value)
+    for folder in runtime_root.glob(prefix + "*") if runtime_root.is_dir() else ():
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def proxy_command() -> str | None:

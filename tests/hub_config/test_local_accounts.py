@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import io
 import os
+import pwd
 import random
 import re
 import stat
@@ -24,6 +25,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
+from hub_config.account_lockdown import DENY_FILES, NOLOGIN, expiry_day, listed
 from hub_config.accounts import (
     MAX_NAME,
     AccessProblem,
@@ -36,6 +38,8 @@ from hub_config.accounts import (
     grant_traversal,
     make_homes_dir,
     prepare_home,
+    prepare_runtime_dir,
+    remove_runtime_dir,
     useradd_argv,
 )
 from hub_config.cli import CommandError
@@ -48,7 +52,12 @@ from hub_config.local_limits import (
     own_cgroups,
     unavailable,
 )
-from hub_config.local_spawner import TenantLocalSpawner, options_form_html
+from hub_config.local_spawner import (
+    TenantLocalSpawner,
+    ipc_fits,
+    options_form_html,
+    server_args,
+)
 from hub_config.local_state import (
     DEFAULT_GROUP,
     TenantsMirror,
@@ -149,7 +158,9 @@ def test_useradd_makes_a_home_and_a_group_of_its_own():
     for flag in ("--create-home", "--user-group"):
         assert flag in argv
     assert argv[argv.index("--home-dir") + 1] == "/home/jupyter-alice"
-    assert argv[argv.index("--shell") + 1] == "/bin/bash"
+    # Locked down from the start (hub_config.account_lockdown): no login shell, expired.
+    assert argv[argv.index("--shell") + 1] == "/usr/sbin/nologin"
+    assert argv[argv.index("--expiredate") + 1] == "1970-01-02"
 
 
 def test_a_locked_password_file_is_retried(monkeypatch, tmp_path):
@@ -231,6 +242,38 @@ def test_links_planted_in_a_home_do_not_redirect_roots_writes(homes, tmp_path):
     assert not victim_file.exists(), "root wrote through the user's link"
 
 
+def assert_locked_down(name: str) -> None:
+    assert pwd.getpwnam(name).pw_shell == NOLOGIN
+    assert expiry_day(name) == 1
+    for path in DENY_FILES:
+        assert listed(path.read_text(), name), path
+
+
+@needs_root
+def test_a_new_account_is_locked_down(homes):
+    prefix, folder = homes
+    name = account_name("ada", prefix)
+    ensure_account(name, folder / name)
+    assert_locked_down(name)
+    # su asks PAM, which refuses an expired account even to root.
+    su = subprocess.run(["su", "-s", "/bin/sh", name, "-c", "id"], capture_output=True,
+                        text=True)
+    assert su.returncode != 0 and "expired" in su.stdout + su.stderr, su
+
+
+@needs_root
+def test_an_account_of_an_earlier_version_is_locked_down_at_its_next_spawn(homes):
+    prefix, folder = homes
+    name = account_name("old", prefix)
+    subprocess.run(["useradd", "--create-home", "--home-dir", str(folder / name), "--shell",
+                    "/bin/bash", "--user-group", name], check=True, capture_output=True)
+    ensure_account(name, folder / name)
+    assert_locked_down(name)
+    remove_accounts(prefix)
+    for path in DENY_FILES:  # the test's accounts leave no line behind
+        assert not listed(path.read_text(), name), path
+
+
 @needs_root
 def test_a_home_of_an_earlier_version_moves_into_the_account(homes, tmp_path):
     prefix, folder = homes
@@ -247,6 +290,50 @@ def test_a_home_of_an_earlier_version_moves_into_the_account(homes, tmp_path):
     assert Path("/etc/passwd").stat().st_uid == 0  # the link's target was left alone
     old.mkdir()
     assert adopt_folder(old, account) is None  # the place is taken: nothing is overwritten
+
+
+# ---- the runtime folder: kernels on IPC sockets -------------------------------------------------
+
+
+def test_the_default_runtime_folder_fits_the_longest_account():
+    root = Path(TenantLocalSpawner.runtime_root.default_value)
+    assert ipc_fits(root / ("x" * MAX_NAME))
+    # jupyter_client's own default in a home under /tmp, as the tests make them, does not.
+    assert not ipc_fits(Path("/tmp/wb-homes-abcdefgh/wb123456-ann/.local/share/jupyter/runtime"))
+
+
+@pytest.mark.parametrize("root", ["run/workbench", "/var/lib/paddle-workbench/runtime/folders"])
+def test_a_runtime_root_that_cannot_hold_sockets_is_refused(root):
+    with pytest.raises(Exception, match="runtime_root"):
+        TenantLocalSpawner(runtime_root=root)
+
+
+def test_kernels_use_ipc_and_terminals_bash():
+    args = server_args(ipc=True)
+    assert "--KernelManager.transport=ipc" in args
+    assert '--ServerApp.terminado_settings=shell_command=["/bin/bash", "-l"]' in args
+    assert "--KernelManager.transport=ipc" not in server_args(ipc=False)
+
+
+@needs_root
+def test_the_runtime_folder_is_the_accounts_alone(homes, tmp_path):
+    prefix, folder = homes
+    name = account_name("ada", prefix)
+    account = ensure_account(name, folder / name)
+    root = tmp_path / "run" / "workbench"
+    runtime = prepare_runtime_dir(account, root)
+    assert runtime == root / name
+    assert (stat.S_IMODE(runtime.stat().st_mode), runtime.stat().st_uid) == (0o700, account.uid)
+    assert (stat.S_IMODE(root.stat().st_mode), root.stat().st_uid) == (0o755, 0)
+    (runtime / "kernel-1.json").write_text("{}")
+    assert prepare_runtime_dir(account, root) == runtime  # kept while the server may run
+    assert (runtime / "kernel-1.json").exists()
+    assert remove_runtime_dir(name, root) and not runtime.exists()
+    runtime.symlink_to(tmp_path)  # something root did not make for the account: replaced
+    assert prepare_runtime_dir(account, root).is_dir() and not runtime.is_symlink()
+    root.chmod(0o777)
+    with pytest.raises(AccountError, match="only root may write"):
+        prepare_runtime_dir(account, root)
 
 
 # ---- can accounts run this Python? ---------------------------------------------------------------

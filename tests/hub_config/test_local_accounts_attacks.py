@@ -12,7 +12,9 @@ aims at the real thing.
 Each row runs twice: within a tenant (ann attacks bob) and across tenants (cat attacks ann).
 The findings it covers: homes inside the hub's state (`../../login.txt`), a readable database and
 cookie secret, other users' tokens in `/proc/<pid>/environ` of servers, kernels and job ranks, a
-hub any user could kill, open job folders; and servers and boards reachable by others.
+hub any user could kill, open job folders; servers and boards reachable by others; and kernels
+whose output anyone could hear (TCP sockets found by owner in `/proc/net/tcp`, subscribed to with
+no key; `kernel_sockets.py` has the attacker's side).
 Further tests here: the profile's limits bind the server, its kernels and its jobs (cgroups), and
 a broken edit of the tenants file does not break logins.
 """
@@ -190,7 +192,8 @@ def prepare_victim(user: User, up, state: Path) -> None:
     rank_log = wait_for(f"{user.name}'s rank log",
                         lambda: sorted(Path(facts["job_dir"]).glob("logs/*/*/workerlog.*")))[0]
     facts.update({
-        "victim": user.name, "server_pid": server.pid, "kernel_pid": kernel.pid,
+        "victim": user.name, "uid": user.account.pw_uid, "server_pid": server.pid,
+        "kernel_pid": kernel.pid,
         "rank_pid": rank.pid, "connection_file": argv[argv.index("-f") + 1],
         "server_port": urlsplit(server_env["JUPYTERHUB_SERVICE_URL"]).port,
         "rank_log": str(rank_log),
@@ -237,9 +240,14 @@ class Attack:
 
     id: str
     code: str
-    denied_by: str = "PermissionError"
+    denied_by: str = "PermissionError"  # or "HTTP", or "Nothing" (the attack heard nothing)
     control: str | None = "victim"
     target: str = ""  # for a "root" control: the path that must exist
+    victim_setup: str = ""  # code the victim's kernel runs first (what the attack aims at)
+
+
+CHATTER = ("from tests.hub_config.kernel_sockets import chatter\n"
+           "chatter('VICTIM-KERNEL-OUTPUT')")
 
 
 def state_file(name: str) -> Attack:
@@ -265,6 +273,18 @@ ATTACKS = [
     Attack("kernel-environ", "return open(f\"/proc/{F['kernel_pid']}/environ\", 'rb').read()"),
     Attack("job-rank-environ", "return open(f\"/proc/{F['rank_pid']}/environ\", 'rb').read()"),
     Attack("kernel-connection-key", "return open(F['connection_file']).read()"),
+    # The kernel's sockets, found as anyone can (TCP by owner, IPC paths in /proc/net/unix),
+    # while the victim's kernel prints: subscribing to IOPub needs no key.
+    Attack("kernel-iopub-subscribe", "heard = eavesdrop(kernel_endpoints(F))\n"
+                                     "    if not heard:\n"
+                                     "        raise Denied(f'nothing from {kernel_endpoints(F)}')\n"
+                                     "    return [(where, frames[0], b'VICTIM-KERNEL-OUTPUT'"
+                                     " in b''.join(frames)) for where, frames in heard][:3]",
+           denied_by="Nothing",
+           victim_setup=CHATTER),
+    Attack("kernel-ipc-connect", "paths = ipc_sockets(os.path.dirname(F['connection_file']))\n"
+                                 "    assert paths, 'no IPC socket of the kernel found'\n"
+                                 "    return connect_unix(paths)"),
     Attack("hub-environ", "return open(f\"/proc/{F['hub_pid']}/environ\", 'rb').read()",
            control=None),
     Attack("proxy-environ", "return open(f\"/proc/{F['proxy_pid']}/environ\", 'rb').read()",
@@ -305,8 +325,14 @@ ATTACKS = [
 
 RUNNER = '''
 import glob, json, os, urllib.error, urllib.request
+from tests.hub_config.kernel_sockets import (connect_unix, eavesdrop, ipc_sockets,
+                                             kernel_endpoints)
 F = json.loads({facts!r})
 me = {me!r}
+
+
+class Denied(Exception):
+    """The attack reached its targets and got nothing back (there is no error to show)."""
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -345,6 +371,8 @@ except urllib.error.HTTPError as error:
     print("ATTACK-DENIED HTTP", error.code)
 except PermissionError:
     print("ATTACK-DENIED PermissionError")
+except Denied as why:
+    print("ATTACK-DENIED Nothing", why)
 except Exception as error:
     print("ATTACK-ERROR", type(error).__name__, error)
 '''
@@ -358,6 +386,8 @@ def attempt(runner: User, facts: dict, attack: Attack) -> str:
 def denied(line: str, attack: Attack) -> bool:
     if attack.denied_by == "HTTP":
         return re.fullmatch(r"ATTACK-DENIED HTTP (302|401|403|404)", line) is not None
+    if attack.denied_by == "Nothing":
+        return line.startswith("ATTACK-DENIED Nothing")
     return line == "ATTACK-DENIED PermissionError"
 
 
@@ -366,6 +396,8 @@ def denied(line: str, attack: Attack) -> bool:
 def test_attack_fails(site, attack, pair):
     up, users, state, _ = site
     attacker, victim = (users[name] for name in PAIRS[pair])
+    if attack.victim_setup:
+        victim.run(attack.victim_setup)
     if attack.control == "victim":
         control = attempt(victim, victim.facts, attack)
         assert control.startswith("ATTACK-SUCCEEDED"), f"the control failed: {control}"
