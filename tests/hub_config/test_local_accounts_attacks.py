@@ -14,7 +14,8 @@ The findings it covers: homes inside the hub's state (`../../login.txt`), a read
 cookie secret, other users' tokens in `/proc/<pid>/environ` of servers, kernels and job ranks, a
 hub any user could kill, open job folders; servers and boards reachable by others; and kernels
 whose output anyone could hear (TCP sockets found by owner in `/proc/net/tcp`, subscribed to with
-no key; `kernel_sockets.py` has the attacker's side).
+no key; `kernel_sockets.py` has the attacker's side); a running job's listeners, which took any
+connection on the machine's loopback.
 Further tests here: the profile's limits bind the server, its kernels and its jobs (cgroups), and
 a broken edit of the tenants file does not break logins.
 """
@@ -157,7 +158,12 @@ VICTIM_SETUP = """
 %load_ext launcher_magic
 """
 SLEEPER = """%%paddle_launch --detach --name sleeper
-import time
+import socket, time
+listener = socket.socket()  # as a rank's endpoint or rank 0's TCP store listens
+listener.bind(("127.0.0.1", 0))
+listener.listen()
+with open("listener-port", "w") as out:
+    out.write(str(listener.getsockname()[1]))
 time.sleep(3000)
 """
 BOARD = """
@@ -191,7 +197,11 @@ def prepare_victim(user: User, up, state: Path) -> None:
         f"/proc/{server.pid}/environ").read_text().split("\0") if "=" in line)
     rank_log = wait_for(f"{user.name}'s rank log",
                         lambda: sorted(Path(facts["job_dir"]).glob("logs/*/*/workerlog.*")))[0]
+    port = wait_for(f"{user.name}'s job listener", lambda: (
+        Path(facts["job_dir"]) / "listener-port").exists() and int(
+        (Path(facts["job_dir"]) / "listener-port").read_text()))
     facts.update({
+        "job_port": port,
         "victim": user.name, "uid": user.account.pw_uid, "server_pid": server.pid,
         "kernel_pid": kernel.pid,
         "rank_pid": rank.pid, "connection_file": argv[argv.index("-f") + 1],
@@ -236,12 +246,13 @@ def site(proxy_available):
 class Attack:
     """One row: code the attacker's kernel runs (`F` holds the victim's facts; `get` fetches a
     URL without following redirects; `me` is whoever runs it), how it must be stopped, and the
-    control: "victim" (the victim's own kernel must succeed) or "root" (the target exists)."""
+    control: "victim" (the victim's own kernel must succeed), "root" (the target exists) or
+    "job" (the victim's job listens on its port, seen where the job is)."""
 
     id: str
     code: str
     denied_by: str = "PermissionError"  # or "HTTP", or "Nothing" (the attack heard nothing)
-    control: str | None = "victim"
+    control: str | None = "victim"  # or "root", or "job" (the job's listener is listening)
     target: str = ""  # for a "root" control: the path that must exist
     victim_setup: str = ""  # code the victim's kernel runs first (what the attack aims at)
 
@@ -285,6 +296,12 @@ ATTACKS = [
     Attack("kernel-ipc-connect", "paths = ipc_sockets(os.path.dirname(F['connection_file']))\n"
                                  "    assert paths, 'no IPC socket of the kernel found'\n"
                                  "    return connect_unix(paths)"),
+    # A port the victim's running job listens on (its rendezvous, TCP store and rank endpoints
+    # take any connection): the job has a network of its own, so nothing outside it gets in.
+    Attack("job-listener", "import socket\n"
+                           "    return socket.create_connection(('127.0.0.1', F['job_port']),"
+                           " timeout=5).close()", denied_by="ConnectionRefusedError",
+           control="job"),
     Attack("hub-environ", "return open(f\"/proc/{F['hub_pid']}/environ\", 'rb').read()",
            control=None),
     Attack("proxy-environ", "return open(f\"/proc/{F['proxy_pid']}/environ\", 'rb').read()",
@@ -371,6 +388,8 @@ except urllib.error.HTTPError as error:
     print("ATTACK-DENIED HTTP", error.code)
 except PermissionError:
     print("ATTACK-DENIED PermissionError")
+except ConnectionRefusedError:
+    print("ATTACK-DENIED ConnectionRefusedError")
 except Denied as why:
     print("ATTACK-DENIED Nothing", why)
 except Exception as error:
@@ -388,7 +407,7 @@ def denied(line: str, attack: Attack) -> bool:
         return re.fullmatch(r"ATTACK-DENIED HTTP (302|401|403|404)", line) is not None
     if attack.denied_by == "Nothing":
         return line.startswith("ATTACK-DENIED Nothing")
-    return line == "ATTACK-DENIED PermissionError"
+    return line == f"ATTACK-DENIED {attack.denied_by}"
 
 
 @pytest.mark.parametrize("pair", list(PAIRS), ids=list(PAIRS))
@@ -403,8 +422,17 @@ def test_attack_fails(site, attack, pair):
         assert control.startswith("ATTACK-SUCCEEDED"), f"the control failed: {control}"
     elif attack.control == "root":
         assert (state / attack.target).stat().st_size > 0
+    elif attack.control == "job":
+        assert listening(victim.facts["rank_pid"], victim.facts["job_port"]), victim.facts
     line = attempt(attacker, victim.facts, attack)
     assert denied(line, attack), f"{attacker.name} -> {victim.name}: {line}"
+
+
+def listening(pid: int, port: int) -> bool:
+    """Whether `port` listens on TCP in the network namespace of process `pid`."""
+    lines = Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]
+    return any(fields[1].endswith(f":{port:04X}") and fields[3] == "0A"
+               for fields in (line.split() for line in lines))
 
 
 def cgroup_of(pid: int) -> dict[str, str]:
