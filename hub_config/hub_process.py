@@ -10,8 +10,8 @@
   servers), so what it leaves when it is killed itself is found by the state folder.
 - Its standard streams (its log, the proxy's, the services') go through a pipe into a
   size-bounded log (`bounded_log`).
-- `RestartBudget`: a hub that dies after it served is started again, a few times per window;
-  one that keeps dying stops the workbench.
+- `RestartBudget`: a hub that dies after it served, or is killed, is started again, a few times
+  per window; one that keeps dying stops the workbench.
 """
 
 from __future__ import annotations

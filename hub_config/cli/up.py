@@ -263,7 +263,8 @@ def start(args, state_dir: Path) -> int:
 
 def serve(env: dict[str, str], state_dir: Path, mirror: TenantsMirror, port: int) -> int:
     """Run the hub until it exits or a stop signal; meanwhile keep its tenants file the last
-    valid one, and start it again when it dies after it served (a few times at most)."""
+    valid one, and start it again when it dies after it served, or is killed (a few times at
+    most)."""
     argv = [sys.executable, "-m", "jupyterhub", "-f", str(CONFIG_FILE)]
     log = BoundedLog(state_dir / "jupyterhub.log")
     url = f"http://127.0.0.1:{port}"
@@ -274,7 +275,9 @@ def serve(env: dict[str, str], state_dir: Path, mirror: TenantsMirror, port: int
         while True:
             hub.start()
             code, served = wait_watching(hub, mirror, log, url)
-            if not served or code == 0:
+            # A hub that exits by itself before it served has a reason a restart will not mend
+            # (its configuration, say); one killed by a signal was killed, whenever it was.
+            if code == 0 or (code > 0 and not served):
                 return _ended(code, log)
             restart = budget.take()
             if restart is None:
@@ -327,7 +330,7 @@ def wait_watching(hub: HubProcess, mirror: TenantsMirror, log: BoundedLog,
     the hub log (the hub keeps the last valid one)."""
     served = False
     while True:
-        code = hub.wait(TENANTS_POLL_SECONDS)
+        code = hub.wait(TENANTS_POLL_SECONDS if served else 0.25)
         if code is not None:
             return code, served
         served = served or answers(url)

@@ -42,10 +42,18 @@ from .conftest import (
 pytestmark = pytest.mark.timeout(600)
 
 
-def _hub_pid(up) -> int:
-    (hub,) = [p for p in psutil.Process(up.process.pid).children() if "jupyterhub" in
-              " ".join(p.cmdline())]
-    return hub.pid
+def _hub_pid(up) -> int | None:
+    """The pid of `workbench up`'s hub, or None while there is not exactly one (a killed hub is
+    a zombie until it is reaped, and a new one is being started)."""
+    hubs = []
+    for child in psutil.Process(up.process.pid).children():
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and "jupyterhub" in " ".join(
+                    child.cmdline()):
+                hubs.append(child.pid)
+        except psutil.Error:  # gone, or a zombie, as we looked
+            continue
+    return hubs[0] if len(hubs) == 1 else None
 
 
 def _answers(url: str) -> bool:
@@ -98,6 +106,7 @@ def test_a_start_after_a_crash_reclaims_what_was_left_and_serves(tmp_path, proxy
     with workbench_up(REPO, state, dict(os.environ)) as first:
         token, _ = login_and_spawn(first.url, first.user, first.password)
         hub = _hub_pid(first)
+        assert hub, "no hub running"
         # The harshest crash: `workbench up` and its hub killed at once (the OOM killer, say):
         # the proxy and the services are left, and so is the user's server.
         os.kill(first.process.pid, signal.SIGKILL)
@@ -137,8 +146,10 @@ def test_a_killed_hub_is_started_again(tmp_path, proxy_available):
     state = tmp_path / "state"
     with workbench_up(REPO, state, dict(os.environ)) as up:
         hub = _hub_pid(up)
+        assert hub, "no hub running"
         os.kill(hub, signal.SIGKILL)
-        again = wait_until(lambda: _answers(up.url) and _hub_pid(up) != hub, timeout=120)
+        again = wait_until(lambda: _answers(up.url) and _hub_pid(up) not in (None, hub),
+                           timeout=120)
         assert again, "the hub was not started again"
         token, _ = login_and_spawn(up.url, up.user, up.password)  # it serves: log in, spawn
         assert _user(up.url, up.user, token)["name"] == up.user
