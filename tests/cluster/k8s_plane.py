@@ -548,6 +548,14 @@ def build_control_plane() -> tuple[Path | None, str]:
     return None, f"deploy/controlplane/build.sh failed (exit {done.returncode}):\n{tail}"
 
 
+def admin_apis(plane: ControlPlane) -> tuple[Any, Any]:
+    """The core and custom-objects clients of the plane's admin, to set up and to look."""
+    from kubernetes import client
+
+    api = plane.api_client()
+    return client.CoreV1Api(api), client.CustomObjectsApi(api)
+
+
 def dump(obj: Any) -> str:
     """YAML text of a kubernetes client object or dict, for failure messages."""
     from kubernetes import client

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from k8s_plane import admin_apis
 
 from tests.launcher_magic.support import wait_until
 
@@ -23,15 +24,8 @@ JOB_API = "paddlejob"  # the conftest's `tenant`: training-operator v1
 OUTCOME = "workbench.test/outcome"
 
 
-def _admin(plane):
-    from kubernetes import client
-
-    api = plane.api_client()
-    return client.CoreV1Api(api), client.CustomObjectsApi(api)
-
-
 def _pods(plane, tenant, job_id):
-    core, _ = _admin(plane)
+    core, _ = admin_apis(plane)
     return core.list_namespaced_pod(
         tenant.namespace, label_selector=f"training.kubeflow.org/job-name={job_id}").items
 
@@ -70,7 +64,7 @@ def test_magic_runs_a_paddlejob_to_success(control_plane, tenant, notebook_kerne
         assert pod.status.phase == "Succeeded"
         assert pod.spec.node_name.startswith("kwok-gpu")  # scheduled onto a GPU node
 
-    _, custom = _admin(control_plane)
+    _, custom = admin_apis(control_plane)
     paddlejob = custom.get_namespaced_custom_object("kubeflow.org", "v1", tenant.namespace,
                                                     "paddlejobs", job_id)
     assert paddlejob["spec"]["runPolicy"]["activeDeadlineSeconds"] == 86400
@@ -83,7 +77,7 @@ def test_magic_runs_a_paddlejob_to_success(control_plane, tenant, notebook_kerne
 def user_claim(control_plane, tenant):
     """Ada's claim in the tenant's namespace, bound to a volume of its own (as a provisioner
     would make it); the volume (cluster-wide) is deleted afterwards."""
-    core, _ = _admin(control_plane)
+    core, _ = admin_apis(control_plane)
     namespace, name = tenant.namespace, "claim-ada"
     volume = f"pv-{namespace}-{name}"
     core.create_persistent_volume({
@@ -133,7 +127,7 @@ def test_job_pods_mount_the_users_claim_and_run_as_the_notebook_user(
 
 
 def _fail_pod(plane, tenant, pod: str, exit_code: int) -> None:
-    core, _ = _admin(plane)
+    core, _ = admin_apis(plane)
     core.patch_namespaced_pod(pod, tenant.namespace, {"metadata": {"annotations": {
         OUTCOME: "failed", "workbench.test/exit-code": str(exit_code)}}})
 
@@ -191,7 +185,7 @@ def test_paddle_stop_deletes_the_job_and_its_pods(control_plane, tenant, noteboo
     assert wait_until(lambda: len(_pods(control_plane, tenant, job_id)) == 2, timeout=120)
     stopped = kernel.run(f"%paddle_stop {job_id}", timeout=200)
     assert "Stopped" in stopped.text
-    _, custom = _admin(control_plane)
+    _, custom = admin_apis(control_plane)
     jobs = custom.list_namespaced_custom_object("kubeflow.org", "v1", tenant.namespace,
                                                 "paddlejobs")["items"]
     assert [j["metadata"]["name"] for j in jobs] == []
@@ -205,7 +199,7 @@ def test_quota_preflight_refuses_before_anything_is_created(control_plane, tenan
     assert result.error and "UsageError" in result.error
     assert "needs 16 GPUs (2 nodes x 8)" in result.error
     assert "requests.nvidia.com/gpu=8" in result.error
-    _, custom = _admin(control_plane)
+    _, custom = admin_apis(control_plane)
     assert custom.list_namespaced_custom_object("kubeflow.org", "v1", tenant.namespace,
                                                 "paddlejobs")["items"] == []
     assert list((kernel.home / "jobs").iterdir()) == []
@@ -219,6 +213,6 @@ def test_the_notebook_token_cannot_reach_another_tenant(control_plane, tenant, n
     assert result.error is None
     result = kernel.run("%%paddle_launch --nodes 1 --name sneaky\nx = 1\n")
     assert result.error and "403 Forbidden" in result.error
-    _, custom = _admin(control_plane)
+    _, custom = admin_apis(control_plane)
     assert custom.list_namespaced_custom_object("kubeflow.org", "v1", "kube-system",
                                                 "paddlejobs")["items"] == []

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from k8s_plane import admin_apis
 
 from tests.launcher_magic.support import wait_until
 
@@ -24,15 +25,8 @@ OUTCOME = "workbench.test/outcome"
 TRAINER = ("trainer.kubeflow.org", "v1alpha1")
 
 
-def _admin(plane):
-    from kubernetes import client
-
-    api = plane.api_client()
-    return client.CoreV1Api(api), client.CustomObjectsApi(api)
-
-
 def _pods(plane, tenant, job_id):
-    core, _ = _admin(plane)
+    core, _ = admin_apis(plane)
     return core.list_namespaced_pod(
         tenant.namespace, label_selector=f"jobset.sigs.k8s.io/jobset-name={job_id}").items
 
@@ -56,7 +50,7 @@ def _index(pod) -> int:
 
 
 def _fail(plane, tenant, pod, exit_code: int) -> None:
-    core, _ = _admin(plane)
+    core, _ = admin_apis(plane)
     core.patch_namespaced_pod(pod.metadata.name, tenant.namespace, {"metadata": {"annotations": {
         OUTCOME: "failed", "workbench.test/exit-code": str(exit_code)}}})
 
@@ -64,7 +58,7 @@ def _fail(plane, tenant, pod, exit_code: int) -> None:
 def test_the_paddle_runtime_is_validated_by_trainer(control_plane, paddle_runtime):
     """The shipped runtime was admitted (fixture); Trainer's own webhook refuses a broken one,
     so the admission really ran."""
-    _, custom = _admin(control_plane)
+    _, custom = admin_apis(control_plane)
     runtime = custom.get_cluster_custom_object(*TRAINER, "clustertrainingruntimes",
                                                paddle_runtime)
     assert runtime["metadata"]["labels"]["trainer.kubeflow.org/framework"] == "paddle"
@@ -90,7 +84,7 @@ def test_the_tenants_policy_allows_only_the_paddle_runtimes(control_plane, tenan
     from launcher_magic.engines.cluster.trainjob import build_trainjob
     from workbench_contract.environment import Limits, NotebookContext
 
-    _, custom = _admin(control_plane)
+    _, custom = admin_apis(control_plane)
     other = copy.deepcopy(yaml.safe_load(RUNTIME_FILE.read_text()))
     other["metadata"]["name"] = "paddle-elsewhere"
     custom.create_cluster_custom_object(*TRAINER, "clustertrainingruntimes", other)
@@ -126,7 +120,7 @@ def test_magic_runs_a_two_node_trainjob_to_success(control_plane, tenant, notebo
 
     job_id = _job_id(kernel.home, "train")
     assert _status(kernel.home, job_id)["state"] == "Succeeded"
-    _, custom = _admin(control_plane)
+    _, custom = admin_apis(control_plane)
     trainjob = custom.get_namespaced_custom_object(*TRAINER, tenant.namespace, "trainjobs",
                                                    job_id)
     assert trainjob["spec"]["runtimeRef"]["name"] == "paddle-workbench-restarts-0"
@@ -193,7 +187,7 @@ def test_a_job_killed_more_often_than_its_max_restarts_fails(control_plane, tena
               "--detach\nx = 1\n")
     assert kernel.run(launch).error is None
     job_id = _job_id(kernel.home, "once")
-    _, custom = _admin(control_plane)
+    _, custom = admin_apis(control_plane)
     trainjob = custom.get_namespaced_custom_object(*TRAINER, tenant.namespace, "trainjobs",
                                                    job_id)
     assert trainjob["spec"]["runtimeRef"]["name"] == "paddle-workbench-restarts-1"
@@ -224,7 +218,7 @@ def test_paddle_stop_deletes_the_trainjob_and_its_pods(control_plane, tenant, no
     assert wait_until(lambda: len(_pods(control_plane, tenant, job_id)) == 2, timeout=120)
     stopped = kernel.run(f"%paddle_stop {job_id}", timeout=200)
     assert "Stopped" in stopped.text
-    _, custom = _admin(control_plane)
+    _, custom = admin_apis(control_plane)
 
     def gone() -> bool:
         jobs = custom.list_namespaced_custom_object(*TRAINER, tenant.namespace, "trainjobs")
