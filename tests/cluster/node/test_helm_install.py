@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 import helm_release
+import k8s_plane
 import node_config as cfg
 import numpy as np
 import pytest
@@ -64,6 +65,7 @@ from node_figures import FIGURES
 from placement import local_volume, route_to_node
 from pod_client import core_api, running_pod
 
+from hub_config.auth import member_group
 from hub_config.cluster_policy.apply import apply_objects
 from hub_config.cluster_policy.bundle import POD_SECURITY_LABELS
 from hub_config.cluster_policy.network import network_policies
@@ -110,6 +112,18 @@ class Release:
     def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         return requests.request(method, f"{self.url}/hub/api{path}", timeout=60, headers={
             "Authorization": f"token {self.admin_token}"}, **kwargs)
+
+    def hub_log(self, lines: int = 60) -> str:
+        """The hub pod's last `lines` of log: why a spawn failed, for an assertion's message."""
+        from kubernetes import client, config
+
+        core = client.CoreV1Api(config.new_client_from_config(str(self.kubeconfig)))
+        try:
+            (pod,) = core.list_namespaced_pod(self.namespace, label_selector="component=hub").items
+            return core.read_namespaced_pod_log(pod.metadata.name, self.namespace,
+                                                tail_lines=lines)
+        except Exception as exc:  # noqa: BLE001 - the log is a hint only
+            return f"(no hub log: {exc})"
 
 
 def _ready(pod) -> bool:
@@ -289,7 +303,9 @@ def test_login_through_the_proxy_lands_in_the_tenant(release: Release) -> None:
     assert final.url == f"{release.url}/hub/home", final.url
     assert USER in final.text
     model = release.api("GET", f"/users/{USER}").json()
-    assert model["groups"] == list(release.tenant.groups), model
+    # The provider's groups, and the tenant's member group that the hub adds at login.
+    assert sorted(model["groups"]) == sorted([*release.tenant.groups,
+                                              member_group(release.tenant)]), model
     assert model["admin"] is False
     state = model.get("auth_state") or {}
     assert state.get("oauth_user", {}).get("groups") == list(release.tenant.groups), state
@@ -313,14 +329,14 @@ def wait_server_ready(release: Release, name: str, timeout: float = READY_TIMEOU
         if not server and not model.get("pending"):
             break  # the spawn failed and the hub gave up
         time.sleep(1)
-    raise AssertionError(f"{name}'s server did not become ready: {model}")
+    raise AssertionError(f"{name}'s server did not become ready: {model}\n{release.hub_log()}")
 
 
 def spawn(release: Release, name: str) -> float:
     """Start the user's server through the hub's API; seconds until the hub calls it ready."""
     began = time.monotonic()
     response = release.api("POST", f"/users/{name}/server")
-    assert response.status_code in (201, 202), response.text
+    assert response.status_code in (201, 202), f"{response.text}\n{release.hub_log()}"
     wait_server_ready(release, name)
     return time.monotonic() - began
 
@@ -360,6 +376,9 @@ def test_spawn_starts_the_notebook_in_the_tenants_namespace(release: Release, co
     response = release.api("DELETE", f"/users/{USER}/server")
     assert response.status_code in (202, 204), response.text
     wait_for_gone(core, release.tenant.namespace, pod.metadata.name)
+    # The pod goes before the hub's stop ends; a spawn before then is refused ("pending stop").
+    k8s_plane.wait_for(lambda: not release.api("GET", f"/users/{USER}").json().get("pending"),
+                       READY_TIMEOUT, f"the hub to finish stopping {USER}'s server")
     cached = spawn(release, USER)
     assert "started" in status_through_proxy(release, USER, token)
     FIGURES["spawn -> notebook ready, first (image pulled) (s)"] = first
