@@ -303,12 +303,16 @@ def test_login_through_the_proxy_lands_in_the_tenant(release: Release) -> None:
     assert final.url == f"{release.url}/hub/home", final.url
     assert USER in final.text
     model = release.api("GET", f"/users/{USER}").json()
-    # The provider's groups, and the tenant's member group that the hub adds at login.
-    assert sorted(model["groups"]) == sorted([*release.tenant.groups,
-                                              member_group(release.tenant)]), model
+    assert sorted(model["groups"]) == _groups(release), model
     assert model["admin"] is False
     state = model.get("auth_state") or {}
     assert state.get("oauth_user", {}).get("groups") == list(release.tenant.groups), state
+
+
+def _groups(release: Release) -> list[str]:
+    """A user's groups in the hub: the provider's, and the tenant's member group that the hub
+    adds at login."""
+    return sorted([*release.tenant.groups, member_group(release.tenant)])
 
 
 def user_token(release: Release, name: str) -> str:
@@ -616,7 +620,7 @@ def test_a_deleted_hub_pod_comes_back_with_its_users_servers_and_jobs(release: R
         again = wait_component_ready(core, release.namespace, "hub", READY_TIMEOUT)
         assert again.metadata.uid != hub.metadata.uid
         model = wait_server_ready(release, USER)
-        assert model["groups"] == list(release.tenant.groups)
+        assert sorted(model["groups"]) == _groups(release), model
         # The same notebook pod, still answering through the proxy with the same token.
         assert notebook_pod(core, release, USER).metadata.uid == notebook.metadata.uid
         assert "started" in status_through_proxy(release, USER, token)
