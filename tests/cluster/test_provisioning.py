@@ -81,7 +81,8 @@ def test_apply_creates_the_bundle_then_reports_unchanged_then_configured(
         label_selector=f"{MANAGED_BY_LABEL}={MANAGED_BY},workbench.paddle.org/tenant="
                        f"{tenant.name}").items
     assert sorted(p.metadata.name for p in policies) == [
-        f"workbench-{tenant.name}-{what}" for what in ("jobsets", "paddlejobs", "pods", "secrets", "trainjobs")]
+        f"workbench-{tenant.name}-{what}" for what in ("jobsets", "networkpolicies", "paddlejobs",
+                                                        "pods", "secrets", "trainjobs")]
     ns = core.read_namespace(tenant.namespace)
     for key, value in {**POD_SECURITY_LABELS, MANAGED_BY_LABEL: MANAGED_BY}.items():
         assert ns.metadata.labels[key] == value
