@@ -1,7 +1,7 @@
 """KubeSpawner for tenants: the notebook pod goes to the tenant's namespace, with the tenant's
 profiles and images only, the Pod Security `restricted` security context, and the environment the
 magic reads (`hub_config.spawn_policy.notebook_context`: tenant, limits, images, uid/gid, node
-selector, and the claim of the user's storage, which job pods mount too).
+selector, node-loss toleration, and the claim of the user's storage, which job pods mount too).
 
 Each user's notebook runs as their own service account (`<service_account>-<user>`, made with
 its RoleBinding by the hub before the pod, `hub_config.cluster_policy.identities`), so the
@@ -35,6 +35,7 @@ from hub_config.tenant_spawner import TenantSpawnerMixin, http_error
 from hub_config.tenants import Tenant, parse_quantity
 from workbench_contract import labels
 from workbench_contract.environment import NotebookContext, Storage
+from workbench_contract.placement import node_loss_tolerations
 from workbench_contract.pod_security import restricted_security_contexts
 from workbench_contract.resources import GPU_RESOURCE
 
@@ -103,7 +104,9 @@ def probes(base_path: str, port: int) -> dict[str, Any]:
 
 def tenant_overrides(choice: Choice, user: str) -> dict[str, Any]:
     """KubeSpawner attribute values for a permitted choice of `user` (KubeSpawner's
-    `{username}`): where, as whom, how big, which image."""
+    `{username}`): where, as whom, how big, which image, and how long the pod stays on a lost
+    node (the tenant's `node_loss_toleration`, for the node-loss taints the profile does not
+    tolerate itself)."""
     tenant, profile = choice.tenant, choice.profile
     gpus = {GPU_RESOURCE: str(profile.gpus)} if profile.gpus else {}
     return {
@@ -120,7 +123,8 @@ def tenant_overrides(choice: Choice, user: str) -> dict[str, Any]:
         "extra_resource_guarantees": dict(gpus),
         "extra_resource_limits": dict(gpus),
         "node_selector": dict(profile.node_selector),
-        "tolerations": [dict(t) for t in profile.tolerations],
+        "tolerations": [dict(t) for t in profile.tolerations] + node_loss_tolerations(
+            tenant.node_loss_toleration, profile.tolerations),
     }
 
 

@@ -166,7 +166,7 @@ def notebook_context(
     `engine` is the magic's default engine; `jobs_dir`, `storage`, `uid` and `gid` are what the
     spawner knows of where and as whom the server runs (None: not set, the notebook side's
     defaults apply). Job pods get the profile's node selector, so jobs land where the notebook
-    may run.
+    may run, and the tenant's node-loss toleration, as the notebook pod does.
     """
     tenant = choice.tenant
     return NotebookContext(
@@ -186,4 +186,5 @@ def notebook_context(
         gid=gid,
         node_selector=dict(choice.profile.node_selector),
         jobs_dir=jobs_dir,
+        node_loss_toleration=tenant.node_loss_toleration,
     )

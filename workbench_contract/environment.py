@@ -45,6 +45,9 @@ UID = "PADDLE_WORKBENCH_UID"
 GID = "PADDLE_WORKBENCH_GID"
 # Node selector for job pods, as a JSON object (the profile's, so jobs land where the notebook may).
 NODE_SELECTOR = "PADDLE_WORKBENCH_NODE_SELECTOR"
+# Seconds the tenant's pods stay on a lost node before they are evicted (`workbench_contract
+# .placement`): the notebook's own, and so its jobs'.
+NODE_LOSS_TOLERATION = "PADDLE_WORKBENCH_NODE_LOSS_TOLERATION_SECONDS"
 # "text" forces the plain-text job panel even where widgets could render (a user setting).
 PANEL = "PADDLE_WORKBENCH_PANEL"
 
@@ -102,6 +105,7 @@ class NotebookContext:
     gid: int | None = None
     node_selector: Mapping[str, str] = field(default_factory=dict)
     jobs_dir: str | None = None
+    node_loss_toleration: int | None = None
 
     def to_env(self) -> dict[str, str]:
         """The variables a spawner sets for this context (unset fields are left out)."""
@@ -120,6 +124,7 @@ class NotebookContext:
             NODE_SELECTOR: json.dumps(dict(self.node_selector), sort_keys=True)
             if self.node_selector else None,
             JOBS_DIR: self.jobs_dir,
+            NODE_LOSS_TOLERATION: self.node_loss_toleration,
         }
         if self.storage is not None:
             values.update({STORAGE_CLAIM: self.storage.claim,
@@ -163,6 +168,7 @@ class NotebookContext:
             gid=_non_negative_int(env, GID),
             node_selector=_string_map(env, NODE_SELECTOR),
             jobs_dir=text(JOBS_DIR),
+            node_loss_toleration=_non_negative_int(env, NODE_LOSS_TOLERATION),
         )
 
 

@@ -92,12 +92,16 @@ def check_keys(data: Mapping[str, Any], known: Iterable[str], where: Where, stri
         )
 
 
-def whole_number(value: Any, where: Where, *, minimum: int = 0) -> int:
+def whole_number(value: Any, where: Where, *, minimum: int = 0, maximum: int | None = None,
+                 why: str = "") -> int:
+    """A whole number in [minimum, maximum]; `why` follows a too-large value's message."""
     # bool is an int in Python; `gpus: yes` is a mistake, not 1.
     if isinstance(value, bool) or not isinstance(value, int):
         raise where.error(f"must be a whole number, got {kind(value)}")
     if value < minimum:
         raise where.error(f"must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise where.error(f"must be at most {maximum}, got {value}{why}")
     return value
 
 

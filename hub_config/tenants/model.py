@@ -14,7 +14,7 @@ from typing import Any
 
 from hub_config.tenants import fields as f
 from hub_config.tenants.fields import Where
-from workbench_contract import jobkinds, resources
+from workbench_contract import jobkinds, placement, resources
 
 DEFAULT_SERVICE_ACCOUNT = "notebook"
 # How a tenant's distributed jobs reach the cluster: the name of a registered job kind
@@ -308,7 +308,8 @@ class QueuePolicy:
 
 
 _TENANT_FIELDS = ("name", "groups", "admin_groups", "namespace", "service_account", "quota",
-                  "profiles", "images", "job_limits", "idle", "job_api", "queue")
+                  "profiles", "images", "job_limits", "idle", "job_api", "queue",
+                  "node_loss_toleration")
 
 
 @dataclass(frozen=True)
@@ -331,6 +332,9 @@ class Tenant:
     # Kueue queueing of the tenant's jobs, for a kind Kueue admits (None: not queued; jobs
     # that do not fit the quota are refused).
     queue: QueuePolicy | None = None
+    # Seconds its notebook and job pods stay on a lost node before they are evicted
+    # (`workbench_contract.placement`), instead of Kubernetes' 300.
+    node_loss_toleration: int = placement.DEFAULT_NODE_LOSS_TOLERATION
 
     @classmethod
     def from_dict(cls, data: Any, where: Where | None = None, strict: bool = False) -> Tenant:
@@ -372,6 +376,10 @@ class Tenant:
             job_api=f.choice(data.get("job_api", DEFAULT_JOB_API), where.child("job_api"),
                              job_api_names()),
             queue=_queue(data, where, strict),
+            node_loss_toleration=f.whole_number(
+                data.get("node_loss_toleration", placement.DEFAULT_NODE_LOSS_TOLERATION),
+                where.child("node_loss_toleration"), maximum=placement.MAX_NODE_LOSS_TOLERATION,
+                why=" (seconds; Kubernetes' own default is 300)"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -381,6 +389,7 @@ class Tenant:
             "quota": self.quota.to_dict(), "profiles": [p.to_dict() for p in self.profiles],
             "images": [i.to_dict() for i in self.images], "job_limits": self.job_limits.to_dict(),
             "idle": self.idle.to_dict(), "job_api": self.job_api,
+            "node_loss_toleration": self.node_loss_toleration,
             **({"queue": self.queue.to_dict()} if self.queue is not None else {}),
         }
 

@@ -56,7 +56,8 @@ def _with_rank_state(cls, data: Mapping) -> dict:
 
 @dataclass(frozen=True)
 class RankStatus:
-    """One training process: global rank, the node it runs on, its state and exit code."""
+    """One training process: global rank, the node it runs on, its state and exit code, and the
+    machine of that node where a cluster engine knows it (`NodeStatus.host`)."""
 
     rank: int
     node: int
@@ -64,6 +65,7 @@ class RankStatus:
     exit_code: int | None = None
     error: str | None = None
     finished_at: float | None = None
+    host: str | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping) -> RankStatus:
@@ -72,12 +74,14 @@ class RankStatus:
 
 @dataclass(frozen=True)
 class NodeStatus:
-    """One node (a process group locally, a worker pod in a cluster)."""
+    """One node (a process group locally, a worker pod in a cluster). `host`: the Kubernetes
+    node its pod was scheduled to (None until it is, and for local jobs, which all run here)."""
 
     node: int
     state: RankState = RankState.PENDING
     exit_code: int | None = None
     pid: int | None = None
+    host: str | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping) -> NodeStatus:

@@ -121,7 +121,8 @@ def render_text(view: PanelView, with_log: bool = True) -> str:
     for rank in status.ranks:
         code = "" if rank.exit_code is None else f" exit {rank.exit_code}"
         error = f" ({rank.error})" if rank.error else ""
-        lines.append(f"  rank {rank.rank} (node {rank.node}): {rank.state.value}{code}{error}")
+        where = f"node {rank.node}" + (f" on {rank.host}" if rank.host else "")
+        lines.append(f"  rank {rank.rank} ({where}): {rank.state.value}{code}{error}")
     if with_log and view.log_lines:
         lines.append(f"  last lines of rank {view.log_rank}:")
         lines.extend("    " + line for line in view.log_lines)
@@ -159,17 +160,21 @@ def render_progress_html(view: PanelView) -> str:
 
 
 def render_ranks_html(view: PanelView) -> str:
-    """One table row per rank: node, state, exit code, error."""
+    """One table row per rank: node, the machine it runs on (a column only once a cluster
+    engine has named one: local jobs all run here), state, exit code, error."""
     esc = html.escape
+    machines = any(r.host for r in view.status.ranks)
     rows = "".join(
         f"<tr><td>{r.rank}</td><td>{r.node}</td>"
-        f'<td style="color:{STATE_COLOURS[JobState(r.state.value)]}">{esc(r.state.value)}</td>'
+        + (f"<td>{esc(r.host or '')}</td>" if machines else "")
+        + f'<td style="color:{STATE_COLOURS[JobState(r.state.value)]}">{esc(r.state.value)}</td>'
         f"<td>{'' if r.exit_code is None else r.exit_code}</td>"
         f"<td>{esc(r.error or '')}</td></tr>"
         for r in view.status.ranks
     )
-    return ('<table><thead><tr><th>rank</th><th>node</th><th>state</th><th>exit code</th>'
-            f"<th>error</th></tr></thead><tbody>{rows}</tbody></table>")
+    machine = "<th>machine</th>" if machines else ""
+    return (f"<table><thead><tr><th>rank</th><th>node</th>{machine}<th>state</th>"
+            f"<th>exit code</th><th>error</th></tr></thead><tbody>{rows}</tbody></table>")
 
 
 def render_log_html(view: PanelView) -> str:

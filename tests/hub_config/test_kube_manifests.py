@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+import yaml
 
 pytest.importorskip("kubespawner", reason="jupyterhub-kubespawner is not installed (hub extra)")
 kubernetes_validate = pytest.importorskip(
@@ -81,7 +82,11 @@ def test_pod_manifest_per_tenant_and_profile(tenant, profile):
     assert int(limits["memory"]) == parse_quantity(profile.memory.limit)
     assert int(requests["memory"]) == parse_quantity(profile.memory.guarantee)
     assert spec.get("nodeSelector", {}) == dict(profile.node_selector)
-    assert spec.get("tolerations", []) == [dict(t) for t in profile.tolerations]
+    # The profile's tolerations, then the tenant's bound on a lost node (not Kubernetes' 300 s).
+    lost = [{"key": f"node.kubernetes.io/{taint}", "operator": "Exists", "effect": "NoExecute",
+             "tolerationSeconds": tenant.node_loss_toleration}
+            for taint in ("not-ready", "unreachable")]
+    assert spec["tolerations"] == [dict(t) for t in profile.tolerations] + lost
 
     env = container_env(pod)
     assert env[names.TENANT] == tenant.name
@@ -96,6 +101,23 @@ def test_pod_manifest_per_tenant_and_profile(tenant, profile):
         assert container[probe]["httpGet"]["port"] == 8888
 
     kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
+
+
+def test_a_profiles_own_node_loss_toleration_is_kept(tmp_path):
+    """An operator's profile that tolerates an unreachable node itself (forever: no seconds)
+    keeps that; the tenant's bound is added for the other node-loss taint only."""
+    data = TENANTS.to_dict()
+    vision = data["tenants"][0]
+    forever = {"key": "node.kubernetes.io/unreachable", "operator": "Exists",
+               "effect": "NoExecute"}
+    vision["profiles"][0]["tolerations"] = [forever]
+    vision["node_loss_toleration"] = 45
+    tenants_file = tmp_path / "tenants.yaml"
+    tenants_file.write_text(yaml.safe_dump(data))
+    pod, _ = render_pod(tenants_file, "ann@example.org", [vision["groups"][0]], {})
+    assert pod["spec"]["tolerations"] == [forever, {
+        "key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute",
+        "tolerationSeconds": 45}]
 
 
 def test_image_choice_from_the_form_is_used():

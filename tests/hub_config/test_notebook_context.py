@@ -3,8 +3,8 @@
 The notebook pod is rendered by `TenantKubeSpawner` with KubeSpawner's own code (`hub_env`), the
 notebook container's environment is taken from that pod, and `NotebookContext.from_env` (what
 the notebook side reads) must give back what the hub decided: tenant, namespace, limits, images,
-uid/gid, the user's storage claim (as Zero to JupyterHub configures it), the job directory on it
-and the profile's node selector. `shared_storage`, which finds the claim, is also tested as data.
+uid/gid, the user's storage claim (as Zero to JupyterHub configures it), the job directory on it,
+the profile's node selector and the tenant's node-loss toleration. `shared_storage`, which finds the claim, is also tested as data.
 """
 
 from __future__ import annotations
@@ -88,8 +88,39 @@ def test_notebook_reads_back_what_the_hub_decided(tenant_name, profile_name, uid
         gid=gid,
         node_selector=dict(profile.node_selector),
         jobs_dir=f"{HOME}/jobs" if storage else None,
+        node_loss_toleration=tenant.node_loss_toleration,
     )
     assert NotebookContext.from_env(env) == expected
+
+
+@pytest.mark.parametrize("kind", ["paddlejob", "trainjob"])
+def test_job_pods_leave_a_lost_node_when_the_tenant_says(kind):
+    """The tenant's `node_loss_toleration` (classroom: 120 s, not the default 30) reaches the
+    job pods of either kind through the hub's real notebook environment, as it reaches the
+    notebook pod itself."""
+    from launcher_magic.core.jobdir import JobDir
+    from launcher_magic.core.spec import LaunchOptions, build_spec
+    from launcher_magic.engines import load_engine
+    from launcher_magic.engines.cluster.paddlejob import build_paddlejob
+    from launcher_magic.engines.cluster.trainjob import build_trainjob
+
+    tenant = TENANTS.get("classroom")
+    pod, _ = render_pod(EXAMPLE, "ada", [tenant.groups[0]], {})
+    context = NotebookContext.from_env(container_env(pod))
+    spec = build_spec(LaunchOptions(nodes=2, engine=kind), "x = 1\n", context)
+    settings = load_engine(kind, context=context).settings(spec)
+    job = JobDir(Path(HOME) / "jobs" / spec.job_id)
+    if kind == "paddlejob":
+        manifest = build_paddlejob(spec, job, settings)
+        job_pod = manifest["spec"]["paddleReplicaSpecs"]["Worker"]["template"]["spec"]
+    else:
+        (patch,) = build_trainjob(spec, job, settings)["spec"]["runtimePatches"]
+        (rjob,) = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
+        job_pod = rjob["template"]["spec"]["template"]["spec"]
+    lost = [{"key": f"node.kubernetes.io/{taint}", "operator": "Exists", "effect": "NoExecute",
+             "tolerationSeconds": 120} for taint in ("not-ready", "unreachable")]
+    assert pod["spec"]["tolerations"] == lost
+    assert job_pod["tolerations"] == lost
 
 
 def test_job_pods_run_as_the_notebook_user():

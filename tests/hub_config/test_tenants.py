@@ -109,6 +109,9 @@ MALFORMED = [
     ("gpu-idle-percent", _mutate(f"{T}.idle.gpu", {"utilisation_below": 120, "for": 60}), "field 'idle.gpu.utilisation_below': is a percentage"),
     ("job-api-unknown", _mutate(f"{T}.job_api", "mpijob"), "tenant 'vision', field 'job_api': must be one of paddlejob, trainjob, got 'mpijob'"),
     ("queue-unqueued-kind", lambda: {"tenants": [{**good()["tenants"][0], "job_api": "paddlejob", "queue": {}}]}, "tenant 'vision', field 'queue': job_api paddlejob is not queued by Kueue; set job_api to a kind that is (trainjob) or remove the queue"),
+    ("node-loss-negative", _mutate(f"{T}.node_loss_toleration", -1), "tenant 'vision', field 'node_loss_toleration': must be at least 0, got -1"),
+    ("node-loss-text", _mutate(f"{T}.node_loss_toleration", "30s"), "tenant 'vision', field 'node_loss_toleration': must be a whole number, got str '30s'"),
+    ("node-loss-milliseconds", _mutate(f"{T}.node_loss_toleration", 30000), "tenant 'vision', field 'node_loss_toleration': must be at most 3600, got 30000 (seconds; Kubernetes' own default is 300)"),
     ("gpu-warn-after-stop", _mutate(f"{T}.idle.gpu", {"utilisation_below": 20, "for": 60, "warn_after": 90}), "field 'idle.gpu.warn_after': 90s is later than the stop"),
 ]
 
@@ -163,6 +166,18 @@ def test_cache_reloads_an_edited_file(tmp_path):
     data["tenants"][0]["groups"].append("more")  # different size, so the change is seen
     path.write_text(yaml.safe_dump(data))
     assert cache.get().tenants[0].job_limits.max_nodes == 2
+
+
+def test_node_loss_toleration_is_30_seconds_unless_the_tenant_says(tmp_path):
+    """Without a say a tenant's pods leave a lost node after 30 s, not Kubernetes' 300; a value
+    of the file is kept, 0 (evict at once) included, and written back."""
+    assert load_tenants(write(tmp_path, good())).get("vision").node_loss_toleration == 30
+    for seconds in (0, 45, 3600):
+        data = _mutate(f"{T}.node_loss_toleration", seconds)()
+        tenant = load_tenants(write(tmp_path, data)).get("vision")
+        assert tenant.node_loss_toleration == seconds
+        assert tenant.to_dict()["node_loss_toleration"] == seconds
+    assert load_tenants(EXAMPLE).get("classroom").node_loss_toleration == 120
 
 
 def test_gpu_idle_policy_warns_before_stopping_by_default():

@@ -45,6 +45,9 @@ CASES = [
     ("gpus-without-gpus", "--gpus 1", CELL, {}, "this machine has none visible"),
     ("limit-malformed", "--nodes 1", CELL, {"PADDLE_WORKBENCH_MAX_NODES": "many"},
      "PADDLE_WORKBENCH_MAX_NODES='many' is not a whole number"),
+    ("node-loss-malformed", "--nodes 1", CELL,
+     {"PADDLE_WORKBENCH_NODE_LOSS_TOLERATION_SECONDS": "-5"},
+     "PADDLE_WORKBENCH_NODE_LOSS_TOLERATION_SECONDS='-5' must not be negative"),
 ]
 
 

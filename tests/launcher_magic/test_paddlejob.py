@@ -21,6 +21,7 @@ from launcher_magic.engines.cluster.objects import (
     env_secret,
     env_secret_name,
     owned_by,
+    with_rank_records,
 )
 from launcher_magic.engines.cluster.paddlejob import (
     build_paddlejob,
@@ -88,8 +89,38 @@ def test_paddlejob_is_collective_with_the_job_contract():
     assert container["volumeMounts"] == [{"name": "home", "mountPath": "/home/jovyan"}]
     assert pod["volumes"][0]["persistentVolumeClaim"] == {"claimName": "claim-ada"}
     assert container["workingDir"] == str(job.path)
-    assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert pod["tolerations"][0] == GPU_TOLERATION
     assert pod["automountServiceAccountToken"] is False
+
+
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+
+
+def _lost_node(seconds: int) -> list[dict]:
+    """The tolerations that bound how long a pod stays on a lost node (NoExecute: evicted)."""
+    return [{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute",
+             "tolerationSeconds": seconds},
+            {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute",
+             "tolerationSeconds": seconds}]
+
+
+def test_a_jobs_workers_spread_over_machines_and_leave_a_lost_one_soon():
+    """Two nodes: the workers prefer two machines (one free machine still runs the job, so
+    ScheduleAnyway), counting only this job's pods; a worker on a machine that stops answering
+    is evicted after the tenant's seconds, not Kubernetes' 300."""
+    spec, _, manifest = _job()
+    pod = manifest["spec"]["paddleReplicaSpecs"]["Worker"]["template"]["spec"]
+    assert pod["topologySpreadConstraints"] == [{
+        "maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+        "whenUnsatisfiable": "ScheduleAnyway",
+        "labelSelector": {"matchLabels": {"workbench.paddle.org/job": "job-a1b2c3"}}}]
+    assert pod["tolerations"] == [GPU_TOLERATION, *_lost_node(30)]
+    spec_one = replace(spec, nodes=1)
+    one = build_paddlejob(spec_one, JobDir(Path("/j") / spec.job_id),
+                          replace(CLUSTER, node_loss_toleration=0))
+    pod = one["spec"]["paddleReplicaSpecs"]["Worker"]["template"]["spec"]
+    assert "topologySpreadConstraints" not in pod  # one pod: nothing to spread
+    assert pod["tolerations"] == [GPU_TOLERATION, *_lost_node(0)]
 
 
 def test_env_values_go_into_a_secret_of_the_user_that_the_job_owns():
@@ -196,9 +227,10 @@ def test_quota_preflight_refuses_what_cannot_fit():
                                                  {"requests.memory": "0"})])
 
 
-def _pod(index, phase, code=None, restarts=0):
+def _pod(index, phase, code=None, restarts=0, machine=None):
     state = {"terminated": {"exitCode": code}} if code is not None else {"running": {}}
     return {"metadata": {"labels": {"training.kubeflow.org/replica-index": str(index)}},
+            "spec": {"nodeName": machine} if machine else {},
             "status": {"phase": phase, "containerStatuses": [
                 {"name": "paddle", "state": state, "restartCount": restarts}]}}
 
@@ -225,10 +257,31 @@ def test_status_follows_the_latest_condition_and_the_pods():
     assert failed.state == JobState.FAILED and failed.failed_rank == 1
     assert failed.nodes[1].exit_code == 1 and failed.restarts == 2
     assert failed.finished_at is not None
+    # Each rank is on the machine its worker pod was scheduled to; an unscheduled one, none.
+    spec_two = replace(spec, resources=replace(spec.resources, nproc_per_node=2))
+    placed = status_from_paddlejob(spec_two, _paddlejob("Created"),
+                                   [_pod(0, "Running", machine="gpu-a"), _pod(1, "Pending")])
+    assert [(n.node, n.host) for n in placed.nodes] == [(0, "gpu-a"), (1, None)]
+    assert [(r.rank, r.host) for r in placed.ranks] == [
+        (0, "gpu-a"), (1, "gpu-a"), (2, None), (3, None)]
     done = status_from_paddlejob(spec, _paddlejob("Created", "Running", "Succeeded"),
                                [_pod(0, "Succeeded", 0), _pod(1, "Succeeded", 0)])
     assert done.state == JobState.SUCCEEDED
     assert [r.state for r in done.ranks] == [RankState.SUCCEEDED, RankState.SUCCEEDED]
+
+
+def test_a_ranks_own_record_keeps_the_machine_its_pod_is_on(tmp_path):
+    """Where the job directory is shared, a rank's record is more precise about its state; the
+    machine still comes from the pod, which the record cannot know."""
+    spec, _, _ = _job()
+    status = status_from_paddlejob(spec, _paddlejob("Created", "Running"), [
+        _pod(0, "Running", machine="gpu-a"), _pod(1, "Running", machine="gpu-b")])
+    job = JobDir(tmp_path / spec.job_id)
+    job.rank_record(0, 1).parent.mkdir(parents=True)
+    job.rank_record(0, 1).write_text(json.dumps({"rank": 1, "state": "Failed", "exit_code": 3}))
+    ranks = with_rank_records(status, job, 0).ranks
+    assert [(r.state, r.exit_code, r.host) for r in ranks] == [
+        (RankState.RUNNING, None, "gpu-a"), (RankState.FAILED, 3, "gpu-b")]
 
 
 def test_exit_codes_come_from_the_operators_events_when_pods_are_gone():

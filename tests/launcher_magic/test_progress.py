@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -24,7 +25,7 @@ from launcher_magic.core.progress import (
     read_progress,
 )
 from launcher_magic.core.spec import LaunchOptions, build_spec
-from launcher_magic.core.status import JobState, JobStatus
+from launcher_magic.core.status import JobState, JobStatus, RankState, RankStatus
 from launcher_magic.kernel.panel import JobPanel, PanelView, render_html, render_text
 from workbench_contract.environment import NotebookContext
 
@@ -318,6 +319,29 @@ def test_panel_without_a_total_shows_steps_and_rate_but_no_bar():
 def test_panel_html_escapes_scalar_names():
     view = _view(progress=Progress(step=1, total=2, scalars={"<b>x</b>": 1.0}))
     assert "&lt;b&gt;x&lt;/b&gt; 1" in render_html(view) and "<b>x</b>" not in render_html(view)
+
+
+def test_rank_rows_name_the_machine_each_rank_runs_on_where_a_cluster_said():
+    """A cluster job's rows say which machine (Kubernetes node) each rank is on, blank while a
+    pod waits for one; a local job's rows, all on this machine, have no machine at all."""
+    placed = (RankStatus(rank=0, node=0, state=RankState.RUNNING, host="gpu-a"),
+              RankStatus(rank=1, node=1, state=RankState.PENDING))
+    view = replace(_view(), status=replace(_view().status, ranks=placed))
+    lines = render_text(view).splitlines()
+    assert "  rank 0 (node 0 on gpu-a): Running" in lines
+    assert "  rank 1 (node 1): Pending" in lines
+    table = render_html(view)
+    assert "<th>node</th><th>machine</th><th>state</th>" in table
+    assert "<tr><td>0</td><td>0</td><td>gpu-a</td>" in table
+    assert "<tr><td>1</td><td>1</td><td></td>" in table
+    local = (RankStatus(rank=0, node=0, state=RankState.RUNNING),)
+    view = replace(view, status=replace(view.status, ranks=local))
+    assert "  rank 0 (node 0): Running" in render_text(view).splitlines()
+    assert "machine" not in render_html(view) and "<tr><td>0</td><td>0</td><td style" in (
+        render_html(view))
+    escaped = (RankStatus(rank=0, node=0, host="<b>n</b>"),)
+    assert "&lt;b&gt;n&lt;/b&gt;" in render_html(replace(view, status=replace(
+        view.status, ranks=escaped)))
 
 
 def test_panel_reads_progress_from_the_job_directory(tmp_path):

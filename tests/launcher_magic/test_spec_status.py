@@ -87,11 +87,17 @@ def test_status_round_trips():
 
     status = JobStatus(
         job_id="j", state=JobState.FAILED, restarts=1, failed_rank=1,
-        nodes=(NodeStatus(node=0, state=RankState.FAILED, exit_code=1, pid=10),),
-        ranks=(RankStatus(rank=1, node=0, state=RankState.FAILED, exit_code=1, error="E"),),
+        nodes=(NodeStatus(node=0, state=RankState.FAILED, exit_code=1, pid=10, host="gpu-a"),),
+        ranks=(RankStatus(rank=1, node=0, state=RankState.FAILED, exit_code=1, error="E",
+                          host="gpu-a"),),
     )
     data = status.to_dict()
     data["unknown"] = "ignored"
     assert JobStatus.from_dict(data) == status
+    # A record written before ranks had a machine still loads: the machine is unknown.
+    for item in data["nodes"] + data["ranks"]:
+        del item["host"]
+    old = JobStatus.from_dict(data)
+    assert old.nodes[0].host is None and old.ranks[0].host is None
     assert [s for s in JobState if s.is_terminal()] == [
         JobState.SUCCEEDED, JobState.FAILED, JobState.STOPPED]

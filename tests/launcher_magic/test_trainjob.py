@@ -27,8 +27,10 @@ from launcher_magic.engines.cluster.trainjob import (
     usage_from_trainjob,
 )
 from workbench_contract.cluster import (
+    JOBSET_NAME_LABEL,
     MAX_RESTARTS_LIMIT,
     QUEUE_LABEL,
+    RESTART_ATTEMPT_LABEL,
     RUNTIME,
     TRAINJOB,
     pending_workloads_path,
@@ -106,7 +108,42 @@ def test_the_runtime_patch_gives_the_pods_the_users_identity_storage_and_placeme
     assert pod["spec"]["volumes"] == [{"name": "home",
                                        "persistentVolumeClaim": {"claimName": "claim-ada"}}]
     assert pod["spec"]["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100"}
-    assert pod["spec"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+    lost = [{"key": f"node.kubernetes.io/{taint}", "operator": "Exists", "effect": "NoExecute",
+             "tolerationSeconds": 30} for taint in ("not-ready", "unreachable")]
+    assert pod["spec"]["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}, *lost]
+
+
+# The pod spec fields a runtime patch may set: Trainer v2.3.0's PodSpecPatch
+# (pkg/apis/trainer/v1alpha1/trainjob_types.go). The API server drops any other field, or
+# refuses it under strict field validation (tests/cluster/test_trainjob_engine.py).
+POD_SPEC_PATCH_FIELDS = {"serviceAccountName", "volumes", "initContainers", "containers",
+                         "imagePullSecrets", "securityContext", "nodeSelector", "affinity",
+                         "tolerations", "schedulingGates", "terminationGracePeriodSeconds"}
+
+
+def test_the_patch_sets_only_what_trainer_lets_a_patch_set():
+    _, _, manifest = _job(cpu="4", env=("LR=0.1",))
+    _, pod = _pod_patch(manifest)
+    assert set(pod["spec"]) <= POD_SPEC_PATCH_FIELDS
+    assert "topologySpreadConstraints" not in pod["spec"]  # the runtime's, below
+
+
+def test_the_runtime_spreads_each_jobs_nodes_over_machines():
+    """A TrainJob cannot patch topologySpreadConstraints, so the shipped runtime spreads every
+    job's pods: those of the same JobSet and restart attempt (matchLabelKeys: the pod's own
+    values), as a preference, so a user with one free machine still runs."""
+    runtime = yaml.safe_load(RUNTIME_FILE.read_text())
+    (rjob,) = runtime["spec"]["template"]["spec"]["replicatedJobs"]
+    (spread,) = rjob["template"]["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname" and spread["maxSkew"] == 1
+    assert spread["whenUnsatisfiable"] == "ScheduleAnyway"
+    assert spread["matchLabelKeys"] == [JOBSET_NAME_LABEL, RESTART_ATTEMPT_LABEL]
+    # Every pod of the runtime's one replicated job; the API server refuses a key that is both
+    # in the selector and in matchLabelKeys.
+    assert spread["labelSelector"] == {"matchLabels": {
+        "jobset.sigs.k8s.io/replicatedjob-name": rjob["name"]}}
+    assert not set(spread["labelSelector"]["matchLabels"]) & set(spread["matchLabelKeys"])
 
 
 def test_the_patch_fits_the_runtime_it_patches():
@@ -153,10 +190,12 @@ def test_a_queued_trainjob_carries_its_queue_and_starts_suspended():
     assert manifest["spec"]["suspend"] is True
 
 
-def _pod(index: int, phase: str, attempt: int = 0, code: int | None = None):
+def _pod(index: int, phase: str, attempt: int = 0, code: int | None = None,
+         machine: str | None = None):
     state = {"terminated": {"exitCode": code}} if code is not None else {"running": {}}
     return {"metadata": {"labels": {"batch.kubernetes.io/job-completion-index": str(index),
                                     "jobset.sigs.k8s.io/restart-attempt": str(attempt)}},
+            "spec": {"nodeName": machine} if machine else {},
             "status": {"phase": phase, "startTime": "2026-01-01T00:00:00Z",
                        "containerStatuses": [{"name": "node", "state": state}]}}
 
@@ -192,6 +231,17 @@ def test_a_failure_names_the_node_and_rank_and_restarts_count_attempts():
     assert status.failed_rank == spec.resources.nproc_per_node
     assert status.message.startswith(f"node 1 (rank {status.failed_rank}) exited with code 3")
     assert "restart left" not in status.message  # the code failed: restarts are not the cause
+
+
+def test_each_rank_is_on_the_machine_of_its_attempts_pod():
+    """After a restart moved node 1 to another machine, its ranks are on the new one."""
+    spec = _spec(gpus=2, nproc_per_node=2)
+    pods = [_pod(0, "Running", attempt=1, machine="gpu-a"),
+            _pod(1, "Failed", attempt=0, code=137, machine="gpu-lost"),
+            _pod(1, "Running", attempt=1, machine="gpu-b")]
+    status = status_from_trainjob(spec, _trainjob(), pods, {"status": {"restarts": 1}})
+    assert [n.host for n in status.nodes] == ["gpu-a", "gpu-b"]
+    assert [r.host for r in status.ranks] == ["gpu-a", "gpu-a", "gpu-b", "gpu-b"]
 
 
 def test_a_killed_node_with_no_restart_left_says_so():

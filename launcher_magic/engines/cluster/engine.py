@@ -63,6 +63,7 @@ from workbench_contract import environment as wbenv
 from workbench_contract.cluster import LOCAL_QUEUE
 from workbench_contract.jobkinds import DEFAULT, DEPRECATED_NAMES, JobKind, job_kind, load_object
 from workbench_contract.labels import LABEL_JOB, LABEL_TENANT
+from workbench_contract.placement import DEFAULT_NODE_LOSS_TOLERATION
 from workbench_contract.pod_security import DEFAULT_GID, DEFAULT_UID
 
 
@@ -165,12 +166,14 @@ class ClusterEngine(Engine):
             raise SpecError(
                 f"the {self.name} engine needs an image: pass --image or start your server from "
                 f"the hub, which sets {wbenv.IMAGE}")
+        node_loss = context.node_loss_toleration
         return ClusterSettings(
             namespace=spec.namespace, image=spec.image, storage=context.storage,
             uid=context.uid or DEFAULT_UID,
             gid=context.gid if context.gid is not None else DEFAULT_GID,
             node_selector=dict(context.node_selector), python=self.python,
-            pod_annotations=dict(self.pod_annotations))
+            pod_annotations=dict(self.pod_annotations),
+            node_loss_toleration=DEFAULT_NODE_LOSS_TOLERATION if node_loss is None else node_loss)
 
     # -- the contract ---------------------------------------------------------------------------
 

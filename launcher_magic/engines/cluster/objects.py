@@ -1,7 +1,7 @@
 """Pure pieces every cluster job kind builds its objects and reads its status from.
 
 - `ClusterSettings`: where and as whom a job runs (namespace, image, the user's storage, uid/gid,
-  node selector), from the hub's `NotebookContext` and the engine's config.
+  node selector, node-loss toleration), from the hub's `NotebookContext` and the engine's config.
 - Names and labels: `label_value`, `job_labels`; the job's own NetworkPolicy (`job_network`),
   which lets the pods of that job, and of no other, reach each other.
 - The job's `--env` Secret: no value of the user's `--env` is written into a job object, which
@@ -11,7 +11,8 @@
   exists it becomes the Secret's owner (`owned_by`), so the Secret goes with the job.
 - A node's pod: `container_resources` (requests = limits), `storage_volume` (the user's claim at
   the notebook's path, so the job directory is shared), `pod_placement` (node selector, GPU
-  toleration).
+  and node-loss tolerations), `node_spread` (a job's pods over machines, where the kind's pod
+  template can name its job).
 - Reading pods: `timestamp`, `container_exit`, `node_state`, `ranks_of`, and
   `with_rank_records` (each rank's own record in the shared job directory).
 """
@@ -37,6 +38,11 @@ from workbench_contract.labels import (
     LABEL_USER,
 )
 from workbench_contract.ownership import user_secret
+from workbench_contract.placement import (
+    DEFAULT_NODE_LOSS_TOLERATION,
+    node_loss_tolerations,
+    spread_over_nodes,
+)
 from workbench_contract.pod_security import DEFAULT_GID, DEFAULT_UID
 from workbench_contract.resources import GPU_RESOURCE
 
@@ -44,7 +50,7 @@ from workbench_contract.resources import GPU_RESOURCE
 @dataclass(frozen=True)
 class ClusterSettings:
     """Where and how jobs run in the cluster: from the hub's `NotebookContext` (namespace, storage,
-    uid/gid, node selector) and the engine's config (the rest)."""
+    uid/gid, node selector, node-loss toleration) and the engine's config (the rest)."""
 
     namespace: str
     image: str
@@ -54,6 +60,8 @@ class ClusterSettings:
     node_selector: Mapping[str, str] = field(default_factory=dict)
     python: str = "python"
     pod_annotations: Mapping[str, str] = field(default_factory=dict)
+    # Seconds a job's pod stays on a lost node before it is evicted (the tenant's setting).
+    node_loss_toleration: int = DEFAULT_NODE_LOSS_TOLERATION
 
 
 def label_value(value: str) -> str:
@@ -137,14 +145,32 @@ def storage_volume(storage: Storage | None) -> tuple[list[dict], list[dict]]:
 
 
 def pod_placement(spec: JobSpec, cluster: ClusterSettings) -> dict[str, Any]:
-    """The pod spec's node selector and, for GPU jobs, the GPU nodes' toleration."""
+    """The pod spec's node selector and tolerations: the GPU nodes' for GPU jobs, and the
+    node-loss taints' for `cluster.node_loss_toleration` seconds (`workbench_contract.placement`),
+    so a job on a machine that died is evicted and restarted within that bound, not after
+    Kubernetes' five minutes. Fields every kind's pod patch accepts (Trainer's included)."""
     placement: dict[str, Any] = {}
     if cluster.node_selector:
         placement["nodeSelector"] = dict(cluster.node_selector)
-    if spec.resources.gpus_per_node:
-        placement["tolerations"] = [{"key": GPU_RESOURCE, "operator": "Exists",
-                                     "effect": "NoSchedule"}]
+    tolerations = ([{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
+                   if spec.resources.gpus_per_node else [])
+    placement["tolerations"] = tolerations + node_loss_tolerations(cluster.node_loss_toleration)
     return placement
+
+
+def node_spread(spec: JobSpec) -> dict[str, Any]:
+    """For a job of more than one node, the pod spec's spread of its pods (those labelled with
+    its `LABEL_JOB`) over machines, one pod more on a machine than on another at most, as a
+    preference: `whenUnsatisfiable: ScheduleAnyway`, so a user with one machine free still runs
+    (why: `workbench_contract.placement`). {} for one node.
+
+    For a kind whose pod template is the job's own (PaddleJob). A TrainJob's runtime patch
+    cannot carry topologySpreadConstraints (Trainer v2.3.0's PodSpecPatch has no such field),
+    so the Paddle runtime spreads every TrainJob's pods itself, by JobSet's per-job labels
+    (deploy/k8s/trainer/paddle-runtime.yaml)."""
+    if spec.nodes <= 1:
+        return {}
+    return {"topologySpreadConstraints": [spread_over_nodes({LABEL_JOB: spec.job_id})]}
 
 
 # -- reading pods -------------------------------------------------------------------------------
@@ -178,17 +204,19 @@ def container_exit(pod: Mapping[str, Any], container: str) -> tuple[int | None, 
 
 
 def node_state(pod: Mapping[str, Any], index: int, container: str) -> NodeStatus:
-    """Node `index` as its pod says: the pod's phase and its container's exit code."""
+    """Node `index` as its pod says: the pod's phase, its container's exit code and the machine
+    (Kubernetes node) it was scheduled to, None until it is."""
     phase = (pod.get("status") or {}).get("phase", "Pending")
     return NodeStatus(node=index, state=PHASE_STATES.get(phase, RankState.PENDING),
-                      exit_code=container_exit(pod, container)[0])
+                      exit_code=container_exit(pod, container)[0],
+                      host=(pod.get("spec") or {}).get("nodeName") or None)
 
 
 def ranks_of(spec: JobSpec, nodes: tuple[NodeStatus, ...]) -> tuple[RankStatus, ...]:
     """Every rank, in the state of the node it runs on."""
     nproc = spec.resources.nproc_per_node
     return tuple(RankStatus(rank=r, node=r // nproc, state=nodes[r // nproc].state,
-                            exit_code=nodes[r // nproc].exit_code)
+                            exit_code=nodes[r // nproc].exit_code, host=nodes[r // nproc].host)
                  for r in range(spec.world_size))
 
 
@@ -208,9 +236,8 @@ def with_rank_records(status: JobStatus, job: JobDir, attempt: int) -> JobStatus
     for rank in status.ranks:
         record = records.get(rank.rank)
         if record:
-            rank = RankStatus(rank=rank.rank, node=rank.node,
-                              state=RankState(record.get("state", rank.state)),
-                              exit_code=record.get("exit_code", rank.exit_code),
-                              error=record.get("error"))
+            rank = replace(rank, state=RankState(record.get("state", rank.state)),
+                           exit_code=record.get("exit_code", rank.exit_code),
+                           error=record.get("error"))
         ranks.append(rank)
     return replace(status, ranks=tuple(ranks))

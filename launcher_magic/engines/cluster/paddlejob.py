@@ -3,10 +3,11 @@
 Collective mode: Worker replicas = nodes, no Master. The training-operator gives each worker pod
 `PADDLE_MASTER`, `PADDLE_NNODES`, `PADDLE_JOB_ID` and `PYTHONUNBUFFERED`; every worker runs the
 same `paddle.distributed.launch <job dir>/main.py` as the local engine, with the user's storage
-mounted at the notebook's path so the job directory is shared. The operator restarts a worker
-killed by a signal (`restartPolicy: ExitCode`, exit codes 128 and up) and deletes a failed job's
-pods at once; its `ExitedWithCode` and `SuccessfulCreatePod` events on the PaddleJob keep the
-exit codes and the restart count, so the adapter reads them too (`watch_events`).
+mounted at the notebook's path so the job directory is shared, and the workers spread over
+machines (`objects.node_spread`). The operator restarts a worker killed by a signal
+(`restartPolicy: ExitCode`, exit codes 128 and up) and deletes a failed job's pods at once; its
+`ExitedWithCode` and `SuccessfulCreatePod` events on the PaddleJob keep the exit codes and the
+restart count, so the adapter reads them too (`watch_events`).
 
 The builders and the status mapping are pure; `PaddleJobAdapter` hands them to the cluster engine.
 """
@@ -31,6 +32,7 @@ from launcher_magic.engines.cluster.objects import (
     container_resources,
     env_entries,
     job_labels,
+    node_spread,
     node_state,
     pod_placement,
     ranks_of,
@@ -82,6 +84,7 @@ def build_paddlejob(spec: JobSpec, job: JobDir, cluster: ClusterSettings, *,
         "containers": [container],
         **({"volumes": volumes} if volumes else {}),
         **pod_placement(spec, cluster),
+        **node_spread(spec),
     }
     run_policy: dict[str, Any] = {"cleanPodPolicy": clean_pod_policy,
                                   "ttlSecondsAfterFinished": ttl_seconds_after_finished,

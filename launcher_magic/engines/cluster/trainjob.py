@@ -10,8 +10,9 @@ security contexts and whole-job restarts. The TrainJob adds this job's part:
   arguments (log dir, processes per node, devices, the script in the job directory) and the
   environment (`PADDLE_NNODES`, the workbench's paths, the user's `--env` by `secretKeyRef`);
 - a runtime patch (manager `PATCH_MANAGER`) with the workbench's labels on the JobSet and its
-  pods, the user's uid/gid, the user's storage claim at the notebook's path, the node selector
-  and, for GPU jobs, the GPU toleration;
+  pods, the user's uid/gid, the user's storage claim at the notebook's path, the node selector,
+  the node-loss tolerations and, for GPU jobs, the GPU toleration (the spread of the job's pods
+  over machines is the runtime's: a runtime patch cannot carry topologySpreadConstraints);
 - with a Kueue queue, the queue label and `suspend: true`: it starts when Kueue admits it.
 
 `--max-restarts`: JobSet's `failurePolicy.maxRestarts` is immutable and no runtime patch of
