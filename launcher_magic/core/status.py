@@ -82,6 +82,9 @@ class NodeStatus:
     exit_code: int | None = None
     pid: int | None = None
     host: str | None = None
+    # When its machine was lost (a cluster engine: the pod was evicted from a node that had
+    # stopped answering, or removed from one taken out of service); None while it was not.
+    lost_at: float | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping) -> NodeStatus:

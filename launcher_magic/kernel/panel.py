@@ -43,7 +43,8 @@ class PanelView:
     log_lines: tuple[str, ...]
     checkpoint_step: int | None
     now: float
-    notes: tuple[str, ...] = ()  # what the engine does not honour of the spec
+    # What the engine does not honour of the spec, and what happened that the state forgets.
+    notes: tuple[str, ...] = ()
     progress: Progress | None = None  # None: the job's code reports no progress
 
     @classmethod
@@ -76,7 +77,8 @@ def _facts(view: PanelView) -> list[tuple[str, str]]:
         ("restarts", f"{status.restarts} of {spec.max_restarts}"),
         ("checkpoint", "none yet" if view.checkpoint_step is None
          else f"step {view.checkpoint_step}"),
-    ]
+    ] + ([("resumed from", f"step {view.progress.first_step}")]
+         if view.progress is not None and view.progress.first_step else [])
 
 
 def format_rate(steps_per_second: float) -> str:
@@ -234,6 +236,14 @@ def widgets_available() -> bool:
     return shell is not None and hasattr(shell, "kernel")
 
 
+def remembered(history: tuple[str, ...], status: JobStatus) -> tuple[str, ...]:
+    """`history` and what `status` says that a later status will not: a node that lost its
+    machine (the job restarts elsewhere, and its new pods no longer tell), once each."""
+    if any(n.lost_at is not None for n in status.nodes) and status.message not in history:
+        return (*history, status.message)
+    return history
+
+
 class JobPanel:
     """Shows one job and keeps it current; `refresh()` reads the job and redraws what changed.
 
@@ -253,6 +263,7 @@ class JobPanel:
                  notes: Sequence[str] = ()):
         self.spec, self.job, self.status_of, self.on_stop = spec, job, status_of, on_stop
         self.tail, self.notes = tail, tuple(notes)
+        self.history: tuple[str, ...] = ()  # what happened to the job that its state forgets
         # The engine's feed of the job's states (`status_feed`), where it has one: the panel
         # then draws each state as it comes instead of what a poll happens to see.
         self.feed = None
@@ -338,9 +349,10 @@ class JobPanel:
         """Read the job and redraw; returns the status it showed. `status`: show this one (a
         state the job went through, from the engine's feed) instead of asking for it."""
         status = status or self.status_of()
+        self.history = remembered(self.history, status)
         view = PanelView.read(self.spec, self.job, status,
                               lambda rank, lines: self.tail(rank, lines, status), self.log_rank,
-                              notes=self.notes)
+                              notes=self.notes + self.history)
         self.view = view
         if self.widgets:
             self._draw_widgets(view)

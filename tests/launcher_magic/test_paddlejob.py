@@ -321,3 +321,15 @@ def test_an_unreachable_api_server_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(EngineError, match="no answer from the Kubernetes API server at "
                                           "http://127.0.0.1:9"):
         engine.preflight(spec)
+
+
+def test_a_worker_evicted_from_a_lost_machine_says_so():
+    spec, _, _ = _job()
+    lost = _pod(1, "Running", machine="gpu-b")
+    lost["status"]["conditions"] = [{"type": "DisruptionTarget", "status": "True",
+                                     "reason": "DeletionByTaintManager",
+                                     "lastTransitionTime": "2026-11-26T10:05:00Z"}]
+    status = status_from_paddlejob(spec, _paddlejob("Created", "Running"),
+                                   [_pod(0, "Running", machine="gpu-a"), lost])
+    assert status.state == JobState.RESTARTING
+    assert status.message.startswith("node 1 lost its machine gpu-b at ")

@@ -9,6 +9,7 @@ engine's job goes through all its states before the panel's first refresh, which
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 
@@ -106,3 +107,29 @@ def test_a_feed_hands_out_each_status_once_in_order():
     assert feed.wait(0) is True
     assert [s.state for s in feed.take()] == list(STATES)
     assert feed.take() == []
+
+
+def test_a_lost_machine_stays_in_the_panel_after_the_job_moved_on(job, capsys):
+    """Once the job restarted elsewhere its new pods no longer tell of the lost machine; the
+    panel keeps what it was told, once, and says where the restarted attempt resumed."""
+    from launcher_magic.core.progress import FILENAME, Progress
+    from launcher_magic.core.status import NodeStatus
+
+    lost = "node 1 lost its machine gpu-b at 10:05:00: it stopped answering"
+    statuses = iter([
+        JobStatus(job_id=job.job_id, state=JobState.RESTARTING, message=lost,
+                  nodes=(NodeStatus(node=0), NodeStatus(node=1, host="gpu-b", lost_at=1.0))),
+        JobStatus(job_id=job.job_id, state=JobState.RESTARTING, message=lost,
+                  nodes=(NodeStatus(node=0), NodeStatus(node=1, host="gpu-b", lost_at=1.0))),
+        JobStatus(job_id=job.job_id, state=JobState.SUCCEEDED, message="completed",
+                  restarts=1, nodes=(NodeStatus(node=0), NodeStatus(node=1, host="gpu-a")))])
+    panel = _make_panel(job, _Polled())
+    panel.status_of = lambda: next(statuses)
+    (job.dir.path / FILENAME).write_text(json.dumps(Progress(step=100, total=100,
+                                                         first_step=40).to_dict()))
+    for _ in range(3):
+        panel.refresh(force=True)
+    assert panel.history == (lost,)
+    last = capsys.readouterr().out.split(f"Paddle job {job.job_id}: ")[-1]
+    assert last.startswith("Succeeded - completed")
+    assert f"note: {lost}" in last and "resumed from: step 40" in last

@@ -393,3 +393,34 @@ def test_a_jobs_network_policy_joins_its_own_pods_and_no_colleagues_of_the_same_
         (ingress,) = policy["spec"]["ingress"]
         (egress,) = policy["spec"]["egress"]
         assert ingress["from"] == egress["to"] == [{"podSelector": policy["spec"]["podSelector"]}]
+
+
+def _lost(pod: dict, reason: str = "DeletionByTaintManager") -> dict:
+    """`pod` as Kubernetes leaves it when its node is lost: marked for deletion, with the
+    condition that says why."""
+    pod["status"]["conditions"] = [{"type": "DisruptionTarget", "status": "True",
+                                    "reason": reason,
+                                    "lastTransitionTime": "2026-01-01T00:05:00Z"}]
+    pod["metadata"]["deletionTimestamp"] = "2026-01-01T00:05:00Z"
+    return pod
+
+
+def test_a_node_whose_machine_was_lost_says_so_and_restarts():
+    """The taint eviction controller's eviction (the node stopped answering) and the pod
+    collector's removal (the node was taken out of service) are a lost machine; the panel says
+    which node, which machine and what happens next. Another disruption is not."""
+    spec = _spec(gpus=0)
+    for reason in ("DeletionByTaintManager", "DeletionByPodGC"):
+        pods = [_pod(0, "Running", machine="gpu-a"),
+                _lost(_pod(1, "Running", machine="gpu-b"), reason)]
+        status = status_from_trainjob(spec, _trainjob(), pods)
+        assert status.state == JobState.RESTARTING, reason
+        assert status.message.startswith("node 1 lost its machine gpu-b at "), status.message
+        assert "restarts" in status.message and "checkpoint" in status.message
+        assert [n.lost_at is not None for n in status.nodes] == [False, True]
+    preempted = [_pod(0, "Running"), _lost(_pod(1, "Running"), "PreemptionByScheduler")]
+    assert status_from_trainjob(spec, _trainjob(), preempted).state == JobState.RUNNING
+    # A job that has ended stays as it ended.
+    done = status_from_trainjob(spec, _trainjob(("Complete", "done")),
+                                [_lost(_pod(1, "Running", machine="gpu-b"))])
+    assert done.state == JobState.SUCCEEDED

@@ -13,13 +13,15 @@
   the notebook's path, so the job directory is shared), `pod_placement` (node selector, GPU
   and node-loss tolerations), `node_spread` (a job's pods over machines, where the kind's pod
   template can name its job).
-- Reading pods: `timestamp`, `container_exit`, `node_state`, `ranks_of`, and
-  `with_rank_records` (each rank's own record in the shared job directory).
+- Reading pods: `timestamp`, `container_exit`, `node_state`, `ranks_of`,
+  `with_rank_records` (each rank's own record in the shared job directory), and a node whose
+  machine was lost (`machine_lost_at`, `with_lost_machine`).
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -27,7 +29,7 @@ from typing import Any
 
 from launcher_magic.core.jobdir import JobDir
 from launcher_magic.core.spec import JobSpec
-from launcher_magic.core.status import JobStatus, NodeStatus, RankState, RankStatus
+from launcher_magic.core.status import JobState, JobStatus, NodeStatus, RankState, RankStatus
 from workbench_contract.environment import Storage
 from workbench_contract.job_network import job_network_policy
 from workbench_contract.labels import (
@@ -203,13 +205,54 @@ def container_exit(pod: Mapping[str, Any], container: str) -> tuple[int | None, 
     return None, 0
 
 
+# The DisruptionTarget reasons that mean the pod's machine is gone: the taint eviction
+# controller evicts pods from a node that stopped answering once their node-loss toleration
+# has passed; the pod garbage collector removes them from a node taken out of service
+# (`node.kubernetes.io/out-of-service`) or deleted.
+LOST_MACHINE_REASONS = ("DeletionByTaintManager", "DeletionByPodGC")
+
+
+def machine_lost_at(pod: Mapping[str, Any]) -> float | None:
+    """When the pod's machine was found lost (its DisruptionTarget condition's time), or None:
+    a pod evicted or removed for another reason (preempted, drained, deleted by a user) is not
+    a lost machine."""
+    for condition in (pod.get("status") or {}).get("conditions") or []:
+        if (condition.get("type") == "DisruptionTarget" and condition.get("status") == "True"
+                and condition.get("reason") in LOST_MACHINE_REASONS):
+            return timestamp(condition.get("lastTransitionTime")) or 0.0
+    return None
+
+
 def node_state(pod: Mapping[str, Any], index: int, container: str) -> NodeStatus:
-    """Node `index` as its pod says: the pod's phase, its container's exit code and the machine
-    (Kubernetes node) it was scheduled to, None until it is."""
+    """Node `index` as its pod says: the pod's phase, its container's exit code, the machine
+    (Kubernetes node) it was scheduled to (None until it is) and when that machine was lost."""
     phase = (pod.get("status") or {}).get("phase", "Pending")
     return NodeStatus(node=index, state=PHASE_STATES.get(phase, RankState.PENDING),
                       exit_code=container_exit(pod, container)[0],
-                      host=(pod.get("spec") or {}).get("nodeName") or None)
+                      host=(pod.get("spec") or {}).get("nodeName") or None,
+                      lost_at=machine_lost_at(pod))
+
+
+def lost_machine_message(nodes: Iterable[NodeStatus]) -> str:
+    """What a data scientist reads while a job's node has lost its machine ("" when none has):
+    which node, which machine, when, and what happens next."""
+    lost = [n for n in nodes if n.lost_at is not None]
+    if not lost:
+        return ""
+    first = min(lost, key=lambda n: n.lost_at or 0.0)
+    when = time.strftime("%H:%M:%S", time.localtime(first.lost_at)) if first.lost_at else ""
+    return (f"node {first.node} lost its machine {first.host or '(unknown)'}"
+            + (f" at {when}" if when else "") + ": it stopped answering, so the job restarts "
+            "on the machines left, from its last checkpoint")
+
+
+def with_lost_machine(status: JobStatus) -> JobStatus:
+    """`status` restarting, in words, where a node of a running job has lost its machine (the
+    kind's controller restarts the job once Kubernetes has removed the lost pod)."""
+    message = lost_machine_message(status.nodes)
+    if not message or status.state.is_terminal():
+        return status
+    return replace(status, state=JobState.RESTARTING, message=message)
 
 
 def ranks_of(spec: JobSpec, nodes: tuple[NodeStatus, ...]) -> tuple[RankStatus, ...]:

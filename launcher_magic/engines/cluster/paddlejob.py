@@ -38,6 +38,7 @@ from launcher_magic.engines.cluster.objects import (
     ranks_of,
     storage_volume,
     timestamp,
+    with_lost_machine,
 )
 from workbench_contract import environment as wbenv
 from workbench_contract.cluster import (
@@ -190,10 +191,11 @@ def status_from_paddlejob(spec: JobSpec, paddlejob: Mapping[str, Any] | None,
         state, message, ended = _condition_state(paddlejob)
         started = timestamp((paddlejob.get("status") or {}).get("startTime"))
         finished = timestamp((paddlejob.get("status") or {}).get("completionTime")) or ended
-    return JobStatus(job_id=spec.job_id, state=state, message=message, restarts=restarts,
-                     nodes=node_list, ranks=ranks_of(spec, node_list),
-                     failed_rank=failed[0] * spec.resources.nproc_per_node if failed else None,
-                     started_at=started, finished_at=finished)
+    return with_lost_machine(JobStatus(
+        job_id=spec.job_id, state=state, message=message, restarts=restarts, nodes=node_list,
+        ranks=ranks_of(spec, node_list),
+        failed_rank=failed[0] * spec.resources.nproc_per_node if failed else None,
+        started_at=started, finished_at=finished))
 
 
 def usage_from_paddlejob(paddlejob: Mapping[str, Any]) -> UsageRecord:

@@ -220,9 +220,10 @@ def status_from_trainjob(spec: JobSpec, trainjob: Mapping[str, Any],
     state, message, finished = _state(spec, trainjob, nodes, restarts, failed_rank)
     started = min((t for t in (timestamp((p.get("status") or {}).get("startTime"))
                                for p in pods) if t is not None), default=None)
-    return JobStatus(job_id=spec.job_id, state=state, message=message, restarts=restarts,
-                     nodes=nodes, ranks=objects.ranks_of(spec, nodes), failed_rank=failed_rank,
-                     started_at=started, finished_at=finished)
+    return objects.with_lost_machine(JobStatus(
+        job_id=spec.job_id, state=state, message=message, restarts=restarts, nodes=nodes,
+        ranks=objects.ranks_of(spec, nodes), failed_rank=failed_rank, started_at=started,
+        finished_at=finished))
 
 
 def usage_from_trainjob(trainjob: Mapping[str, Any]) -> UsageRecord:
