@@ -47,7 +47,7 @@ class JobReader:
         events = self._events(spec, cache) if full and self.adapter.watch_events else []
         companion = self._companion(spec, cache is not None) \
             if full and job is not None and self.adapter.companion else None
-        return Observed(job, self.pods(spec, cache), events, companion)
+        return Observed(job, self.pods(spec, cache, cached=cached), events, companion)
 
     def get(self, spec: JobSpec) -> dict | None:
         """The job object from the API server (None: not found)."""
@@ -56,9 +56,12 @@ class JobReader:
                              self.api.custom.get_namespaced_custom_object, api.group, api.version,
                              spec.namespace, api.plural, spec.job_id, missing_ok=True)
 
-    def pods(self, spec: JobSpec, cache: NamespaceCache | None = None) -> list[dict]:
-        """The job's pods: from `cache` (default: the namespace's, where it runs), else listed."""
-        cache = cache if cache is not None else self.cache_of(spec)
+    def pods(self, spec: JobSpec, cache: NamespaceCache | None = None, *,
+             cached: bool = True) -> list[dict]:
+        """The job's pods: from `cache` (default, where `cached`: the namespace's, where it
+        runs), else listed from the API server."""
+        if cache is None and cached:
+            cache = self.cache_of(spec)
         label = self.adapter.pod_job_label
         if cache is not None:
             return pods_labelled(cache[PODS].items(), label, spec.job_id)
