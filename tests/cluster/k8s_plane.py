@@ -16,6 +16,7 @@ tokens work.
 from __future__ import annotations
 
 import base64
+import contextlib
 import ipaddress
 import os
 import signal
@@ -24,7 +25,7 @@ import ssl
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -319,12 +320,7 @@ class ControlPlane:
         for sub in ("pki", "logs", "etcd", "operator-tmp"):
             (lay.work / sub).mkdir(parents=True, exist_ok=True)
         self._write_pki()
-        self._spawn("etcd", etcd_argv(lay))
-        wait_for(lambda: self._http_ok(f"http://127.0.0.1:{lay.etcd_port}/health"),
-                 timeout, self._what("etcd"))
-        self._spawn("kube-apiserver", apiserver_argv(lay))
-        wait_for(lambda: self._http_ok(f"{lay.server}/readyz"), timeout,
-                 self._what("kube-apiserver"))
+        self._start_store_and_server(timeout)
         from kubernetes import client
 
         api = self.api_client()
@@ -357,6 +353,31 @@ class ControlPlane:
             else:
                 path.unlink(missing_ok=True)
         self._made_paths.clear()
+
+    @contextlib.contextmanager
+    def outage(self, timeout: float = 180) -> Iterator[None]:
+        """The API server and etcd stopped (SIGTERM) for the body of the ``with``, then started
+        again with the same data, ports and certificates; returns once the API server is ready.
+        Every other component stays up and has to find its way back, as in a cluster whose
+        control plane restarts."""
+        down = [p for p in self._procs if p.name in ("kube-apiserver", "etcd")]
+        for proc in sorted(down, key=lambda p: p.name != "kube-apiserver"):  # the server first
+            _terminate(proc.popen)
+            self._procs.remove(proc)
+        try:
+            yield
+        finally:
+            self._start_store_and_server(timeout)
+
+    def _start_store_and_server(self, timeout: float) -> None:
+        """etcd, then the API server on it; returns once the API server is ready."""
+        lay = self.layout
+        self._spawn("etcd", etcd_argv(lay))
+        wait_for(lambda: self._http_ok(f"http://127.0.0.1:{lay.etcd_port}/health"),
+                 timeout, self._what("etcd"))
+        self._spawn("kube-apiserver", apiserver_argv(lay))
+        wait_for(lambda: self._http_ok(f"{lay.server}/readyz"), timeout,
+                 self._what("kube-apiserver"))
 
     def pids(self) -> list[int]:
         """Process ids of the components started (for tests that check teardown)."""

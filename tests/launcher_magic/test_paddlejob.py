@@ -318,7 +318,8 @@ def test_an_unreachable_api_server_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     engine = load_engine("paddlejob", kubeconfig=str(kubeconfig))
     spec, _, _ = _job()
-    with pytest.raises(EngineError, match="no answer from the Kubernetes API server at "
+    with pytest.raises(EngineError, match="the cluster is unreachable, try again in a minute "
+                                          r"\(no answer from the Kubernetes API server at "
                                           "http://127.0.0.1:9"):
         engine.preflight(spec)
 

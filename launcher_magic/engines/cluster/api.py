@@ -129,8 +129,9 @@ class ClusterApi:
         except (HTTPError, OSError) as err:  # no answer: a wrong address, a cluster that is down
             host = self.core.api_client.configuration.host
             raise EngineError(
-                f"{action}: no answer from the Kubernetes API server at {host} "
-                f"({err.__class__.__name__}); check KUBECONFIG or the cluster") from None
+                f"{action}: the cluster is unreachable, try again in a minute (no answer from "
+                f"the Kubernetes API server at {host}: {err.__class__.__name__}; if it lasts, "
+                "check KUBECONFIG or ask your operator)") from None
 
     @staticmethod
     def _refusal(action: str, err) -> str:

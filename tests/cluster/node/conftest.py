@@ -11,6 +11,12 @@ the machine's one node and its host changes while the KWOK tests run) it deletes
 pods, stops every process and removes every container, network namespace, mount, iptables
 chain, ipset, bridge and cgroup it made; anything left over fails that teardown.
 
+``second_node`` (module scope) starts a second node beside ``real_node`` for the tests of one
+module (``real_node.RealNode(..., index=1)``: a network namespace standing for a machine of its
+own, from the same binaries) and stops it, checked clean, after them. It is not session-wide:
+while it runs, pods that any node may take can land on either, so only the modules that ask
+for it see it.
+
 ``cpu_image`` (session scope) is the images tier's CPU image on the internal registry the node
 pulls from (``job_image``: registry started when none answers, image built only when missing).
 
@@ -25,6 +31,7 @@ or the fixture fails.
 ``node_tenant`` is a tenant provisioned by ``workbench apply``'s bundle, routed to the node
 (``placement``), with ada's claim bound to a local volume there; a test may name the job API
 (indirect parameter). It yields (tenant, ada's home) and deprovisions afterwards.
+``node_tenant_with`` makes one too, on storage every node mounts when no node is named.
 
 ``restricted_namespace`` gives a test its own namespace with Pod Security ``restricted``
 enforced, like a tenant's; ``pods.server_pod`` builds a pod that fits it and the node, and
@@ -53,10 +60,7 @@ if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from node_figures import FIGURES  # noqa: E402 - needs the sys.path line above
-from placement import STORAGE_CLASS, local_volume, route_to_node  # noqa: E402
-from pod_client import core_api  # noqa: E402
-
-from workbench_contract.ownership import user_claim  # noqa: E402
+from node_tenants import node_tenant_with  # noqa: E402
 
 _HERE = Path(__file__).resolve().parent
 _RUNNING: list = []  # this session's node while it runs
@@ -96,16 +100,8 @@ def real_node(control_plane, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     build, error = rn.build_node()
     if build is None:
         pytest.fail(error, pytrace=False)
-    node = rn.RealNode(build, tmp_path_factory.mktemp("node"), control_plane)
-    try:
-        node.start()
-    except rn.NodeError as exc:
-        _stop(node)
-        pytest.fail(f"the real node did not start: {exc}", pytrace=False)
-    except BaseException:
-        _stop(node)
-        raise
-    FIGURES["node start (s)"] = node.start_seconds
+    node = _started(rn.RealNode(build, tmp_path_factory.mktemp("node"), control_plane),
+                    "the real node", "node start (s)")
     _RUNNING.append(node)
     yield node
     if _RUNNING:
@@ -118,6 +114,35 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     if _RUNNING and _HERE in item.path.parents and (
             nextitem is None or _HERE not in nextitem.path.parents):
         _stop(_RUNNING.pop())
+
+
+@pytest.fixture(scope="module")
+def second_node(control_plane, real_node, tmp_path_factory: pytest.TempPathFactory):
+    """A second started node, stopped and checked clean after the module's tests."""
+    import real_node as rn
+
+    node = _started(rn.RealNode(real_node.layout.build, tmp_path_factory.mktemp("node2"),
+                                control_plane, index=1), "the second node",
+                    "second node start (s)")
+    yield node
+    _stop(node)
+
+
+def _started(node, what: str, figure: str):
+    """`node` started, its start time in FIGURES; a node that did not start is stopped (what it
+    made removed) and fails the test."""
+    import real_node as rn
+
+    try:
+        node.start()
+    except rn.NodeError as exc:
+        _stop(node)
+        pytest.fail(f"{what} did not start: {exc}", pytrace=False)
+    except BaseException:
+        _stop(node)
+        raise
+    FIGURES[figure] = node.start_seconds
+    return node
 
 
 def _stop(node) -> None:
@@ -204,45 +229,10 @@ def node_tenant(request, control_plane, real_node, paddle_runtime, cpu_image, tm
     """A provisioned tenant whose pods land on the real node, and ada's storage there; yields
     (tenant, ada's home). The home is where the notebook fixture puts it. The tenant's job API
     is the default (``trainjob``) unless the test asks for another (indirect parameter)."""
-    import tenancy
-    from kubernetes import client
-
-    from hub_config.tenants import Tenant
-
-    data = tenancy.tenant_data(tenancy.unique("node"), gpus=0)
-    # The node's image first (the notebook's, so the jobs'); provisioning's own check of the
-    # admission policies submits a job with the example image, so that one stays allowed.
-    data["images"] = [{"name": "CPU (node)", "image": cpu_image}, *data["images"]]
     job_api = getattr(request, "param", None)
-    if job_api:
-        data["job_api"] = job_api
-    tenant = Tenant.from_dict(data, strict=True)
-    assert tenant.job_api == (job_api or "trainjob")  # trainjob: the tenants' default
-    tenancy.provision(control_plane, tenant, hub_namespace="jupyterhub")
-    core = core_api(control_plane)
-    route_to_node(core, tenant.namespace)
-    home = tmp_path / f"{tenant.name}-ada"
-    (home / "jobs").mkdir(parents=True)
-    # Workers run as the notebook's uid; the kernel here runs as root (see start_kernel).
-    for folder in (home, home / "jobs"):
-        folder.chmod(0o777)
-    claim = user_claim("ada")
-    volume = f"{tenant.namespace}-{claim}"
-    core.create_persistent_volume(local_volume(volume, home, real_node.name, tenant.namespace,
-                                               claim, ["ReadWriteOnce"], capacity="1Gi"))
-    core.create_namespaced_persistent_volume_claim(tenant.namespace, {
-        "metadata": {"name": claim},
-        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": STORAGE_CLASS,
-                 "volumeName": volume, "resources": {"requests": {"storage": "1Gi"}}}})
-    try:
-        yield tenant, home
-    finally:
-        tenancy.deprovision(control_plane, tenant)
-        try:
-            core.delete_persistent_volume(volume)
-        except client.ApiException as exc:
-            if exc.status != 404:
-                raise
+    with node_tenant_with(control_plane, cpu_image, tmp_path, job_api,
+                          node=real_node.name) as made:
+        yield made
 
 
 def _metadata_routing() -> tuple[list[str], list[str]]:

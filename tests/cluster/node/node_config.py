@@ -8,6 +8,14 @@ them and starts the processes; a reader can see every setting that matters in th
 Addresses: pods get 198.18.0.0/24 on the bridge ``wb-cni0``, whose address 198.18.0.1 is also
 the node's InternalIP; everything stays inside 198.18.0.0/15 (RFC 2544 benchmarking space), is
 never masqueraded, and ``node_host`` drops any forwarded packet that would leave that range.
+
+More nodes (``NodeLayout.index`` 1, 2, ...) each stand for a machine of their own: a network
+namespace ``wb-node<i>`` (the machine), joined to the host by a veth pair (its network cable:
+198.18.255.<4i-3> on the host, 198.18.255.<4i-2> in the namespace, which is the node's
+InternalIP and its name), with pods in 198.18.<i>.0/24 on its own bridge ``wb-cni<i>``. The
+host routes each node's pod range to its cable; a node's default route is the host, so pods
+of every node reach each other with their own addresses. Each such node reaches the API
+server through a relay of its own on the host's end of its cable.
 """
 
 from __future__ import annotations
@@ -59,20 +67,32 @@ CNI_BIN_DIR = "/usr/lib/cni"  # Debian's containernetworking-plugins
 CONTAINERD = "/usr/bin/containerd"
 CTR = "/usr/bin/ctr"
 RUNC = "/usr/sbin/runc"
-# The one registry the node may pull from (the internal one of the image pipeline).
-INTERNAL_REGISTRY = "http://127.0.0.1:5000"
+# The one registry the node may pull from (the internal one of the image pipeline); the
+# nodes in namespaces reach it through a relay on the host's end of their cable.
+REGISTRY_PORT = 5000
+INTERNAL_REGISTRY = f"http://127.0.0.1:{REGISTRY_PORT}"
 # build.sh names the images it packs after these (see deploy/node/build.sh).
 PAUSE_IMAGE = "localhost/workbench/pause:1"
 TESTSERVER_IMAGE = "localhost/workbench/testserver:1"
 COREDNS_IMAGE = "localhost/workbench/coredns:1"
 
 
+# Every node's pod range lies in this one (198.18.<i>.0/24; the cables in 198.18.255.0/24):
+# kube-proxy counts a source in it as inside the cluster.
+CLUSTER_RANGE = "198.18.0.0/16"
+# Every node's pods (198.18.<i>.0/24, i < 128), and nothing else of it: no cable's address.
+PODS_RANGE = "198.18.0.0/17"
+NETNS_DIR = Path("/run/netns")
+
+
 @dataclass(frozen=True)
 class NodeLayout:
-    """Where one node keeps its files and which loopback ports it listens on.
+    """Where one node keeps its files and which ports it listens on.
 
     ``build`` is deploy/node/build.sh's output (bin/, images/); ``work`` is this session's
-    folder, holding every file, socket, mount and network namespace the node makes.
+    folder, holding every file, socket, mount and network namespace the node makes. ``index``
+    0 is the first node, on the host's own network; 1, 2, ... are nodes in network namespaces
+    (see the module doc), which reach the API server through a relay on ``relay_port``.
     """
 
     build: Path
@@ -84,6 +104,73 @@ class NodeLayout:
     proxy_healthz_port: int
     proxy_metrics_port: int
     policy_health_port: int
+    index: int = 0
+    relay_port: int = 0
+
+    # --- the node's identity and addresses ---------------------------------------------------
+    @property
+    def name(self) -> str:
+        """The Node's name: ``NODE_NAME`` for the first node; its address for the others (the
+        API server dials a kubelet at its Hostname address, and an address needs no DNS)."""
+        return NODE_NAME if self.index == 0 else self.node_ip
+
+    @property
+    def netns(self) -> str | None:
+        """The network namespace standing in for the node's machine (None: the host's own)."""
+        return f"wb-node{self.index}" if self.index else None
+
+    @property
+    def bridge(self) -> str:
+        return f"wb-cni{self.index}"
+
+    @property
+    def pod_subnet(self) -> str:
+        return f"198.18.{self.index}.0/24"
+
+    @property
+    def gateway(self) -> str:
+        """The bridge's address: the pods' gateway."""
+        return f"198.18.{self.index}.1"
+
+    @property
+    def node_ip(self) -> str:
+        """The node's InternalIP: the bridge's address on the host, its cable's end otherwise."""
+        return NODE_IP if self.index == 0 else f"198.18.255.{4 * self.index - 2}"
+
+    @property
+    def host_ip(self) -> str:
+        """The host's end of the node's cable (the relay to the API server listens there)."""
+        return f"198.18.255.{4 * self.index - 3}"
+
+    @property
+    def cable(self) -> tuple[str, str]:
+        """The veth pair's names: (the host's end, the node's end)."""
+        return f"wb-n{self.index}host", f"wb-n{self.index}"
+
+    @property
+    def listen_ip(self) -> str:
+        """Where the kubelet and kube-proxy listen: loopback on the host (nothing in a pod
+        reaches it); the node's address in a namespace, whose loopback the API server cannot
+        reach (the namespace's guard drops pod traffic to it)."""
+        return "127.0.0.1" if self.index == 0 else self.node_ip
+
+    @property
+    def cgroup_root(self) -> str:
+        return CGROUP_ROOT + (str(self.index) if self.index else "")
+
+    @property
+    def cni_network(self) -> str:
+        return CNI_NETWORK + (str(self.index) if self.index else "")
+
+    @property
+    def registry(self) -> str:
+        """The internal registry as this node's containerd reaches it."""
+        return INTERNAL_REGISTRY if self.index == 0 else f"http://{self.host_ip}:{REGISTRY_PORT}"
+
+    @property
+    def api_server(self) -> str:
+        """The API server as this node's components reach it."""
+        return self.server if self.index == 0 else f"https://{self.host_ip}:{self.relay_port}"
 
     def binary(self, name: str) -> str:
         return str(self.build / "bin" / name)
@@ -174,11 +261,15 @@ state = "{d / 'state'}"
 """
 
 
-def registry_hosts() -> dict[str, str]:
+def registry_hosts(registry: str = INTERNAL_REGISTRY) -> dict[str, str]:
     """hosts.toml per registry namespace: ``_default`` (any registry not named) and the usual
     public ones all resolve to the internal registry, so nothing is pulled from outside."""
-    text = f'server = "{INTERNAL_REGISTRY}"\n'
-    return {name: text for name in ("_default", "docker.io", "registry.k8s.io", "quay.io",
+    # The host entry as well as the server: containerd 1.6 dials a registry named by an
+    # address (127.0.0.1:5000) itself when only `server` names another one.
+    text = (f'server = "{registry}"\n\n[host."{registry}"]\n'
+            '  capabilities = ["pull", "resolve"]\n')
+    own = INTERNAL_REGISTRY.split("://", 1)[1]  # images named by its loopback address too
+    return {name: text for name in ("_default", own, "docker.io", "registry.k8s.io", "quay.io",
                                      "ghcr.io")}
 
 
@@ -186,16 +277,16 @@ def cni_config(lay: NodeLayout) -> dict[str, Any]:
     """The pod network: Debian's bridge plugin with host-local addresses, no masquerading."""
     return {
         "cniVersion": "1.0.0",
-        "name": CNI_NETWORK,
+        "name": lay.cni_network,
         "plugins": [{
             "type": "bridge",
-            "bridge": BRIDGE,
+            "bridge": lay.bridge,
             "isGateway": True,
             "ipMasq": False,
             "hairpinMode": True,
             "ipam": {
                 "type": "host-local",
-                "ranges": [[{"subnet": POD_SUBNET, "gateway": NODE_IP}]],
+                "ranges": [[{"subnet": lay.pod_subnet, "gateway": lay.gateway}]],
                 "routes": [{"dst": "0.0.0.0/0"}],
                 "dataDir": str(lay.work / "cni" / "ipam"),
             },
@@ -208,10 +299,10 @@ def kubelet_config(lay: NodeLayout) -> dict[str, Any]:
     return {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
-        "address": "127.0.0.1",
+        "address": lay.listen_ip,
         "port": lay.kubelet_port,
         "readOnlyPort": 0,
-        "healthzBindAddress": "127.0.0.1",
+        "healthzBindAddress": lay.listen_ip,
         "healthzPort": lay.kubelet_healthz_port,
         "tlsCertFile": str(lay.pki / "kubelet-serving.crt"),
         "tlsPrivateKeyFile": str(lay.pki / "kubelet-serving.key"),
@@ -226,7 +317,7 @@ def kubelet_config(lay: NodeLayout) -> dict[str, Any]:
                                       "cacheUnauthorizedTTL": "10s"}},
         "containerRuntimeEndpoint": f"unix://{lay.containerd_socket}",
         "cgroupDriver": "cgroupfs",
-        "cgroupRoot": CGROUP_ROOT,
+        "cgroupRoot": lay.cgroup_root,
         "failSwapOn": False,
         "podLogsDir": str(lay.work / "pod-logs"),
         "volumePluginDir": str(lay.work / "volume-plugins"),
@@ -253,12 +344,12 @@ def kube_proxy_config(lay: NodeLayout) -> dict[str, Any]:
         "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
         "kind": "KubeProxyConfiguration",
         "clientConnection": {"kubeconfig": str(lay.kubeconfig("kube-proxy"))},
-        "hostnameOverride": NODE_NAME,
+        "hostnameOverride": lay.name,
         "mode": "iptables",
-        "clusterCIDR": POD_SUBNET,
-        "healthzBindAddress": f"127.0.0.1:{lay.proxy_healthz_port}",
-        "metricsBindAddress": f"127.0.0.1:{lay.proxy_metrics_port}",
-        "nodePortAddresses": [f"{NODE_IP}/32"],
+        "clusterCIDR": CLUSTER_RANGE,
+        "healthzBindAddress": f"{lay.listen_ip}:{lay.proxy_healthz_port}",
+        "metricsBindAddress": f"{lay.listen_ip}:{lay.proxy_metrics_port}",
+        "nodePortAddresses": [f"{lay.node_ip}/32"],
         "conntrack": {"maxPerCore": 0, "min": 0},
         "iptables": {"localhostNodePorts": False, "masqueradeAll": False},
     }
@@ -279,10 +370,12 @@ def corefile() -> str:
 """
 
 
-def node_placement() -> dict[str, Any]:
-    """The pod spec fields that put a pod on the real node (its label selected, taint tolerated)."""
+def node_placement(node: str = "") -> dict[str, Any]:
+    """The pod spec fields that put a pod on a real node (its label selected, taint tolerated);
+    with ``node``, on that one (its hostname label, which the kubelet sets to its name)."""
     key, value = NODE_LABEL
-    return {"nodeSelector": {key: value},
+    selector = {key: value, **({"kubernetes.io/hostname": node} if node else {})}
+    return {"nodeSelector": selector,
             "tolerations": [{"key": NODE_TAINT["key"], "operator": "Equal",
                              "value": NODE_TAINT["value"], "effect": NODE_TAINT["effect"]}]}
 
@@ -305,7 +398,7 @@ def coredns_objects() -> list[dict[str, Any]]:
         {"apiVersion": "v1", "kind": "Pod",
          "metadata": {**meta, "name": DNS_ACCOUNT, "labels": app},
          "spec": {
-             **node_placement(),
+             **node_placement(NODE_NAME),  # on the first node, whatever joins later
              "serviceAccountName": DNS_ACCOUNT,
              "dnsPolicy": "Default",
              "terminationGracePeriodSeconds": 1,
@@ -388,17 +481,34 @@ def kube_router_argv(lay: NodeLayout) -> list[str]:
     service proxy (kube-proxy does that), no CNI config of its own."""
     return [lay.binary("kube-router"), "--run-firewall=true", "--run-router=false",
             "--run-service-proxy=false", "--enable-cni=false", "--enable-ipv6=false",
-            f"--kubeconfig={lay.kubeconfig('kube-router')}", f"--hostname-override={NODE_NAME}",
+            f"--kubeconfig={lay.kubeconfig('kube-router')}", f"--hostname-override={lay.name}",
             # The plane's Service range: kube-router must not treat Service IPs as outside.
             f"--service-cluster-ip-range={SERVICE_CIDR}", "--metrics-port=0",
             f"--health-port={lay.policy_health_port}", "--v=1"]
 
 
 def api_relay_argv(lay: NodeLayout) -> list[str]:
-    """The relay from the node's address to the API server's loopback port."""
+    """The relay from the node's address to the API server's loopback port: for pods (the
+    `kubernetes` Service) on the first node; for the node's own components on the others, at
+    the host's end of their cable."""
     api_port = lay.server.rsplit(":", 1)[1]
-    return [lay.binary("tcprelay"), "-listen", f"{NODE_IP}:{API_RELAY_PORT}",
-            "-to", f"127.0.0.1:{api_port}"]
+    listen = (f"{NODE_IP}:{API_RELAY_PORT}" if lay.index == 0
+              else f"{lay.host_ip}:{lay.relay_port}")
+    return [lay.binary("tcprelay"), "-listen", listen, "-to", f"127.0.0.1:{api_port}"]
+
+
+def registry_relay_argv(lay: NodeLayout) -> list[str]:
+    """A node in a namespace reaches the internal registry (loopback on the host) here."""
+    return [lay.binary("tcprelay"), "-listen", f"{lay.host_ip}:{REGISTRY_PORT}",
+            "-to", f"127.0.0.1:{REGISTRY_PORT}"]
+
+
+def in_node(lay: NodeLayout, argv: list[str]) -> list[str]:
+    """``argv`` run in the node's network namespace (``nsenter``, which keeps the host's /sys
+    and cgroup mounts, unlike ``ip netns exec``); as it is on the first node."""
+    if lay.netns is None:
+        return argv
+    return ["nsenter", f"--net={NETNS_DIR / lay.netns}", "--", *argv]
 
 
 def api_endpoint_slice() -> dict[str, Any]:
@@ -427,8 +537,8 @@ def kubelet_argv(lay: NodeLayout) -> list[str]:
         f"--kubeconfig={lay.kubeconfig('kubelet')}",
         f"--root-dir={lay.kubelet_dir}",
         f"--cert-dir={lay.pki}",
-        f"--hostname-override={NODE_NAME}",
-        f"--node-ip={NODE_IP}",
+        f"--hostname-override={lay.name}",
+        f"--node-ip={lay.node_ip}",
         f"--node-labels={key}={value}",
         "--v=2",
     ]
@@ -452,8 +562,8 @@ def config_files(lay: NodeLayout) -> dict[Path, str]:
         # Host resolvers the kubelet would hand to pods (dnsPolicy Default, and the search
         # path of ClusterFirst): none, so no query ever leaves the machine.
         lay.config_file("resolv.conf"): "# the test node has no upstream resolver\n",
-        lay.cni_conf_dir / f"10-{CNI_NETWORK}.conflist": json.dumps(cni_config(lay), indent=1),
+        lay.cni_conf_dir / f"10-{lay.cni_network}.conflist": json.dumps(cni_config(lay), indent=1),
     }
-    for name, text in registry_hosts().items():
+    for name, text in registry_hosts(lay.registry).items():
         files[lay.containerd_dir / "certs.d" / name / "hosts.toml"] = text
     return files

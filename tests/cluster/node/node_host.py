@@ -150,18 +150,20 @@ def unmount_under(root: Path) -> None:
             subprocess.run(["umount", "-l", point], capture_output=True)
 
 
-def cgroup_dirs() -> list[Path]:
-    """The node's cgroup folder in each mounted v1 hierarchy."""
+def cgroup_dirs(root: str = cfg.CGROUP_ROOT, unified: bool = True) -> list[Path]:
+    """The node's cgroup folder ``root`` in each mounted v1 hierarchy and, with ``unified``,
+    in the v2 one that systemd mounts beside them (runc makes the node's folders there too)."""
+    types = ("cgroup", "cgroup2") if unified else ("cgroup",)
     roots = []
     for line in Path("/proc/self/mounts").read_text().splitlines():
         parts = line.split()
-        if parts[2] == "cgroup":
-            roots.append(Path(parts[1]) / cfg.CGROUP_ROOT.strip("/"))
+        if parts[2] in types:
+            roots.append(Path(parts[1]) / root.strip("/"))
     return roots
 
 
-def make_cgroups() -> None:
-    for d in cgroup_dirs():
+def make_cgroups(root: str = cfg.CGROUP_ROOT) -> None:
+    for d in cgroup_dirs(root, unified=False):
         d.mkdir(exist_ok=True)
         # A new cpuset starts empty and takes no tasks; give it its parent's CPUs and nodes.
         for name in ("cpuset.cpus", "cpuset.mems"):
@@ -169,10 +171,10 @@ def make_cgroups() -> None:
                 (d / name).write_text((d.parent / name).read_text())
 
 
-def cgroup_processes() -> set[int]:
+def cgroup_processes(root: str = cfg.CGROUP_ROOT) -> set[int]:
     """Pids in the node's cgroups: every container process, whoever started it."""
     pids: set[int] = set()
-    for d in cgroup_dirs():
+    for d in cgroup_dirs(root):
         for procs in d.rglob("cgroup.procs") if d.exists() else ():
             try:
                 pids.update(int(p) for p in procs.read_text().split())
@@ -181,11 +183,11 @@ def cgroup_processes() -> set[int]:
     return pids
 
 
-def kill_cgroup_processes(grace: float = 10) -> None:
+def kill_cgroup_processes(grace: float = 10, root: str = cfg.CGROUP_ROOT) -> None:
     """SIGKILL whatever still runs in the node's cgroups (a container whose shim is gone) and
     wait up to ``grace`` seconds for the kernel to take them out."""
     deadline = time.monotonic() + grace
-    while (pids := cgroup_processes()) and time.monotonic() < deadline:
+    while (pids := cgroup_processes(root)) and time.monotonic() < deadline:
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -194,10 +196,10 @@ def kill_cgroup_processes(grace: float = 10) -> None:
         time.sleep(0.2)
 
 
-def remove_cgroups() -> None:
+def remove_cgroups(root: str = cfg.CGROUP_ROOT) -> None:
     """Remove the node's cgroup folders, deepest first; one still in use stays (and is
     reported by ``HostState.leftovers``)."""
-    for d in cgroup_dirs():
+    for d in cgroup_dirs(root):
         if d.exists():
             subs = sorted((p for p in d.rglob("*") if p.is_dir()),
                           key=lambda p: len(p.parts), reverse=True)
@@ -208,9 +210,9 @@ def remove_cgroups() -> None:
                     pass
 
 
-def cni_results() -> list[Path]:
+def cni_results(network: str = cfg.CNI_NETWORK) -> list[Path]:
     """The CNI result cache entries of the node's network (containerd keeps them there)."""
-    return sorted(CNI_RESULTS.glob(f"{cfg.CNI_NETWORK}-*")) if CNI_RESULTS.is_dir() else []
+    return sorted(CNI_RESULTS.glob(f"{network}-*")) if CNI_RESULTS.is_dir() else []
 
 
 def bridge_ports() -> list[str]:

@@ -18,10 +18,10 @@ PORT = 8080
 
 
 def server_pod(name: str, *, liveness: bool = False, port: int = PORT,
-               labels: dict[str, str] | None = None) -> dict[str, Any]:
+               labels: dict[str, str] | None = None, node: str = "") -> dict[str, Any]:
     """The test server's pod, serving on ``port``, labelled ``app: <name>`` and ``labels``;
     with ``liveness`` a probe on /healthz every second restarts the container two failures
-    after ``POST /sicken``."""
+    after ``POST /sicken``; with ``node`` on that node only (its hostname label)."""
     pod_context, container_context = restricted_security_contexts(DEFAULT_UID, DEFAULT_GID)
     container: dict[str, Any] = {
         "name": "server",
@@ -43,7 +43,7 @@ def server_pod(name: str, *, liveness: bool = False, port: int = PORT,
         "spec": {
             "securityContext": pod_context,
             "containers": [container],
-            **cfg.node_placement(),
+            **cfg.node_placement(node),
             "terminationGracePeriodSeconds": 1,
         },
     }

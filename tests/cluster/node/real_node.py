@@ -3,8 +3,12 @@
 ``RealNode(build_dir, work, plane).start()`` starts containerd (Debian's, with runc and the CRI
 plugin), imports the images build.sh packed (the pause sandbox and the test server: nothing is
 pulled), the kubelet and kube-proxy built from the control plane's Kubernetes release, CoreDNS
-as the cluster's kube-dns pod, and kube-router's NetworkPolicy controller. The node is ``node_config.NODE_NAME``; it carries a NoSchedule
-taint, so only pods that tolerate it land there. ``stop()`` deletes the node's pods, stops every
+as the cluster's kube-dns pod, and kube-router's NetworkPolicy controller. The node is
+``node_config.NODE_NAME``; it carries a NoSchedule taint, so only pods that tolerate it land
+there. ``RealNode(..., index=1)`` (2, ...) is a further node beside a running first one, in a
+network namespace of its own standing for its machine (``node_netns``): the same binaries and
+images, its own containerd, kubelet, kube-proxy and kube-router, pod range and cgroup root; the
+cluster's DNS and the pods' API server address stay on the first node. ``stop()`` deletes the node's pods, stops every
 process (containerd's shims too), unmounts, deletes chains, bridge and cgroups, puts the
 sysctls back and raises ``NodeError`` listing anything still left behind. One node per
 machine: a second session waits on a lock file in the build cache until the first one's
@@ -28,6 +32,7 @@ from typing import Any
 import k8s_pki as pki
 import node_config as cfg
 import node_host
+import node_netns
 from k8s_plane import free_port
 
 REPO = Path(__file__).resolve().parents[3]
@@ -80,17 +85,21 @@ def build_node() -> tuple[Path | None, str]:
 class RealNode:
     """One running node. Construct, ``start()``, use, ``stop()`` (also after a failed start)."""
 
-    def __init__(self, build: Path, work: Path, plane: Any):
+    def __init__(self, build: Path, work: Path, plane: Any, index: int = 0):
         self.layout = cfg.NodeLayout(
             build=build, work=work, server=plane.server, ca_file=plane.ca_file,
             kubelet_port=free_port(), kubelet_healthz_port=free_port(),
             proxy_healthz_port=free_port(), proxy_metrics_port=free_port(),
-            policy_health_port=free_port())
-        self.name = cfg.NODE_NAME
+            policy_health_port=free_port(), index=index,
+            relay_port=free_port() if index else 0)
+        self.name = self.layout.name
+        self.first = index == 0
         self._plane = plane
         self._procs: dict[str, subprocess.Popen] = {}
-        self._host = node_host.HostState(work, record=build.parent / "host-state.json")
+        self._host: Any = (node_host.HostState(work, record=build.parent / "host-state.json")
+                           if self.first else node_netns.NamespaceHost(self.layout))
         self._lock: Any = None
+        self._started = False
         self.start_seconds: float | None = None
 
     def log_file(self, component: str) -> Path:
@@ -104,37 +113,45 @@ class RealNode:
 
         Raises ``NodeError`` naming the component and its log (call ``stop()`` anyway)."""
         began = time.monotonic()
-        self._take_lock()
+        self._started = True
         lay = self.layout
+        if self.first:
+            self._take_lock()
         for sub in ("logs", "config", "pki", "kubelet", "pod-logs", "cni/ipam"):
             (lay.work / sub).mkdir(parents=True, exist_ok=True)
         self._write_pki()
         for path, text in cfg.config_files(lay).items():
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
-        stale = node_host.recover(self.layout.build.parent)
-        if stale:
-            (lay.work / "logs" / "recovered.log").write_text("\n".join(stale) + "\n")
+        if self.first:  # later nodes start beside a running first one: nothing is stale then
+            stale = node_host.recover(self.layout.build.parent)
+            if stale:
+                (lay.work / "logs" / "recovered.log").write_text("\n".join(stale) + "\n")
         try:
             self._host.prepare()
         except (node_host.HostError, OSError) as exc:
             raise NodeError(f"could not prepare the host: {exc}") from exc
+        if not self.first:  # its own way to the API server and the registry: its cable's host end
+            self._spawn("api-relay", cfg.api_relay_argv(lay), in_node=False)
+            self._spawn("registry-relay", cfg.registry_relay_argv(lay), in_node=False)
 
         self._spawn("containerd", cfg.containerd_argv(lay))
         wait_for(lambda: self._ctr("version"), timeout, self._what("containerd"))
-        for image in ("pause", "testserver", "coredns"):
+        for image in ("pause", "testserver", "coredns") if self.first else ("pause", "testserver"):
             self._ctr("images", "import", str(lay.image_archive(image)))
 
         self._bind_kubelet_client()
         self._spawn("kubelet", cfg.kubelet_argv(lay))
-        wait_for(lambda: self._http_ok(f"http://127.0.0.1:{lay.kubelet_healthz_port}/healthz"),
+        listen = lay.listen_ip
+        wait_for(lambda: self._http_ok(f"http://{listen}:{lay.kubelet_healthz_port}/healthz"),
                  timeout, self._what("kubelet", "the kubelet's /healthz"))
         self._spawn("kube-proxy", cfg.kube_proxy_argv(lay))
-        wait_for(lambda: self._http_ok(f"http://127.0.0.1:{lay.proxy_healthz_port}/healthz"),
+        wait_for(lambda: self._http_ok(f"http://{listen}:{lay.proxy_healthz_port}/healthz"),
                  timeout, self._what("kube-proxy", "kube-proxy's /healthz"))
         wait_for(self._ready, timeout, self._what("kubelet", f"node {self.name} to be Ready"))
-        self._start_api_relay()
-        self._start_coredns(timeout)
+        if self.first:
+            self._start_api_relay()
+            self._start_coredns(timeout)
         self._start_policy_controller(timeout)
         self.start_seconds = time.monotonic() - began
 
@@ -180,10 +197,11 @@ class RealNode:
 
         rbac = client.RbacAuthorizationV1Api(self._plane.api_client())
         role, binding = cfg.policy_rbac()
-        rbac.create_cluster_role(role)
-        rbac.create_cluster_role_binding(binding)
+        if self.first:  # one identity for every node's controller
+            rbac.create_cluster_role(role)
+            rbac.create_cluster_role_binding(binding)
         self._spawn("kube-router", cfg.kube_router_argv(self.layout))
-        health = f"http://127.0.0.1:{self.layout.policy_health_port}/healthz"
+        health = f"http://{self.layout.listen_ip}:{self.layout.policy_health_port}/healthz"
         wait_for(lambda: self._http_ok(health), timeout,
                  self._what("kube-router", "kube-router /healthz"))
 
@@ -215,12 +233,14 @@ class RealNode:
         # system:kube-proxy is bound to the system:node-proxier role by the API server.
         proxy = pki.make_cert(d, "kube-proxy", ca, "system:kube-proxy")
         pki.make_cert(d, "kubelet-serving", ca, self.name, server=True,
-                      dns_names=("localhost",), ips=("127.0.0.1",))
+                      dns_names=("localhost",), ips=tuple({"127.0.0.1", lay.listen_ip}))
         policy = pki.make_cert(d, "kube-router", ca, cfg.POLICY_USER)
         for user, pair in (("kubelet", kubelet), ("kube-proxy", proxy),
                            ("kube-router", policy)):
-            pki.write_kubeconfig(lay.kubeconfig(user),
-                                 pki.kubeconfig(lay.server, lay.ca_file, user, client=pair))
+            config = pki.kubeconfig(lay.api_server, lay.ca_file, user, client=pair)
+            if not self.first:  # through the relay: the API server's certificate names localhost
+                config["clusters"][0]["cluster"]["tls-server-name"] = "localhost"
+            pki.write_kubeconfig(lay.kubeconfig(user), config)
 
     # --- stop -----------------------------------------------------------------------------
     def stop(self, timeout: float = 90) -> None:
@@ -231,12 +251,13 @@ class RealNode:
         the kubelet stop; any task still running is killed through containerd; containerd and its
         shims stop; then ``node_host`` unmounts and deletes what remains. The lock is released
         last, so that no other session's node can be mistaken for a leftover of this one."""
-        if self._lock is None:
+        if not self._started:
             return  # never started, or already stopped: nothing here is ours
+        self._started = False
         try:
             if "kubelet" in self._procs and self._procs["kubelet"].poll() is None:
                 self._drain(timeout)
-            for name in ("kube-router", "api-relay", "kube-proxy", "kubelet"):
+            for name in ("kube-router", "api-relay", "registry-relay", "kube-proxy", "kubelet"):
                 if name in self._procs:
                     _terminate(self._procs.pop(name))
             if "containerd" in self._procs:
@@ -250,10 +271,43 @@ class RealNode:
                 left = self._host.leftovers() + [
                     f"process {pid}" for pid in self.processes()]
             finally:
-                self._lock.close()
-                self._lock = None
+                if self._lock is not None:
+                    self._lock.close()
+                    self._lock = None
         if left:
             raise NodeError("the node left behind: " + "; ".join(left))
+
+    def power_off(self) -> None:
+        """As near a power cut as one machine allows, for a node after the first: SIGKILL every
+        process of the node at once (kubelet, containerd and its shims, kube-proxy,
+        kube-router, every pod's processes), leaving its network namespace dark. The host's
+        relays on its cable stay, as a network outlives a dead machine. ``stop()`` still
+        cleans up after it.
+
+        Dark first: a killed process's kernel would still close its connections (a FIN or a
+        reset to every peer, which a peer's training process takes for its partner's crash),
+        and a machine without power sends nothing. So every packet into or out of the node's
+        network stack is dropped before the processes die."""
+        if self.first:
+            raise NodeError("the first node holds the cluster's DNS: power off a later one")
+        lay = self.layout
+        for chain in ("PREROUTING", "OUTPUT"):
+            node_host.run(cfg.in_node(lay, ["iptables", "-w", "-t", "raw", "-I", chain, "1",
+                                            "-j", "DROP"]))
+        daemons = {name: proc for name, proc in self._procs.items()
+                   if name not in ("api-relay", "registry-relay")}
+        pids = ({p.pid for p in daemons.values()} | set(self.processes())
+                | set(node_host.cgroup_processes(root=lay.cgroup_root))
+                | set(node_netns.netns_pids(str(lay.netns))))
+        pids.discard(os.getpid())
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for name, proc in daemons.items():
+            proc.wait()
+            del self._procs[name]
 
     def processes(self) -> list[int]:
         """Pids of processes that name this node's work dir (containerd, shims, kubelet)."""
@@ -308,10 +362,9 @@ class RealNode:
         wait_for(lambda: not self.processes(), 30, "containerd's shims to exit")
 
     def _delete_api_objects(self) -> None:
-        """The Node, the API server's EndpointSlice, CoreDNS's Service, ConfigMap and service
-        account, the RBAC of CoreDNS, kube-router and the API server's kubelet client: the plane
-        outlives the node in a test
-        session."""
+        """The Node; for the first node also the API server's EndpointSlice, CoreDNS's
+        Service, ConfigMap and service account, the RBAC of CoreDNS, kube-router and the API
+        server's kubelet client: the plane outlives the node in a test session."""
         from kubernetes import client
 
         api = self._plane.api_client()
@@ -319,19 +372,18 @@ class RealNode:
         rbac = client.RbacAuthorizationV1Api(api)
         discovery = client.DiscoveryV1Api(api)
         dns = cfg.DNS_NAMESPACE
-        for delete, name in ((core.delete_node, self.name),
-                             (lambda n: core.delete_namespaced_service(n, dns), cfg.DNS_SERVICE),
-                             (lambda n: core.delete_namespaced_config_map(n, dns),
-                              cfg.DNS_ACCOUNT),
-                             (lambda n: core.delete_namespaced_service_account(n, dns),
-                              cfg.DNS_ACCOUNT),
-                             (lambda n: discovery.delete_namespaced_endpoint_slice(n, "default"),
-                              cfg.API_ENDPOINT_SLICE),
-                             (rbac.delete_cluster_role_binding, cfg.DNS_USER),
-                             (rbac.delete_cluster_role, cfg.DNS_USER),
-                             (rbac.delete_cluster_role_binding, cfg.POLICY_USER),
-                             (rbac.delete_cluster_role_binding, cfg.KUBELET_CLIENT),
-                             (rbac.delete_cluster_role, cfg.POLICY_USER)):
+        shared = () if not self.first else (
+            (lambda n: core.delete_namespaced_service(n, dns), cfg.DNS_SERVICE),
+            (lambda n: core.delete_namespaced_config_map(n, dns), cfg.DNS_ACCOUNT),
+            (lambda n: core.delete_namespaced_service_account(n, dns), cfg.DNS_ACCOUNT),
+            (lambda n: discovery.delete_namespaced_endpoint_slice(n, "default"),
+             cfg.API_ENDPOINT_SLICE),
+            (rbac.delete_cluster_role_binding, cfg.DNS_USER),
+            (rbac.delete_cluster_role, cfg.DNS_USER),
+            (rbac.delete_cluster_role_binding, cfg.POLICY_USER),
+            (rbac.delete_cluster_role_binding, cfg.KUBELET_CLIENT),
+            (rbac.delete_cluster_role, cfg.POLICY_USER))
+        for delete, name in ((core.delete_node, self.name), *shared):
             try:
                 delete(name)
             except client.ApiException as exc:
@@ -342,11 +394,13 @@ class RealNode:
     def _what(self, component: str, thing: str = "") -> str:
         return f"{thing or component} (see {self.log_file(component)})"
 
-    def _spawn(self, name: str, argv: list[str]) -> None:
+    def _spawn(self, name: str, argv: list[str], in_node: bool = True) -> None:
+        """Start ``argv`` in its own session (on the node's machine unless ``in_node`` is
+        false), logging to the component's log."""
         log = self.log_file(name)
         with log.open("ab") as out:
             self._procs[name] = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cfg.in_node(self.layout, argv) if in_node else argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 cwd=self.layout.work, start_new_session=True)
 
     def _check_alive(self) -> None:
@@ -355,6 +409,16 @@ class RealNode:
             if code is not None:
                 tail = self.log_file(name).read_text(errors="replace")[-3000:]
                 raise ProcessExited(f"{name} exited with {code}; log {self.log_file(name)}:\n{tail}")
+
+    def pull(self, image: str) -> None:
+        """Pull `image` into the node's containerd from its machine, with its registry settings,
+        as the kubelet would: a figure taken next then counts no pull."""
+        lay = self.layout
+        argv = cfg.in_node(lay, cfg.ctr_argv(lay, "images", "pull", "--hosts-dir",
+                                             str(lay.containerd_dir / "certs.d"), image))
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+        if done.returncode != 0:
+            raise NodeError(f"pulling {image} on node {self.name} failed: {done.stderr.strip()}")
 
     def _ctr(self, *args: str, check: bool = True) -> str:
         self._check_alive()

@@ -1,19 +1,22 @@
-"""Start the test control plane and the real node by hand, and print start-up figures.
+"""Start the test control plane and real nodes by hand, and print start-up figures.
 
-    sudo PATH=$PATH:/usr/local/go/bin .venv/bin/python tests/cluster/node/run_node.py [--pods N]
-         [--keep]
+    sudo PATH=$PATH:/usr/local/go/bin .venv/bin/python tests/cluster/node/run_node.py
+         [--nodes N] [--pods N] [--keep]
 
 Builds what is missing (deploy/controlplane/build.sh, deploy/node/build.sh), starts the plane and
-the node in a fresh folder under /tmp, starts N test-server pods one after another (image
-cached: imported at node start) and prints how long the node and each pod took to start. With
-``--keep`` it then prints the admin kubeconfig and waits for Ctrl-C; either way it stops the
-node and the plane, cleans the host up as the test fixture does and removes the folder.
+N nodes (default 1; the second and later ones each in a network namespace standing for a
+machine of its own) in a fresh folder under /tmp, starts test-server pods one after another
+(image cached: imported at node start) and prints how long each node and each pod took to
+start. With ``--keep`` it then prints the admin kubeconfig and waits for Ctrl-C or SIGTERM;
+either way it stops the nodes and the plane, cleans the host up as the test fixture does and
+removes the folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -39,11 +42,22 @@ def _pod_start_seconds(core, namespace: str, name: str) -> float:
     return time.monotonic() - began
 
 
+def _interrupt(signum, frame) -> None:
+    """SIGTERM (what `timeout`, a service manager or a cancelled CI job sends) and SIGINT
+    (Ctrl-C; ignored by default in a background job) stop the nodes and the plane cleanly."""
+    raise KeyboardInterrupt
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", type=int, default=1, help="nodes to start (default 1)")
     parser.add_argument("--pods", type=int, default=3, help="test pods to time (default 3)")
     parser.add_argument("--keep", action="store_true", help="keep running until Ctrl-C")
     args = parser.parse_args()
+    if not 1 <= args.nodes <= 8:
+        parser.error("--nodes takes 1 to 8")
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _interrupt)
 
     plane_bin, error = k8s_plane.build_control_plane()
     if plane_bin is None:
@@ -55,14 +69,20 @@ def main() -> int:
         return 1
     work = Path(tempfile.mkdtemp(prefix="workbench-node-"))
     plane = k8s_plane.ControlPlane(plane_bin, work / "plane")
-    node = real_node.RealNode(node_build, work / "node", plane)
+    nodes = [real_node.RealNode(node_build, work / f"node{i}", plane, index=i)
+             for i in range(args.nodes)]
+    started: list = []
+    failed = 0
     try:
         began = time.monotonic()
         plane.start()
         print(f"control plane started in {time.monotonic() - began:.1f}s")
-        node.start()
-        print(f"node {node.name} started in {node.start_seconds:.1f}s (containerd, image "
-              "import, CoreDNS, kubelet, kube-proxy, Ready, kube-router)")
+        for node in nodes:
+            started.append(node)
+            node.start()
+            print(f"node {node.name} started in {node.start_seconds:.1f}s (containerd, image "
+                  "import, kubelet, kube-proxy, Ready, kube-router"
+                  f"{', CoreDNS' if node.first else ''})")
         from kubernetes import client
 
         core = client.CoreV1Api(plane.api_client())
@@ -74,20 +94,31 @@ def main() -> int:
             seconds = _pod_start_seconds(core, "timing", f"server-{i}")
             print(f"pod server-{i} Ready {seconds:.1f}s after create (image cached)")
         if args.keep:
-            print(f"kubeconfig: {plane.kubeconfig}\nnode logs: {node.layout.work / 'logs'}\n"
-                  "Ctrl-C stops the node and the plane")
+            for node in nodes:
+                print(f"node {node.name} logs: {node.layout.work / 'logs'}")
+            print(f"kubeconfig: {plane.kubeconfig}\nCtrl-C stops the nodes and the plane")
             while True:
                 time.sleep(3600)
     except KeyboardInterrupt:
         pass
+    except real_node.NodeError as exc:
+        failed = 1
+        print(exc, file=sys.stderr)
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut cleaning
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         try:
-            node.stop()
-            print("node stopped; nothing left behind")
+            for node in reversed(started):  # the first node last: it holds the machine's lock
+                try:
+                    node.stop()
+                    print(f"node {node.name} stopped; nothing left behind")
+                except real_node.NodeError as exc:
+                    failed = 1
+                    print(f"node {node.name}: {exc}", file=sys.stderr)
         finally:
             plane.stop()
         shutil.rmtree(work, ignore_errors=True)
-    return 0
+    return failed
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """NetworkPolicy verdicts by real packets: the policies `workbench apply` renders for two
 tenants and each job's own policy as the cluster engine makes it, enforced by kube-router's
-policy controller on the real node.
+policy controller on each of two real nodes (``real_node`` and ``second_node``): the rows
+ending in "across-nodes" go from a pod on one node to a pod on the other.
 
 Two tenants (namespaces rendered by ``bundle.namespace``, Pod Security ``restricted``)
 each get a notebook pod (serving on the notebook port) and job pods: in tenant a, Ada's job1
@@ -52,6 +53,7 @@ def _job(job: str, user: str = "ada") -> dict[str, str]:
 
 
 # (pod key, namespace key, labels, port): "a"/"b" are the tenants, "hub" the hub namespace.
+# These run on the first node; FAR_PODS on the second (``second_node``).
 PODS = {
     "a-notebook": ("a", NOTEBOOK, network.NOTEBOOK_PORT),
     "a-job1-0": ("a", _job("job1"), pods.PORT),
@@ -63,6 +65,13 @@ PODS = {
     "hub": ("hub", {network.HUB_COMPONENT_LABEL: "hub"}, pods.PORT),
     "proxy": ("hub", {network.HUB_COMPONENT_LABEL: "proxy"}, pods.PORT),
 }
+FAR_PODS = {
+    "a-job1-far": ("a", _job("job1"), pods.PORT),
+    "a-job3-far": ("a", _job("job3", "bob"), pods.PORT),
+    "b-job2-far": ("b", _job("job2"), pods.PORT),
+    "a-notebook-far": ("a", NOTEBOOK, network.NOTEBOOK_PORT),
+}
+PODS.update(FAR_PODS)
 
 # Not pods: the API server, as a notebook's client reaches it (the `kubernetes` Service),
 # cluster DNS (the `kube-dns` Service, TCP port 53) and the cloud metadata address.
@@ -89,6 +98,18 @@ VERDICTS = [
     ("notebook-to-dns", "a-notebook", DNS, True),
     ("notebook-to-cloud-metadata", "a-notebook", METADATA, False),
     ("job-to-cloud-metadata", "a-job1-0", METADATA, False),
+    # Across the two nodes: each node's policy controller filters its own pods' traffic.
+    ("inside-one-job-across-nodes", "a-job1-0", "a-job1-far", True),
+    ("inside-one-job-across-nodes-back", "a-job1-far", "a-job1-1", True),
+    ("job-to-colleagues-job-across-nodes", "a-job1-0", "a-job3-far", False),
+    ("colleagues-job-to-job-across-nodes", "a-job3-far", "a-job1-0", False),
+    ("job-to-other-tenants-job-across-nodes", "a-job1-far", "b-job2-0", False),
+    ("other-tenants-job-to-job-across-nodes", "b-job2-far", "a-job1-1", False),
+    ("proxy-to-notebook-across-nodes", "proxy", "a-notebook-far", True),
+    ("notebook-to-other-tenants-notebook-across-nodes", "a-notebook-far", "b-notebook", False),
+    ("job-on-second-node-to-dns", "a-job1-far", DNS, True),
+    ("job-on-second-node-to-api-server", "a-job1-far", API_SERVER, False),
+    ("notebook-on-second-node-to-api-server", "a-notebook-far", API_SERVER, True),
 ]
 
 
@@ -112,7 +133,7 @@ def _connects_eventually(world_ips: dict[str, str], src: str, dst: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def world(control_plane, real_node, metadata_service):
+def world(control_plane, real_node, second_node, metadata_service):
     """The two tenants' pods and the hub's, first without policies, then with them."""
     from kubernetes import client
 
@@ -129,8 +150,9 @@ def world(control_plane, real_node, metadata_service):
             wait_for(lambda ns=ns: core.read_namespaced_service_account("default", ns), 60,
                      f"the default service account of {ns}")
         for name, (where, pod_labels, port) in PODS.items():
-            core.create_namespaced_pod(namespaces[where],
-                                       pods.server_pod(name, port=port, labels=pod_labels))
+            node = second_node.name if name in FAR_PODS else real_node.name
+            core.create_namespaced_pod(namespaces[where], pods.server_pod(
+                name, port=port, labels=pod_labels, node=node))
         ips = {name: running_pod(core, namespaces[where], name).status.pod_ip
                for name, (where, _, _) in PODS.items()}
         service = core.read_namespaced_service("kubernetes", "default")

@@ -28,51 +28,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 from node_figures import FIGURES, pull_seconds
+from node_jobs import (
+    JOB_APIS,
+    JOB_TIMEOUT,
+    NODE_CELL,
+    detach_until_checkpoint,
+    job_id_of,
+    params,
+    run_to_end,
+    start_kernel,
+    states,
+)
 from pod_client import core_api
 
 from tests.launcher_magic.support import TRAIN_CELL
 from workbench_contract.labels import LABEL_JOB
-from workbench_contract.ownership import user_claim
-
-NODE_CELL = "%%paddle_launch --nodes 2 --cpu 500m --memory 2Gi --name dp\n"
-JOB_TIMEOUT = 900
-
-
-def _states(text: str, name: str) -> list[str]:
-    """The job states the text panel printed, in order."""
-    return [line.split(": ", 1)[1].split(" ")[0] for line in text.splitlines()
-            if line.startswith(f"Paddle job {name}-")]
-
-
-def _job_id(home: Path, name: str) -> str:
-    (job,) = [p.name for p in (home / "jobs").iterdir() if p.name.startswith(name + "-")]
-    return job
-
-
-def _params(home: Path, job_id: str, rank: int) -> np.ndarray:
-    return np.load(home / "jobs" / job_id / f"params-rank{rank}.npy")
-
-
-def user_storage(claim: str, mount_path: Path) -> dict:
-    """The spawner's storage settings (as Zero to JupyterHub's ``singleuser.storage`` renders
-    them): the user's claim mounted at the home folder."""
-    return {"volumes": [{"name": "home", "persistentVolumeClaim": {"claimName": claim}}],
-            "volume_mounts": [{"name": "home", "mountPath": str(mount_path)}]}
-
-
-def start_kernel(notebook_kernel, tenant, home: Path):
-    """ada's kernel with her storage; files it makes are writable by the workers' uid (the
-    kernel runs as root here, a notebook as that uid)."""
-    previous = os.umask(0)
-    try:
-        return notebook_kernel(tenant, "ada", **user_storage(user_claim("ada"), home))
-    finally:
-        os.umask(previous)
-
-
-# The job APIs a tenant may choose, each with the custom resource a job becomes.
-JOB_APIS = {"trainjob": ("trainer.kubeflow.org", "v1alpha1", "trainjobs"),
-            "paddlejob": ("kubeflow.org", "v1", "paddlejobs")}
 
 
 @pytest.mark.parametrize("node_tenant", ["paddlejob", "trainjob"], indirect=True)
@@ -86,10 +56,10 @@ def test_a_two_node_job_trains_on_the_real_node(control_plane, real_node, node_t
     # Printed at the end of the session (benchmarks/k8s_node_job.py reads it); never asserted.
     FIGURES[f"2-node job, {tenant.job_api}: cell wall time (s)"] = (
         time.monotonic() - began)
-    states = _states(result.text, "dp")
-    assert "Running" in states and states[-1] == "Succeeded", result.text
+    seen = states(result.text, "dp")
+    assert "Running" in seen and seen[-1] == "Succeeded", result.text
 
-    job_id = _job_id(home, "dp")
+    job_id = job_id_of(home, "dp")
     from kubernetes import client
 
     custom = client.CustomObjectsApi(control_plane.api_client())
@@ -103,7 +73,7 @@ def test_a_two_node_job_trains_on_the_real_node(control_plane, real_node, node_t
     if pulls:  # the first job of a session pulls the image into the node's fresh containerd
         FIGURES["image pull into the node (s)"] = max(pulls)
 
-    rank0, rank1 = _params(home, job_id, 0), _params(home, job_id, 1)
+    rank0, rank1 = params(home, job_id, 0), params(home, job_id, 1)
     assert rank0.size and np.array_equal(rank0, rank1)
 
     for rank in (0, 1):
@@ -140,23 +110,13 @@ def test_a_killed_worker_restarts_the_job_which_resumes_from_its_checkpoint(
     drained node sends; the node's entry point turns Paddle's exit 15 into 143)."""
     import signal
 
-    from launcher_magic.training.checkpoint import list_checkpoints
     from tests.launcher_magic.support import wait_until
 
     tenant, home = node_tenant
     kernel = start_kernel(notebook_kernel, tenant, home)
-    reference = kernel.run(NODE_CELL.replace("--name dp", "--name ref") + TRAIN_CELL,
-                           timeout=JOB_TIMEOUT)
-    assert reference.error is None and _states(reference.text, "ref")[-1] == "Succeeded", \
-        reference.text
+    run_to_end(kernel, "ref", cell=TRAIN_CELL)
 
-    launch = NODE_CELL.replace("--name dp", "--name kill --max-restarts 1 --env STEP_SLEEP=2 "
-                               "--detach")
-    assert kernel.run(launch + TRAIN_CELL).error is None
-    job_id = _job_id(home, "kill")
-    checkpoints = home / "jobs" / job_id / "checkpoints"
-    assert wait_until(lambda: checkpoints.is_dir() and list_checkpoints(checkpoints),
-                      timeout=JOB_TIMEOUT), (home / "jobs" / job_id / "status.json").read_text()
+    job_id = detach_until_checkpoint(kernel, home, "kill")
     if how == "sigkill":
         os.kill(training_process(job_id, 1), signal.SIGKILL)
     else:
@@ -179,9 +139,9 @@ def test_a_killed_worker_restarts_the_job_which_resumes_from_its_checkpoint(
     assert status["restarts"] == 1, status
     resumed = kernel.run(f"%paddle_logs {job_id} --rank 1 --tail 200")
     assert "[checkpoint] resumed from step" in resumed.text, resumed.text
-    ref_id = _job_id(home, "ref")
+    ref_id = job_id_of(home, "ref")
     for rank in (0, 1):
-        assert np.array_equal(_params(home, job_id, rank), _params(home, ref_id, rank)), rank
+        assert np.array_equal(params(home, job_id, rank), params(home, ref_id, rank)), rank
 
 
 def test_paddle_stop_removes_the_jobs_pods_from_the_node(control_plane, real_node, node_tenant,
@@ -193,7 +153,7 @@ def test_paddle_stop_removes_the_jobs_pods_from_the_node(control_plane, real_nod
     kernel = start_kernel(notebook_kernel, tenant, home)
     launch = NODE_CELL.replace("--name dp", "--name halt --env STEP_SLEEP=5 --detach")
     assert kernel.run(launch + TRAIN_CELL).error is None
-    job_id = _job_id(home, "halt")
+    job_id = job_id_of(home, "halt")
     status_file = home / "jobs" / job_id / "status.json"
     assert wait_until(lambda: status_file.is_file()
                       and json.loads(status_file.read_text())["state"] == "Running",

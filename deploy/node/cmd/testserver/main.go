@@ -7,6 +7,10 @@
 //	POST /sicken    make /healthz fail from now on
 //	GET  /dial?addr=HOST:PORT&timeout=2s
 //	                try a TCP connection from inside the pod; JSON {"connected": bool, "error": ""}
+//	GET  /peer      the address the request came from, as this pod sees it (no masquerading
+//	                on the way means it is the sending pod's own address)
+//	GET  /fetch?url=http://...
+//	                an HTTP GET from inside the pod; JSON {"status": int, "body": "", "error": ""}
 //
 // Every request is logged to stdout, so the kubelet's log of the container shows it.
 package main
@@ -15,6 +19,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/http"
@@ -58,6 +63,29 @@ func main() {
 		} else {
 			result["connected"] = true
 			conn.Close()
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(result)
+	})
+
+	mux.HandleFunc("GET /peer", func(w http.ResponseWriter, r *http.Request) {
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		if err != nil {
+			host = r.RemoteAddr
+		}
+		fmt.Fprintln(w, host)
+	})
+	mux.HandleFunc("GET /fetch", func(w http.ResponseWriter, r *http.Request) {
+		result := map[string]any{"status": 0, "body": "", "error": ""}
+		client := http.Client{Timeout: 5 * time.Second}
+		resp, err := client.Get(r.URL.Query().Get("url"))
+		if err != nil {
+			result["error"] = err.Error()
+		} else {
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+			resp.Body.Close()
+			result["status"] = resp.StatusCode
+			result["body"] = string(body)
 		}
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(result)
