@@ -52,7 +52,7 @@ def test_a_job_and_its_panel_outlive_a_control_plane_restart(control_plane, real
 
     tenant, home = node_tenant
     watching = start_kernel(notebook_kernel, tenant, home)
-    run_to_end(watching, "quiet", cell=TRAIN_CELL)
+    run_to_end(watching, "quiet", "--env STEPS=24", cell=TRAIN_CELL)
 
     cell = NODE_CELL.replace("--name dp", "--name calm --env STEP_SLEEP=2 --env STEPS=24")
     shown: dict = {}
