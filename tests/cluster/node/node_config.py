@@ -506,9 +506,21 @@ def registry_relay_argv(lay: NodeLayout) -> list[str]:
 def in_node(lay: NodeLayout, argv: list[str]) -> list[str]:
     """``argv`` run in the node's network namespace (``nsenter``, which keeps the host's /sys
     and cgroup mounts, unlike ``ip netns exec``); as it is on the first node."""
-    if lay.netns is None:
-        return argv
-    return ["nsenter", f"--net={NETNS_DIR / lay.netns}", "--", *argv]
+    return argv if lay.netns is None else in_netns(lay.netns, argv)
+
+
+def in_netns(netns: str, argv: list[str]) -> list[str]:
+    return ["nsenter", f"--net={NETNS_DIR / netns}", "--", *argv]
+
+
+def netns_of(address: str) -> str | None:
+    """The network namespace of the node whose pod range holds `address` (None: the first
+    node's, the host's own, or no pod's)."""
+    parts = address.split(".")
+    if len(parts) == 4 and parts[:2] == ["198", "18"] and parts[2].isdigit() \
+            and 1 <= int(parts[2]) < 128:
+        return f"wb-node{int(parts[2])}"
+    return None
 
 
 def api_endpoint_slice() -> dict[str, Any]:

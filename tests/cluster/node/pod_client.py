@@ -8,11 +8,14 @@ Waits are generous (``POD_TIMEOUT``) because the machine may be busy; no test as
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
 from typing import Any
 
+import node_config as cfg
 import pods
 from real_node import wait_for
 
@@ -41,10 +44,26 @@ def running_pod(core, namespace: str, name: str):
         raise AssertionError(f"{exc}\nstatus: {pod.status}") from None
 
 
+_FETCH = ("import sys, urllib.request\n"
+          "data = sys.stdin.buffer.read() or None\n"
+          "with urllib.request.urlopen(sys.argv[1], data=data, timeout=10) as resp:\n"
+          "    sys.stdout.write(resp.read().decode())\n")
+
+
 def http(url: str, data: bytes | None = None) -> str:
-    """GET (or POST ``data``) and return the body."""
-    with urllib.request.urlopen(url, data=data, timeout=10) as resp:
-        return resp.read().decode()
+    """GET (or POST ``data``) and return the body. A pod on a node after the first is asked
+    from that node's machine (its network namespace), as a node's own kubelet asks it: from
+    the host, another machine to that node, its NetworkPolicy controller refuses whatever a
+    policy does not allow (the first node's pods are on the host's own machine)."""
+    netns = cfg.netns_of(urllib.parse.urlsplit(url).hostname or "")
+    if netns is None:
+        with urllib.request.urlopen(url, data=data, timeout=10) as resp:
+            return resp.read().decode()
+    done = subprocess.run(cfg.in_netns(netns, [sys.executable, "-c", _FETCH, url]),
+                          input=data or b"", capture_output=True, timeout=30)
+    if done.returncode != 0:
+        raise OSError(f"GET {url} from {netns}: {done.stderr.decode().strip()[-300:]}")
+    return done.stdout.decode()
 
 
 def dial(pod_ip: str, addr: str, port: int = pods.PORT) -> dict:
