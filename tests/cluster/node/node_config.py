@@ -82,6 +82,8 @@ COREDNS_IMAGE = "localhost/workbench/coredns:1"
 CLUSTER_RANGE = "198.18.0.0/16"
 # Every node's pods (198.18.<i>.0/24, i < 128), and nothing else of it: no cable's address.
 PODS_RANGE = "198.18.0.0/17"
+# The cables between the host and the nodes after the first (198.18.255.<4i-3>/30 each).
+CABLES_RANGE = "198.18.255.0/24"
 NETNS_DIR = Path("/run/netns")
 
 
@@ -516,11 +518,14 @@ def in_netns(netns: str, argv: list[str]) -> list[str]:
 def netns_of(address: str) -> str | None:
     """The network namespace of the node whose pod range holds `address` (None: the first
     node's, the host's own, or no pod's)."""
-    parts = address.split(".")
-    if len(parts) == 4 and parts[:2] == ["198", "18"] and parts[2].isdigit() \
-            and 1 <= int(parts[2]) < 128:
-        return f"wb-node{int(parts[2])}"
-    return None
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    if ip not in ipaddress.ip_network(PODS_RANGE):
+        return None
+    index = ip.packed[2]  # 198.18.<index>.0/24 is node <index>'s pod range
+    return f"wb-node{index}" if index else None
 
 
 def api_endpoint_slice() -> dict[str, Any]:

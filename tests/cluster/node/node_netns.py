@@ -64,9 +64,6 @@ def kill_netns_processes(name: str) -> None:
             pass
 
 
-CABLES = "198.18.255.0/24"
-
-
 def host_rules(lay: cfg.NodeLayout) -> list[list[str]]:
     """The host's rules for this node, as ``iptables`` arguments after the table and before
     the verb's chain: (table, chain, rule...).
@@ -92,7 +89,7 @@ def namespace_rules(lay: cfg.NodeLayout) -> list[list[str]]:
     Replies to connections the node or the host opened to a pod still pass."""
     _, node_end = lay.cable
     new = ["-m", "conntrack", "--ctstate", "NEW", "-j", "DROP"]
-    return [["mangle", "PREROUTING", "-i", lay.bridge, "-d", CABLES, *new],
+    return [["mangle", "PREROUTING", "-i", lay.bridge, "-d", cfg.CABLES_RANGE, *new],
             ["mangle", "PREROUTING", "-i", node_end, "-d", lay.node_ip,
              "!", "-s", lay.host_ip, *new]]
 
