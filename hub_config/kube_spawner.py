@@ -10,6 +10,16 @@ sits in the pod spec, which colleagues may read: the hub token reaches the serve
 Secret of its own (`<pod>-token`, owned by the pod, so it goes with it), referenced by
 `secretKeyRef`.
 
+A server whose machine was lost (the pod's DisruptionTarget condition: evicted from a node that
+stopped answering, after the tenant's node-loss toleration) is reported stopped by `poll`, though
+its pod stays Terminating until the machine is fenced: the hub then revokes the server's token and
+drops its route, and the user can start it again. That start removes the old pod object at once
+(KubeSpawner replaces a pod of the same name with a zero-grace delete), so the new server comes up
+on a machine that answers, with the same claim. Unlike a job's rank, which waits for the fencing
+so that no rank ever runs twice, a notebook server may outlive its lost machine there unreachable:
+no request reaches it (no route, no token the hub accepts), and its kubelet kills it when it
+returns and finds the pod gone. A cell still running in it may write to the home until then.
+
 The pure builders (`build_profile_list`, `tenant_overrides`, `probes`, `shared_storage`,
 `kube_literal`, `hub_token_from_secret`, `token_secret`, and the security contexts of
 `workbench_contract.pod_security`) make plain data and are tested as data; `TenantKubeSpawner`
@@ -35,7 +45,7 @@ from hub_config.tenant_spawner import TenantSpawnerMixin, http_error
 from hub_config.tenants import Tenant, parse_quantity
 from workbench_contract import labels
 from workbench_contract.environment import NotebookContext, Storage
-from workbench_contract.placement import node_loss_tolerations
+from workbench_contract.placement import lost_machine_condition, node_loss_tolerations
 from workbench_contract.pod_security import restricted_security_contexts
 from workbench_contract.resources import GPU_RESOURCE
 
@@ -350,6 +360,22 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
             "above the home %s; set TenantKubeSpawner.home_mount_path to the home folder",
             ", ".join(paths), self.home_mount_path,
         )
+
+    async def poll(self):
+        """KubeSpawner's answer, except that a server whose machine was lost counts as stopped
+        (1) though its pod stays Terminating, where KubeSpawner would call it running."""
+        status = await super().poll()
+        if status is not None:
+            return status
+        pod = self.pod_reflector.pods.get(f"{self.namespace}/{self.pod_name}")
+        lost = lost_machine_condition(pod) if pod else None
+        if lost is None:
+            return None
+        self.log.warning(
+            "Server %s of %s stopped: its machine %s was lost at %s (%s)", self.pod_name,
+            self.user.name, (pod.get("spec") or {}).get("nodeName") or "(unknown)",
+            lost.get("lastTransitionTime") or "(unknown)", lost.get("message") or lost["reason"])
+        return 1
 
     # -- per-user identity and the hub token's Secret (API I/O) ---------------------------------
 

@@ -12,7 +12,9 @@ admission plugin), so a job or notebook on a dead machine would wait five minute
 replaced it. Workbench pods name their own, with the tenant's `node_loss_toleration` (30 s by
 default): about 80 s from power-off to eviction. Eviction only marks a pod for deletion: with no
 kubelet left to confirm, it stays Terminating until the node comes back or an operator taints the
-node `node.kubernetes.io/out-of-service` (Kubernetes' non-graceful node shutdown).
+node `node.kubernetes.io/out-of-service` (Kubernetes' non-graceful node shutdown). Both sides read
+a lost machine off the pod the same way (`lost_machine_condition`): a job restarts from its
+checkpoint, and the hub calls a notebook server on a lost machine stopped.
 
 **Spread.** `--nodes 2` means two machines: a job's pods are spread over nodes (`kubernetes.io/
 hostname`) with `whenUnsatisfiable: ScheduleAnyway`. DoNotSchedule would keep a pod Pending
@@ -35,6 +37,10 @@ NODE_LOSS_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreacha
 DEFAULT_NODE_LOSS_TOLERATION = 30
 # More than an hour is most likely a unit mistake (milliseconds); Kubernetes' own default is 300.
 MAX_NODE_LOSS_TOLERATION = 3600
+# The DisruptionTarget reasons that mean a pod's machine is gone: the taint eviction controller
+# evicts pods from a node that stopped answering once their node-loss toleration has passed; the
+# pod garbage collector removes them from a node taken out of service or deleted.
+LOST_MACHINE_REASONS = ("DeletionByTaintManager", "DeletionByPodGC")
 
 
 def node_loss_tolerations(seconds: int,
@@ -51,6 +57,17 @@ def node_loss_tolerations(seconds: int,
     named = {t.get("key") for t in existing}
     return [{"key": taint, "operator": "Exists", "effect": "NoExecute",
              "tolerationSeconds": seconds} for taint in NODE_LOSS_TAINTS if taint not in named]
+
+
+def lost_machine_condition(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The condition that says the pod's machine was lost (`pod` as the API server's JSON), or
+    None: a pod evicted or removed for another reason (preempted, drained, deleted by a user)
+    has not lost its machine."""
+    for condition in (pod.get("status") or {}).get("conditions") or []:
+        if (condition.get("type") == "DisruptionTarget" and condition.get("status") == "True"
+                and condition.get("reason") in LOST_MACHINE_REASONS):
+            return condition
+    return None
 
 
 def spread_over_nodes(selector: Mapping[str, str],

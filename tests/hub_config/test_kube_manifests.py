@@ -197,3 +197,51 @@ def test_token_secret_is_opaque_and_labelled_as_the_users():
     assert secret["metadata"] == {"name": "jupyter-ann-token", "namespace": "wb-classroom",
                                   "labels": {labels.LABEL_USER: "ann"}}
     kubernetes_validate.validate(secret, KUBERNETES_VERSION, strict=True)
+
+
+def _pod_on(node: str, *conditions: dict) -> dict:
+    """A running notebook pod as the pod reflector holds it (the API server's JSON); with a
+    DisruptionTarget condition it is also marked for deletion, as an eviction leaves it."""
+    evicted = {"deletionTimestamp": "2026-12-07T18:00:30Z"} if conditions else {}
+    return {"metadata": {"name": "jupyter-ann", "namespace": "ns", **evicted},
+            "spec": {"nodeName": node},
+            "status": {"phase": "Running", "podIP": "10.0.0.9", "conditions": list(conditions),
+                       "containerStatuses": [{"name": "notebook", "ready": True,
+                                              "state": {"running": {}}}]}}
+
+
+LOST = {"type": "DisruptionTarget", "status": "True", "reason": "DeletionByTaintManager",
+        "message": "Taint manager: deleting due to NoExecute taint",
+        "lastTransitionTime": "2026-12-07T18:00:00Z"}
+
+
+@pytest.mark.parametrize("conditions, expected", [
+    ((), None),
+    ((LOST,), 1),
+    (({**LOST, "reason": "DeletionByPodGC"},), 1),
+    # Evicted for another reason (preempted, drained): not a lost machine; KubeSpawner decides.
+    (({**LOST, "reason": "PreemptionByScheduler"},), None),
+    (({**LOST, "status": "False"},), None),
+], ids=["running", "taint-manager", "pod-gc", "preempted", "condition-false"])
+def test_a_server_whose_machine_was_lost_is_reported_stopped(monkeypatch, conditions, expected):
+    """KubeSpawner's own poll calls a pod with a running container running, even once it is
+    Terminating on a machine that stopped answering; the tenant spawner calls it stopped."""
+    from types import SimpleNamespace
+
+    from kubespawner import KubeSpawner
+
+    async def no_watch(self, replace=False):
+        return None
+
+    monkeypatch.setattr(KubeSpawner, "_start_watching_pods", no_watch)
+    async def poll():
+        spawner = TenantKubeSpawner(_mock=True, user=fake_user("ann", ["vision-team"]),
+                                    tenants_file=str(EXAMPLE), namespace="ns",
+                                    pod_name_template="jupyter-ann")
+        pods = {"ns/jupyter-ann": _pod_on("node-b", *conditions)}
+        monkeypatch.setitem(TenantKubeSpawner.reflectors, spawner._get_reflector_key("pods"),
+                            SimpleNamespace(pods=pods))
+        return await spawner.poll()
+
+    with offline_kubeconfig():
+        assert asyncio.run(poll()) == expected

@@ -42,6 +42,7 @@ from workbench_contract.labels import (
 from workbench_contract.ownership import user_secret
 from workbench_contract.placement import (
     DEFAULT_NODE_LOSS_TOLERATION,
+    lost_machine_condition,
     node_loss_tolerations,
     spread_over_nodes,
 )
@@ -205,22 +206,13 @@ def container_exit(pod: Mapping[str, Any], container: str) -> tuple[int | None, 
     return None, 0
 
 
-# The DisruptionTarget reasons that mean the pod's machine is gone: the taint eviction
-# controller evicts pods from a node that stopped answering once their node-loss toleration
-# has passed; the pod garbage collector removes them from a node taken out of service
-# (`node.kubernetes.io/out-of-service`) or deleted.
-LOST_MACHINE_REASONS = ("DeletionByTaintManager", "DeletionByPodGC")
-
-
 def machine_lost_at(pod: Mapping[str, Any]) -> float | None:
-    """When the pod's machine was found lost (its DisruptionTarget condition's time), or None:
-    a pod evicted or removed for another reason (preempted, drained, deleted by a user) is not
-    a lost machine."""
-    for condition in (pod.get("status") or {}).get("conditions") or []:
-        if (condition.get("type") == "DisruptionTarget" and condition.get("status") == "True"
-                and condition.get("reason") in LOST_MACHINE_REASONS):
-            return timestamp(condition.get("lastTransitionTime")) or 0.0
-    return None
+    """When the pod's machine was found lost (its DisruptionTarget condition's time), or None
+    (`placement.lost_machine_condition`)."""
+    condition = lost_machine_condition(pod)
+    if condition is None:
+        return None
+    return timestamp(condition.get("lastTransitionTime")) or 0.0
 
 
 def node_state(pod: Mapping[str, Any], index: int, container: str) -> NodeStatus:

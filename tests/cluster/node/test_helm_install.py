@@ -34,7 +34,10 @@ cell run with Shift+Enter, the panel at Succeeded with the job's VisualDL chart 
 A second tenant, whose idle policy stops servers after a minute, has one user: the hub pod's
 per-tenant cullers (hub services, looking every few seconds here) stop that user's untouched
 server and leave ada's, whose tenant allows an hour. The hub pod is deleted while a job trains:
-it comes back with its users and servers, and the job's same pods go on to Succeeded. The module
+it comes back with its users and servers, and the job's same pods go on to Succeeded. A third
+user's server, on a second node (``second_node``) with a home every node mounts, loses its machine:
+the hub calls it stopped once the pod is evicted, and it starts again on the first node with the
+same home. The module
 ends with the README's embedded default (`workbench up`) doing the same steps, so that each run
 prints both sides' figures.
 """
@@ -62,7 +65,7 @@ import requests
 import tenancy
 import yaml
 from node_figures import FIGURES
-from placement import local_volume, route_to_node
+from placement import local_volume, route_to_node, shared_volume
 from pod_client import core_api, running_pod
 
 from hub_config.auth import member_group
@@ -85,6 +88,9 @@ USER = "ada"
 # A user of a second tenant whose idle policy stops servers after IDLE_TIMEOUT seconds; the
 # hub's cullers look every CULL_EVERY seconds (WORKBENCH_CULL_EVERY).
 IDLE_USER = "cleo"
+# A member of ada's tenant whose home is on storage every node mounts (``shared_volume``): the
+# user whose server's machine dies.
+MOVER = "ben"
 IDLE_TIMEOUT = 60
 CULL_EVERY = 10
 HUB_DB_CLAIM = "hub-db-dir"  # the chart's claim for hub.db.type sqlite-pvc
@@ -106,6 +112,7 @@ class Release:
     provider: helm_release.OidcProvider
     install_seconds: float  # helm install -> hub and proxy Ready
     home: Path  # the node's folder that ada's claim binds
+    mover_home: Path  # MOVER's, which every node mounts
     uninstalled: bool = False
     jobs: list[str] = field(default_factory=list)  # jobs run from the notebook pod
 
@@ -213,11 +220,13 @@ def release(control_plane, real_node, cpu_image, paddle_runtime,
     provider = helm_release.OidcProvider(
         [{"sub": USER, "preferred_username": USER, "groups": list(tenant.groups)},
          {"sub": IDLE_USER, "preferred_username": IDLE_USER,
-          "groups": list(idle_tenant.groups)}],
+          "groups": list(idle_tenant.groups)},
+         {"sub": MOVER, "preferred_username": MOVER, "groups": list(tenant.groups)}],
         work / "provider.log")
     db_volume = f"{namespace}-{HUB_DB_CLAIM}"
     home_volume = f"{tenant.namespace}-{user_claim(USER)}"
     idle_home_volume = f"{idle_tenant.namespace}-{user_claim(IDLE_USER)}"
+    mover_volume = f"{tenant.namespace}-{user_claim(MOVER)}"
     kubeconfig = control_plane.kubeconfig
     made: Release | None = None
     try:
@@ -241,6 +250,11 @@ def release(control_plane, real_node, cpu_image, paddle_runtime,
                 user_claim(USER), ["ReadWriteMany"])
         _volume(core, work / f"home-{IDLE_USER}", idle_home_volume, real_node.name,
                 idle_tenant.namespace, user_claim(IDLE_USER), ["ReadWriteMany"])
+        mover_home = work / f"home-{MOVER}"
+        mover_home.mkdir()
+        mover_home.chmod(0o777)
+        core.create_persistent_volume(shared_volume(mover_volume, mover_home, tenant.namespace,
+                                                    user_claim(MOVER)))
         admin_token = secrets.token_hex(32)
         images_file = chart.image_values(work, {**images, "cpu": cpu_image})
         site = helm_release.write_values(work / "site.yaml", helm_release.site_values(
@@ -254,7 +268,7 @@ def release(control_plane, real_node, cpu_image, paddle_runtime,
                      "-f", str(images_file), "-f", str(site))
         assert done.returncode == 0, f"helm install failed:\n{done.stderr}"
         made = Release(helm, kubeconfig, namespace, tenant, idle_tenant, url, admin_token,
-                       provider, 0.0, work / f"home-{USER}")
+                       provider, 0.0, work / f"home-{USER}", mover_home)
         wait_component_ready(core, namespace, "hub", READY_TIMEOUT)
         wait_component_ready(core, namespace, "proxy", READY_TIMEOUT)
         made.install_seconds = time.monotonic() - began
@@ -268,7 +282,8 @@ def release(control_plane, real_node, cpu_image, paddle_runtime,
         _delete_quietly(lambda: core.delete_namespace(namespace),
                         lambda: core.delete_persistent_volume(db_volume),
                         lambda: core.delete_persistent_volume(home_volume),
-                        lambda: core.delete_persistent_volume(idle_home_volume))
+                        lambda: core.delete_persistent_volume(idle_home_volume),
+                        lambda: core.delete_persistent_volume(mover_volume))
         provider.stop()
 
 
@@ -633,6 +648,74 @@ def test_a_deleted_hub_pod_comes_back_with_its_users_servers_and_jobs(release: R
     for job_id in release.jobs:
         assert _job_status(release, job_id)["state"] == "Succeeded"
         assert {p.status.phase for p in _job_pods(core, release, job_id)} == {"Succeeded"}
+
+
+def _server(release: Release, name: str) -> dict | None:
+    """The user's default server as the hub reports it (None: the hub calls it stopped)."""
+    return (release.api("GET", f"/users/{name}").json().get("servers") or {}).get("")
+
+
+def _contents(release: Release, name: str, token: str, path: str,
+              text: str | None = None) -> str:
+    """Write (`text`) or read a file of the user's home through their server's contents API,
+    through the proxy, as the user."""
+    url = f"{release.url}/user/{name}/api/contents/{path}"
+    headers = {"Authorization": f"token {token}"}
+    if text is None:
+        response = requests.get(url, headers=headers, params={"content": 1}, timeout=60)
+    else:
+        response = requests.put(url, headers=headers, timeout=60, json={
+            "type": "file", "format": "text", "content": text})
+    assert response.status_code in (200, 201), (response.status_code, response.text[:2000])
+    return response.json()["content"] if text is None else text
+
+
+def test_a_server_whose_machine_dies_is_reported_stopped_and_starts_on_another(
+        release: Release, control_plane, real_node, second_node, cpu_image) -> None:
+    """MOVER's server runs on the second node (the first one cordoned while it is placed), with
+    a file in the home. The second node loses power (``RealNode.power_off``). The pod is evicted
+    once the tenant's node-loss toleration has passed, and stays Terminating (no kubelet
+    confirms it); the hub's next poll calls the server stopped (KubeSpawner alone would call
+    it running until the machine is fenced). MOVER starts it again: it comes up on the machine
+    left, with the same home."""
+    core = core_api(control_plane)
+    second_node.pull(cpu_image)  # the figures below count no pull
+    _, final = oauth_login(release, MOVER)
+    assert final.status_code == 200, (final.status_code, final.url)
+    core.patch_node(real_node.name, {"spec": {"unschedulable": True}})
+    try:
+        spawn(release, MOVER)
+    finally:
+        core.patch_node(real_node.name, {"spec": {"unschedulable": False}})
+    first = notebook_pod(core, release, MOVER)
+    assert first.spec.node_name == second_node.name
+    token = user_token(release, MOVER)
+    note = f"written on {second_node.name} before it died\n"
+    _contents(release, MOVER, token, "notes.txt", note)
+
+    second_node.power_off()
+    died = time.monotonic()
+    k8s_plane.wait_for(lambda: _server(release, MOVER) is None, READY_TIMEOUT,
+                       f"the hub to call {MOVER}'s server stopped")
+    stopped = time.monotonic() - died
+    # Stopped though its pod is still there, marked for deletion by the eviction: a pod that
+    # no kubelet will confirm gone.
+    (lost,) = core.list_namespaced_pod(release.tenant.namespace,
+                                       label_selector=f"hub.jupyter.org/username={MOVER}").items
+    assert lost.metadata.uid == first.metadata.uid and lost.metadata.deletion_timestamp
+    assert any(c.type == "DisruptionTarget" and c.reason == "DeletionByTaintManager"
+               for c in lost.status.conditions or [])
+
+    again = spawn(release, MOVER)
+    moved = notebook_pod(core, release, MOVER)
+    assert moved.metadata.uid != first.metadata.uid
+    assert moved.spec.node_name == real_node.name
+    assert _contents(release, MOVER, token, "notes.txt") == note
+    response = release.api("DELETE", f"/users/{MOVER}/server")
+    assert response.status_code in (202, 204), response.text
+    wait_for_gone(core, release.tenant.namespace, moved.metadata.name)
+    FIGURES["helm: notebook's machine powered off -> hub calls the server stopped (s)"] = stopped
+    FIGURES["helm: start again -> notebook ready on the machine left (s)"] = again
 
 
 def test_helm_uninstall_keeps_the_tenant_and_the_users_claim(release: Release,
