@@ -306,6 +306,19 @@ def test_exit_codes_come_from_the_operators_events_when_pods_are_gone():
     assert failed.restarts == 2
 
 
+def test_a_restart_of_every_worker_counts_once():
+    """A lost machine takes the collective down with it: the operator makes every worker again.
+    That is one restart of the job (as JobSet's restart of a TrainJob is), not one per worker."""
+    spec, _, _ = _job()
+    made = [{"reason": "SuccessfulCreatePod", "message": f"Created pod: job-a1b2c3-worker-{i}"}
+            for i in (0, 1)]
+    status = status_from_paddlejob(spec, _paddlejob("Created", "Running"),
+                                   [_pod(0, "Running"), _pod(1, "Running")], made + made)
+    assert status.restarts == 1
+    assert status_from_paddlejob(spec, _paddlejob("Created", "Running"),
+                                 [_pod(0, "Running"), _pod(1, "Running")], made).restarts == 0
+
+
 def test_an_unreachable_api_server_is_a_clear_error(tmp_path, monkeypatch):
     from launcher_magic.engines import EngineError, load_engine
 

@@ -15,6 +15,7 @@ The builders and the status mapping are pure; `PaddleJobAdapter` hands them to t
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -137,15 +138,18 @@ def exits_from_events(job_id: str, events: Iterable[Mapping[str, Any]]) -> dict[
     return exits
 
 
-def restarts_from_events(nodes: int, events: Iterable[Mapping[str, Any]]) -> int:
-    """How many worker pods the operator made beyond the first `nodes`: each is a restart.
-
-    Counted from its `SuccessfulCreatePod` events (a repeated event carries a count), since a
-    restarted worker is a new pod whose restart count starts again at 0.
+def restarts_from_events(events: Iterable[Mapping[str, Any]]) -> int:
+    """How many times the operator restarted the job, from its `SuccessfulCreatePod` events (a
+    repeated event carries a count): a restarted worker is a new pod of the same name, whose
+    restart count starts again at 0, so the worker made most often says it. A restart of the
+    whole job (every worker made again, as after a lost machine) counts once, as a TrainJob's
+    does.
     """
-    created = sum(int(e.get("count") or 1) for e in events
-                  if e.get("reason") == "SuccessfulCreatePod")
-    return max(0, created - nodes)
+    made: Counter[str] = Counter()
+    for event in events:
+        if event.get("reason") == "SuccessfulCreatePod":
+            made[event.get("message") or ""] += int(event.get("count") or 1)
+    return max(0, max(made.values(), default=0) - 1)
 
 
 def _condition_state(paddlejob: Mapping[str, Any]) -> tuple[JobState, str, float | None]:
@@ -173,7 +177,7 @@ def status_from_paddlejob(spec: JobSpec, paddlejob: Mapping[str, Any] | None,
     nodes = {index: NodeStatus(node=index, state=RankState.SUCCEEDED if code == 0
                                else RankState.FAILED, exit_code=code)
              for index, code in exits.items()}
-    restarts = restarts_from_events(spec.nodes, events)
+    restarts = restarts_from_events(events)
     for pod in pods:
         labels = (pod.get("metadata") or {}).get("labels") or {}
         try:

@@ -119,6 +119,17 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
 @pytest.fixture(scope="module")
 def second_node(control_plane, real_node, tmp_path_factory: pytest.TempPathFactory):
     """A second started node, stopped and checked clean after the module's tests."""
+    yield from _second_node(control_plane, real_node, tmp_path_factory)
+
+
+@pytest.fixture
+def doomed_node(control_plane, real_node, tmp_path_factory: pytest.TempPathFactory):
+    """A second started node for one test, which may power it off; stopped and checked clean
+    after it."""
+    yield from _second_node(control_plane, real_node, tmp_path_factory)
+
+
+def _second_node(control_plane, real_node, tmp_path_factory: pytest.TempPathFactory):
     import real_node as rn
 
     node = _started(rn.RealNode(real_node.layout.build, tmp_path_factory.mktemp("node2"),

@@ -1,6 +1,7 @@
-"""A machine dies under a running 2-node job, and the job goes on from its last checkpoint.
+"""A machine dies under a running 2-node job (a TrainJob, then a PaddleJob), and the job goes on
+from its last checkpoint.
 
-The job's pods are spread over the two real nodes (``second_node`` stands for a machine of its
+The job's pods are spread over the two real nodes (``doomed_node`` stands for a machine of its
 own). Once a checkpoint is on the shared volume, the second node loses power as nearly as this
 machine allows (``RealNode.power_off``: every process of the node SIGKILLed at once, its network
 namespace left dark). Then, each step asserted:
@@ -14,10 +15,12 @@ namespace left dark). Then, each step asserted:
    a second copy of that rank until something confirms the machine is off. That is the cluster
    operator's fencing (here the test plays it): the ``node.kubernetes.io/out-of-service`` taint
    (Kubernetes' non-graceful node shutdown) once the machine is known to be down;
-4. the pod garbage collector then removes the pod, the node's Job fails, and the runtime's
-   JobSet restarts the whole job (one restart of ``--max-restarts 1``) on the machine left; each
-   node resumes from the newest checkpoint and the job ends with the parameters of an
-   uninterrupted run, having lost at most one checkpoint interval of steps;
+4. the pod garbage collector then removes the pod and the job restarts as a whole (one restart of
+   ``--max-restarts 1``) on the machine left. A TrainJob: the node's Job fails and the runtime's
+   JobSet makes every node again. A PaddleJob: the operator makes the missing worker again, and the
+   surviving worker is made again too (seen here: its log stops with no error). Each node resumes
+   from the newest checkpoint and the job ends with the parameters of an uninterrupted run, having
+   lost at most one checkpoint interval of steps;
 5. the dead node is cleaned up (nothing of it left on the host) and starts again, Ready.
 """
 
@@ -27,6 +30,7 @@ import json
 import time
 
 import numpy as np
+import pytest
 from node_figures import FIGURES
 from node_jobs import (
     JOB_TIMEOUT,
@@ -40,6 +44,7 @@ from node_tenants import node_tenant_with
 from pod_client import core_api
 
 from tests.launcher_magic.support import TRAIN_CELL, wait_until
+from workbench_contract.cluster import PADDLEJOB_REPLICA_INDEX_LABEL
 from workbench_contract.labels import LABEL_JOB
 from workbench_contract.placement import DEFAULT_NODE_LOSS_TOLERATION
 
@@ -69,11 +74,12 @@ def _progress_step(job_dir) -> int:
         return 0
 
 
-def test_a_job_survives_the_death_of_a_machine(control_plane, real_node, second_node,
+@pytest.mark.parametrize("job_api", ["trainjob", "paddlejob"])
+def test_a_job_survives_the_death_of_a_machine(control_plane, real_node, doomed_node,
                                                paddle_runtime, cpu_image, notebook_kernel,
-                                               tmp_path):
+                                               tmp_path, job_api):
     core = core_api(control_plane)
-    with node_tenant_with(control_plane, cpu_image, tmp_path, None) as (tenant, home):
+    with node_tenant_with(control_plane, cpu_image, tmp_path, job_api) as (tenant, home):
         assert tenant.node_loss_toleration == DEFAULT_NODE_LOSS_TOLERATION
         kernel = start_kernel(notebook_kernel, tenant, home)
         run_to_end(kernel, "ref", cell=TRAIN_CELL)
@@ -82,19 +88,21 @@ def test_a_job_survives_the_death_of_a_machine(control_plane, real_node, second_
         job_dir = home / "jobs" / job_id
         pods = _pods(core, tenant.namespace, job_id)
         assert sorted(p.spec.node_name for p in pods) == sorted(
-            [real_node.name, second_node.name])
-        (doomed,) = [p for p in pods if p.spec.node_name == second_node.name]
-        index = doomed.metadata.annotations["batch.kubernetes.io/job-completion-index"]
+            [real_node.name, doomed_node.name])
+        (doomed,) = [p for p in pods if p.spec.node_name == doomed_node.name]
+        index = (doomed.metadata.annotations or {}).get(
+            "batch.kubernetes.io/job-completion-index",
+            doomed.metadata.labels.get(PADDLEJOB_REPLICA_INDEX_LABEL))
         seconds = {t.key: t.toleration_seconds for t in doomed.spec.tolerations
                    if t.effect == "NoExecute"}
         assert seconds["node.kubernetes.io/unreachable"] == DEFAULT_NODE_LOSS_TOLERATION
 
         time.sleep(3)  # a step or two past the checkpoint: those are lost with the machine
-        second_node.power_off()
+        doomed_node.power_off()
         died, step_at_death = time.monotonic(), _progress_step(job_dir)
 
         # 1. NotReady within the grace period (and some seconds of the monitor's period).
-        assert wait_until(lambda: not _ready(core, second_node.name), timeout=120)
+        assert wait_until(lambda: not _ready(core, doomed_node.name), timeout=120)
         not_ready = time.monotonic() - died
         # 2. Its pod is evicted after the tenant's toleration, not Kubernetes' five minutes.
         assert wait_until(lambda: any(
@@ -103,20 +111,23 @@ def test_a_job_survives_the_death_of_a_machine(control_plane, real_node, second_
             if p.metadata.name == doomed.metadata.name), timeout=120)
         evicted = time.monotonic() - died
         shown = kernel.run(f"%paddle_attach {job_id}")
-        assert f"node {index} lost its machine {second_node.name}" in shown.text, shown.text
+        assert f"node {index} lost its machine {doomed_node.name}" in shown.text, shown.text
         # 3. Still Terminating: nothing confirms the machine is off, so no second copy of
         # rank 1 may start yet. The operator's fencing confirms it.
         time.sleep(5)
         (stuck,) = [p for p in _pods(core, tenant.namespace, job_id)
                     if p.metadata.name == doomed.metadata.name]
         assert stuck.metadata.deletion_timestamp
-        core.patch_node(second_node.name, {"spec": {"taints": [
-            *(t.to_dict() for t in core.read_node(second_node.name).spec.taints or []),
+        core.patch_node(doomed_node.name, {"spec": {"taints": [
+            *(t.to_dict() for t in core.read_node(doomed_node.name).spec.taints or []),
             OUT_OF_SERVICE]}})
         fenced = time.monotonic()
 
         # 4. The restart on the machine left, from the newest checkpoint.
-        resumed_log = job_dir / "logs" / "attempt-1" / f"node-{index}" / "workerlog.0"
+        # A TrainJob's restart is a new attempt; the PaddleJob operator restarts a worker with
+        # the same command, so its log goes on in the first attempt's folder.
+        attempt = "attempt-1" if job_api == "trainjob" else "attempt-0"
+        resumed_log = job_dir / "logs" / attempt / f"node-{index}" / "workerlog.0"
         assert wait_until(lambda: resumed_log.is_file()
                           and "[checkpoint] resumed from step" in resumed_log.read_text(),
                           timeout=JOB_TIMEOUT), (job_dir / "status.json").read_text()
@@ -126,7 +137,7 @@ def test_a_job_survives_the_death_of_a_machine(control_plane, real_node, second_
         waited = kernel.run(f"%paddle_attach {job_id} --wait", timeout=JOB_TIMEOUT)
         status = json.loads((job_dir / "status.json").read_text())
         assert status["state"] == "Succeeded" and status["restarts"] == 1, (status, waited.text)
-        assert f"lost its machine {second_node.name}" in waited.text, waited.text
+        assert f"lost its machine {doomed_node.name}" in waited.text, waited.text
         assert f"resumed from: step {resumed_step}" in waited.text, waited.text
         assert {p.spec.node_name for p in _pods(core, tenant.namespace, job_id)} == {
             real_node.name}
@@ -136,10 +147,10 @@ def test_a_job_survives_the_death_of_a_machine(control_plane, real_node, second_
             assert np.array_equal(params(home, job_id, rank), params(home, ref_id, rank)), rank
 
     # 5. Nothing of the dead node is left once it is cleaned up, and it comes back.
-    second_node.stop()  # raises NodeError listing anything left behind
+    doomed_node.stop()  # raises NodeError listing anything left behind
     import real_node as rn
 
-    again = rn.RealNode(second_node.layout.build, tmp_path / "again", control_plane, index=1)
+    again = rn.RealNode(doomed_node.layout.build, tmp_path / "again", control_plane, index=1)
     try:
         again.start()
         assert _ready(core, again.name)
@@ -148,9 +159,10 @@ def test_a_job_survives_the_death_of_a_machine(control_plane, real_node, second_
     finally:
         again.stop()
     # Printed at the end of the session; never asserted.
-    FIGURES["node death: power-off to NotReady (s)"] = not_ready
-    FIGURES["node death: power-off to the pod's eviction (s)"] = evicted
-    FIGURES["node death: out-of-service taint to training again (s)"] = (
+    FIGURES[f"node death, {job_api}: power-off to NotReady (s)"] = not_ready
+    FIGURES[f"node death, {job_api}: power-off to the pod's eviction (s)"] = evicted
+    FIGURES[f"node death, {job_api}: out-of-service taint to training again (s)"] = (
         training_again - (fenced - died))
-    FIGURES["node death: power-off to training again (s)"] = training_again
-    FIGURES[f"node death: steps lost (a checkpoint every {EVERY})"] = step_at_death - resumed_step
+    FIGURES[f"node death, {job_api}: power-off to training again (s)"] = training_again
+    FIGURES[f"node death, {job_api}: steps lost (a checkpoint every {EVERY})"] = (
+        step_at_death - resumed_step)
