@@ -12,6 +12,8 @@ import os
 
 import pytest
 
+from tests import build_ahead
+
 _ALLOWED = ("GPU",)
 
 
@@ -51,3 +53,7 @@ def pytest_make_collect_report(collector):
     report = outcome.get_result()
     if _ci() and report.skipped:
         _fail_skip(report)
+
+
+def pytest_configure(config) -> None:
+    build_ahead.register(config)
