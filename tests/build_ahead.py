@@ -106,8 +106,9 @@ class BuildAhead:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-        except ProcessLookupError:
-            pass
+        except ProcessLookupError:  # its session is not made yet: it has started nothing
+            process.kill()
+            process.wait()
 
 
 def _relative(item: pytest.Item) -> str:

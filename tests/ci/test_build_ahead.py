@@ -4,6 +4,7 @@ starts, and that one failed build does not stop the next."""
 from __future__ import annotations
 
 import subprocess
+import time
 
 from tests.build_ahead import BUILDS, REPO, group, needed, script
 
@@ -53,7 +54,27 @@ def test_the_end_of_a_session_stops_what_still_builds_with_its_children():
     plugin.process = subprocess.Popen(["bash", "-c", "sleep 300 & sleep 300; wait"],
                                       start_new_session=True)
     group_id = plugin.process.pid  # start_new_session: the leader's pid names the group
+
+    def running() -> list[str]:
+        # A killed child may linger a moment as a zombie until init reaps it: not running.
+        found = subprocess.run(["pgrep", "-g", str(group_id)], capture_output=True, text=True)
+        return [pid for pid in found.stdout.split() if _state(pid) not in ("Z", "")]
+
+    # As at the end of a real session: the builds have been running for a while.
+    deadline = time.monotonic() + 10
+    while len(running()) < 3 and time.monotonic() < deadline:  # bash and its two sleeps
+        time.sleep(0.05)
     plugin.pytest_sessionfinish(None, 0)
     assert plugin.process is None
-    left = subprocess.run(["pgrep", "-g", str(group_id)], capture_output=True, text=True)
-    assert left.stdout == "", f"still running: {left.stdout}"
+    deadline = time.monotonic() + 10
+    while running() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert running() == [], "the build's children still run"
+
+
+def _state(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
