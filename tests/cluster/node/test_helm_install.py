@@ -112,7 +112,6 @@ class Release:
     provider: helm_release.OidcProvider
     install_seconds: float  # helm install -> hub and proxy Ready
     home: Path  # the node's folder that ada's claim binds
-    mover_home: Path  # MOVER's, which every node mounts
     uninstalled: bool = False
     jobs: list[str] = field(default_factory=list)  # jobs run from the notebook pod
 
@@ -268,7 +267,7 @@ def release(control_plane, real_node, cpu_image, paddle_runtime,
                      "-f", str(images_file), "-f", str(site))
         assert done.returncode == 0, f"helm install failed:\n{done.stderr}"
         made = Release(helm, kubeconfig, namespace, tenant, idle_tenant, url, admin_token,
-                       provider, 0.0, work / f"home-{USER}", mover_home)
+                       provider, 0.0, work / f"home-{USER}")
         wait_component_ready(core, namespace, "hub", READY_TIMEOUT)
         wait_component_ready(core, namespace, "proxy", READY_TIMEOUT)
         made.install_seconds = time.monotonic() - began
