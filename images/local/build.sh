@@ -11,7 +11,8 @@
 #   images/local/build.sh key              print the cache key of this build's inputs
 #
 # `all` is skipped when the registry already holds what a build of the same inputs pushed (the key
-# hashes the Dockerfiles, locks, build scripts and the project's sources): a warm run takes seconds.
+# hashes the Dockerfiles, locks, build scripts, the project's sources and the last commit that
+# changed any of them): a warm run takes seconds, also after commits that changed none of them.
 #
 # Environment:
 #   REGISTRY_ADDR   the internal registry (default 127.0.0.1:5000; started when not running)
@@ -23,7 +24,7 @@
 #   TRIVY_DB_REPOSITORY  where Trivy's database comes from (default: $REGISTRY_ADDR/trivy-db:2)
 #   BUILD_CA_BUNDLE the CA bundle mounted (read-only) into RUN steps for TLS to package indexes
 #                   (default: this host's /etc/ssl/certs/ca-certificates.crt); never in a layer
-#   REVISION        the commit the labels name (default: git rev-parse HEAD)
+#   REVISION        the commit the labels name (default: the last commit that changed an input)
 # The last lines printed are `NAME=<registry>/workbench/NAME@sha256:...`, one per image, also
 # written to $IMAGE_CACHE/out/refs.env (and, without the registry address, to out/<key>/refs).
 set -euo pipefail
@@ -133,11 +134,20 @@ base() {
 
 # The key of everything an image is made from, and the commit its labels name: a change to any of
 # it is a new build (buildah's layer cache keeps that short when only the sources changed).
+INPUTS=(images launcher_magic hub_config workbench_contract extensions pyproject.toml
+  scripts/build-trivy.sh)
 inputs_key() {
-  (cd "$repo" && find images launcher_magic hub_config workbench_contract extensions \
-      pyproject.toml scripts/build-trivy.sh -type f -not -path '*/__pycache__/*' \
+  (cd "$repo" && find "${INPUTS[@]}" -type f -not -path '*/__pycache__/*' \
       -not -path 'images/dist/*' 2>/dev/null | LC_ALL=C sort | xargs sha256sum) \
     | cat - <(base_key) <(echo "$REVISION") | sha256sum | cut -c1-16
+}
+
+# The commit the labels name: the last one that changed an input. A commit that touches none of
+# them (tests, docs, deploy files) keeps the key, so its build is the check of seconds above.
+inputs_revision() {
+  local rev
+  rev=$(git -C "$repo" log -1 --format=%H -- "${INPUTS[@]}" 2>/dev/null) || rev=
+  echo "${rev:-unknown}"
 }
 
 # The build context: images/ and the project wheel, as the pipeline's repository root holds them.
@@ -193,7 +203,7 @@ gate() {
 
 need
 configure
-REVISION=${REVISION:-$(git -C "$repo" rev-parse HEAD 2>/dev/null || echo unknown)}
+REVISION=${REVISION:-$(inputs_revision)}
 case "${1:-}" in
   key) inputs_key; exit ;;
   base|image|all) ;;

@@ -138,22 +138,9 @@ def trivy_db(trivy: Path, registry: str, tmp_path_factory: pytest.TempPathFactor
     return f"{registry}/trivy-db:2"
 
 
-def build_revision() -> str:
-    """The commit the session's builds label their images with (read once: the checkout's HEAD
-    may move while the session runs)."""
-    global _REVISION
-    if _REVISION is None:
-        _REVISION = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"],
-                                   capture_output=True, text=True).stdout.strip() or "unknown"
-    return _REVISION
-
-
-_REVISION: str | None = None
-
-
 def build_env(registry: str, trivy: Path, **extra: str) -> dict[str, str]:
     """The environment of images/local/build.sh in this session."""
-    return _env(registry, TRIVY=str(trivy), REVISION=build_revision(), **extra)
+    return _env(registry, TRIVY=str(trivy), **extra)
 
 
 def run_build(registry: str, trivy: Path, *args: str) -> subprocess.CompletedProcess:

@@ -4,11 +4,16 @@ non-root, without package-manager caches, with an SBOM and a scan report each.""
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
 from tests.images import registry_client
-from tests.images.conftest import build_revision, cache_root
+from tests.images.conftest import REPO, cache_root
+
+# What goes into an image: its recipe, and the project's packages (the wheel) and metadata.
+IMAGE_INPUTS = ("images", "launcher_magic", "hub_config", "workbench_contract", "extensions",
+                "pyproject.toml")
 
 # The user each image's Dockerfile ends with, and a package its SBOM must list.
 EXPECTED = {
@@ -30,6 +35,10 @@ def _config(ref: str) -> dict:
     return manifest, json.loads(registry_client.blob(addr, name, manifest["config"]["digest"]))
 
 
+def _git(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True)
+
+
 @pytest.mark.parametrize("name", ["base", "cpu", "hub", "proxy"])
 def test_each_image_is_in_the_registry_by_digest(built_images, registry, name) -> None:
     ref = built_images[name]
@@ -44,9 +53,13 @@ def test_each_image_is_in_the_registry_by_digest(built_images, registry, name) -
 def test_labels_name_the_commit_and_the_base(built_images, name) -> None:
     _, config = _config(built_images[name])
     labels = config["config"].get("Labels") or {}
-    revision = build_revision()
-    assert len(revision) == 40, "the checkout has no commit to label the images with"
-    assert labels.get("org.opencontainers.image.revision") == revision
+    revision = labels.get("org.opencontainers.image.revision", "")
+    assert len(revision) == 40, f"the label names no commit: {revision!r}"
+    # A commit of this checkout's history whose image inputs are those of HEAD: the last one that
+    # changed them, so commits that change nothing in the image reuse it.
+    assert _git("merge-base", "--is-ancestor", revision, "HEAD").returncode == 0, revision
+    changed = _git("diff", "--name-only", revision, "HEAD", "--", *IMAGE_INPUTS)
+    assert changed.returncode == 0 and not changed.stdout.strip(), changed.stdout[-2000:]
     assert labels.get("org.opencontainers.image.title") == f"workbench-{name}"
     # The base by repository and digest: the registry's address is this run's, not the image's.
     _, base_name, base_digest = _split(built_images["base"])
