@@ -15,6 +15,14 @@ fixture that comes while its part is building waits for it, then finds it cached
 makes every background build a check of seconds. A background build that fails only means the
 fixture builds again and reports the failure. At the end of the session whatever still builds is
 stopped with its process group: nothing is left running.
+
+Under pytest-xdist (``make test`` runs two workers, ``-n 2``), the real-node tier is one work unit
+and every other test another: one worker runs the node tier while the other runs the rest in the
+order above, so the longest tier no longer waits for all the others. The node tier holds the
+machine's one node (a second worker starting one would wait for the first), so it is never split;
+the other tiers stay on one worker so that each session fixture (the control plane, the images,
+the hub) starts once. The builds then start once, in the controlling process, as soon as the
+first worker has collected.
 """
 
 from __future__ import annotations
@@ -29,14 +37,15 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 LOG = REPO / "test-output" / "build-ahead.log"
 
-# The builds in the order the deferred tests need them: the control plane (the cluster tier,
-# run first of those), Helm (the chart tier), Trivy (the images tier, and the CPU image of the
-# node tier), the node's binaries (the node tier, run last).
+# The builds in the order the deferred tests need them: the control plane (the cluster tier, and
+# the node tier), the node's binaries (the node tier, which starts beside the others under
+# xdist), Helm (the chart tier, and the hub's release on the node), Trivy (the images tier; the
+# node's images are pushed unscanned, SCAN=off, and the images tier is where the gate is tested).
 BUILDS = (
     ("control plane", ["bash", "deploy/controlplane/build.sh"]),
+    ("node", ["bash", "deploy/node/build.sh"]),
     ("helm", ["bash", "deploy/helm/build.sh"]),
     ("trivy", ["bash", "scripts/build-trivy.sh"]),
-    ("node", ["bash", "deploy/node/build.sh"]),
 )
 
 # Tests that need parts of BUILDS, by folder, in the order they run after every other test, and
@@ -45,8 +54,11 @@ DEFERRED = {
     "tests/cluster": ("control plane",),
     "tests/helm": ("helm",),
     "tests/images": ("trivy",),
-    "tests/cluster/node": ("control plane", "helm", "trivy", "node"),
+    "tests/cluster/node": ("control plane", "node", "helm"),
 }
+# The xdist work units: the real-node tier, and everything else.
+NODE_TIER = "tests/cluster/node"
+XDIST_UNITS = {True: "real-node", False: "other-tiers"}
 _FOLDERS = list(DEFERRED)
 
 
@@ -74,6 +86,11 @@ def script(builds) -> str:
     return "\n".join(lines)
 
 
+def xdist_unit(path: str) -> str:
+    """The xdist work unit of a test file (relative to the repository)."""
+    return XDIST_UNITS[path.startswith(NODE_TIER + "/")]
+
+
 class BuildAhead:
     def __init__(self) -> None:
         self.process: subprocess.Popen | None = None
@@ -85,13 +102,41 @@ class BuildAhead:
             return
         # sorted() is stable: each group keeps pytest's order, so module fixtures stay together.
         items[:] = sorted(items, key=lambda item: groups[id(item)])
-        if config.getoption("collectonly"):
+        if config.getoption("collectonly") or hasattr(config, "workerinput"):
+            return  # an xdist worker: the controlling process builds
+        self.start(set(groups.values()))
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_make_scheduler(self, config, log):
+        """Every load-sharing xdist mode keeps the real-node tier on one worker (``each`` runs
+        every test on every worker and is left to xdist)."""
+        if config.getvalue("dist") == "each":
+            return None
+        from xdist.scheduler import LoadScopeScheduling
+
+        class TierScheduling(LoadScopeScheduling):
+            """Work units are the tiers of ``xdist_unit``, each in its collected order."""
+
+            def _split_scope(self, nodeid: str) -> str:
+                return xdist_unit(nodeid.split("::", 1)[0])
+
+        return TierScheduling(config, log)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node, ids) -> None:
+        """The controlling process of an xdist session: build for what the workers collected."""
+        if self.process is None:
+            self.start({group(nodeid.split("::", 1)[0]) for nodeid in ids})
+
+    def start(self, groups: set[int]) -> None:
+        builds = needed(groups)
+        if not builds:
             return
         LOG.parent.mkdir(exist_ok=True)
         env = {**os.environ, "PATH": os.environ.get("PATH", "") + ":/usr/local/go/bin"}
         with open(LOG, "w") as log:
             self.process = subprocess.Popen(
-                ["nice", "-n", "19", "bash", "-c", script(needed(set(groups.values())))],
+                ["nice", "-n", "19", "bash", "-c", script(builds)],
                 cwd=REPO, env=env,
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True)

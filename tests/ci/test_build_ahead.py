@@ -4,6 +4,8 @@ starts, and that one failed build does not stop the next."""
 from __future__ import annotations
 
 import subprocess
+import sys
+import textwrap
 import time
 
 from tests.build_ahead import BUILDS, REPO, group, needed, script
@@ -28,8 +30,55 @@ def test_a_session_builds_only_what_its_tests_need():
     assert names("tests/helm/test_chart.py") == ["helm"]
     assert names("tests/cluster/test_watch.py", "tests/images/test_scan_gate.py") == [
         "control plane", "trivy"]
-    assert names("tests/cluster/node/test_two_nodes.py") == [
-        "control plane", "helm", "trivy", "node"]
+    # The node's images are pushed unscanned (SCAN=off): the node tier needs no Trivy.
+    assert names("tests/cluster/node/test_two_nodes.py") == ["control plane", "node", "helm"]
+
+
+# A session of two workers over a tree laid out like this repository's tests: each test writes
+# which worker ran it, in order.
+_CONFTEST = """
+from tests_under import build_ahead
+
+
+def pytest_configure(config):
+    build_ahead.register(config)
+"""
+_TEST = """
+import os
+
+
+def test_{name}(tmp_path_factory):
+    with open(os.environ["RAN_LOG"], "a") as log:
+        log.write("{path} " + os.environ["PYTEST_XDIST_WORKER"] + "\\n")
+"""
+
+
+def test_under_xdist_the_node_tier_runs_on_one_worker_and_the_rest_on_the_other(tmp_path):
+    root = tmp_path / "tree"
+    package = root / "tests_under"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "build_ahead.py").write_text((REPO / "tests" / "build_ahead.py").read_text())
+    (root / "conftest.py").write_text(_CONFTEST)
+    paths = ["tests/cluster/node/test_a.py", "tests/cluster/node/test_b.py",
+             "tests/hub/test_c.py", "tests/hub/test_d.py", "tests/cluster/test_e.py",
+             "tests/test_f.py"]
+    for i, path in enumerate(paths):
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(textwrap.dedent(_TEST.format(name=i, path=path)))
+    log = tmp_path / "ran.log"
+    done = subprocess.run([sys.executable, "-m", "pytest", "-n", "2", "-p", "no:cacheprovider",
+                           "-q", "tests"], cwd=root, capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin", "RAN_LOG": str(log)})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ran = [line.split() for line in log.read_text().splitlines()]
+    assert sorted(path for path, _ in ran) == sorted(paths)
+    node = {worker for path, worker in ran if path.startswith("tests/cluster/node/")}
+    rest = {worker for path, worker in ran if not path.startswith("tests/cluster/node/")}
+    assert len(node) == 1 and len(rest) == 1 and node != rest, ran
+    # The rest keeps the session's order: the cluster tier after the tests that need no build.
+    order = [path for path, _ in ran if not path.startswith("tests/cluster/node/")]
+    assert order[-1] == "tests/cluster/test_e.py", order
 
 
 def test_every_build_is_a_script_of_the_repository():
