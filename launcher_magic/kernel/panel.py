@@ -25,6 +25,8 @@ from workbench_contract import environment as wbenv
 
 LOG_LINES = 20
 MAX_SCALARS = 3  # last scalars on the progress line: the loss and two more
+# How long the panel waits, once the job has ended, for its board to list the final records.
+BOARD_FINAL_WAIT = 10.0
 STATE_COLOURS = {
     JobState.QUEUED: "#7c3aed", JobState.PENDING: "#6b7280", JobState.RUNNING: "#2563eb",
     JobState.RESTARTING: "#d97706",
@@ -372,14 +374,18 @@ class JobPanel:
         """Reload the board when its first records appear and when the job ends.
 
         VisualDL's page lists runs and charts once, when it loads; the board usually loads
-        before rank 0 has written anything, so without a reload it would stay empty.
+        before rank 0 has written anything, so without a reload it would stay empty. The board
+        itself reads new records a moment after they are written: a reload waits until it lists
+        them (the next refresh asks again; at the end, up to BOARD_FINAL_WAIT seconds).
         """
         from launcher_magic.kernel import visualdl
         has_data = any(self.job.visualdl_dir.glob("vdlrecords.*"))
         reason = None
-        if has_data and not self._board_had_data:
+        if has_data and not self._board_had_data and visualdl.lists_runs(self.board):
             self._board_had_data, reason = True, "data"
         if view.status.state.is_terminal() and not self._board_final:
+            if has_data:
+                visualdl.lists_runs(self.board, wait=BOARD_FINAL_WAIT)
             self._board_final, reason = True, "final"
         if reason:
             self._board.value = visualdl.embed_html(

@@ -48,6 +48,8 @@ PROXY_URL = "PADDLE_WORKBENCH_VISUALDL_PROXY_URL"
 PORT_PLACEHOLDER = "%PORT%"
 RECORDS_FOLDER = "workbench-visualdl"
 START_TIMEOUT = 60.0
+# How long a new board over recorded logs may take to read them before it is handed out.
+DATA_TIMEOUT = 30.0
 # A board ends at the first step (SIGINT); the later ones are for a board that hangs.
 STOP_TIMEOUTS = StopTimeouts(interrupt=5.0, terminate=5.0, kill=5.0)
 
@@ -194,14 +196,37 @@ def _free_port() -> int:
 
 
 
-def _answers(instance: BoardInstance, timeout: float = 2.0) -> bool:
+def _runs(instance: BoardInstance, timeout: float = 2.0) -> list | None:
+    """The runs the board has read so far; None while it does not answer."""
     url = f"http://127.0.0.1:{instance.port}{instance.public_path}/api/runs"
     request = urllib.request.Request(url, headers={TOKEN_HEADER: instance.token})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status == 200
-    except (OSError, urllib.error.URLError, ValueError):
-        return False
+            if response.status != 200:
+                return None
+            return list(json.loads(response.read()).get("data") or [])
+    except (OSError, urllib.error.URLError, ValueError, AttributeError, TypeError):
+        return None
+
+
+def _answers(instance: BoardInstance, timeout: float = 2.0) -> bool:
+    return _runs(instance, timeout) is not None
+
+
+def _has_records(logdir: Path) -> bool:
+    return next(logdir.rglob("vdlrecords.*"), None) is not None
+
+
+def lists_runs(instance: BoardInstance, wait: float = 0.0) -> bool:
+    """Whether the board lists a run, asking for at most `wait` seconds. VisualDL answers before
+    its reader has loaded the logs, and a page opened then shows an empty board that does not
+    fill itself: a page is worth (re)loading once this is true."""
+    deadline = time.monotonic() + wait
+    while not _runs(instance):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def read_records(folder: Path | None = None) -> list[BoardInstance]:
@@ -288,6 +313,8 @@ def start(logdir: Path | str, *, env: Mapping[str, str] | None = None,
             stop(instance)
             raise VisualDLError(f"VisualDL did not answer within {timeout:.0f}s; see {log_path}")
         time.sleep(0.2)
+    if _has_records(logdir):  # handed out anyway if it still lists none
+        lists_runs(instance, DATA_TIMEOUT)
     _write_record(folder, instance)
     return StartResult(instance, reused=False)
 

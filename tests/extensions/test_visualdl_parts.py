@@ -19,6 +19,7 @@ from extensions import visualdl_proxy, visualdl_server
 from launcher_magic.core.processes import pid_alive
 from launcher_magic.kernel import visualdl as boards
 from launcher_magic.training.metrics import ScalarLogger
+from tests.launcher_magic.support import wait_until
 from workbench_contract import visualdl as contract
 
 from .conftest import requires_visualdl, write_scalars
@@ -210,6 +211,49 @@ def test_a_board_for_another_prefix_is_not_reused(tmp_path, runtime_dir):
     assert sorted(b.pid for b in boards.read_records()) == sorted([plain.pid, hub.pid])
 
 
+# A board that answers at once but lists its runs only from its fourth answer on, as VisualDL
+# does while its reader is still loading the logs; it says how often it was asked.
+_SLOW_READER = """#!{python}
+import http.server, json, sys
+port = int(sys.argv[sys.argv.index("--port") + 1])
+asked = []
+
+class Board(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        asked.append(self.path)
+        runs = ["run"] if len(asked) > 3 else []
+        body = json.dumps({{"status": 0, "msg": "", "data": runs}}).encode()
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(body)
+        with open({count!r}, "w") as out:
+            out.write(str(len(asked)))
+
+    def log_message(self, *args):
+        pass
+
+http.server.HTTPServer(("127.0.0.1", port), Board).serve_forever()
+"""
+
+
+def test_a_new_board_is_handed_out_once_it_has_read_the_logs(tmp_path, runtime_dir):
+    """A page opened before VisualDL has read the logs stays empty: start() waits for a run."""
+    import sys
+
+    logdir = tmp_path / "logs"
+    write_scalars(logdir, "run")
+    count = tmp_path / "asked"
+    fake = tmp_path / "fake-python"
+    fake.write_text(_SLOW_READER.format(python=sys.executable, count=str(count)))
+    fake.chmod(0o755)
+    board = boards.start(logdir, env={}, python=str(fake)).instance
+    try:
+        assert int(count.read_text()) >= 4  # answered empty three times, then listed the run
+        assert boards._runs(board) == ["run"]
+    finally:
+        boards.stop(board)
+
+
 def test_a_board_that_cannot_start_says_why(tmp_path, runtime_dir):
     with pytest.raises(boards.VisualDLError, match="exited with status"):
         boards.start(tmp_path, env={}, python="/bin/false")
@@ -288,8 +332,10 @@ def test_panel_embeds_the_jobs_board_and_reloads_it_when_data_arrives(tmp_path, 
     assert f'<iframe src="{escape(board.page_url())}"' in panel._board.value
 
     write_scalars(job.visualdl_dir, job.job_id, steps=3)
-    panel.refresh()
-    assert f'src="{escape(board.page_url(loaded="data"))}"' in panel._board.value
+    reloaded = f'src="{escape(board.page_url(loaded="data"))}"'
+    # Reloaded once the board has read the records (a refresh before that leaves the page).
+    assert wait_until(lambda: panel.refresh() and reloaded in panel._board.value, timeout=30)
+    assert boards._runs(board)
     state["now"] = state["now"].moved_to(JobState.RUNNING).moved_to(JobState.SUCCEEDED)
     panel.refresh()
     assert f'src="{escape(board.page_url(loaded="final"))}"' in panel._board.value

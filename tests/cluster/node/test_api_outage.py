@@ -46,6 +46,13 @@ def _state(job_dir) -> str:
         return ""
 
 
+def _step(job_dir) -> int:
+    try:
+        return json.loads((job_dir / "progress.json").read_text())["step"]
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
 def test_a_job_and_its_panel_outlive_a_control_plane_restart(control_plane, real_node,
                                                              node_tenant, notebook_kernel):
     from kubernetes import client
@@ -53,8 +60,12 @@ def test_a_job_and_its_panel_outlive_a_control_plane_restart(control_plane, real
     tenant, home = node_tenant
     watching = start_kernel(notebook_kernel, tenant, home)
     run_to_end(watching, "quiet", "--env STEPS=24", cell=TRAIN_CELL)
+    # Started before the job, so that the outage begins as soon as the job trains: the job must
+    # outlast it (24 steps of 3 s against a 20 s outage and the restart), or the test tests
+    # something else.
+    submitting = start_kernel(notebook_kernel, tenant, home)
 
-    cell = NODE_CELL.replace("--name dp", "--name calm --env STEP_SLEEP=2 --env STEPS=24")
+    cell = NODE_CELL.replace("--name dp", "--name calm --env STEP_SLEEP=3 --env STEPS=24")
     shown: dict = {}
     follower = threading.Thread(
         target=lambda: shown.update(result=watching.run(cell + TRAIN_CELL, timeout=JOB_TIMEOUT),
@@ -65,13 +76,14 @@ def test_a_job_and_its_panel_outlive_a_control_plane_restart(control_plane, real
                       timeout=JOB_TIMEOUT)
     job_id = job_id_of(home, "calm")
 
-    submitting = start_kernel(notebook_kernel, tenant, home)
     with control_plane.outage():
         down = time.monotonic()
         during = submitting.run(NODE_CELL.replace("--name dp", "--name during") + "x = 1\n")
         time.sleep(max(0.0, OUTAGE - (time.monotonic() - down)))
         assert real_node.processes(), "the node's containerd and shims kept running"
     back = time.monotonic()
+    assert _state(home / "jobs" / job_id) == "Running" and _step(home / "jobs" / job_id) < 24, (
+        "the job ended during the outage: the test needs it training when the plane comes back")
 
     said = (during.error or "") + during.text
     assert "the cluster is unreachable, try again" in said, said

@@ -77,7 +77,7 @@ def _progress_step(job_dir) -> int:
 @pytest.mark.parametrize("job_api", ["trainjob", "paddlejob"])
 def test_a_job_survives_the_death_of_a_machine(control_plane, real_node, doomed_node,
                                                paddle_runtime, cpu_image, notebook_kernel,
-                                               tmp_path, job_api):
+                                               tmp_path, tmp_path_factory, job_api):
     core = core_api(control_plane)
     with node_tenant_with(control_plane, cpu_image, tmp_path, job_api) as (tenant, home):
         assert tenant.node_loss_toleration == DEFAULT_NODE_LOSS_TOLERATION
@@ -150,7 +150,10 @@ def test_a_job_survives_the_death_of_a_machine(control_plane, real_node, doomed_
     doomed_node.stop()  # raises NodeError listing anything left behind
     import real_node as rn
 
-    again = rn.RealNode(doomed_node.layout.build, tmp_path / "again", control_plane, index=1)
+    # A short work dir: containerd's sockets must fit a unix socket path (104 bytes), and a
+    # test's own tmp_path is long under xdist.
+    again = rn.RealNode(doomed_node.layout.build, tmp_path_factory.mktemp("again"), control_plane,
+                        index=1)
     try:
         again.start()
         assert _ready(core, again.name)
