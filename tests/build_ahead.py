@@ -48,17 +48,16 @@ BUILDS = (
     ("trivy", ["bash", "scripts/build-trivy.sh"]),
 )
 
+NODE_TIER = "tests/cluster/node"
+
 # Tests that need parts of BUILDS, by folder, in the order they run after every other test, and
 # the parts each folder's tests need.
 DEFERRED = {
     "tests/cluster": ("control plane",),
     "tests/helm": ("helm",),
     "tests/images": ("trivy",),
-    "tests/cluster/node": ("control plane", "node", "helm"),
+    NODE_TIER: ("control plane", "node", "helm"),
 }
-# The xdist work units: the real-node tier, and everything else.
-NODE_TIER = "tests/cluster/node"
-XDIST_UNITS = {True: "real-node", False: "other-tiers"}
 _FOLDERS = list(DEFERRED)
 
 
@@ -87,8 +86,9 @@ def script(builds) -> str:
 
 
 def xdist_unit(path: str) -> str:
-    """The xdist work unit of a test file (relative to the repository)."""
-    return XDIST_UNITS[path.startswith(NODE_TIER + "/")]
+    """The xdist work unit of a test file (relative to the repository): the real-node tier, or
+    everything else."""
+    return "real-node" if path.startswith(NODE_TIER + "/") else "other-tiers"
 
 
 class BuildAhead:

@@ -4,6 +4,7 @@ launches a 2-node job, and reading what a job left in her home (its id, states, 
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -51,6 +52,14 @@ def detach_until_checkpoint(kernel, home: Path, name: str) -> str:
 def job_id_of(home: Path, name: str) -> str:
     (job,) = [p.name for p in (home / "jobs").iterdir() if p.name.startswith(name + "-")]
     return job
+
+
+def progress_step(job_dir: Path) -> int:
+    """The step rank 0 last reported in the job's progress file (0 before the first)."""
+    try:
+        return json.loads((job_dir / "progress.json").read_text())["step"]
+    except (OSError, ValueError, KeyError):
+        return 0
 
 
 def params(home: Path, job_id: str, rank: int) -> np.ndarray:

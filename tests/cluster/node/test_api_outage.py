@@ -28,6 +28,7 @@ from node_jobs import (
     NODE_CELL,
     job_id_of,
     params,
+    progress_step,
     run_to_end,
     start_kernel,
     states,
@@ -44,13 +45,6 @@ def _state(job_dir) -> str:
         return json.loads((job_dir / "status.json").read_text())["state"]
     except (OSError, ValueError, KeyError):
         return ""
-
-
-def _step(job_dir) -> int:
-    try:
-        return json.loads((job_dir / "progress.json").read_text())["step"]
-    except (OSError, ValueError, KeyError):
-        return 0
 
 
 def test_a_job_and_its_panel_outlive_a_control_plane_restart(control_plane, real_node,
@@ -82,7 +76,8 @@ def test_a_job_and_its_panel_outlive_a_control_plane_restart(control_plane, real
         time.sleep(max(0.0, OUTAGE - (time.monotonic() - down)))
         assert real_node.processes(), "the node's containerd and shims kept running"
     back = time.monotonic()
-    assert _state(home / "jobs" / job_id) == "Running" and _step(home / "jobs" / job_id) < 24, (
+    job_dir = home / "jobs" / job_id
+    assert _state(job_dir) == "Running" and progress_step(job_dir) < 24, (
         "the job ended during the outage: the test needs it training when the plane comes back")
 
     said = (during.error or "") + during.text

@@ -37,6 +37,7 @@ from node_jobs import (
     detach_until_checkpoint,
     job_id_of,
     params,
+    progress_step,
     run_to_end,
     start_kernel,
 )
@@ -67,13 +68,6 @@ def _lost_condition(pod) -> bool:
                and c.reason == "DeletionByTaintManager" for c in pod.status.conditions or [])
 
 
-def _progress_step(job_dir) -> int:
-    try:
-        return json.loads((job_dir / "progress.json").read_text())["step"]
-    except (OSError, ValueError, KeyError):
-        return 0
-
-
 @pytest.mark.parametrize("job_api", ["trainjob", "paddlejob"])
 def test_a_job_survives_the_death_of_a_machine(control_plane, real_node, doomed_node,
                                                paddle_runtime, cpu_image, notebook_kernel,
@@ -99,7 +93,7 @@ def test_a_job_survives_the_death_of_a_machine(control_plane, real_node, doomed_
 
         time.sleep(3)  # a step or two past the checkpoint: those are lost with the machine
         doomed_node.power_off()
-        died, step_at_death = time.monotonic(), _progress_step(job_dir)
+        died, step_at_death = time.monotonic(), progress_step(job_dir)
 
         # 1. NotReady within the grace period (and some seconds of the monitor's period).
         assert wait_until(lambda: not _ready(core, doomed_node.name), timeout=120)
