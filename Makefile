@@ -2,8 +2,10 @@
 # Both set up everything they need first (scripts/setup.sh is idempotent and quick when nothing changed).
 VENV ?= .venv
 PYTEST_ARGS ?=
-# Two workers: the real-node tier on one, every other test on the other (tests/build_ahead.py).
-PYTEST_WORKERS ?= -n 2
+# One process by default. `make test PYTEST_WORKERS="-n 2"` runs the real-node tier on one worker and
+# every other test on the other (tests/build_ahead.py): about 30 min warm instead of 41, but under
+# that load the browser journey's VisualDL board sometimes shows "Error occurred" (not yet fixed).
+PYTEST_WORKERS ?=
 # The Go toolchain (for the control-plane tests) is usually installed in /usr/local/go.
 export PATH := $(PATH):/usr/local/go/bin
 

@@ -16,7 +16,7 @@ makes every background build a check of seconds. A background build that fails o
 fixture builds again and reports the failure. At the end of the session whatever still builds is
 stopped with its process group: nothing is left running.
 
-Under pytest-xdist (``make test`` runs two workers, ``-n 2``), the real-node tier is one work unit
+Under pytest-xdist (``make test PYTEST_WORKERS="-n 2"``), the real-node tier is one work unit
 and every other test another: one worker runs the node tier while the other runs the rest in the
 order above, so the longest tier no longer waits for all the others. The node tier holds the
 machine's one node (a second worker starting one would wait for the first), so it is never split;
