@@ -36,7 +36,7 @@ FORBIDDEN = [
     # training worker, to have it loaded before it forks any rank.
     *((engine, "launcher_magic.training", "engines start ranks; they do not run training code")
       for engine in ("launcher_magic.engines.base", "launcher_magic.engines.cluster",
-                     "launcher_magic.engines.local.engine", "launcher_magic.engines.local.forking",
+                     "launcher_magic.engines.local.engine",
                      "launcher_magic.engines.local.supervisor",
                      "launcher_magic.engines.local.rendezvous",
                      "launcher_magic.engines.local.devices")),

@@ -102,3 +102,111 @@ def test_exit_codes():
     assert exit_code(15, signal.SIGTERM) == 143
     assert exit_code(-9, None) == 137  # the launcher itself killed
     assert exit_code(7, None) == 7
+
+
+# -- a CPU node forks its ranks (Paddle imported once per pod), run for real on loopback ---------
+
+ALLREDUCE_CELL = '''
+import os, time
+import paddle, paddle.distributed as dist
+dist.init_parallel_env()
+total = paddle.to_tensor(float(dist.get_rank() + 1))
+dist.all_reduce(total)
+print(f"rank {dist.get_rank()} of {dist.get_world_size()} sum {float(total)} "
+      f"parent {os.getppid()}", flush=True)
+time.sleep(float(os.environ.get("HOLD", "0")))
+'''
+
+
+def _forked_nodes(tmp_path: Path, cell: str, **extra: str) -> tuple[object, list]:
+    """A real 2-node job directory and its two nodes started as pods would start them, both
+    on this machine's loopback address (node 1 finds node 0 at PADDLE_MASTER)."""
+    from launcher_magic.core.forking import free_endpoints
+    from launcher_magic.core.jobdir import JobDir
+    from launcher_magic.core.spec import JobSpec, Resources
+
+    spec = JobSpec(job_id="fk-0a1b2c", name="fk", engine="trainjob", nodes=2,
+                   resources=Resources(nproc_per_node=1))
+    job = JobDir.create(tmp_path / "jobs", spec, cell)
+    master = free_endpoints(1)[0]
+    nodes = []
+    for node in (0, 1):
+        env = {**os.environ, "PYTHONPATH": os.getcwd(), "PADDLE_MASTER": master,
+               "PADDLE_NNODES": "2", "PADDLE_WORKBENCH_NODE_RANK": str(node),
+               "PADDLE_WORKBENCH_ATTEMPT": "0", "POD_IP": "127.0.0.1",
+               "PADDLE_WORKBENCH_JOB_DIR": str(job.path), **extra}
+        nodes.append(subprocess.Popen(
+            [sys.executable, "-m", "launcher_magic.training.node_launch",
+             "--log_dir", str(job.node_log_dir(0, node)), "--nproc_per_node", "1",
+             str(job.main_path)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True))
+    return job, nodes
+
+
+def test_two_cpu_nodes_meet_and_fork_their_ranks_from_the_node_process(tmp_path):
+    job, nodes = _forked_nodes(tmp_path, ALLREDUCE_CELL)
+    outputs = [node.communicate(timeout=300) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs
+    for rank, node in enumerate(nodes):
+        log = job.rank_log(0, rank, 1).read_text()
+        # The rank is a fork of the node process: no second interpreter, no second import.
+        assert f"rank {rank} of 2 sum 3.0 parent {node.pid}" in log, log
+    # Node 0's own output shows its first rank's log, as the pod's log the engine reads.
+    assert "rank 0 of 2 sum 3.0" in outputs[0][0], outputs[0]
+
+
+def test_a_forked_node_stopped_by_sigterm_ends_with_143_and_takes_its_ranks(tmp_path):
+    from launcher_magic.core.processes import pid_alive
+
+    job, nodes = _forked_nodes(tmp_path, ALLREDUCE_CELL, HOLD="600")
+    for rank in (0, 1):
+        log = job.rank_log(0, rank, 1)
+        for _ in range(3000):
+            if log.is_file() and "sum 3.0" in log.read_text():
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError([n.poll() for n in nodes])
+    ranks = [record["pid"] for record in job.read_rank_records(0).values()]
+    assert len(ranks) == 2
+    for node in nodes:
+        node.send_signal(signal.SIGTERM)
+    assert [node.wait(timeout=120) for node in nodes] == [143, 143]
+    for _ in range(100):
+        if not any(pid_alive(pid) for pid in ranks):
+            break
+        time.sleep(0.1)
+    assert not any(pid_alive(pid) for pid in ranks), ranks
+
+
+def test_a_node_of_another_job_is_refused_by_node_0(tmp_path):
+    import socket
+    import threading
+
+    from launcher_magic.training.node_rendezvous import RendezvousError, join, serve
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        master = f"127.0.0.1:{listener.getsockname()[1]}"
+        met = {}
+        thread = threading.Thread(target=lambda: met.update(done=serve(
+            listener, job="a", attempt="0", nnodes=2, own=["127.0.0.1:1"], master="127.0.0.1:9",
+            timeout=60)), daemon=True)
+        thread.start()
+        with pytest.raises(RendezvousError, match="another job or attempt"):
+            join(master, job="b", attempt="0", node=1, own=["127.0.0.1:2"], timeout=30)
+        assert join(master, job="a", attempt="0", node=1, own=["127.0.0.1:2"], timeout=30) == (
+            ["127.0.0.1:1", "127.0.0.1:2"], "127.0.0.1:9")
+        thread.join(timeout=30)
+    assert met["done"] == (["127.0.0.1:1", "127.0.0.1:2"], "127.0.0.1:9")
+
+
+def test_which_nodes_fork_and_which_run_paddles_launcher():
+    from launcher_magic.training.node_launch import forked_options
+
+    forked = forked_options({}, ["--log_dir", "L", "--nproc_per_node", "2", "main.py"])
+    assert forked is not None and (forked.nproc_per_node, forked.script.name) == (2, "main.py")
+    for args in (["--log_dir", "L", "--nproc_per_node", "1", "--devices", "0", "main.py"],
+                 ["--log_dir", "L", "main.py"], ["--log_dir", "L", "--nproc_per_node", "x", "m"]):
+        assert forked_options({}, args) is None, args
+    assert forked_options({"WORKBENCH_PADDLE_LAUNCHER": "1"},
+                          ["--log_dir", "L", "--nproc_per_node", "1", "main.py"]) is None

@@ -24,6 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from launcher_magic.core.commands import node_command
+from launcher_magic.core.forking import LOOPBACK, free_endpoints, start_node
 from launcher_magic.core.jobdir import JobDir, tail_lines
 from launcher_magic.core.processes import (
     StopTimeouts,
@@ -34,7 +35,6 @@ from launcher_magic.core.processes import (
     stop_groups,
 )
 from launcher_magic.core.status import JobState, JobStatus, NodeStatus, RankState, RankStatus
-from launcher_magic.engines.local.forking import LOOPBACK, free_endpoints, start_node
 from launcher_magic.engines.local.isolation import enter_private_network
 from launcher_magic.engines.local.rendezvous import RendezvousServer
 

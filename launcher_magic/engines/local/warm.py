@@ -46,9 +46,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from launcher_magic.core.commands import job_process_environ
+from launcher_magic.core.forking import fork, redirect_output, reseed
 from launcher_magic.core.processes import pid_alive, start_time
 from launcher_magic.core.spec import JobSpec
-from launcher_magic.engines.local.forking import fork, redirect_output, reseed
 
 # Variables Paddle (or the numeric libraries under it) reads when it is imported: a job whose
 # values differ from the warm process's cannot use it.

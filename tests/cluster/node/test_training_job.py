@@ -82,18 +82,23 @@ def test_a_two_node_job_trains_on_the_real_node(control_plane, real_node, node_t
         assert f"done world=2 rank={rank}" in logs.text, logs.text
 
 
-def training_process(job_id: str, rank: int) -> int:
-    """The pid of ``rank``'s training process of the job (not its node's launcher), found on
-    this machine by the environment Paddle's launcher gives it."""
-    wanted = (f"PADDLE_JOB_ID={job_id}".encode(), f"PADDLE_TRAINER_ID={rank}".encode())
+def training_process(job_id: str, node: int) -> int:
+    """The pid (on this machine) of the training process of the job's `node` (one rank per
+    node): in its pod's environment (the runtime's PADDLE_JOB_ID and node rank, which a rank
+    forked by the node process inherits), and neither the pod's first process (the node
+    process) nor Paddle's launcher (where a job runs it)."""
+    wanted = (f"PADDLE_JOB_ID={job_id}".encode(), f"PADDLE_WORKBENCH_NODE_RANK={node}".encode())
     found = []
     for entry in Path("/proc").iterdir():
         try:
             environ = (entry / "environ").read_bytes().split(b"\0")
             cmdline = (entry / "cmdline").read_bytes()
+            status = (entry / "status").read_text()
         except OSError:
             continue
-        if all(w in environ for w in wanted) and b"paddle.distributed.launch" not in cmdline:
+        in_pod = [line.split()[-1] for line in status.splitlines() if line.startswith("NSpid:")]
+        if (all(w in environ for w in wanted) and in_pod != ["1"]
+                and b"paddle.distributed.launch" not in cmdline):
             found.append(int(entry.name))
     assert len(found) == 1, found
     return found[0]

@@ -1,4 +1,7 @@
-"""Forking a local job's nodes and ranks from the warm interpreter's image.
+"""Forking a job's nodes and ranks from an interpreter that has Paddle imported already.
+
+Two users: the local engine's warm interpreter (`engines.local.warm`) and the node process of a
+TrainJob's CPU pod (`training.node_launch`), which forks its ranks the same way.
 
 No per-node launcher is imported at all: a node is a small forked process (`start_node`) that
 gives each rank the environment `paddle.distributed.launch` would (`node_environments`, checked
@@ -7,7 +10,7 @@ launcher does. A rank runs the job's `main.py` as `__main__`, as a cold rank's i
 Each child has its own random state (`reseed`) and no file descriptor but its standard streams
 (`redirect_output`). Why forking is safe: see `warm`.
 
-The supervisor (`supervisor`) uses this for its nodes; the warm process (`warm`) for supervisors.
+Locally, the supervisor uses this for its nodes and the warm process for supervisors.
 """
 
 from __future__ import annotations
@@ -53,17 +56,19 @@ def free_endpoints(count: int, host: str = "127.0.0.1") -> list[str]:
 
 
 def node_environments(spec: JobSpec, job: JobDir, *, node: int, attempt: int,
-                      master: str, endpoints: Sequence[str]) -> list[dict[str, str]]:
+                      master: str, endpoints: Sequence[str], pod_ip: str = LOOPBACK
+                      ) -> list[dict[str, str]]:
     """Per local rank of `node`, the variables `paddle.distributed.launch` gives a collective CPU
     worker (Paddle 3's CollectiveController), plus the job's own (`job_environment`).
 
-    `master` is rank 0's TCP store, `endpoints` one per global rank. Not set: Paddle's
+    `master` is rank 0's TCP store, `endpoints` one per global rank, `pod_ip` the node's own
+    address (a local node's is the loopback address). Not set: Paddle's
     PADDLE_BACKUP_ENV_PATH, a file where its launcher copies each worker's whole environment
     (secrets included) in case a value is too long for the environment; none of these is."""
     nproc, world = spec.resources.nproc_per_node, spec.world_size
     base = job_environment(spec, job, master)
     # POD_IP as the supervisor gives a cold node's launcher, which passes it on to its workers.
-    base.update({wbenv.NODE_RANK: str(node), wbenv.ATTEMPT: str(attempt), "POD_IP": LOOPBACK})
+    base.update({wbenv.NODE_RANK: str(node), wbenv.ATTEMPT: str(attempt), "POD_IP": pod_ip})
     envs = []
     for local in range(nproc):
         rank = node * nproc + local
@@ -209,19 +214,29 @@ def _linger(job: JobDir, attempt: int, world: int) -> None:
 
 def _run_node(envs: Sequence[Mapping[str, str]], job: JobDir, attempt: int, node: int,
               nproc: int) -> int:
-    """A node: fork its ranks, wait for them, and stop the rest when one fails or when asked."""
+    """A forked local node: its output to its launch log, then its ranks (`run_ranks`)."""
+    redirect_output(job.launch_log(attempt, node))
+    logs = [job.rank_log(attempt, node * nproc + local, nproc) for local in range(nproc)]
+    return run_ranks(envs, job.main_path, logs, node=node, nproc=nproc,
+                     origin="the warm interpreter")
+
+
+def run_ranks(envs: Sequence[Mapping[str, str]], main_path: Path, logs: Sequence[Path], *,
+              node: int, nproc: int, origin: str, echo: bool = False) -> int:
+    """Fork one rank per environment (each logging to its entry of `logs`), wait for them, and
+    stop the rest when one fails or when this process is asked to stop; the node's exit code.
+    `echo`: copy the first rank's log to this process's output as it grows, as Paddle's launcher
+    shows its first worker's log."""
     stop: list[int] = []
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, lambda s, _f: stop.append(s))
-    redirect_output(job.launch_log(attempt, node))
     ranks = [
-        fork(lambda env=env, local=local: _run_rank(
-            env, job.main_path, job.rank_log(attempt, node * nproc + local, nproc)),
-             new_session=False)
-        for local, env in enumerate(envs)
+        fork(lambda env=env, log=log: _run_rank(env, main_path, log), new_session=False)
+        for env, log in zip(envs, logs, strict=True)
     ]
     print(f"node {node}: started ranks {[node * nproc + i for i in range(nproc)]} "
-          f"(pids {[r.pid for r in ranks]}) from the warm interpreter")
+          f"(pids {[r.pid for r in ranks]}) from {origin}", flush=True)
+    shown = _Echo(logs[0]) if echo else None
     code, signalled = 0, False
     while any(r.poll() is None for r in ranks):
         failed = [r.returncode for r in ranks if r.returncode not in (None, 0)]
@@ -232,12 +247,32 @@ def _run_node(envs: Sequence[Mapping[str, str]], job: JobDir, attempt: int, node
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(rank.pid, signal.SIGTERM)
             signalled = True
+        if shown:
+            shown.copy()
         time.sleep(0.05)
+    if shown:
+        shown.copy()
     if not code:
         failed = [r.returncode for r in ranks if r.returncode]
         code = _exit_code(failed[0]) if failed else 0
-    print(f"node {node}: ranks ended with {[r.returncode for r in ranks]}")
+    print(f"node {node}: ranks ended with {[r.returncode for r in ranks]}", flush=True)
     return code
+
+
+class _Echo:
+    """What a log file gained since the last `copy`, written to this process's stdout."""
+
+    def __init__(self, path: Path):
+        self.path, self.offset = path, 0
+
+    def copy(self) -> None:
+        with contextlib.suppress(OSError), self.path.open("rb") as log:
+            log.seek(self.offset)
+            data = log.read()
+            self.offset += len(data)
+            if data:
+                sys.stdout.buffer.write(data)
+                sys.stdout.buffer.flush()
 
 
 def _exit_code(returncode: int) -> int:
