@@ -147,8 +147,10 @@ def median_part(runs: list[Mapping[str, float]], start: str, end: str) -> float:
     return statistics.median(run[end] - run[start] for run in runs)
 
 
-def report(kind: str, cells: list[Mapping[str, float]], bare: list[Mapping[str, float]]) -> str:
-    """The breakdown of one kind's cells (settled marks) beside its bare pods'."""
+def report(kind: str, cells: list[Mapping[str, float]], bare: list[Mapping[str, float]],
+           nodes: list[Mapping[str, float]] = ()) -> str:
+    """The breakdown of one kind's cells (settled marks) beside its bare pods'; `nodes`: what
+    forked nodes said of themselves (seconds from their process's start)."""
     floor = median_part(bare, "created", "imported")
     lines = [f"{kind}: Shift-Enter to rank 0's first training step, 2 nodes "
              f"(median of {len(cells)})"]
@@ -157,6 +159,10 @@ def report(kind: str, cells: list[Mapping[str, float]], bare: list[Mapping[str, 
     first = median_part(cells, "shift_enter", "first_step")
     lines.append(f"  {'= first step':22s} {first:6.2f} s  {first / floor:5.2f}x the bare pod "
                  f"(target {TARGET:.1f}x)")
+    for figure in sorted({name for run in nodes for name in run}):
+        values = [run[figure] for run in nodes if figure in run]
+        lines.append(f"    {figure + ' after':34s} {statistics.median(values):6.2f} s "
+                     "(from the node process's start)")
     for name, start, end in AFTER:
         lines.append(f"  {name:22s} {median_part(cells, start, end):6.2f} s")
     lines.append(f"  {'whole cell':22s} {median_part(cells, 'shift_enter', 'returned'):6.2f} s")
@@ -187,7 +193,8 @@ def main() -> int:
     for kind in dict.fromkeys(r["kind"] for r in records):
         cells = [settle(r["marks"]) for r in records if r["kind"] == kind and r["what"] == "cell"]
         bare = [r["marks"] for r in records if r["kind"] == kind and r["what"] == "bare"]
-        print(report(kind, cells, bare), end="\n\n")
+        nodes = [r["marks"] for r in records if r["kind"] == kind and r["what"] == "node"]
+        print(report(kind, cells, bare, nodes), end="\n\n")
     return 0
 
 

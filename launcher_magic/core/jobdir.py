@@ -38,12 +38,13 @@ from workbench_contract.environment import jobs_root
 RESERVED_NAMES = frozenset({
     "spec.json", "cell.py", "main.py", "status.json", "supervisor.pid", "supervisor.log", "logs",
     "ranks", "checkpoints", "visualdl", "launcher_magic", "workbench_contract", "push.pkl",
-    "pull.pkl", "progress.json",
+    "pull.pkl", "progress.json", "history.json",
 })
 
 MAIN_SCRIPT = """\
-# Written by Paddle Workbench. `python -m paddle.distributed.launch` runs this file on every
-# rank; it records how the rank ends and runs the notebook cell (cell.py) as __main__.
+# Written by Paddle Workbench. Every rank runs this file (started by `paddle.distributed.launch`
+# or forked by its node): it records how the rank ends and runs the notebook cell (cell.py) as
+# __main__.
 from launcher_magic.training.worker import main
 
 main(__file__)
@@ -115,6 +116,8 @@ class JobDir:
     ranks_dir = property(lambda self: self.path / "ranks")
     checkpoints_dir = property(lambda self: self.path / "checkpoints")
     visualdl_dir = property(lambda self: self.path / "visualdl")
+    # What happened to the job that its state forgets (a node that lost its machine), in words.
+    history_path = property(lambda self: self.path / "history.json")
 
     def node_log_dir(self, attempt: int, node: int) -> Path:
         return self.logs_dir / f"attempt-{attempt}" / f"node-{node}"
@@ -140,6 +143,16 @@ class JobDir:
 
     def write_status(self, status: JobStatus) -> None:
         atomic_write_json(self.status_path, status.to_dict())
+
+    def read_history(self) -> tuple[str, ...]:
+        try:
+            entries = read_json(self.history_path)
+        except (OSError, ValueError):
+            return ()
+        return tuple(e for e in entries if isinstance(e, str)) if isinstance(entries, list) else ()
+
+    def write_history(self, history: tuple[str, ...]) -> None:
+        atomic_write_json(self.history_path, list(history))
 
     def read_rank_records(self, attempt: int) -> dict[int, dict]:
         records = {}

@@ -9,6 +9,7 @@ keeps a readable final state, progress figures included, even where widgets do n
 
 from __future__ import annotations
 
+import contextlib
 import html
 import math
 import os
@@ -265,7 +266,9 @@ class JobPanel:
                  notes: Sequence[str] = ()):
         self.spec, self.job, self.status_of, self.on_stop = spec, job, status_of, on_stop
         self.tail, self.notes = tail, tuple(notes)
-        self.history: tuple[str, ...] = ()  # what happened to the job that its state forgets
+        # What happened to the job that its state forgets, kept in the job directory so that
+        # any later panel of the job (another kernel's, `%paddle_attach`) still tells it.
+        self.history: tuple[str, ...] = job.read_history()
         # The engine's feed of the job's states (`status_feed`), where it has one: the panel
         # then draws each state as it comes instead of what a poll happens to see.
         self.feed = None
@@ -351,7 +354,11 @@ class JobPanel:
         """Read the job and redraw; returns the status it showed. `status`: show this one (a
         state the job went through, from the engine's feed) instead of asking for it."""
         status = status or self.status_of()
-        self.history = remembered(self.history, status)
+        history = remembered(self.history, status)
+        if history != self.history:
+            self.history = history
+            with contextlib.suppress(OSError):
+                self.job.write_history(history)
         view = PanelView.read(self.spec, self.job, status,
                               lambda rank, lines: self.tail(rank, lines, status), self.log_rank,
                               notes=self.notes + self.history)

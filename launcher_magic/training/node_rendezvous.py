@@ -6,11 +6,12 @@ runtime declares), and writes that address into the job directory, which every n
 PADDLE_MASTER's host, node 0's name in the JobSet's headless Service. The name alone would do,
 but late: a node that asks before node 0 has an address gets "no such name", and the cluster's
 DNS cache keeps that answer for seconds (CoreDNS's `cache` holds a denial for up to its TTL);
-the job directory has the address as soon as node 0 is up. Each node sends one JSON line, `{"job", "attempt", "node",
-"endpoints"}` (its ranks' endpoints); once all have come, node 0 answers each with one JSON
-line, `{"endpoints": [every rank's, in rank order], "master": rank 0's TCP store}`. A line of
-another job or attempt, or from a node that is already in, is answered with `{"error": ...}`
-and does not count.
+the job directory has the address as soon as node 0 is up.
+
+Each node sends one JSON line, `{"job", "attempt", "node", "endpoints"}` (its ranks' endpoints);
+once all have come, node 0 answers each with one JSON line, `{"endpoints": [every rank's, in
+rank order], "master": rank 0's TCP store}`. A line of another job or attempt, or from a node
+that is already in, is answered with `{"error": ...}` and does not count.
 
 This is what Paddle's launcher does before it starts its workers (its HTTP master), in one
 round trip per node, while the node's interpreter imports Paddle.

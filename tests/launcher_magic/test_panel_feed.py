@@ -133,3 +133,24 @@ def test_a_lost_machine_stays_in_the_panel_after_the_job_moved_on(job, capsys):
     last = capsys.readouterr().out.split(f"Paddle job {job.job_id}: ")[-1]
     assert last.startswith("Succeeded - completed")
     assert f"note: {lost}" in last and "resumed from: step 40" in last
+
+
+def test_a_panel_opened_after_the_restart_still_tells_of_the_lost_machine(job, capsys):
+    """What one panel saw of a lost machine is kept in the job directory: a panel opened once
+    the job already runs elsewhere (`%paddle_attach` later, another kernel) still tells it."""
+    from launcher_magic.core.status import NodeStatus
+
+    lost = "node 1 lost its machine gpu-b at 10:05:00: it stopped answering"
+    first = _make_panel(job, _Polled())
+    first.status_of = lambda: JobStatus(
+        job_id=job.job_id, state=JobState.RESTARTING, message=lost,
+        nodes=(NodeStatus(node=0), NodeStatus(node=1, host="gpu-b", lost_at=1.0)))
+    first.refresh(force=True)
+    later = _make_panel(job, _Polled())
+    later.status_of = lambda: JobStatus(job_id=job.job_id, state=JobState.SUCCEEDED,
+                                        message="completed", restarts=1,
+                                        nodes=(NodeStatus(node=0), NodeStatus(node=1)))
+    later.refresh(force=True)
+    last = capsys.readouterr().out.split(f"Paddle job {job.job_id}: ")[-1]
+    assert last.startswith("Succeeded - completed") and f"note: {lost}" in last, last
+    assert job.dir.read_history() == (lost,)

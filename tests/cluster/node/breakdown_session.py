@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -86,6 +87,24 @@ class Watches:
             thread.join(timeout=10)
 
 
+# What a forked node prints once it has met the others (launcher_magic.training.node_launch).
+NODE_LINE = re.compile(r"node (\d+): Paddle imported after ([0-9.]+)s, the \d+ nodes met after "
+                       r"([0-9.]+)s")
+
+
+def node_figures(core, namespace: str, job_id: str) -> dict[str, float]:
+    """From each pod's log, where a node forked its ranks: seconds from the node process's
+    start to Paddle imported and to all nodes met."""
+    figures = {}
+    for pod in core.list_namespaced_pod(namespace, label_selector=f"{LABEL_JOB}={job_id}").items:
+        with contextlib.suppress(Exception):
+            for node, imported, met in NODE_LINE.findall(
+                    core.read_namespaced_pod_log(pod.metadata.name, namespace)):
+                figures[f"node {node}: Paddle imported"] = float(imported)
+                figures[f"node {node}: nodes met"] = float(met)
+    return figures
+
+
 def bare_pod(core, namespace: str, image: str, name: str) -> dict[str, float]:
     """Create a pod of `image` that imports Paddle; its marks once it has succeeded."""
     pod_context, container_context = restricted_security_contexts(DEFAULT_UID, DEFAULT_GID)
@@ -129,10 +148,13 @@ def test_breakdown(control_plane, real_node, node_tenant, notebook_kernel, cpu_i
                 job_id = job_id_of(home, name)
                 marks.update(json.loads((home / "jobs" / job_id / "timing.json").read_text()))
                 marks.update(watches.of(job_id))
+                figures = node_figures(core, tenant.namespace, job_id)
                 if index:
                     with out.open("a") as stream:
                         for what, recorded in (("bare", bare), ("cell", marks)):
                             stream.write(json.dumps({"kind": way, "what": what,
                                                      "marks": recorded}) + "\n")
+                        stream.write(json.dumps({"kind": way, "what": "node",
+                                                 "marks": figures}) + "\n")
     finally:
         watches.close()
