@@ -8,11 +8,12 @@ JobSet and the training-operator, the real node, the images tier's CPU image on 
 registry) and then, for each job kind (`trainjob`, `paddlejob`) in a tenant of its own, one
 untimed job first (it pulls the image into the node's fresh containerd), then `--runs` rounds of:
 
-- a bare pod: the same image, created by the cluster's admin in the same namespace, runs
-  `python -c "import paddle"` with marks; create -> Paddle imported is the floor a cell is
-  measured against (a pod's start plus `import paddle`, on this node, in this run);
-- the cell: `%%paddle_launch --nodes 2` with a small timed training cell, from a kernel with a
-  notebook's identity.
+- a bare pod: the same image, CPU and memory (`--cpu`, requests = limits, as the cell's pods),
+  created by the cluster's admin in the same namespace, runs `python -c "import paddle"` with
+  marks; create -> Paddle imported is the floor a cell is measured against (a pod's start plus
+  `import paddle`, on this node, in this run);
+- the cell: `%%paddle_launch --nodes 2 --cpu CPU --memory 2Gi` with a small timed training
+  cell, from a kernel with a notebook's identity.
 
 The marks of a cell come from two sides. The API side: a watch on the job's kind, Kueue's
 Workloads and the job's pods sees each object appear and change (when the watch saw it, not the
@@ -177,12 +178,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--runs", type=int, default=3, help="timed rounds per job kind")
     parser.add_argument("--steps", type=int, default=20, help="training steps per cell")
+    parser.add_argument("--cpu", default="500m",
+                        help="CPU of each node's pod and of the bare pod (requests = limits)")
     parser.add_argument("-k", default="", help="pytest -k, e.g. trainjob")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cluster-breakdown-") as folder:
         out = Path(folder) / "marks.jsonl"
         env = {**os.environ, "BREAKDOWN_OUT": str(out), "BREAKDOWN_RUNS": str(args.runs),
-               "BREAKDOWN_STEPS": str(args.steps)}
+               "BREAKDOWN_STEPS": str(args.steps), "BREAKDOWN_CPU": args.cpu}
         argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", SESSION,
                 *(["-k", args.k] if args.k else [])]
         done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True)

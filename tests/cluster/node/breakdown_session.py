@@ -29,7 +29,8 @@ from workbench_contract.cluster import WORKLOAD
 from workbench_contract.labels import LABEL_JOB
 from workbench_contract.pod_security import DEFAULT_GID, DEFAULT_UID, restricted_security_contexts
 
-CELL = "%%paddle_launch --nodes 2 --cpu 500m --memory 2Gi --name {name}{options}\n"
+CELL = "%%paddle_launch --nodes 2 --cpu {cpu} --memory {memory} --name {name}{options}\n"
+MEMORY = "2Gi"
 LAUNCHER = " --env WORKBENCH_PADDLE_LAUNCHER=1"
 WAYS = {"trainjob": {"trainjob": "", "trainjob, Paddle's launcher": LAUNCHER},
         "paddlejob": {"paddlejob": ""}}
@@ -105,14 +106,17 @@ def node_figures(core, namespace: str, job_id: str) -> dict[str, float]:
     return figures
 
 
-def bare_pod(core, namespace: str, image: str, name: str) -> dict[str, float]:
-    """Create a pod of `image` that imports Paddle; its marks once it has succeeded."""
+def bare_pod(core, namespace: str, image: str, name: str, cpu: str) -> dict[str, float]:
+    """Create a pod of `image` that imports Paddle, with the CPU and memory of each of the
+    cell's pods; its marks once it has succeeded."""
+    amounts = {"cpu": cpu, "memory": MEMORY}
     pod_context, container_context = restricted_security_contexts(DEFAULT_UID, DEFAULT_GID)
     manifest = {"metadata": {"name": name}, "spec": {
         "securityContext": pod_context, "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "containers": [{"name": "bare", "image": image, "imagePullPolicy": "IfNotPresent",
                         "command": ["python", "-c", BARE_POD],
+                        "resources": {"requests": amounts, "limits": amounts},
                         "securityContext": container_context}]}}
     created = time.time()
     core.create_namespaced_pod(namespace, manifest)
@@ -129,6 +133,7 @@ def bare_pod(core, namespace: str, image: str, name: str) -> dict[str, float]:
 def test_breakdown(control_plane, real_node, node_tenant, notebook_kernel, cpu_image):
     out = Path(os.environ["BREAKDOWN_OUT"])
     runs, steps = int(os.environ["BREAKDOWN_RUNS"]), int(os.environ["BREAKDOWN_STEPS"])
+    cpu = os.environ["BREAKDOWN_CPU"]
     tenant, home = node_tenant
     kernel = start_kernel(notebook_kernel, tenant, home)
     core = core_api(control_plane)
@@ -136,11 +141,12 @@ def test_breakdown(control_plane, real_node, node_tenant, notebook_kernel, cpu_i
     watches = Watches(control_plane, tenant.namespace, tenant.job_api)
     try:
         for index in range(runs + 1):  # the first round pulls the image: not recorded
-            bare = bare_pod(core, tenant.namespace, cpu_image, f"bare-{index}")
+            bare = bare_pod(core, tenant.namespace, cpu_image, f"bare-{index}", cpu)
             for way, options in WAYS[tenant.job_api].items():
                 name = f"b{index}{'l' if options else ''}"
                 marks = {"shift_enter": time.time()}
-                result = kernel.run(CELL.format(name=name, options=options) + cell,
+                result = kernel.run(CELL.format(cpu=cpu, memory=MEMORY, name=name,
+                                                options=options) + cell,
                                     timeout=JOB_TIMEOUT)
                 marks["returned"] = time.time()
                 assert result.error is None and states(result.text, name)[-1] == "Succeeded", (
